@@ -1,0 +1,1 @@
+"""Deliver signals to automation platforms: Sentinel-style XML packages and Sur-Gard output."""

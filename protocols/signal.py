@@ -1,0 +1,151 @@
+"""The Signal: one normalized, immutable record for everything that reaches the journal.
+
+Panel events, bridge events, supervision troubles and restores, and receiver troubles all become
+a ``Signal``. It keeps both the Contact ID view and the SIA view where known (the event catalog
+fills the one the device did not send), the account as received and as resolved, flags, and
+the raw frame for audit. Unknown codes pass through raw; nothing is dropped for being unknown.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import os
+import re
+from datetime import datetime
+
+import attrs
+from attrs import field, frozen, validators
+
+_CID_CODE = re.compile(r"^[0-9A-F]{3}$")
+_CID_GROUP = re.compile(r"^[0-9A-F]{2}$")
+_CID_ZONE = re.compile(r"^[0-9A-F]{3}$")
+_SIA_CODE = re.compile(r"^[A-Z]{2}$")
+
+
+class Source(enum.StrEnum):
+    """Where a signal came from."""
+
+    DC09 = "dc09"
+    BRIDGE = "bridge"
+    SUPERVISION = "supervision"
+    RECEIVER = "receiver"
+
+
+class Flag(enum.StrEnum):
+    """Well-known flags. Codecs may add quirk flags of their own (``quirk:<name>``)."""
+
+    DUPLICATE = "duplicate"
+    ENCRYPTED = "encrypted"
+    LATE = "late"  # timestamp outside the window, accepted by policy
+    UNKNOWN_ACCOUNT = "unknown_account"
+    SUPPRESSED = "suppressed"  # kept in history, not sent to automation
+    UNKNOWN_CODE = "unknown_code"
+
+
+def _utc(_: object, attribute: attrs.Attribute[datetime], value: datetime | None) -> None:
+    if value is not None and value.utcoffset() is None:
+        raise ValueError(f"{attribute.name} must be timezone-aware, got {value!r}")
+
+
+@frozen
+class ContactIdView:
+    """Contact ID as automation sees it: qualifier E/R/P, 3-digit code, group, zone or user."""
+
+    qualifier: str = field(validator=validators.in_(("E", "R", "P")))
+    code: str = field(validator=validators.matches_re(_CID_CODE))
+    group: str = field(default="00", validator=validators.matches_re(_CID_GROUP))
+    zone: str = field(default="000", validator=validators.matches_re(_CID_ZONE))
+
+    @classmethod
+    def from_digit(cls, q: str, code: str, group: str = "00", zone: str = "000") -> ContactIdView:
+        """Build from the wire qualifier digit (1 new/opening, 3 restore/closing, 6 status)."""
+        try:
+            letter = {"1": "E", "3": "R", "6": "P"}[q]
+        except KeyError:
+            raise ValueError(f"Contact ID qualifier must be 1, 3 or 6, got {q!r}") from None
+        return cls(letter, code, group, zone)
+
+    @property
+    def qualifier_digit(self) -> str:
+        return {"E": "1", "R": "3", "P": "6"}[self.qualifier]
+
+
+@frozen
+class SiaView:
+    """SIA DC-03 event: two-letter code, address (zone/user/area, may be empty), modifiers."""
+
+    code: str = field(validator=validators.matches_re(_SIA_CODE))
+    address: str = ""
+    modifiers: tuple[tuple[str, str], ...] = ()
+    text: str | None = None
+
+    def modifier(self, name: str) -> str | None:
+        for key, value in self.modifiers:
+            if key == name:
+                return value
+        return None
+
+
+_prefix = os.urandom(3).hex()
+_counter = itertools.count()
+
+
+def new_signal_id(received_at: datetime) -> str:
+    """A sortable id: microseconds since the epoch, a per-process prefix, a counter.
+
+    Sorting ids sorts by receiver time first; ids made by two processes never collide.
+    """
+    micros = int(received_at.timestamp() * 1_000_000)
+    return f"{micros:015x}-{_prefix}-{next(_counter) & 0xFFFFFF:06x}"
+
+
+@frozen(kw_only=True)
+class Signal:
+    """One event as the journal stores it. Build it with the factories, not field by field."""
+
+    id: str
+    received_at: datetime = field(validator=_utc)
+    source: Source
+    peer: str = ""
+    # Addressing as received.
+    account: str
+    station: str | None = None
+    receiver_no: str | None = None
+    line: str | None = None
+    # What the registry resolved it to (None: unknown account).
+    account_id: int | None = None
+    effective_account: str | None = None
+    site_id: int | None = None
+    # Protocol.
+    token: str | None = None
+    sequence: str | None = None
+    device_time: datetime | None = field(default=None, validator=_utc)
+    # The event.
+    cid: ContactIdView | None = None
+    sia: SiaView | None = None
+    name: str | None = None
+    category: str | None = None
+    # Bridges: the source device (bridge serial) and channel, and the zone type used.
+    device: str | None = None
+    channel: int | None = None
+    zone_type: str | None = None
+    extended: tuple[tuple[str, str], ...] = ()
+    flags: frozenset[str] = frozenset()
+    raw: bytes = b""
+
+    def with_flags(self, *flags: str) -> Signal:
+        return attrs.evolve(self, flags=self.flags | frozenset(flags))
+
+    @property
+    def zone(self) -> str | None:
+        """Zone or user as automation expects it: three digits where known."""
+        if self.cid is not None:
+            return self.cid.zone
+        if self.sia is not None and self.sia.address.isdigit():
+            return self.sia.address.zfill(3)[-3:]
+        return None
+
+    @property
+    def is_alarm_for_automation(self) -> bool:
+        return Flag.SUPPRESSED not in self.flags and Flag.DUPLICATE not in self.flags

@@ -1,0 +1,100 @@
+"""SQLite backend: connection settings and numbered migrations.
+
+Rules: WAL journal, ``synchronous=FULL`` (a commit is on disk before we ACK), foreign keys on,
+a busy timeout so several processes (CLI and service) can share the file. Migrations are the
+files ``migrations/NNNN_name.sql``, applied in order inside one ``BEGIN IMMEDIATE`` transaction
+each, so two processes opening a fresh file at once do not both migrate it.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from importlib import resources
+from pathlib import Path
+
+from protocols.errors import InvalidInputError
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every migration shipped with the package, in order."""
+    found = []
+    for entry in resources.files("receiver.store").joinpath("migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    return found
+
+
+SCHEMA_VERSION = max((v for v, _, _ in migrations()), default=0)
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration into statements (``sqlite3.complete_statement`` handles triggers)."""
+    statements, current = [], ""
+    for line in sql.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            if current.strip():
+                statements.append(current.strip())
+            current = ""
+    if current.strip():
+        statements.append(current.strip())
+    return statements
+
+
+def configure(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply pending migrations; return the resulting version."""
+    for version, name, sql in migrations():
+        if schema_version(conn) >= version:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if schema_version(conn) < version:  # another process may have won the lock first
+                for statement in _statements(sql):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        del name
+    return schema_version(conn)
+
+
+def connect(path: str | Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    """Open (creating if needed) the store file, configured and migrated.
+
+    The connection is in autocommit mode (``isolation_level=None``): callers open their
+    transactions explicitly with ``BEGIN`` / ``BEGIN IMMEDIATE``.
+    """
+    path = Path(path)
+    if str(path) != ":memory:":
+        path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
+    conn.row_factory = sqlite3.Row
+    configure(conn)
+    version = schema_version(conn)
+    if version > SCHEMA_VERSION:
+        conn.close()
+        raise InvalidInputError(
+            f"store {path} has schema version {version}, newer than this program's "
+            f"{SCHEMA_VERSION}; upgrade the receiver"
+        )
+    migrate(conn)
+    return conn
