@@ -135,11 +135,13 @@ def parse_config(text: str) -> Config:
             kwargs[name] = _section(cls, name, data.pop(name))
     if "outputs" in data:
         outputs = []
-        for raw in data.pop("outputs"):
-            raw = dict(raw)
+        for table in data.pop("outputs"):
+            settings = dict(table)
             try:
                 outputs.append(
-                    OutputConfig(name=raw.pop("name"), kind=raw.pop("kind"), settings=raw)
+                    OutputConfig(
+                        name=settings.pop("name"), kind=settings.pop("kind"), settings=settings
+                    )
                 )
             except (KeyError, ValueError) as exc:
                 raise InvalidInputError(f"[[outputs]]: {exc}") from exc
