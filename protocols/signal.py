@@ -117,6 +117,7 @@ class Signal:
     account_id: int | None = None
     effective_account: str | None = None
     site_id: int | None = None
+    site_name: str | None = None
     # Protocol.
     token: str | None = None
     sequence: str | None = None
