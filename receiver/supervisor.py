@@ -1,0 +1,143 @@
+"""Link supervision: a silent panel or bridge becomes a trouble signal.
+
+Rules:
+- Every supervised link has a deadline: its interval times the grace factor after the last
+  traffic. Any traffic (NULL polls included) pushes the deadline out.
+- A missed deadline writes exactly one trouble signal into the journal; the next traffic on the
+  link writes its restore. The open/closed state is stored with the link, so it survives a
+  restart.
+- On start every link gets a full fresh deadline (no flood of false troubles because the
+  receiver itself was down); a trouble that was open stays open until traffic restores it.
+- Deadlines use trio's clock, so tests run a 90-second interval under the autojump clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from protocols.signal import ContactIdView, Signal, Source, new_signal_id
+from receiver.journal import AppendResult, to_us
+
+
+class SignalSink(Protocol):
+    async def append(
+        self,
+        signals: list[Signal],
+        *,
+        troubles: list[tuple[str, int, bool]],
+    ) -> AppendResult: ...
+
+
+@attrs.define
+class Link:
+    """One supervised link and what its trouble signal says."""
+
+    interval: float
+    deadline: float
+    subject: Mapping[str, Any]  # Signal fields naming the account/bridge (account, account_id…)
+    code: str = "356"
+    trouble_open: bool = False
+    restore_due: bool = False
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        sink: SignalSink,
+        *,
+        grace: float = 1.5,
+        trouble_code: str = "356",
+        wall_clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.sink = sink
+        self.grace = grace
+        self.trouble_code = trouble_code
+        self.wall_clock = wall_clock
+        self.links: dict[str, Link] = {}
+        self._wakeup = trio.Event()
+
+    def watch(
+        self,
+        link: str,
+        interval: float,
+        subject: Mapping[str, Any],
+        *,
+        trouble_open: bool = False,
+        code: str | None = None,
+    ) -> None:
+        """Start (or update) supervising ``link``; a new link gets a full fresh deadline."""
+        existing = self.links.get(link)
+        if existing is not None:
+            if existing.interval != interval:
+                existing.interval = interval
+                existing.deadline = trio.current_time() + interval * self.grace
+            existing.subject = subject
+            return
+        self.links[link] = Link(
+            interval=interval,
+            deadline=trio.current_time() + interval * self.grace,
+            subject=subject,
+            code=code or self.trouble_code,
+            trouble_open=trouble_open,
+        )
+        self._wakeup.set()
+
+    def unwatch(self, link: str) -> None:
+        self.links.pop(link, None)
+
+    def seen(self, link: str) -> None:
+        """Traffic arrived on ``link`` (after its commit). Cheap: the hot path calls it."""
+        state = self.links.get(link)
+        if state is None:
+            return
+        state.deadline = trio.current_time() + state.interval * self.grace
+        if state.trouble_open and not state.restore_due:
+            state.restore_due = True
+            self._wakeup.set()
+
+    def _signal(self, link: Link, qualifier: str) -> Signal:
+        now = self.wall_clock()
+        return Signal(
+            id=new_signal_id(now),
+            received_at=now,
+            source=Source.SUPERVISION,
+            cid=ContactIdView(qualifier, link.code, "00", "000"),
+            name="Loss of supervision" if link.code == "356" else None,
+            category="trouble",
+            **link.subject,
+        )
+
+    async def _write(self, key: str, link: Link, *, trouble: bool) -> None:
+        signal = self._signal(link, "E" if trouble else "R")
+        await self.sink.append([signal], troubles=[(key, to_us(signal.received_at), trouble)])
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            now = trio.current_time()
+            for key, link in list(self.links.items()):
+                if link.restore_due:
+                    await self._write(key, link, trouble=False)
+                    link.trouble_open = link.restore_due = False
+                elif not link.trouble_open and link.deadline <= now:
+                    await self._write(key, link, trouble=True)
+                    link.trouble_open = True
+            pending = [
+                link.deadline
+                for link in self.links.values()
+                if not link.trouble_open and not link.restore_due
+            ]
+            next_deadline = min(pending, default=math.inf)
+            self._wakeup = trio.Event()
+            with trio.move_on_at(next_deadline):
+                await self._wakeup.wait()
