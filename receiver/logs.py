@@ -1,0 +1,39 @@
+"""Logging: structlog key-value events, JSON when stderr is not a terminal.
+
+Event names are snake_case; values are fields, never f-strings. Raw bytes are logged as an
+escaped string (``raw``) so a bad frame can be replayed from the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+
+def configure(*, json: bool | None = None, level: int = logging.INFO) -> None:
+    """Configure structlog once for the service (CLI commands stay quiet)."""
+    if json is None:
+        json = not sys.stderr.isatty()
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def raw_text(raw: bytes, limit: int = 512) -> str:
+    """Bytes as an escaped, replayable string (latin-1 keeps every byte one character)."""
+    text = raw[:limit].decode("latin-1").encode("unicode_escape").decode("ascii")
+    return text if len(raw) <= limit else text + f"...(+{len(raw) - limit} bytes)"
