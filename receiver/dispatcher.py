@@ -1,0 +1,215 @@
+"""Where a signal leaves: one cursor per output over the journal.
+
+Rules:
+- Each output has its own task and its own cursor (the journal ``seq`` of the last signal it
+  delivered and had acknowledged). An output that is down holds up nobody else.
+- Delivery is at-least-once and in journal order (so in order per account): a signal is
+  retried, with backoff, until the far side acknowledges it; only then does the cursor move.
+  The package id is the signal id, so the far side can drop a repeat.
+- The cursor is saved at most every ``save_interval`` seconds: a crash redelivers at most that
+  much, which at-least-once allows; it never skips anything.
+- Suppressed signals (a zone type switched off) and absorbed duplicates are never sent.
+- A new output starts at the journal's end: adding an output does not replay old alarms.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import deque
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+import trio
+
+from protocols.signal import Flag, Signal
+from receiver.journal import Journal, read_after, to_us
+from receiver.store.sqlite import connect
+
+
+class Deliverer(Protocol):
+    name: str
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def last_error(self) -> str | None: ...
+
+    async def deliver(self, signal: Signal, package_id: str) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+ENSURE_OUTPUT = (
+    "INSERT INTO outputs (name, cursor, updated_us) "
+    "VALUES (?, (SELECT coalesce(max(seq), 0) FROM signals), ?) ON CONFLICT (name) DO NOTHING"
+)
+SAVE_STATE = (
+    "UPDATE outputs SET cursor = max(cursor, ?), delivered = delivered + ?, connected = ?, "
+    "last_error = ?, last_success_us = coalesce(?, last_success_us), updated_us = ? "
+    "WHERE name = ?"
+)
+
+
+def _now_us() -> int:
+    return to_us(datetime.now(UTC))
+
+
+class OutputCursor:
+    """Delivery of the journal to one output."""
+
+    def __init__(
+        self,
+        output: Deliverer,
+        path: str | Path,
+        journal: Journal | None,
+        *,
+        save_interval: float = 0.25,
+        max_backoff: float = 30.0,
+        read_batch: int = 256,
+    ) -> None:
+        self.output = output
+        self.path = path
+        self.journal = journal
+        self.save_interval = save_interval
+        self.max_backoff = max_backoff
+        self.read_batch = read_batch
+        self.cursor = 0
+        self.delivered_unsaved = 0
+        self.last_success_us: int | None = None
+        self.log = structlog.get_logger("receiver.dispatcher").bind(output=output.name)
+        self._conn: sqlite3.Connection | None = None
+
+    def _open(self) -> int:
+        conn = connect(self.path, check_same_thread=False)
+        conn.execute(ENSURE_OUTPUT, (self.output.name, _now_us()))
+        self._conn = conn
+        row = conn.execute("SELECT cursor FROM outputs WHERE name = ?", (self.output.name,))
+        return int(row.fetchone()[0])
+
+    def _read(self) -> list[tuple[int, Signal]]:
+        assert self._conn is not None
+        return read_after(self._conn, self.cursor, self.read_batch)
+
+    def _save(self) -> None:
+        assert self._conn is not None
+        self._conn.execute(
+            SAVE_STATE,
+            (
+                self.cursor,
+                self.delivered_unsaved,
+                int(self.output.connected),
+                self.output.last_error,
+                self.last_success_us,
+                _now_us(),
+                self.output.name,
+            ),
+        )
+        self.delivered_unsaved = 0
+
+    async def save(self) -> None:
+        await trio.to_thread.run_sync(self._save)
+
+    async def _wait_for_more(self) -> None:
+        # Woken by our own journal's commits; the timeout also catches other writers.
+        with trio.move_on_after(1.0):
+            if self.journal is not None:
+                await self.journal.wait_committed()
+            else:
+                await trio.sleep_forever()
+
+    async def _deliver_one(self, signal: Signal) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                await self.output.deliver(signal, signal.id)
+            except (OSError, ValueError) as exc:  # DeliveryError is a ConnectionError
+                self.log.warning(
+                    "delivery_failed", signal_id=signal.id, error=str(exc), retry_in=backoff
+                )
+                await self.save()
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+            else:
+                return
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.cursor = await trio.to_thread.run_sync(self._open)
+        task_status.started()
+        pending: deque[tuple[int, Signal]] = deque()
+        last_save = trio.current_time()
+        try:
+            while True:
+                if not pending:
+                    if self.delivered_unsaved:
+                        await self.save()
+                        last_save = trio.current_time()
+                    batch = await trio.to_thread.run_sync(self._read)
+                    if not batch:
+                        await self._wait_for_more()
+                        continue
+                    pending.extend(batch)
+                seq, signal = pending.popleft()
+                if Flag.SUPPRESSED not in signal.flags:
+                    await self._deliver_one(signal)
+                    self.last_success_us = _now_us()
+                    self.delivered_unsaved += 1
+                self.cursor = seq
+                if trio.current_time() - last_save >= self.save_interval:
+                    await self.save()
+                    last_save = trio.current_time()
+        finally:
+            with trio.CancelScope(shield=True):
+                if self._conn is not None:
+                    await self.save()
+                    self._conn.close()
+                await self.output.aclose()
+
+
+class Dispatcher:
+    """All outputs, each with its own cursor task (and heartbeats, where it has them)."""
+
+    def __init__(self, outputs: list[Deliverer], path: str | Path, journal: Journal) -> None:
+        self.cursors = [OutputCursor(o, path, journal) for o in outputs]
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for cursor in self.cursors:
+                await nursery.start(cursor.run)
+                heartbeats: Any = getattr(cursor.output, "run_heartbeats", None)
+                if heartbeats is not None:
+                    nursery.start_soon(heartbeats)
+            task_status.started()
+
+
+def output_status(conn: sqlite3.Connection, names: list[str]) -> list[dict[str, Any]]:
+    """Per output: connected, backlog size, age of the oldest undelivered signal, last error."""
+    now = _now_us()
+    rows = []
+    for name in names:
+        state = conn.execute("SELECT * FROM outputs WHERE name = ?", (name,)).fetchone()
+        cursor = int(state["cursor"]) if state else None
+        if cursor is None:
+            backlog, oldest = 0, None
+        else:
+            backlog = int(
+                conn.execute("SELECT count(*) FROM signals WHERE seq > ?", (cursor,)).fetchone()[0]
+            )
+            first = conn.execute(
+                "SELECT received_us FROM signals WHERE seq > ? ORDER BY seq LIMIT 1", (cursor,)
+            ).fetchone()
+            oldest = round((now - first[0]) / 1e6, 1) if first else None
+        rows.append(
+            {
+                "name": name,
+                "connected": bool(state["connected"]) if state else False,
+                "backlog": backlog,
+                "oldest_age_s": oldest,
+                "delivered": int(state["delivered"]) if state else 0,
+                "cursor": cursor,
+                "last_error": state["last_error"] if state else None,
+            }
+        )
+    return rows
