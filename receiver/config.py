@@ -32,8 +32,12 @@ class StoreConfig:
 class Dc09Config:
     listen: str = "127.0.0.1:9000"
     udp: bool = True
+    # Station the DC-09 port serves (its registry name); empty: the registry's only station.
+    station: str = ""
     max_frame_bytes: int = 4096
     idle_timeout: float = 120.0
+    # A frame begun must be complete within this many seconds (slow senders).
+    frame_timeout: float = 30.0
     max_connections: int = 20_000
     max_connections_per_peer: int = 20_000
     # Timestamp window (seconds before / after the receiver's clock).

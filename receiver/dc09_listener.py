@@ -1,0 +1,395 @@
+"""Where a DC-09 frame enters: TCP and UDP on one port.
+
+Rules:
+- A frame's reply comes from the codec (``protocols.dc09``): a remote error carries its reply;
+  this module never invents one. The only choices made here are the configured policies
+  (unknown account, bad CRC reply, a keyed account sending plaintext).
+- ACK only after the journal committed the frame's signals (``Journal.append`` returned). When
+  the commit fails nothing is sent: the panel retries and the dedupe key absorbs the retry.
+- Every bad input is logged once with its raw bytes and counted; a bad frame never costs the
+  good frames that shared its TCP read.
+- All frames that arrived in one TCP read are committed in one journal append, and their
+  replies go out in order in one write.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+import structlog
+import trio
+from protocols.payload import parse_events
+
+from protocols import dc09
+from protocols.errors import RemoteProtocolError, Reply
+from protocols.signal import Flag, Signal, Source, new_signal_id
+from receiver.config import Dc09Config
+from receiver.journal import Journal, JournalError, to_us
+from receiver.logs import raw_text
+from receiver.metrics import Counters
+from receiver.registry_index import RegistryIndex, ResolvedAccount
+from receiver.supervisor import Supervisor
+
+_conn_ids = itertools.count(1)
+
+
+@attrs.define
+class Prepared:
+    """One frame, decoded: what to store, and the reply once stored (or right away)."""
+
+    signals: list[Signal] = attrs.field(factory=list)
+    keys: list[str | None] = attrs.field(factory=list)
+    link: str | None = None
+    reply_after_commit: bytes | None = None
+    reply_now: bytes | None = None
+
+
+def account_link(account: ResolvedAccount) -> str:
+    return f"account:{account.account_id}"
+
+
+class Dc09Intake:
+    """Decode, resolve, store and answer DC-09 frames; shared by TCP and UDP."""
+
+    def __init__(
+        self,
+        config: Dc09Config,
+        *,
+        journal: Journal,
+        registry: Callable[[], RegistryIndex],
+        supervisor: Supervisor | None = None,
+        counters: Counters | None = None,
+        log_signals: bool = True,
+    ) -> None:
+        self.config = config
+        self.journal = journal
+        self.registry = registry
+        self.supervisor = supervisor
+        self.counters = counters or Counters()
+        self.log_signals = log_signals
+        self.station = config.station or None
+        self.window = dc09.TimestampWindow(
+            past=config.window_past,
+            future=config.window_future,
+            policy=config.window_policy,  # type: ignore[arg-type]
+            check_plain=config.check_plain_timestamps,
+        )
+        self.log = structlog.get_logger("receiver.dc09")
+
+    # -- replies ------------------------------------------------------------------------
+
+    def _refuse(
+        self,
+        exc: RemoteProtocolError,
+        header: dc09.Dc09Header | None,
+        raw: bytes,
+        now: datetime,
+        log: Any,
+    ) -> Prepared:
+        self.counters.inc(f"frames_{exc.reason}")
+        if exc.reason == "bad_crc" and self.config.bad_crc_reply == "nak":
+            exc.reply = Reply.NAK
+        reply = dc09.reply_for_error(exc, header, now=now)
+        log.warning(
+            "frame_rejected",
+            reason=exc.reason,
+            error=exc.message,
+            reply=exc.reply.value,
+            raw=raw_text(raw),
+        )
+        if reply:
+            self.counters.inc(f"replies_{exc.reply.value.lower()}")
+        return Prepared(reply_now=reply)
+
+    # -- one frame ------------------------------------------------------------------------
+
+    def prepare(self, raw: bytes, peer: str, log: Any) -> Prepared:
+        """Decode one raw frame into signals and its ACK (sent only after the commit)."""
+        now = datetime.now(UTC)
+        try:
+            header = dc09.read_header(raw)
+        except RemoteProtocolError as exc:
+            return self._refuse(exc, None, raw, now, log)
+        account = self.registry().resolve(self.station, header.line, header.account)
+        flags: set[str] = set()
+        if account is None:
+            policy = self.config.unknown_account
+            self.counters.inc("frames_unknown_account")
+            if policy != "accept":
+                log.warning(
+                    "unknown_account", account=header.account, policy=policy, raw=raw_text(raw)
+                )
+                reply = (
+                    dc09.duh(header) if policy == "duh" else dc09.nak(now, crc_form=header.crc_form)
+                )
+                self.counters.inc(f"replies_{policy}")
+                return Prepared(reply_now=reply)
+            flags.add(Flag.UNKNOWN_ACCOUNT)
+        key = account.key if account is not None else None
+        if key is not None and not header.encrypted:
+            exc = RemoteProtocolError(
+                "plaintext frame for an account that has a key",
+                raw=raw,
+                reply=Reply.DUH,
+                reason="plaintext_refused",
+            )
+            return self._refuse(exc, header, raw, now, log)
+        window = self.window
+        if account is not None and (
+            account.window_past is not None
+            or account.window_future is not None
+            or account.window_policy is not None
+        ):
+            window = attrs.evolve(
+                window,
+                past=account.window_past if account.window_past is not None else window.past,
+                future=account.window_future
+                if account.window_future is not None
+                else window.future,
+                policy=account.window_policy or window.policy,
+            )
+        try:
+            frame = dc09.decode_frame(raw, key=key, now=now, window=window)
+            events = parse_events(frame.header.token, frame.data)
+        except RemoteProtocolError as exc:
+            return self._refuse(exc, header, raw, now, log)
+
+        ack = dc09.ack(
+            header, key=key if header.encrypted else None, now=now, pipe=self.config.ack_pipe
+        )
+        link = (
+            account_link(account)
+            if account is not None and account.supervision is not None
+            else None
+        )
+        prepared = Prepared(reply_after_commit=ack, link=link)
+        self.counters.inc("frames_ok")
+        if frame.quirks:
+            flags.update(f"quirk:{q}" for q in frame.quirks)
+            if "late" in frame.quirks:
+                flags.add(Flag.LATE)
+        if header.encrypted:
+            flags.add(Flag.ENCRYPTED)
+        effective = account.effective if account is not None else header.account.upper()
+        for index, event in enumerate(events):
+            signal = Signal(
+                id=new_signal_id(now),
+                received_at=now,
+                source=Source.DC09,
+                peer=peer,
+                account=header.account,
+                station=account.station if account is not None else self.station,
+                receiver_no=header.receiver,
+                line=header.line,
+                account_id=account.account_id if account is not None else None,
+                effective_account=effective,
+                site_id=account.site_id if account is not None else None,
+                site_name=account.site_name if account is not None else None,
+                token=header.token,
+                sequence=header.sequence,
+                device_time=frame.timestamp,
+                cid=event.cid,
+                sia=event.sia,
+                name=event.name,
+                category=event.category,
+                extended=frame.extended,
+                flags=frozenset(flags | event.flags),
+                raw=raw,
+            )
+            prepared.signals.append(signal)
+            prepared.keys.append(
+                f"{effective}|{header.token}|{header.sequence}|{header.receiver}|"
+                f"{header.line}|{frame.data}|{index}"
+            )
+        return prepared
+
+    async def commit(self, batch: list[Prepared], log: Any) -> list[bytes]:
+        """Store the batch's signals in one append; return the replies, in frame order."""
+        signals = [s for p in batch for s in p.signals]
+        keys = [k for p in batch for k in p.keys]
+        links = {p.link for p in batch if p.link is not None}
+        needs_commit = bool(signals or links)
+        if needs_commit:
+            now_us = to_us(datetime.now(UTC))
+            try:
+                result = await self.journal.append(
+                    signals, keys=keys, links=[(link, now_us) for link in links]
+                )
+            except JournalError as exc:
+                # Outcome unknown: send no ACK for anything in this batch.
+                self.counters.inc("frames_not_committed", len(batch))
+                log.error("journal_failed", error=str(exc), frames=len(batch))
+                return [p.reply_now for p in batch if p.reply_now is not None]
+            if result.duplicates:
+                self.counters.inc("frames_duplicate", len(result.duplicates))
+            if self.log_signals:
+                duplicate_ids = {s.id for s in result.duplicates}
+                for signal in signals:
+                    self._log_signal(log, signal, duplicate=signal.id in duplicate_ids)
+            if self.supervisor is not None:
+                for link in links:
+                    self.supervisor.seen(link)
+        replies: list[bytes] = []
+        for p in batch:
+            if p.reply_now is not None:
+                replies.append(p.reply_now)
+            elif p.reply_after_commit is not None:
+                replies.append(p.reply_after_commit)
+                self.counters.inc("replies_ack")
+        return replies
+
+    def _log_signal(self, log: Any, signal: Signal, *, duplicate: bool) -> None:
+        cid, sia = signal.cid, signal.sia
+        log.info(
+            "signal",
+            signal_id=signal.id,
+            account=signal.account,
+            effective_account=signal.effective_account,
+            event=f"{cid.qualifier}{cid.code}" if cid else None,
+            group=cid.group if cid else None,
+            zone=cid.zone if cid else None,
+            sia=sia.code if sia else None,
+            name=signal.name,
+            flags=sorted(signal.flags) or None,
+            duplicate=duplicate or None,
+        )
+
+
+class Dc09Server:
+    """TCP and UDP on one port, with connection limits and timeouts."""
+
+    def __init__(self, intake: Dc09Intake) -> None:
+        self.intake = intake
+        self.config = intake.config
+        self.counters = intake.counters
+        self.per_peer: Counter[str] = Counter()
+        self.connections = 0
+        self.log = intake.log
+        self.handlers: trio.Nursery | None = None
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen on TCP (and UDP on the same port); report the bound port to ``started``."""
+        host, port = self.config.address
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        bound = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            if self.config.udp:
+                await nursery.start(self.serve_udp, host, bound)
+            self.log.info("dc09_listening", host=host, port=bound, udp=self.config.udp)
+            task_status.started(bound)
+            await trio.serve_listeners(self.handle_stream, listeners)
+
+    async def handle_stream(self, stream: trio.SocketStream) -> None:
+        try:
+            peer_host, peer_port = stream.socket.getpeername()[:2]
+        except OSError:
+            return
+        peer = f"{peer_host}:{peer_port}"
+        log = self.log.bind(conn_id=next(_conn_ids), peer=peer, transport="tcp")
+        if (
+            self.connections >= self.config.max_connections
+            or self.per_peer[peer_host] >= self.config.max_connections_per_peer
+        ):
+            self.counters.inc("connections_refused")
+            log.warning("connection_refused", reason="connection limit")
+            await stream.aclose()
+            return
+        self.connections += 1
+        self.per_peer[peer_host] += 1
+        self.counters.inc("connections")
+        try:
+            await self._converse(stream, peer, log)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            log.info("connection_lost")
+        finally:
+            self.connections -= 1
+            self.per_peer[peer_host] -= 1
+            if not self.per_peer[peer_host]:
+                del self.per_peer[peer_host]
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _converse(self, stream: trio.SocketStream, peer: str, log: Any) -> None:
+        splitter = dc09.FrameSplitter(max_frame=self.config.max_frame_bytes)
+        pending_since: float | None = None  # when the oldest incomplete frame's bytes arrived
+        while True:
+            timeout = self.config.idle_timeout
+            if pending_since is not None:
+                timeout = min(
+                    timeout, pending_since + self.config.frame_timeout - trio.current_time()
+                )
+            with trio.move_on_after(max(timeout, 0)) as scope:
+                data = await stream.receive_some(65536)
+            if scope.cancelled_caught:
+                reason = "slow_frame" if pending_since is not None else "idle"
+                self.counters.inc(f"connections_closed_{reason}")
+                log.info("connection_timeout", reason=reason)
+                return
+            if not data:
+                return
+            splitter.receive_data(data)
+            batch: list[Prepared] = []
+            while True:
+                event = splitter.next_event()
+                if event is dc09.NEED_DATA:
+                    break
+                if isinstance(event, RemoteProtocolError):
+                    self.counters.inc(f"frames_{event.reason}")
+                    log.warning("garbage_discarded", reason=event.reason, raw=raw_text(event.raw))
+                    continue
+                assert isinstance(event, bytes)
+                batch.append(self.intake.prepare(event, peer, log))
+            pending_since = (
+                (pending_since or trio.current_time()) if splitter.pending_bytes else None
+            )
+            if batch:
+                # Once a frame is being committed, let its ACK go out even during shutdown.
+                with trio.CancelScope(shield=True):
+                    replies = await self.intake.commit(batch, log)
+                    if replies:
+                        await stream.send_all(b"".join(replies))
+
+    async def serve_udp(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        family = trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET
+        sock = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
+        await sock.bind((host, port))
+        limiter = trio.CapacityLimiter(1024)
+        log = self.log.bind(transport="udp")
+        task_status.started()
+        with sock:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    data, address = await sock.recvfrom(65536)
+                    await limiter.acquire_on_behalf_of(data)
+                    nursery.start_soon(self._datagram, sock, data, address, limiter, log)
+
+    async def _datagram(
+        self,
+        sock: trio.socket.SocketType,
+        data: bytes,
+        address: Any,
+        limiter: trio.CapacityLimiter,
+        log: Any,
+    ) -> None:
+        try:
+            peer = f"{address[0]}:{address[1]}"
+            raw = data.rstrip(b"\x00")
+            if len(raw) > self.config.max_frame_bytes:
+                self.counters.inc("frames_oversized")
+                log.warning("datagram_oversized", peer=peer, raw=raw_text(raw))
+                return
+            with trio.CancelScope(shield=True):
+                replies = await self.intake.commit([self.intake.prepare(raw, peer, log)], log)
+                for reply in replies:
+                    await sock.sendto(reply, address)
+        except OSError as exc:
+            log.warning("udp_send_failed", error=str(exc))
+        finally:
+            limiter.release_on_behalf_of(data)

@@ -1,0 +1,80 @@
+"""A running receiver for integration tests: real SQLite file, real loopback sockets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+
+from receiver.cli import main as receiver_cli
+from receiver.config import Config, parse_config
+from receiver.service import Ports, Service
+
+
+@attrs.define
+class RunningReceiver:
+    service: Service
+    ports: Ports
+    config_path: Path
+    db: Path
+
+    def cli(self, *args: str) -> int:
+        return receiver_cli(["--config", str(self.config_path), *args])
+
+
+def write_config(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "receiver.toml"
+    path.write_text(
+        f"""
+log_signals = false
+outputs = []
+[store]
+path = "{tmp_path / "receiver.sqlite3"}"
+[dc09]
+listen = "127.0.0.1:0"
+{extra}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def registry_setup(config_path: Path, *commands: list[str]) -> None:
+    for command in commands:
+        code = receiver_cli(["--config", str(config_path), *command])
+        assert code == 0, f"registry command failed: {command}"
+
+
+@pytest.fixture
+def config_path(tmp_path: Path) -> Path:
+    return write_config(tmp_path)
+
+
+async def start_receiver(nursery: trio.Nursery, config_path: Path) -> RunningReceiver:
+    config: Config = parse_config(config_path.read_text(encoding="utf-8"))
+    service = Service(config)
+    ports = await nursery.start(service.run)
+    return RunningReceiver(service, ports, config_path, Path(config.store.path))
+
+
+@pytest.fixture
+async def receiver(config_path: Path) -> AsyncIterator[RunningReceiver]:
+    """A receiver with station S1 and accounts 1234 (plain) and 5678 (AES key, hex)."""
+    registry_setup(
+        config_path,
+        ["stations", "add", "S1"],
+        ["dealers", "add", "D1"],
+        ["sites", "add", "Main Street", "--dealer", "D1"],
+        ["accounts", "add", "--station", "S1", "1234", "--site", "Main Street"],
+        [
+            "accounts", "add", "--station", "S1", "5678", "--site", "Main Street",
+            "--key", "000102030405060708090A0B0C0D0E0F", "--key-format", "hex",
+        ],
+    )
+    async with trio.open_nursery() as nursery:
+        running = await start_receiver(nursery, config_path)
+        yield running
+        running.service.request_shutdown()

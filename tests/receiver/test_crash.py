@@ -1,0 +1,99 @@
+"""A receiver killed with SIGKILL mid-load has lost no signal it ACKed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from protocols import dc09
+from protocols.errors import Reply
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    with trio.fail_after(timeout):
+        while True:
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+            except OSError:
+                await trio.sleep(0.05)
+                continue
+            await stream.aclose()
+            return
+
+
+async def panel(port: int, account: str, acked: list[tuple[str, str]], count: int) -> None:
+    """Send frames one at a time, recording each one the receiver ACKed."""
+    try:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        for seq in range(1, count + 1):
+            frame = dc09.encode_frame("SIA-DCS", seq, account, f"#{account}|Nri1/BA{seq % 999:03d}")
+            await stream.send_all(frame)
+            buffer = b""
+            while b"\r" not in buffer:
+                data = await stream.receive_some(4096)
+                if not data:
+                    return
+                buffer += data
+            reply = dc09.decode_reply(buffer[: buffer.index(b"\r") + 1])
+            if reply.kind is Reply.ACK:
+                acked.append((account, reply.sequence))
+    except (OSError, trio.BrokenResourceError):
+        return
+
+
+@pytest.mark.slow
+async def test_sigkill_mid_load_loses_no_acked_signal(tmp_path: Path) -> None:
+    """Every frame the panels saw ACKed is in the journal after a SIGKILL and a restart."""
+    port = free_port()
+    db = tmp_path / "receiver.sqlite3"
+    config = tmp_path / "receiver.toml"
+    config.write_text(
+        f'log_signals = false\noutputs = []\n[store]\npath = "{db}"\n'
+        f'[dc09]\nlisten = "127.0.0.1:{port}"\nudp = false\n',
+        encoding="utf-8",
+    )
+    command = [sys.executable, "-m", "receiver.cli", "--config", str(config), "serve"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    acked: list[tuple[str, str]] = []
+    try:
+        await wait_for_port(port)
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(panel, port, f"{7000 + i}", acked, 5000)
+            with trio.fail_after(30):
+                while len(acked) < 400:
+                    await trio.sleep(0.01)
+            os.kill(server.pid, signal.SIGKILL)
+            server.wait(10)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+    assert server.returncode == -signal.SIGKILL
+    assert len(acked) >= 400
+
+    # Restart on the same file: it must open (WAL recovery) and still hold every ACKed frame.
+    restarted = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await wait_for_port(port)
+    finally:
+        restarted.send_signal(signal.SIGTERM)
+        assert restarted.wait(20) == 0
+    conn = sqlite3.connect(db)
+    stored = set(conn.execute("SELECT account, sequence FROM signals").fetchall())
+    missing = [pair for pair in acked if pair not in stored]
+    assert missing == [], f"{len(missing)} ACKed signals lost, e.g. {missing[:5]}"

@@ -1,0 +1,221 @@
+"""The receiver on the wire: real loopback TCP and UDP, a real SQLite journal.
+
+Each test plays a panel with the project's own codec (panel role) and checks the replies on the
+wire and the rows in the journal.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import trio
+
+from protocols import dc09
+from protocols.errors import Reply
+from receiver.history import HistoryQuery, query_history
+from tests.receiver.conftest import RunningReceiver
+
+KEY = bytes.fromhex("000102030405060708090A0B0C0D0E0F")
+
+
+def history(db: Path, **query: object) -> list:  # type: ignore[type-arg]
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return query_history(conn, HistoryQuery(limit=0, **query))  # type: ignore[arg-type]
+    finally:
+        conn.close()
+
+
+def sia(seq: int, account: str = "1234", code: str = "BA", zone: str = "012", **kw: object) -> bytes:
+    return dc09.encode_frame("SIA-DCS", seq, account, f"#{account}|Nri1/{code}{zone}", **kw)  # type: ignore[arg-type]
+
+
+async def read_replies(stream: trio.SocketStream, count: int, timeout: float = 5.0) -> list[bytes]:
+    """Read until ``count`` CR-terminated replies arrived (or the timeout)."""
+    buffer = b""
+    with trio.move_on_after(timeout):
+        while buffer.count(b"\r") < count:
+            data = await stream.receive_some(4096)
+            if not data:
+                break
+            buffer += data
+    return [part + b"\r" for part in buffer.split(b"\r") if part]
+
+
+async def connect(receiver: RunningReceiver) -> trio.SocketStream:
+    return await trio.open_tcp_stream("127.0.0.1", receiver.ports.dc09)
+
+
+async def test_sia_frame_is_acked_and_journaled(receiver: RunningReceiver) -> None:
+    """A plain SIA-DCS burglary gets an ACK echoing seq/L/account and lands in the journal."""
+    stream = await connect(receiver)
+    await stream.send_all(sia(17))
+    [raw] = await read_replies(stream, 1)
+    reply = dc09.decode_reply(raw)
+    assert (reply.kind, reply.sequence, reply.line, reply.account) == (Reply.ACK, "0017", "0", "1234")
+    [signal] = history(receiver.db)
+    assert signal.account == "1234"
+    assert signal.sia is not None and signal.sia.code == "BA"
+    assert signal.site_name == "Main Street"
+    await stream.aclose()
+
+
+async def test_coalesced_frames_with_garbage_between_are_all_acked(
+    receiver: RunningReceiver,
+) -> None:
+    """Three frames and garbage in one write: three ACKs in order, three signals stored."""
+    stream = await connect(receiver)
+    await stream.send_all(sia(1) + b"garbage\x00\xff" + sia(2) + b"\nnot a frame\r" + sia(3))
+    replies = [dc09.decode_reply(r) for r in await read_replies(stream, 3)]
+    assert [(r.kind, r.sequence) for r in replies] == [
+        (Reply.ACK, "0001"),
+        (Reply.ACK, "0002"),
+        (Reply.ACK, "0003"),
+    ]
+    assert len(history(receiver.db)) == 3
+    await stream.aclose()
+
+
+async def test_frame_split_byte_by_byte_is_acked(receiver: RunningReceiver) -> None:
+    """A frame trickling in one byte per write is still received whole."""
+    stream = await connect(receiver)
+    for byte in sia(5):
+        await stream.send_all(bytes([byte]))
+    [raw] = await read_replies(stream, 1)
+    assert dc09.decode_reply(raw).kind is Reply.ACK
+    await stream.aclose()
+
+
+async def test_bad_crc_gets_no_reply_and_the_next_frame_is_acked(
+    receiver: RunningReceiver,
+) -> None:
+    """A frame failing its CRC is never ACKed; the good frame after it is."""
+    bad = bytearray(sia(8))
+    bad[1:5] = b"0000" if bad[1:5] != b"0000" else b"1111"
+    stream = await connect(receiver)
+    await stream.send_all(bytes(bad) + sia(9))
+    replies = [dc09.decode_reply(r) for r in await read_replies(stream, 1)]
+    assert [(r.kind, r.sequence) for r in replies] == [(Reply.ACK, "0009")]
+    assert [s.sequence for s in history(receiver.db)] == ["0009"]
+    await stream.aclose()
+
+
+async def test_retry_is_acked_again_but_stored_once(receiver: RunningReceiver) -> None:
+    """The same frame sent twice (a lost ACK) gets two ACKs and one journal row."""
+    frame = sia(42)
+    stream = await connect(receiver)
+    await stream.send_all(frame)
+    await read_replies(stream, 1)
+    await stream.send_all(frame)
+    [raw] = await read_replies(stream, 1)
+    assert dc09.decode_reply(raw).kind is Reply.ACK
+    rows = history(receiver.db)
+    assert len(rows) == 1
+    assert "duplicate_received" in rows[0].flags
+    await stream.aclose()
+
+
+async def test_encrypted_frame_gets_an_encrypted_ack(receiver: RunningReceiver) -> None:
+    """An AES frame for the keyed account gets a *ACK the panel can decrypt."""
+    now = datetime.now(UTC)
+    frame = dc09.encode_frame(
+        "ADM-CID", 3, "5678", "#5678|1130 01 015", key=KEY, timestamp=now
+    )
+    stream = await connect(receiver)
+    await stream.send_all(frame)
+    [raw] = await read_replies(stream, 1)
+    reply = dc09.decode_reply(raw, key=KEY)
+    assert (reply.kind, reply.encrypted, reply.sequence) == (Reply.ACK, True, "0003")
+    [signal] = history(receiver.db)
+    assert signal.cid is not None
+    assert (signal.cid.qualifier, signal.cid.code, signal.cid.zone) == ("E", "130", "015")
+    assert "encrypted" in signal.flags
+    await stream.aclose()
+
+
+async def test_wrong_key_is_naked_and_nothing_is_stored(receiver: RunningReceiver) -> None:
+    """A frame encrypted with another key gets a NAK with the receiver's time, no signal."""
+    frame = dc09.encode_frame(
+        "ADM-CID", 4, "5678", "#5678|1130 01 015", key=b"K" * 16, timestamp=datetime.now(UTC)
+    )
+    stream = await connect(receiver)
+    await stream.send_all(frame)
+    [raw] = await read_replies(stream, 1)
+    reply = dc09.decode_reply(raw)
+    assert reply.kind is Reply.NAK
+    assert reply.timestamp is not None
+    assert abs(reply.timestamp - datetime.now(UTC)) < timedelta(seconds=5)
+    assert history(receiver.db) == []
+    await stream.aclose()
+
+
+async def test_stale_encrypted_frame_is_naked(receiver: RunningReceiver) -> None:
+    """An encrypted frame two minutes old fails the timestamp window: NAK, not stored."""
+    old = datetime.now(UTC) - timedelta(minutes=2)
+    frame = dc09.encode_frame("ADM-CID", 5, "5678", "#5678|1130 01 015", key=KEY, timestamp=old)
+    stream = await connect(receiver)
+    await stream.send_all(frame)
+    [raw] = await read_replies(stream, 1)
+    assert dc09.decode_reply(raw).kind is Reply.NAK
+    assert history(receiver.db) == []
+    await stream.aclose()
+
+
+async def test_plaintext_for_a_keyed_account_is_refused(receiver: RunningReceiver) -> None:
+    """An account with a key refuses plaintext: DUH, and nothing is stored."""
+    stream = await connect(receiver)
+    await stream.send_all(sia(6, account="5678"))
+    [raw] = await read_replies(stream, 1)
+    assert dc09.decode_reply(raw).kind is Reply.DUH
+    assert history(receiver.db) == []
+    await stream.aclose()
+
+
+async def test_unknown_account_is_accepted_and_flagged(receiver: RunningReceiver) -> None:
+    """An alarm from an account not in the registry is stored (flagged), never thrown away."""
+    stream = await connect(receiver)
+    await stream.send_all(sia(7, account="9999"))
+    [raw] = await read_replies(stream, 1)
+    assert dc09.decode_reply(raw).kind is Reply.ACK
+    [signal] = history(receiver.db)
+    assert signal.account_id is None
+    assert "unknown_account" in signal.flags
+    await stream.aclose()
+
+
+async def test_udp_frame_is_acked_by_datagram(receiver: RunningReceiver) -> None:
+    """A frame in one UDP datagram gets its ACK back to the sender's port."""
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await sock.bind(("127.0.0.1", 0))
+    await sock.sendto(sia(11), ("127.0.0.1", receiver.ports.dc09))
+    with trio.fail_after(5):
+        data, _ = await sock.recvfrom(4096)
+    assert dc09.decode_reply(data).kind is Reply.ACK
+    assert [s.sequence for s in history(receiver.db)] == ["0011"]
+    sock.close()
+
+
+async def test_null_poll_is_acked_and_not_stored(receiver: RunningReceiver) -> None:
+    """A NULL link test is ACKed and leaves no signal in the history."""
+    stream = await connect(receiver)
+    await stream.send_all(dc09.encode_frame("NULL", 0, "1234"))
+    [raw] = await read_replies(stream, 1)
+    assert dc09.decode_reply(raw).kind is Reply.ACK
+    assert history(receiver.db) == []
+    await stream.aclose()
+
+
+async def test_shutdown_closes_connections_after_acking_committed_frames(
+    receiver: RunningReceiver,
+) -> None:
+    """After shutdown is requested, open connections are closed and new ones refused."""
+    stream = await connect(receiver)
+    await stream.send_all(sia(21))
+    assert len(await read_replies(stream, 1)) == 1
+    receiver.service.request_shutdown()
+    with trio.fail_after(5):
+        assert await stream.receive_some(10) == b""
+    assert len(history(receiver.db)) == 1
