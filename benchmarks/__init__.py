@@ -1,0 +1,1 @@
+"""Load harnesses that print figures. Not tests: nothing here asserts a timing."""

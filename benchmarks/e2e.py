@@ -1,0 +1,94 @@
+"""End-to-end durable throughput: DC-09 frames in, journal commit, ACK out.
+
+Run: ``python -m benchmarks.e2e [--runs 3] [--messages 200] [--udp]``
+
+Drives the receiver (a subprocess, pinned to core 0) with the C load generator (pinned to
+core 1): N connections × M frames, closed loop (one frame in flight per connection), the
+journal durable (SQLite WAL, synchronous=FULL). Prints events/s and ACK latency percentiles
+at 1, 10, 100 and 1000 connections, the median of several runs, and the receiver's memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+
+from benchmarks.harness import ReceiverProcess, build_blast, median_run, run_blast, write_results
+
+GOAL_EPS = 20_000
+GOAL_P99_MS = 10.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--messages", type=int, default=200, help="frames per connection")
+    parser.add_argument("--connections", default="1,10,100,1000")
+    parser.add_argument("--udp", action="store_true", help="also measure UDP")
+    args = parser.parse_args(argv)
+    blast = build_blast()
+    if blast is None:
+        print("dc09blast unavailable (no ../shared/tools/dc09blast.c or no C compiler)")
+        return 1
+    transports = ["tcp", "udp"] if args.udp else ["tcp"]
+    results = []
+    for transport in transports:
+        for conns in [int(c) for c in args.connections.split(",")]:
+            # Few frames per connection at 1000 connections keeps each run bounded.
+            messages = (
+                max(20, min(args.messages, 40_000 // conns)) if conns > 100 else args.messages
+            )
+            server = ReceiverProcess()
+            try:
+                run_blast(blast, server.port, connections=conns, messages=5)  # warm-up
+                runs = [
+                    run_blast(
+                        blast,
+                        server.port,
+                        connections=conns,
+                        messages=messages,
+                        udp=transport == "udp",
+                    )
+                    for _ in range(args.runs)
+                ]
+                memory = server.memory()
+                stored = sqlite3.connect(server.db).execute("SELECT count(*) FROM signals")
+                stored_count = stored.fetchone()[0]
+            finally:
+                server.stop()
+            row = {"transport": transport, "connections": conns, "messages": messages}
+            row |= median_run(runs) | memory | {"journal_rows": stored_count}
+            results.append(row)
+            print(
+                f"{transport} conns={conns:5d} events/s={row['events_per_s']:9.1f} "
+                f"(min {row['events_per_s_min']:.0f}, max {row['events_per_s_max']:.0f}) "
+                f"p50={row['p50_ms']}ms p90={row['p90_ms']}ms p99={row['p99_ms']}ms "
+                f"max={row['max_ms']}ms acked={row['acked']}/{row['frames']} "
+                f"rss={row['rss_kib'] // 1024}MiB",
+                flush=True,
+            )
+    header = (
+        "| transport | connections | events/s (median) | p50 ms | p90 ms | p99 ms | max ms "
+        "| acked/frames | RSS MiB |\n|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [header] + [
+        f"| {r['transport']} | {r['connections']} | {r['events_per_s']:.0f} | {r['p50_ms']} "
+        f"| {r['p90_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['acked']}/{r['frames']} "
+        f"| {r['rss_kib'] // 1024} |"
+        for r in results
+    ]
+    at100 = next((r for r in results if r["connections"] == 100 and r["transport"] == "tcp"), None)
+    if at100:
+        verdict = (
+            f"goal at 100 connections: >= {GOAL_EPS} events/s with p99 <= {GOAL_P99_MS} ms; "
+            f"measured {at100['events_per_s']:.0f} events/s, p99 {at100['p99_ms']} ms"
+        )
+        print(verdict)
+        lines.append("\n" + verdict)
+    write_results("e2e", {"results": results}, "\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
