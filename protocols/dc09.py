@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 import attrs
 from attrs import frozen
@@ -71,6 +71,9 @@ _ADDRESS_CHARS: Final = frozenset("0123456789ABCDEFabcdef")
 _ACCOUNT_CHARS: Final = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 # Pad bytes we send: printable, never '|', '[' or ']' (the standard forbids those three).
 _PAD_ALPHABET: Final = bytes(b for b in range(0x21, 0x7F) if b not in b"|[]")
+_PAD_TRANSLATION: Final = bytes(
+    b if b in _PAD_ALPHABET else _PAD_ALPHABET[b % len(_PAD_ALPHABET)] for b in range(256)
+)
 _TS_LEN: Final = 19  # HH:MM:SS,MM-DD-YYYY
 
 
@@ -243,14 +246,13 @@ class FrameSplitter:
 # -- reading a frame ----------------------------------------------------------------------------
 
 
-@frozen
-class _Envelope:
+class _Envelope(NamedTuple):
     """A frame stripped of LF/CR/NULs with its CRC checked and its header read."""
 
     header: Dc09Header
     span: str
     bracket: int  # index in span of the '[' opening the data block
-    quirks: tuple[str, ...]
+    quirks: list[str]
 
 
 def _unwrap(raw: bytes) -> tuple[bytes, Literal["hex", "binary"], list[str]]:
@@ -319,7 +321,7 @@ def _envelope(raw: bytes) -> _Envelope:
             quirks.append("length_mismatch")
     span = span_bytes.decode("latin-1")
     header, bracket = _read_address(span, raw, quirks, form)
-    return _Envelope(header, span, bracket, tuple(quirks))
+    return _Envelope(header, span, bracket, quirks)
 
 
 def _read_address(
@@ -392,30 +394,14 @@ class _TailError(Exception):
 
 
 def _parse_timestamp(text: str) -> datetime:
-    if (
-        len(text) != _TS_LEN
-        or text[2] != ":"
-        or text[5] != ":"
-        or text[8] != ","
-        or text[11] != "-"
-        or text[14] != "-"
-    ):
+    if len(text) != _TS_LEN or text[2:9:3] != "::," or text[11:15:3] != "--" or not text.isascii():
         raise _TailError(f"timestamp {text!r} is not HH:MM:SS,MM-DD-YYYY")
-    digits = text[0:2] + text[3:5] + text[6:8] + text[9:11] + text[12:14] + text[15:19]
-    if not (digits.isascii() and digits.isdigit()):
-        raise _TailError(f"timestamp {text!r} is not HH:MM:SS,MM-DD-YYYY")
+    # Rearranged into ISO 8601, the C parser checks the digits and the calendar at once.
+    iso = f"{text[15:19]}-{text[9:11]}-{text[12:14]}T{text[:8]}+00:00"
     try:
-        return datetime(
-            int(text[15:19]),
-            int(text[9:11]),
-            int(text[12:14]),
-            int(text[0:2]),
-            int(text[3:5]),
-            int(text[6:8]),
-            tzinfo=UTC,
-        )
+        return datetime.fromisoformat(iso)
     except ValueError:
-        raise _TailError(f"timestamp {text!r} is not a date") from None
+        raise _TailError(f"timestamp {text!r} is not HH:MM:SS,MM-DD-YYYY") from None
 
 
 def format_timestamp(when: datetime) -> str:
@@ -551,7 +537,7 @@ def decode_frame(
     """Check, decrypt and decode one frame (with or without LF/CR)."""
     env = _envelope(raw)
     header = env.header
-    quirks = list(env.quirks)
+    quirks = env.quirks
     if header.token not in EVENT_TOKENS:
         raise UnsupportedError(f"token {header.token!r} is not supported", raw=raw)
     if header.encrypted:
@@ -612,8 +598,9 @@ def _wrap(span: str, crc_form: str) -> bytes:
 
 
 def _pad(count: int, rand: Callable[[int], bytes]) -> str:
-    alphabet = _PAD_ALPHABET
-    return "".join(chr(alphabet[b % len(alphabet)]) for b in rand(count))
+    # Allowed random bytes are kept as drawn (so a fixed ``rand`` reproduces published vectors);
+    # the others are folded onto the allowed alphabet.
+    return rand(count).translate(_PAD_TRANSLATION).decode("ascii")
 
 
 def _encrypt(plain_after_pad: str, key: bytes, rand: Callable[[int], bytes]) -> str:
@@ -736,7 +723,7 @@ def decode_reply(raw: bytes, *, key: bytes | None = None) -> Dc09Reply:
     if header.encrypted:
         if kind is not Reply.ACK:
             raise MalformedFrameError(f"{header.token} is never encrypted", raw=raw)
-        env = _Envelope(attrs.evolve(header, token=NULL_TOKEN), span, bracket, ())
+        env = _Envelope(attrs.evolve(header, token=NULL_TOKEN), span, bracket, [])
         _, _, timestamp = _decrypt_tail(env, key, raw, quirks)
     else:
         try:
