@@ -1,0 +1,933 @@
+"""The station registry: stations and lines, dealers, sites, accounts, alarm library, bridges.
+
+Rules:
+- An account number is unique within its station on its *effective* form: the line's prefix
+  plus the number, trimmed and upper-cased; leading zeros are significant. ``1234`` on a line
+  with prefix ``ABC`` collides with ``ABC1234`` typed on a line without one. A collision is
+  refused with the holder named (site, line, number as typed).
+- A number typed with the very prefix its line adds (``ABC1234`` on line ``ABC``) is accepted
+  but flagged: it is almost always a mistake.
+- Every write runs check-then-insert inside one write transaction (SQLite ``BEGIN IMMEDIATE``),
+  so two writers racing serialize; the unique indexes are the last line of defence, and a
+  violation of one becomes a ``CollisionError`` naming the holder, never a traceback.
+- Imports are all-or-nothing: every problem is reported with its CSV line (header = line 1).
+- Line numbers are DC-09 ``L`` values, 1–6 hex digits, normalized: ``L000`` = ``0`` = ``L0``.
+  Every station has line ``0`` with no prefix.
+- Zone numbers are unique within one account across all its bridges.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import attrs
+from attrs import frozen
+
+from protocols.errors import CollisionError, InvalidInputError, NotFoundError, RegistryError
+from receiver import alarm_library
+from receiver.alarm_library import LibraryEntry, LibraryOverride
+from receiver.store import registry_sql as sql
+from receiver.store.sqlite import connect
+
+KeyFormat = Literal["hex", "ascii"]
+KEY_FORMATS: tuple[KeyFormat, ...] = ("hex", "ascii")
+WINDOW_POLICIES = ("reject", "flag")
+ARMING_SOURCES = ("panel-primary", "panel-individual", "video-app", "alarm-com")
+BRIDGE_CHANNELS = (4, 8, 12, 16)
+DEFAULT_LINE = "0"
+
+_LINE = re.compile(r"[0-9A-F]{1,6}", re.ASCII)
+_NUMBER = re.compile(r"[0-9A-Za-z]{3,16}", re.ASCII)
+_PREFIX = re.compile(r"[0-9A-Za-z]{0,16}", re.ASCII)
+_SERIAL = re.compile(r"[0-9A-Za-z][0-9A-Za-z:._-]{0,63}", re.ASCII)
+_NAME_MAX = 200
+
+
+# -- normalization --------------------------------------------------------------------------
+
+
+def line_number(text: str) -> str:
+    """A DC-09 line (``L`` value) as stored: ``"L000"`` -> ``"0"``, ``"l1a"`` -> ``"1A"``."""
+    value = text.strip().upper().removeprefix("L")
+    if not _LINE.fullmatch(value):
+        raise InvalidInputError(f"line must be 1-6 hex digits (DC-09 L value), got {text!r}")
+    return value.lstrip("0") or "0"
+
+
+def line_key(text: str | None) -> str:
+    """Like ``line_number`` for a received frame: never raises; junk simply matches no line."""
+    if text is None:
+        return DEFAULT_LINE
+    value = text.strip().upper().removeprefix("L")
+    return value.lstrip("0") or "0"
+
+
+def line_prefix(text: str | None) -> str:
+    """A line's account prefix, upper-cased; empty means none."""
+    value = (text or "").strip()
+    if not _PREFIX.fullmatch(value):
+        raise InvalidInputError(f"line prefix must be up to 16 letters or digits, got {text!r}")
+    return value.upper()
+
+
+def account_number(text: str) -> str:
+    """An account number as typed, trimmed: 3-16 letters or digits (leading zeros kept)."""
+    value = text.strip()
+    if not _NUMBER.fullmatch(value):
+        raise InvalidInputError(f"account number must be 3-16 letters or digits, got {text!r}")
+    return value
+
+
+def effective_number(prefix: str, number: str) -> str:
+    """What the station knows the account as: line prefix + number, upper-cased."""
+    return prefix + number.strip().upper()
+
+
+def repeats_prefix(prefix: str, number: str) -> bool:
+    """True when the number was typed with the prefix its line adds anyway."""
+    return bool(prefix) and number.strip().upper().startswith(prefix)
+
+
+def _name(text: str, what: str) -> str:
+    value = text.strip()
+    if not value or len(value) > _NAME_MAX or not value.isprintable():
+        raise InvalidInputError(f"{what} name must be 1-{_NAME_MAX} printable characters")
+    return value
+
+
+def _positive(value: float | None, what: str) -> float | None:
+    if value is None:
+        return None
+    if not (math.isfinite(value) and value > 0):
+        raise InvalidInputError(f"{what} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _non_negative(value: float | None, what: str) -> float | None:
+    if value is None:
+        return None
+    if not (math.isfinite(value) and value >= 0):
+        raise InvalidInputError(f"{what} must be zero or more seconds, got {value!r}")
+    return float(value)
+
+
+def _seconds(text: str | None, what: str) -> float | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidInputError(f"{what} must be a number of seconds, got {text!r}") from None
+
+
+# -- value classes --------------------------------------------------------------------------
+
+
+def _key_valid(instance: AccountKey, _: attrs.Attribute[str], text: str) -> None:
+    instance.parse_raw(text, instance.format)
+
+
+@frozen
+class AccountKey:
+    """A DC-09 AES key as typed (hex digits or ASCII text) and its format."""
+
+    format: KeyFormat = attrs.field(validator=attrs.validators.in_(KEY_FORMATS))
+    text: str = attrs.field(validator=_key_valid)
+
+    @classmethod
+    def parse(cls, text: str, key_format: str = "hex") -> AccountKey:
+        if key_format not in KEY_FORMATS:
+            raise InvalidInputError(f"key format must be hex or ascii, got {key_format!r}")
+        fmt: KeyFormat = "hex" if key_format == "hex" else "ascii"
+        return cls(fmt, text.strip() if fmt == "hex" else text)
+
+    @staticmethod
+    def parse_raw(text: str, key_format: str) -> bytes:
+        if key_format == "hex":
+            if not re.fullmatch(r"[0-9A-Fa-f]+", text, re.ASCII):
+                raise InvalidInputError("hex key must hold only hex digits")
+            raw = bytes.fromhex(text)
+        else:
+            if not text.isascii() or not text.isprintable():
+                raise InvalidInputError("ascii key must hold printable ASCII characters only")
+            raw = text.encode("ascii")
+        if len(raw) not in (16, 24, 32):
+            raise InvalidInputError(
+                f"key must be 16, 24 or 32 bytes (AES-128/192/256), got {len(raw)}"
+            )
+        return raw
+
+    @property
+    def raw(self) -> bytes:
+        return self.parse_raw(self.text, self.format)
+
+
+@frozen(kw_only=True)
+class AccountSpec:
+    """An account to add: everything but the station, validated on construction."""
+
+    line: str = attrs.field(default=DEFAULT_LINE, converter=line_number)
+    number: str = attrs.field(converter=account_number)
+    site: str | None = None
+    key: AccountKey | None = None
+    supervision: float | None = attrs.field(default=None)
+    window_past: float | None = None
+    window_future: float | None = None
+    window_policy: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.in_(WINDOW_POLICIES))
+    )
+
+    def __attrs_post_init__(self) -> None:
+        _positive(self.supervision, "supervision")
+        _non_negative(self.window_past, "window past")
+        _non_negative(self.window_future, "window future")
+
+
+@frozen
+class Holder:
+    """The account that holds an effective number."""
+
+    account_id: int
+    station: str
+    line: str
+    number: str
+    effective: str
+    site: str | None
+
+    def describe(self) -> str:
+        site = f'site "{self.site}"' if self.site else "no site"
+        return f"held by {site} (line {self.line}, number {self.number})"
+
+
+@frozen
+class AccountCheck:
+    """The outcome of checking a number: its effective form, its holder if taken, warnings."""
+
+    station: str
+    line: str
+    number: str
+    effective: str
+    holder: Holder | None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def free(self) -> bool:
+        return self.holder is None
+
+
+@frozen
+class ImportProblem:
+    """One problem in an import file, at its CSV line (the header is line 1)."""
+
+    line: int
+    kind: Literal["collision", "not_found", "invalid", "warning"]
+    message: str
+
+    def describe(self) -> str:
+        label = "warning: " if self.kind == "warning" else ""
+        return f"line {self.line}: {label}{self.message}"
+
+
+@frozen
+class ImportReport:
+    station: str
+    rows: int
+    imported: int
+    dry_run: bool
+    problems: tuple[ImportProblem, ...]
+
+    @property
+    def errors(self) -> tuple[ImportProblem, ...]:
+        return tuple(p for p in self.problems if p.kind != "warning")
+
+    @property
+    def warnings(self) -> tuple[ImportProblem, ...]:
+        return tuple(p for p in self.problems if p.kind == "warning")
+
+    @property
+    def refused(self) -> bool:
+        return bool(self.errors)
+
+
+@frozen
+class ImportRow:
+    """One CSV data row and the line it ends on."""
+
+    line: int
+    values: Mapping[str, str]
+
+
+IMPORT_REQUIRED = ("line", "number")
+IMPORT_OPTIONAL = (
+    "site",
+    "key",
+    "key_format",
+    "supervision",
+    "window_past",
+    "window_future",
+    "window_policy",
+)
+
+
+def read_import_csv(stream: TextIO) -> list[ImportRow]:
+    """The rows of an account import file; the header must name ``line`` and ``number``."""
+    reader = csv.reader(stream)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InvalidInputError("import file is empty (a header row is required)") from None
+    except csv.Error as exc:
+        raise InvalidInputError(f"line 1: not valid CSV: {exc}") from None
+    columns = [c.strip().lower().lstrip("\ufeff") for c in header]
+    missing = [c for c in IMPORT_REQUIRED if c not in columns]
+    if missing:
+        raise InvalidInputError(f"line 1: import header lacks column(s) {', '.join(missing)}")
+    unknown = [c for c in columns if c not in IMPORT_REQUIRED + IMPORT_OPTIONAL]
+    if unknown:
+        raise InvalidInputError(f"line 1: unknown column(s) {', '.join(unknown)}")
+    rows = []
+    try:
+        for record in reader:
+            if not any(cell.strip() for cell in record):
+                continue
+            if len(record) != len(columns):
+                raise InvalidInputError(
+                    f"line {reader.line_num}: {len(record)} fields, header has {len(columns)}"
+                )
+            rows.append(ImportRow(reader.line_num, dict(zip(columns, record, strict=True))))
+    except csv.Error as exc:
+        raise InvalidInputError(f"line {reader.line_num}: not valid CSV: {exc}") from None
+    return rows
+
+
+# -- the service ----------------------------------------------------------------------------
+
+
+@frozen
+class _Line:
+    id: int
+    number: str
+    prefix: str
+
+
+@frozen
+class _Station:
+    id: int
+    name: str
+
+
+Progress = Callable[[int, int], None]
+
+
+class Registry:
+    """The registry service over one store connection (autocommit; explicit transactions)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    @classmethod
+    def open(cls, path: str | Path) -> Registry:
+        return cls(connect(path))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute(sql.BEGIN_WRITE)
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute(sql.ROLLBACK)
+            raise
+        self.conn.execute(sql.COMMIT)
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute(sql.BEGIN_READ)
+        try:
+            yield self.conn
+        finally:
+            self.conn.execute(sql.ROLLBACK)
+
+    # -- lookups (inside a transaction) -------------------------------------------------------
+
+    def _station(self, name: str) -> _Station:
+        row = self.conn.execute(sql.STATION_BY_NAME, (name.strip(),)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no station named {name.strip()!r}")
+        return _Station(row["id"], row["name"])
+
+    def _line(self, station: _Station, number: str) -> _Line:
+        row = self.conn.execute(sql.LINE, (station.id, number)).fetchone()
+        if row is None:
+            raise NotFoundError(f"station {station.name!r} has no line {number}")
+        return _Line(row["id"], row["number"], row["prefix"])
+
+    def _dealer_id(self, name: str) -> int:
+        row = self.conn.execute(sql.DEALER_BY_NAME, (name.strip(),)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no dealer named {name.strip()!r}")
+        return int(row["id"])
+
+    def _site(self, name: str) -> sqlite3.Row:
+        row = self.conn.execute(sql.SITE_BY_NAME, (name.strip(),)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no site named {name.strip()!r}")
+        return row  # type: ignore[no-any-return]
+
+    def _holder(self, station: _Station, effective: str) -> Holder | None:
+        row = self.conn.execute(sql.HOLDER, (station.id, effective)).fetchone()
+        if row is None:
+            return None
+        return Holder(
+            row["id"], station.name, row["line"], row["number"], row["effective"], row["site"]
+        )
+
+    # -- stations, dealers, sites -----------------------------------------------------------
+
+    def add_station(self, name: str) -> None:
+        """Create a station with its line 0 (no prefix)."""
+        name = _name(name, "station")
+        with self._write() as conn:
+            if conn.execute(sql.STATION_BY_NAME, (name,)).fetchone() is not None:
+                raise RegistryError(f"station {name!r} already exists")
+            cur = conn.execute(sql.INSERT_STATION, (name,))
+            conn.execute(sql.INSERT_LINE, (cur.lastrowid, DEFAULT_LINE, ""))
+
+    def add_line(self, station: str, number: str, prefix: str | None = None) -> str:
+        """Add a line to a station; returns the line number in its stored form."""
+        number = line_number(number)
+        pfx = line_prefix(prefix)
+        with self._write() as conn:
+            st = self._station(station)
+            if conn.execute(sql.LINE, (st.id, number)).fetchone() is not None:
+                raise RegistryError(f"station {st.name!r} already has line {number}")
+            conn.execute(sql.INSERT_LINE, (st.id, number, pfx))
+        return number
+
+    def lines(self) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            return [dict(r) for r in conn.execute(sql.ALL_LINES)]
+
+    def add_dealer(self, name: str) -> None:
+        name = _name(name, "dealer")
+        with self._write() as conn:
+            if conn.execute(sql.DEALER_BY_NAME, (name,)).fetchone() is not None:
+                raise RegistryError(f"dealer {name!r} already exists")
+            conn.execute(sql.INSERT_DEALER, (name,))
+
+    def dealers(self) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            return [{"name": r["name"]} for r in conn.execute(sql.DEALERS)]
+
+    def add_site(
+        self,
+        name: str,
+        *,
+        dealer: str,
+        address: str | None = None,
+        arming_source: str | None = None,
+    ) -> None:
+        name = _name(name, "site")
+        if arming_source is not None and arming_source not in ARMING_SOURCES:
+            raise InvalidInputError(
+                f"arming source must be one of {', '.join(ARMING_SOURCES)}, got {arming_source!r}"
+            )
+        with self._write() as conn:
+            dealer_id = self._dealer_id(dealer)
+            if conn.execute(sql.SITE_BY_NAME, (name,)).fetchone() is not None:
+                raise RegistryError(f"site {name!r} already exists")
+            conn.execute(
+                sql.INSERT_SITE, (name, dealer_id, (address or "").strip() or None, arming_source)
+            )
+
+    def sites(self) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            return [dict(r) for r in conn.execute(sql.SITES)]
+
+    # -- accounts -----------------------------------------------------------------------------
+
+    def _check(self, station: _Station, spec_line: str, number: str) -> AccountCheck:
+        line = self._line(station, spec_line)
+        effective = effective_number(line.prefix, number)
+        warnings = []
+        if repeats_prefix(line.prefix, number):
+            warnings.append(
+                f"number {number} already starts with {line.prefix}, the prefix line "
+                f"{line.number} adds: the station will know it as {effective} (likely a mistake)"
+            )
+        return AccountCheck(
+            station.name,
+            line.number,
+            number,
+            effective,
+            self._holder(station, effective),
+            tuple(warnings),
+        )
+
+    def check_account(self, station: str, line: str, number: str) -> AccountCheck:
+        """Whether ``number`` on ``line`` is free at ``station``, and who holds it if not."""
+        line = line_number(line)
+        number = account_number(number)
+        with self._read():
+            return self._check(self._station(station), line, number)
+
+    def add_account(self, station: str, spec: AccountSpec) -> AccountCheck:
+        """Add an account; refused with the holder named if its effective number is taken."""
+        try:
+            with self._write() as conn:
+                st = self._station(station)
+                check = self._check(st, spec.line, spec.number)
+                if check.holder is not None:
+                    raise _collision(check.effective, st.name, check.holder)
+                site_id = int(self._site(spec.site)["id"]) if spec.site else None
+                line = self._line(st, spec.line)
+                conn.execute(sql.INSERT_ACCOUNT, _account_params(st, line, spec, site_id))
+        except sqlite3.IntegrityError:
+            # Only reachable if another writer slipped past the check (another node).
+            holder = self.check_account(station, spec.line, spec.number).holder
+            if holder is None:
+                raise
+            raise _collision(holder.effective, holder.station, holder) from None
+        return check
+
+    def list_accounts(self, station: str | None = None) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            if station is not None:
+                self._station(station)
+                rows = conn.execute(sql.ACCOUNTS_OF_STATION, (station.strip(),))
+            else:
+                rows = conn.execute(sql.ACCOUNTS_ORDERED)
+            return [
+                {
+                    "station": r["station"],
+                    "line": r["line"],
+                    "number": r["number"],
+                    "effective": r["effective"],
+                    "site": r["site"],
+                    "dealer": r["dealer"],
+                    "key": r["key_format"],  # never print the key itself
+                    "supervision": r["supervision"],
+                    "window_past": r["window_past"],
+                    "window_future": r["window_future"],
+                    "window_policy": r["window_policy"],
+                }
+                for r in rows
+            ]
+
+    def import_accounts(
+        self,
+        station: str,
+        rows: Iterable[ImportRow],
+        *,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> ImportReport:
+        """Import accounts all-or-nothing; every problem is reported with its CSV line."""
+        rows = list(rows)
+        problems: list[ImportProblem] = []
+        try:
+            with self._write() as conn:
+                st = self._station(station)
+                lines = {
+                    r["number"]: _Line(r["id"], r["number"], r["prefix"])
+                    for r in conn.execute(sql.LINES_OF_STATION, (st.id,))
+                }
+                sites = {r["name"]: int(r["id"]) for r in conn.execute(sql.SITE_IDS)}
+                held = {
+                    r["effective"]: Holder(
+                        r["id"], st.name, r["line"], r["number"], r["effective"], r["site"]
+                    )
+                    for r in conn.execute(sql.HOLDERS_OF_STATION, (st.id,))
+                }
+                in_file: dict[str, tuple[int, str, str]] = {}
+                params = []
+                for done, row in enumerate(rows, start=1):
+                    found = _import_row(
+                        row,
+                        station=st,
+                        lines=lines,
+                        sites=sites,
+                        held=held,
+                        in_file=in_file,
+                        problems=problems,
+                    )
+                    if found is not None:
+                        params.append(found)
+                    if progress is not None and (done % 500 == 0 or done == len(rows)):
+                        progress(done, len(rows))
+                # A refused import or a dry run writes nothing; committing the empty
+                # transaction just releases the lock.
+                if not dry_run and not any(p.kind != "warning" for p in problems):
+                    conn.executemany(sql.INSERT_ACCOUNT, params)
+        except sqlite3.IntegrityError as exc:
+            raise CollisionError(
+                f"import refused: an account number was taken while importing ({exc})"
+            ) from None
+        imported = 0 if (dry_run or any(p.kind != "warning" for p in problems)) else len(rows)
+        return ImportReport(st.name, len(rows), imported, dry_run, tuple(problems))
+
+    # -- alarm library --------------------------------------------------------------------------
+
+    def set_library(
+        self,
+        zone_type: str,
+        *,
+        dealer: str | None = None,
+        site: str | None = None,
+        code: str | None = None,
+        enabled: bool | None = None,
+        inherit: bool = False,
+    ) -> None:
+        """Set (or with ``inherit``, remove) a dealer's or a site's override for a zone type."""
+        key = alarm_library.zone_type_key(zone_type)
+        code = alarm_library.event_code(code) if code is not None else None
+        if (dealer is None) == (site is None):
+            raise InvalidInputError("give exactly one of --dealer or --site")
+        if not inherit and code is None and enabled is None:
+            raise InvalidInputError("nothing to set: give --code, --enable/--disable or --inherit")
+        with self._write() as conn:
+            owner: tuple[int | None, int | None]
+            if dealer is not None:
+                owner = (self._dealer_id(dealer), None)
+                row = conn.execute(sql.DEALER_OVERRIDE, (owner[0], key)).fetchone()
+            else:
+                assert site is not None
+                owner = (None, int(self._site(site)["id"]))
+                row = conn.execute(sql.SITE_OVERRIDE, (owner[1], key)).fetchone()
+            if inherit:
+                if row is not None:
+                    conn.execute(sql.DELETE_OVERRIDE, (row["id"],))
+                return
+            if row is None:
+                conn.execute(sql.INSERT_OVERRIDE, (*owner, key, code, _flag(enabled)))
+                return
+            conn.execute(
+                sql.UPDATE_OVERRIDE,
+                (
+                    code if code is not None else row["code"],
+                    _flag(enabled) if enabled is not None else row["enabled"],
+                    row["id"],
+                ),
+            )
+
+    def library(self, *, site: str | None = None, dealer: str | None = None) -> list[LibraryEntry]:
+        """The effective library of a site (or of a dealer), one entry per zone type."""
+        if (dealer is None) == (site is None):
+            raise InvalidInputError("give exactly one of --dealer or --site")
+        with self._read() as conn:
+            site_overrides: dict[str, LibraryOverride] = {}
+            if site is not None:
+                row = self._site(site)
+                dealer_id = int(row["dealer_id"])
+                site_overrides = _overrides(conn, sql.SITE_OVERRIDES, int(row["id"]))
+            else:
+                assert dealer is not None
+                dealer_id = self._dealer_id(dealer)
+            dealer_overrides = _overrides(conn, sql.DEALER_OVERRIDES, dealer_id)
+        return alarm_library.resolve_all(dealer=dealer_overrides, site=site_overrides)
+
+    # -- bridges --------------------------------------------------------------------------------
+
+    def add_bridge(
+        self,
+        *,
+        site: str,
+        serial: str,
+        token: str,
+        channels: int,
+        model: str | None = None,
+        account: str | None = None,
+        first_zone: int | None = None,
+    ) -> str:
+        """Add a bridge to a site's account; channel N gets zone ``first_zone + N - 1``."""
+        serial = bridge_serial(serial)
+        token = token.strip()
+        if not token or len(token) > 256 or not token.isprintable():
+            raise InvalidInputError("bridge token must be 1-256 printable characters")
+        if channels not in BRIDGE_CHANNELS:
+            raise InvalidInputError(f"a bridge has 4, 8, 12 or 16 channels, got {channels}")
+        first = 1 if first_zone is None else first_zone
+        if first < 1 or first + channels - 1 > 999:
+            raise InvalidInputError(f"zones {first}..{first + channels - 1} are not within 1-999")
+        model = (model or "").strip() or None
+        try:
+            with self._write() as conn:
+                site_row = self._site(site)
+                account_id, account_label = self._site_account(site_row, account)
+                if conn.execute(sql.BRIDGE_BY_SERIAL, (serial,)).fetchone() is not None:
+                    raise RegistryError(f"bridge {serial} already exists")
+                taken = _zone_holders(conn, account_id)
+                for zone in range(first, first + channels):
+                    if zone in taken:
+                        held_serial, held_channel = taken[zone]
+                        raise CollisionError(
+                            f"zone {zone:03d} on account {account_label} is held by bridge "
+                            f"{held_serial} channel {held_channel}; give --first-zone so this "
+                            "bridge's zones do not collide",
+                            holder=f"{held_serial}/{held_channel}",
+                        )
+                cur = conn.execute(
+                    sql.INSERT_BRIDGE,
+                    (serial, token, model, channels, site_row["id"], account_id),
+                )
+                conn.executemany(
+                    sql.INSERT_CHANNEL,
+                    [
+                        (cur.lastrowid, ch, account_id, first + ch - 1, "instant")
+                        for ch in range(1, channels + 1)
+                    ],
+                )
+        except sqlite3.IntegrityError as exc:
+            raise CollisionError(f"bridge {serial} refused: {exc}") from None
+        return serial
+
+    def _site_account(self, site_row: sqlite3.Row, account: str | None) -> tuple[int, str]:
+        accounts = self.conn.execute(sql.ACCOUNTS_OF_SITE, (site_row["id"],)).fetchall()
+        if not accounts:
+            raise RegistryError(
+                f"site {site_row['name']!r} has no account; add one first "
+                f"(receiver accounts add --station STATION NUMBER --site {site_row['name']!r})"
+            )
+        if account is None:
+            if len(accounts) > 1:
+                numbers = ", ".join(a["effective"] for a in accounts)
+                raise InvalidInputError(
+                    f"site {site_row['name']!r} has several accounts ({numbers}); "
+                    "give --account NUMBER"
+                )
+            return int(accounts[0]["id"]), accounts[0]["effective"]
+        wanted = account.strip().upper()
+        matches = [a for a in accounts if wanted in (a["effective"], a["number"].upper())]
+        if len(matches) != 1:
+            raise NotFoundError(f"site {site_row['name']!r} has no account {account.strip()!r}")
+        return int(matches[0]["id"]), matches[0]["effective"]
+
+    def set_channel(
+        self,
+        serial: str,
+        channel: int,
+        *,
+        zone: int | None = None,
+        zone_type: str | None = None,
+        camera: str | None = None,
+        code: str | None = None,
+        enabled: bool | None = None,
+        inherit: bool = False,
+    ) -> None:
+        """Change a channel's zone, zone type, camera, or its alarm library override."""
+        serial = bridge_serial(serial)
+        key = alarm_library.zone_type_key(zone_type) if zone_type is not None else None
+        code = alarm_library.event_code(code) if code is not None else None
+        if zone is not None and not 1 <= zone <= 999:
+            raise InvalidInputError(f"zone must be 1-999, got {zone}")
+        if camera is not None and (len(camera) > _NAME_MAX or not camera.isprintable()):
+            raise InvalidInputError("camera name must be printable and at most 200 characters")
+        try:
+            with self._write() as conn:
+                bridge = conn.execute(sql.BRIDGE_BY_SERIAL, (serial,)).fetchone()
+                if bridge is None:
+                    raise NotFoundError(f"no bridge {serial}")
+                if not 1 <= channel <= bridge["channels"]:
+                    raise InvalidInputError(
+                        f"bridge {serial} has channels 1-{bridge['channels']}, not {channel}"
+                    )
+                current = conn.execute(sql.CHANNEL, (bridge["id"], channel)).fetchone()
+                if zone is not None and zone != current["zone"]:
+                    holder = _zone_holders(conn, bridge["account_id"]).get(zone)
+                    if holder is not None:
+                        raise CollisionError(
+                            f"zone {zone:03d} is already held on this account by bridge "
+                            f"{holder[0]} channel {holder[1]}",
+                            holder=f"{holder[0]}/{holder[1]}",
+                        )
+                new_code = None if inherit else (code if code is not None else current["code"])
+                new_enabled = (
+                    None
+                    if inherit
+                    else (_flag(enabled) if enabled is not None else current["enabled"])
+                )
+                conn.execute(
+                    sql.UPDATE_CHANNEL,
+                    (
+                        zone if zone is not None else current["zone"],
+                        key or current["zone_type"],
+                        (camera.strip() or None) if camera is not None else current["camera"],
+                        new_code,
+                        new_enabled,
+                        bridge["id"],
+                        channel,
+                    ),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise CollisionError(f"channel {channel} of bridge {serial} refused: {exc}") from None
+
+    def list_bridges(self) -> list[dict[str, Any]]:
+        """One row per channel: bridge, site, account, zone (three digits), type, camera."""
+        with self._read() as conn:
+            accounts = {r["id"]: r["effective"] for r in conn.execute(sql.ACCOUNTS)}
+            bridges = {r["id"]: r for r in conn.execute(sql.BRIDGES)}
+            rows = []
+            for c in conn.execute(sql.CHANNELS):
+                b = bridges[c["bridge_id"]]
+                rows.append(
+                    {
+                        "serial": b["serial"],
+                        "model": b["model"],
+                        "site": b["site"],
+                        "account": accounts.get(b["account_id"]),
+                        "channel": c["channel"],
+                        "zone": f"{c['zone']:03d}",
+                        "zone_type": c["zone_type"],
+                        "camera": c["camera"],
+                        "code": c["code"],
+                        "enabled": None if c["enabled"] is None else bool(c["enabled"]),
+                    }
+                )
+        rows.sort(key=lambda r: (r["serial"], r["channel"]))
+        return rows
+
+
+def bridge_serial(text: str) -> str:
+    """A bridge serial or MAC, upper-cased."""
+    value = text.strip()
+    if not _SERIAL.fullmatch(value):
+        raise InvalidInputError(
+            f"bridge serial must be letters, digits, ':', '.', '-', got {text!r}"
+        )
+    return value.upper()
+
+
+def _flag(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _collision(effective: str, station: str, holder: Holder) -> CollisionError:
+    return CollisionError(
+        f"account {effective} is taken at station {station}: {holder.describe()}",
+        holder=holder.describe(),
+    )
+
+
+def _account_params(
+    station: _Station, line: _Line, spec: AccountSpec, site_id: int | None
+) -> tuple[Any, ...]:
+    return (
+        station.id,
+        line.id,
+        spec.number,
+        effective_number(line.prefix, spec.number),
+        site_id,
+        spec.key.text if spec.key else None,
+        spec.key.format if spec.key else None,
+        spec.supervision,
+        spec.window_past,
+        spec.window_future,
+        spec.window_policy,
+    )
+
+
+def _overrides(conn: sqlite3.Connection, query: str, owner: int) -> dict[str, LibraryOverride]:
+    found = {}
+    for row in conn.execute(query):
+        if row[0] == owner:
+            enabled = None if row["enabled"] is None else bool(row["enabled"])
+            found[row["zone_type"]] = LibraryOverride(code=row["code"], enabled=enabled)
+    return found
+
+
+def _zone_holders(conn: sqlite3.Connection, account_id: int) -> dict[int, tuple[str, int]]:
+    return {
+        int(r["zone"]): (r["serial"], int(r["channel"]))
+        for r in conn.execute(sql.ZONE_HOLDERS, (account_id,))
+    }
+
+
+def _import_row(
+    row: ImportRow,
+    *,
+    station: _Station,
+    lines: Mapping[str, _Line],
+    sites: Mapping[str, int],
+    held: Mapping[str, Holder],
+    in_file: dict[str, tuple[int, str, str]],
+    problems: list[ImportProblem],
+) -> tuple[Any, ...] | None:
+    """Validate one import row; append its problems; return its insert parameters if clean."""
+    values = row.values
+    try:
+        spec = AccountSpec(
+            line=values.get("line", "").strip() or DEFAULT_LINE,
+            number=values.get("number", ""),
+            site=values.get("site", "").strip() or None,
+            key=(
+                AccountKey.parse(values["key"], values.get("key_format", "").strip() or "hex")
+                if values.get("key", "").strip()
+                else None
+            ),
+            supervision=_seconds(values.get("supervision"), "supervision"),
+            window_past=_seconds(values.get("window_past"), "window_past"),
+            window_future=_seconds(values.get("window_future"), "window_future"),
+            window_policy=values.get("window_policy", "").strip() or None,
+        )
+    except (InvalidInputError, ValueError) as exc:
+        problems.append(ImportProblem(row.line, "invalid", str(exc)))
+        return None
+    line = lines.get(spec.line)
+    if line is None:
+        problems.append(
+            ImportProblem(
+                row.line, "not_found", f"station {station.name!r} has no line {spec.line}"
+            )
+        )
+        return None
+    site_id = None
+    if spec.site is not None:
+        site_id = sites.get(spec.site)
+        if site_id is None:
+            problems.append(ImportProblem(row.line, "not_found", f"no site named {spec.site!r}"))
+            return None
+    effective = effective_number(line.prefix, spec.number)
+    if repeats_prefix(line.prefix, spec.number):
+        problems.append(
+            ImportProblem(
+                row.line,
+                "warning",
+                f"number {spec.number} already starts with {line.prefix}, the prefix line "
+                f"{line.number} adds (likely a mistake)",
+            )
+        )
+    holder = held.get(effective)
+    clean = True
+    if holder is not None:
+        problems.append(
+            ImportProblem(
+                row.line,
+                "collision",
+                f"account {effective} (line {line.number}, number {spec.number}) is taken at "
+                f"station {station.name}: {holder.describe()}",
+            )
+        )
+        clean = False
+    first = in_file.get(effective)
+    if first is not None:
+        problems.append(
+            ImportProblem(
+                row.line,
+                "collision",
+                f"account {effective} (line {line.number}, number {spec.number}) collides with "
+                f"CSV line {first[0]} (line {first[1]}, number {first[2]})",
+            )
+        )
+        clean = False
+    else:
+        in_file[effective] = (row.line, line.number, spec.number)
+    return _account_params(station, line, spec, site_id) if clean else None

@@ -1,0 +1,292 @@
+"""The in-memory registry the hot path reads: an account per frame without a database read.
+
+Rules:
+- ``load`` reads the whole registry in one read transaction, so the index is one consistent
+  snapshot tagged with ``meta.registry_generation``; every registry change bumps that counter in
+  the same transaction (triggers in migration 0002).
+- ``refresh_if_changed`` costs one ``SELECT`` of the counter and returns ``self`` when nothing
+  changed, so the service can call it every second.
+- Lookups are dict lookups and never raise on what a panel sends: a frame on an unregistered
+  line resolves as a line without prefix (``line_known`` tells the caller to flag it).
+- The index is immutable once built; a refresh builds a new one. Pure sqlite3, no trio: the
+  service calls it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+
+from attrs import frozen
+
+from protocols.errors import InvalidInputError
+from receiver import alarm_library
+from receiver.alarm_library import BUILTIN, LibraryEntry, LibraryOverride
+from receiver.registry import DEFAULT_LINE, AccountKey, line_key
+from receiver.store import registry_sql as sql
+
+__all__ = [
+    "BridgeInfo",
+    "ChannelInfo",
+    "LibraryEntry",
+    "RegistryIndex",
+    "ResolvedAccount",
+]
+
+
+@frozen(kw_only=True)
+class ResolvedAccount:
+    """A registry account as the receiver needs it for a frame."""
+
+    account_id: int
+    station: str
+    line: str
+    number: str  # as typed
+    # Line prefix + number, trimmed, upper-cased: what automation knows (Sentinel's Device ID).
+    effective: str
+    site_id: int | None
+    site_name: str | None
+    dealer: str | None
+    key: bytes | None
+    key_format: str | None
+    supervision: float | None  # seconds; None: not supervised
+    window_past: float | None  # None: the receiver's default
+    window_future: float | None
+    window_policy: str | None
+
+
+@frozen(kw_only=True)
+class ChannelInfo:
+    channel: int
+    zone: int
+    zone_type: str
+    camera: str | None
+
+
+@frozen(kw_only=True)
+class BridgeInfo:
+    bridge_id: int
+    serial: str
+    token: str
+    model: str | None
+    channels: int
+    site_id: int
+    site_name: str
+    account: ResolvedAccount
+    channel_map: Mapping[int, ChannelInfo]
+
+
+@frozen
+class _StationView:
+    lines: Mapping[str, str]  # line number -> prefix
+    by_effective: Mapping[str, ResolvedAccount]
+
+
+@frozen
+class _SiteLibrary:
+    dealer: Mapping[str, LibraryOverride]
+    site: Mapping[str, LibraryOverride]
+    entries: Mapping[str, LibraryEntry]  # zone type -> effective entry at site level
+
+
+_BUILTIN_LIBRARY = _SiteLibrary({}, {}, {e.zone_type: e for e in alarm_library.resolve_all()})
+
+
+def _generation(conn: sqlite3.Connection) -> int:
+    row = conn.execute(sql.GENERATION).fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+class RegistryIndex:
+    """An immutable snapshot of the registry, indexed for the hot path."""
+
+    def __init__(
+        self,
+        *,
+        generation: int,
+        stations: Mapping[str, _StationView],
+        accounts: tuple[ResolvedAccount, ...],
+        bridges: Mapping[str, BridgeInfo],
+        libraries: Mapping[int, _SiteLibrary],
+        channel_overrides: Mapping[tuple[str, int], LibraryOverride],
+    ) -> None:
+        self.generation = generation
+        self._stations = stations
+        self._only_station = next(iter(stations.values())) if len(stations) == 1 else None
+        self._accounts = accounts
+        self._bridges = bridges
+        self._libraries = libraries
+        self._channel_overrides = channel_overrides
+
+    @classmethod
+    def load(cls, conn: sqlite3.Connection) -> RegistryIndex:
+        """Read the registry in one snapshot (a read transaction)."""
+        own_transaction = not conn.in_transaction
+        if own_transaction:
+            conn.execute(sql.BEGIN_READ)
+        try:
+            return cls._read(conn)
+        finally:
+            if own_transaction:
+                conn.execute(sql.ROLLBACK)
+
+    @classmethod
+    def _read(cls, conn: sqlite3.Connection) -> RegistryIndex:
+        generation = _generation(conn)
+        lines: dict[str, dict[str, str]] = {}
+        for row in conn.execute(sql.ALL_LINES):
+            lines.setdefault(row["station"], {})[row["number"]] = row["prefix"]
+        accounts: dict[int, ResolvedAccount] = {}
+        by_station: dict[str, dict[str, ResolvedAccount]] = {name: {} for name in lines}
+        for row in conn.execute(sql.ACCOUNTS):
+            key = (
+                AccountKey.parse_raw(row["key_text"], row["key_format"])
+                if row["key_text"] is not None
+                else None
+            )
+            account = ResolvedAccount(
+                account_id=row["id"],
+                station=row["station"],
+                line=row["line"],
+                number=row["number"],
+                effective=row["effective"],
+                site_id=row["site_id"],
+                site_name=row["site"],
+                dealer=row["dealer"],
+                key=key,
+                key_format=row["key_format"],
+                supervision=row["supervision"],
+                window_past=row["window_past"],
+                window_future=row["window_future"],
+                window_policy=row["window_policy"],
+            )
+            accounts[account.account_id] = account
+            by_station.setdefault(account.station, {})[account.effective] = account
+        stations = {
+            name: _StationView(
+                MappingProxyType(lines.get(name, {DEFAULT_LINE: ""})),
+                MappingProxyType(by_station[name]),
+            )
+            for name in by_station
+        }
+
+        dealer_overrides: dict[int, dict[str, LibraryOverride]] = {}
+        for row in conn.execute(sql.DEALER_OVERRIDES):
+            dealer_overrides.setdefault(row["dealer_id"], {})[row["zone_type"]] = _override(row)
+        site_overrides: dict[int, dict[str, LibraryOverride]] = {}
+        for row in conn.execute(sql.SITE_OVERRIDES):
+            site_overrides.setdefault(row["site_id"], {})[row["zone_type"]] = _override(row)
+        libraries = {}
+        for row in conn.execute(sql.SITE_DEALERS):
+            dealer = dealer_overrides.get(row["dealer_id"], {})
+            site = site_overrides.get(row["id"], {})
+            entries = alarm_library.resolve_all(dealer=dealer, site=site)
+            libraries[int(row["id"])] = _SiteLibrary(
+                dealer, site, {e.zone_type: e for e in entries}
+            )
+
+        channels: dict[int, dict[int, ChannelInfo]] = {}
+        channel_overrides: dict[tuple[int, int], LibraryOverride] = {}
+        for row in conn.execute(sql.CHANNELS):
+            channels.setdefault(row["bridge_id"], {})[row["channel"]] = ChannelInfo(
+                channel=row["channel"],
+                zone=row["zone"],
+                zone_type=row["zone_type"],
+                camera=row["camera"],
+            )
+            override = _override(row)
+            if not override.is_empty:
+                channel_overrides[(row["bridge_id"], row["channel"])] = override
+        bridges = {}
+        by_serial_channel: dict[tuple[str, int], LibraryOverride] = {}
+        for row in conn.execute(sql.BRIDGES):
+            bridges[row["serial"]] = BridgeInfo(
+                bridge_id=row["id"],
+                serial=row["serial"],
+                token=row["token"],
+                model=row["model"],
+                channels=row["channels"],
+                site_id=row["site_id"],
+                site_name=row["site"],
+                account=accounts[row["account_id"]],
+                channel_map=MappingProxyType(channels.get(row["id"], {})),
+            )
+        serials = {b.bridge_id: b.serial for b in bridges.values()}
+        for (bridge_id, channel), override in channel_overrides.items():
+            by_serial_channel[(serials[bridge_id], channel)] = override
+        return cls(
+            generation=generation,
+            stations=MappingProxyType(stations),
+            accounts=tuple(accounts.values()),
+            bridges=MappingProxyType(bridges),
+            libraries=MappingProxyType(libraries),
+            channel_overrides=MappingProxyType(by_serial_channel),
+        )
+
+    def refresh_if_changed(self, conn: sqlite3.Connection) -> RegistryIndex:
+        """``self`` when the store's counter has not moved, else a freshly loaded index."""
+        if _generation(conn) == self.generation:
+            return self
+        return self.load(conn)
+
+    def _station(self, station: str | None) -> _StationView | None:
+        if station is None:
+            return self._only_station
+        return self._stations.get(station)
+
+    def resolve(
+        self, station: str | None, line: str | None, account: str
+    ) -> ResolvedAccount | None:
+        """The account a frame belongs to, or None when the registry does not know it.
+
+        ``station`` None means the registry's only station; ``line`` is the DC-09 ``L`` value
+        as received (None: line 0); ``account`` as received, in any case.
+        """
+        view = self._station(station)
+        if view is None:
+            return None
+        prefix = view.lines.get(line_key(line), "")
+        return view.by_effective.get(prefix + account.strip().upper())
+
+    def line_known(self, station: str | None, line: str | None) -> bool:
+        view = self._station(station)
+        return view is not None and line_key(line) in view.lines
+
+    def bridge(self, serial: str) -> BridgeInfo | None:
+        return self._bridges.get(serial.strip().upper())
+
+    def library_entry(
+        self,
+        site_id: int,
+        zone_type: str,
+        *,
+        serial: str | None = None,
+        channel: int | None = None,
+    ) -> LibraryEntry:
+        """The alarm library entry for a zone type at a site, with a channel's override."""
+        if zone_type not in BUILTIN:
+            try:
+                zone_type = alarm_library.zone_type_key(zone_type)
+            except InvalidInputError:
+                # A zone type the library does not know reports as Instant, never not at all.
+                zone_type = alarm_library.DEFAULT_ZONE_TYPE
+        library = self._libraries.get(site_id, _BUILTIN_LIBRARY)
+        if serial is not None and channel is not None:
+            override = self._channel_overrides.get((serial.strip().upper(), channel))
+            if override is not None:
+                return alarm_library.resolve(
+                    zone_type,
+                    dealer=library.dealer.get(zone_type),
+                    site=library.site.get(zone_type),
+                    channel=override,
+                )
+        return library.entries[zone_type]
+
+    def accounts(self) -> Iterable[ResolvedAccount]:
+        return self._accounts
+
+
+def _override(row: sqlite3.Row) -> LibraryOverride:
+    enabled = None if row["enabled"] is None else bool(row["enabled"])
+    return LibraryOverride(code=row["code"], enabled=enabled)

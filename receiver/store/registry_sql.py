@@ -1,0 +1,135 @@
+"""Named SQL for the registry (tables in ``migrations/0002_registry.sql``).
+
+Plain SQL with ``?`` placeholders; the SQLite-only parts are named as such (``BEGIN
+IMMEDIATE``, the generation triggers live in the migration), so a PostgreSQL sibling replaces
+this module and the transaction opener, not the registry service.
+"""
+
+from __future__ import annotations
+
+# SQLite: take the write lock up front so check-then-insert cannot interleave with another
+# writer (PostgreSQL: SERIALIZABLE or a lock on the station row).
+BEGIN_WRITE = "BEGIN IMMEDIATE"
+# A consistent snapshot for readers (SQLite WAL: a deferred transaction is a snapshot).
+BEGIN_READ = "BEGIN"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
+
+GENERATION = "SELECT value FROM meta WHERE key = 'registry_generation'"
+
+STATION_BY_NAME = "SELECT id, name FROM stations WHERE name = ?"
+INSERT_STATION = "INSERT INTO stations (name) VALUES (?)"
+STATIONS = "SELECT id, name FROM stations ORDER BY name"
+LINES_OF_STATION = "SELECT id, number, prefix FROM lines WHERE station_id = ? ORDER BY number"
+LINE = "SELECT id, number, prefix FROM lines WHERE station_id = ? AND number = ?"
+INSERT_LINE = "INSERT INTO lines (station_id, number, prefix) VALUES (?, ?, ?)"
+ALL_LINES = """
+SELECT s.name AS station, l.number, l.prefix,
+       (SELECT count(*) FROM accounts a WHERE a.line_id = l.id) AS accounts
+FROM lines l JOIN stations s ON s.id = l.station_id
+ORDER BY s.name, length(l.number), l.number
+"""
+
+DEALER_BY_NAME = "SELECT id, name FROM dealers WHERE name = ?"
+INSERT_DEALER = "INSERT INTO dealers (name) VALUES (?)"
+DEALERS = "SELECT id, name FROM dealers ORDER BY name"
+
+SITE_BY_NAME = """
+SELECT s.id, s.name, s.dealer_id, d.name AS dealer
+FROM sites s JOIN dealers d ON d.id = s.dealer_id WHERE s.name = ?
+"""
+SITE_IDS = "SELECT id, name FROM sites"
+INSERT_SITE = "INSERT INTO sites (name, dealer_id, address, arming_source) VALUES (?, ?, ?, ?)"
+SITES = """
+SELECT s.name, d.name AS dealer, s.address, s.arming_source
+FROM sites s JOIN dealers d ON d.id = s.dealer_id ORDER BY s.name
+"""
+
+# The holder of an effective number, for collision messages.
+HOLDER = """
+SELECT a.id, a.number, a.effective, l.number AS line, s.name AS site
+FROM accounts a
+JOIN lines l ON l.id = a.line_id
+LEFT JOIN sites s ON s.id = a.site_id
+WHERE a.station_id = ? AND a.effective = ?
+"""
+HOLDERS_OF_STATION = """
+SELECT a.id, a.number, a.effective, l.number AS line, s.name AS site
+FROM accounts a
+JOIN lines l ON l.id = a.line_id
+LEFT JOIN sites s ON s.id = a.site_id
+WHERE a.station_id = ?
+"""
+INSERT_ACCOUNT = """
+INSERT INTO accounts (station_id, line_id, number, effective, site_id, key_text, key_format,
+                      supervision, window_past, window_future, window_policy)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+ACCOUNTS_OF_SITE = """
+SELECT a.id, a.number, a.effective, st.name AS station
+FROM accounts a JOIN stations st ON st.id = a.station_id
+WHERE a.site_id = ? ORDER BY a.id
+"""
+# Every account with what the receiver needs to act on a frame (index and `accounts list`).
+ACCOUNTS = """
+SELECT a.id, st.name AS station, l.number AS line, a.number, a.effective,
+       a.site_id, s.name AS site, d.name AS dealer,
+       a.key_text, a.key_format, a.supervision,
+       a.window_past, a.window_future, a.window_policy
+FROM accounts a
+JOIN stations st ON st.id = a.station_id
+JOIN lines l ON l.id = a.line_id
+LEFT JOIN sites s ON s.id = a.site_id
+LEFT JOIN dealers d ON d.id = s.dealer_id
+"""
+ACCOUNTS_ORDERED = ACCOUNTS + " ORDER BY st.name, a.effective"
+ACCOUNTS_OF_STATION = ACCOUNTS + " WHERE st.name = ? ORDER BY a.effective"
+
+DEALER_OVERRIDE = """
+SELECT id, code, enabled FROM library_overrides WHERE dealer_id = ? AND zone_type = ?
+"""
+SITE_OVERRIDE = """
+SELECT id, code, enabled FROM library_overrides WHERE site_id = ? AND zone_type = ?
+"""
+INSERT_OVERRIDE = """
+INSERT INTO library_overrides (dealer_id, site_id, zone_type, code, enabled) VALUES (?, ?, ?, ?, ?)
+"""
+UPDATE_OVERRIDE = "UPDATE library_overrides SET code = ?, enabled = ? WHERE id = ?"
+DELETE_OVERRIDE = "DELETE FROM library_overrides WHERE id = ?"
+DEALER_OVERRIDES = """
+SELECT dealer_id, zone_type, code, enabled FROM library_overrides WHERE dealer_id IS NOT NULL
+"""
+SITE_OVERRIDES = """
+SELECT site_id, zone_type, code, enabled FROM library_overrides WHERE site_id IS NOT NULL
+"""
+SITE_DEALERS = "SELECT id, dealer_id FROM sites"
+
+BRIDGE_BY_SERIAL = "SELECT id, serial, channels, account_id FROM bridges WHERE serial = ?"
+INSERT_BRIDGE = """
+INSERT INTO bridges (serial, token, model, channels, site_id, account_id) VALUES (?, ?, ?, ?, ?, ?)
+"""
+INSERT_CHANNEL = """
+INSERT INTO bridge_channels (bridge_id, channel, account_id, zone, zone_type) VALUES (?, ?, ?, ?, ?)
+"""
+CHANNEL = """
+SELECT zone, zone_type, camera, code, enabled FROM bridge_channels
+WHERE bridge_id = ? AND channel = ?
+"""
+UPDATE_CHANNEL = """
+UPDATE bridge_channels SET zone = ?, zone_type = ?, camera = ?, code = ?, enabled = ?
+WHERE bridge_id = ? AND channel = ?
+"""
+# Who holds a zone number on an account (across all its bridges).
+ZONE_HOLDERS = """
+SELECT c.zone, c.channel, b.serial FROM bridge_channels c JOIN bridges b ON b.id = c.bridge_id
+WHERE c.account_id = ?
+"""
+BRIDGES = """
+SELECT b.id, b.serial, b.token, b.model, b.channels, b.site_id, s.name AS site, b.account_id
+FROM bridges b JOIN sites s ON s.id = b.site_id
+ORDER BY b.serial
+"""
+CHANNELS = """
+SELECT bridge_id, channel, zone, zone_type, camera, code, enabled FROM bridge_channels
+ORDER BY bridge_id, channel
+"""
