@@ -415,7 +415,15 @@ class Registry:
 
     def lines(self) -> list[dict[str, Any]]:
         with self._read() as conn:
-            return [dict(r) for r in conn.execute(sql.ALL_LINES)]
+            return [
+                {
+                    "station": r["station"],
+                    "line": r["number"],
+                    "prefix": r["prefix"],
+                    "accounts": r["accounts"],
+                }
+                for r in conn.execute(sql.ALL_LINES)
+            ]
 
     def add_dealer(self, name: str) -> None:
         name = _name(name, "dealer")
@@ -514,7 +522,7 @@ class Registry:
                     "effective": r["effective"],
                     "site": r["site"],
                     "dealer": r["dealer"],
-                    "key": r["key_format"],  # never print the key itself
+                    "key_format": r["key_format"],  # never print the key itself
                     "supervision": r["supervision"],
                     "window_past": r["window_past"],
                     "window_future": r["window_future"],
