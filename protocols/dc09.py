@@ -315,7 +315,7 @@ def _envelope(raw: bytes) -> _Envelope:
         )
     size = len(span_bytes)
     if not (_HEX_DIGITS.issuperset(length_text) and int(length_text, 16) == size):
-        if length_text.isdigit() and int(length_text) == size:
+        if length_text.isascii() and length_text.isdigit() and int(length_text) == size:
             quirks.append("decimal_length")
         else:
             quirks.append("length_mismatch")

@@ -268,3 +268,9 @@ def test_nak_reply_for_decryption_error_without_header() -> None:
     assert dc09.reply_for_error(DecryptionError("x"), None, now=NOW) == dc09.nak(NOW)
     assert dc09.reply_for_error(UnsupportedError("x"), None, now=NOW) is None
     assert dc09.reply_for_error(ChecksumError("x"), None, now=NOW) is None
+
+
+def test_non_ascii_digit_in_length_is_a_mismatch_not_a_crash() -> None:
+    """A length field holding a non-ASCII digit ('¹') is flagged as a mismatch, not a crash."""
+    raw = _frame('"SIA-DCS"0001L0#1234[#1234|NBA1]', length="\u00b9014")
+    assert dc09.decode_frame(raw, key=None, now=NOW).quirks == frozenset({"length_mismatch"})
