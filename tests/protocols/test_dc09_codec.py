@@ -28,7 +28,7 @@ def _frame(span: str, *, length: str | None = None, crc: str | None = None) -> b
     body = span.encode("latin-1")
     crc_text = crc if crc is not None else f"{crc16_arc(body):04X}"
     length_text = length if length is not None else f"{len(body):04X}"
-    return f"\n{crc_text}{length_text}".encode() + body + b"\r"
+    return f"\n{crc_text}{length_text}".encode("latin-1") + body + b"\r"
 
 
 def _encrypted(plaintext: bytes, head: str, key: bytes = KEY) -> bytes:
