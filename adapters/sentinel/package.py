@@ -1,0 +1,335 @@
+"""Sentinel XML package: one self-contained, XSD-valid document per signal.
+
+Rules:
+- Every package built is validated against ``package.xsd`` (kept beside this module) before it
+  leaves; every package parsed is validated before it is believed.
+- Any valid Signal yields a valid package: text XML 1.0 cannot carry is replaced by U+FFFD and
+  over-long values are cut to the schema's limits. A signal is never held back because its
+  panel sent odd text.
+- The account is the one the automation knows (Sentinel's Device ID: the effective account,
+  line prefix included), falling back to the account as received.
+- The package id is the dispatcher's, used verbatim; it doubles as a file name, so it is
+  restricted to ``[A-Za-z0-9][A-Za-z0-9._-]{0,127}``.
+- Parsing refuses DTDs and entities (no XXE, no billion laughs).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+from urllib.parse import quote
+
+from attrs import field, frozen, validators
+from lxml import etree
+
+from protocols.errors import InvalidInputError, LocalProtocolError, PayloadError
+from protocols.signal import Signal
+
+VERSION: Final = 1
+DEFAULT_LINK_TEMPLATE: Final = "https://monitoring.example/monitoring?act={account}&zone={zone}"
+PACKAGE_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+LINK_FIELDS: Final = frozenset({"account", "zone", "site", "channel"})
+
+_SCHEMA = etree.XMLSchema(etree.parse(str(Path(__file__).with_name("package.xsd"))))
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_ZONE = re.compile(r"^[0-9A-F]{3}$")
+_TOKEN_MAX = 128
+_TEXT_MAX = 2000
+
+
+def _text(value: str, limit: int = _TEXT_MAX) -> str:
+    return _NOT_XML.sub("\ufffd", value)[:limit]
+
+
+def _token(value: str | None) -> str | None:
+    """An optional short value: None when empty, so the element is left out."""
+    if value is None:
+        return None
+    value = _text(value, _TOKEN_MAX)
+    return value or None
+
+
+def _note(value: str | None) -> str | None:
+    """Optional free text: None when empty."""
+    return _text(value) if value else None
+
+
+def _when(value: datetime) -> str:
+    # UTC always: xs:dateTime has no second-level offsets, and the automation compares instants.
+    return value.astimezone(UTC).isoformat()
+
+
+def check_package_id(package_id: str) -> str:
+    if not PACKAGE_ID.match(package_id):
+        raise LocalProtocolError(f"package id must match {PACKAGE_ID.pattern}: {package_id!r}")
+    return package_id
+
+
+def check_link_template(template: str) -> str:
+    """Refuse a template with a field we do not fill (a typo must not reach operators)."""
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise InvalidInputError(f"link_template: {exc}") from exc
+    unknown = names - LINK_FIELDS
+    if unknown:
+        raise InvalidInputError(
+            f"link_template has unknown fields {sorted(unknown)}; known: {sorted(LINK_FIELDS)}"
+        )
+    return template
+
+
+def video_link(template: str, *, account: str, zone: str, site: str, channel: str) -> str:
+    values = {"account": account, "zone": zone, "site": site, "channel": channel}
+    return template.format_map({k: quote(v, safe="") for k, v in values.items()})
+
+
+def _user(signal: Signal) -> str | None:
+    """Contact ID 4xx reports carry a user in CCC; SIA carries it in ``id`` or O*/C* addresses."""
+    if signal.channel is not None or signal.zone_type is not None:
+        return None  # a bridge channel is always a zone
+    if signal.cid is not None:
+        return signal.cid.zone if signal.cid.code.startswith("4") else None
+    if signal.sia is not None:
+        if (user := signal.sia.modifier("id")) is not None:
+            return user
+        if signal.sia.code[0] in "OC" and signal.sia.address:
+            return signal.sia.address
+    return None
+
+
+@frozen(kw_only=True)
+class Package:
+    """The package's content; ``to_xml``/``from_xml`` are exact inverses for clean text."""
+
+    package_id: str = field(validator=validators.matches_re(PACKAGE_ID))
+    signal_id: str
+    station: str | None = None
+    device_id: str
+    received_account: str
+    site_id: str | None = None
+    site_name: str | None = None
+    event_code: str | None = None
+    event_format: str | None = field(default=None, validator=validators.in_((None, "cid", "sia")))
+    qualifier: str | None = None
+    sia_code: str | None = None
+    zone: str = "000"
+    partition: str | None = None
+    user: str | None = None
+    description: str | None = None
+    zone_type: str | None = None
+    device_time: datetime | None = None
+    receiver_time: datetime
+    source: str
+    source_device: str | None = None
+    channel: int | None = None
+    receiver_number: str | None = None
+    line_number: str | None = None
+    video_link: str
+    flags: tuple[str, ...] = ()
+    extended: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_signal(
+        cls,
+        signal: Signal,
+        package_id: str,
+        *,
+        link_template: str = DEFAULT_LINK_TEMPLATE,
+        station: str | None = None,
+    ) -> Package:
+        """Everything the automation needs about one signal; ``station`` overrides its label."""
+        check_package_id(package_id)
+        account = signal.effective_account or signal.account
+        zone = signal.zone if signal.zone and _ZONE.match(signal.zone) else "000"
+        code: str | None = None
+        fmt: str | None = None
+        qualifier: str | None = None
+        partition: str | None = None
+        if signal.cid is not None:
+            code, fmt, qualifier = signal.cid.code, "cid", signal.cid.qualifier
+            partition = signal.cid.group
+        elif signal.sia is not None:
+            code, fmt, qualifier = signal.sia.code, "sia", None
+            partition = signal.sia.modifier("ri")
+        site = "" if signal.site_id is None else str(signal.site_id)
+        channel = signal.channel if signal.channel is not None and signal.channel >= 0 else None
+        link = video_link(
+            link_template,
+            account=account,
+            zone=zone,
+            site=site,
+            channel="" if channel is None else str(channel),
+        )
+        return cls(
+            package_id=package_id,
+            signal_id=_token(signal.id) or "-",
+            station=_token(station if station is not None else signal.station),
+            device_id=_text(account, _TOKEN_MAX),
+            received_account=_text(signal.account, _TOKEN_MAX),
+            site_id=_token(site),
+            site_name=_note(signal.site_name),
+            event_code=code,
+            event_format=fmt,
+            qualifier=qualifier,
+            sia_code=signal.sia.code if signal.sia is not None else None,
+            zone=zone,
+            partition=_token(partition),
+            user=_token(_user(signal)),
+            description=_note(signal.name),
+            zone_type=_token(signal.zone_type),
+            device_time=signal.device_time,
+            receiver_time=signal.received_at,
+            source=str(signal.source),
+            source_device=_token(signal.device),
+            channel=channel,
+            receiver_number=_token(signal.receiver_no),
+            line_number=_token(signal.line),
+            video_link=link,
+            flags=tuple(sorted({_token(f) or "-" for f in signal.flags})),
+            extended=tuple((_token(key) or "-", _text(value)) for key, value in signal.extended),
+        )
+
+    def to_xml(self) -> bytes:
+        """The document, validated; a package that fails its own schema is our bug."""
+        root = etree.Element("Package", id=self.package_id, version=str(VERSION))
+
+        def add(tag: str, value: str | None, **attrib: str) -> None:
+            if value is not None:
+                etree.SubElement(root, tag, attrib).text = value
+
+        add("SignalId", self.signal_id)
+        add("Station", self.station)
+        add("DeviceId", self.device_id)
+        add("ReceivedAccount", self.received_account)
+        add("SiteId", self.site_id)
+        add("SiteName", self.site_name)
+        if self.event_code is not None:
+            add("EventCode", self.event_code, format=self.event_format or "cid")
+        add("Qualifier", self.qualifier)
+        add("SiaCode", self.sia_code)
+        add("Zone", self.zone)
+        add("Partition", self.partition)
+        add("User", self.user)
+        add("Description", self.description)
+        add("ZoneType", self.zone_type)
+        add("DeviceTime", None if self.device_time is None else _when(self.device_time))
+        add("ReceiverTime", _when(self.receiver_time))
+        add("Source", self.source)
+        add("SourceDevice", self.source_device)
+        add("Channel", None if self.channel is None else str(self.channel))
+        add("ReceiverNumber", self.receiver_number)
+        add("LineNumber", self.line_number)
+        add("VideoLink", self.video_link)
+        if self.flags:
+            flags = etree.SubElement(root, "Flags")
+            for flag in self.flags:
+                etree.SubElement(flags, "Flag").text = flag
+        if self.extended:
+            extended = etree.SubElement(root, "Extended")
+            for key, value in self.extended:
+                etree.SubElement(extended, "Data", id=key).text = value
+        if not _SCHEMA.validate(root):
+            raise LocalProtocolError(
+                f"package {self.package_id} fails the XSD: {_last_line(_SCHEMA.error_log)}"
+            )
+        return bytes(
+            etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+        )
+
+    @classmethod
+    def from_xml(cls, data: bytes) -> Package:
+        """Parse and validate one document; anything else is a :class:`PayloadError`."""
+        root = parse_document(data)
+        children = {child.tag: child for child in _elements(root)}
+
+        def get(tag: str) -> str | None:
+            element = children.get(tag)
+            return None if element is None else (element.text or "")
+
+        def need(tag: str) -> str:
+            value = get(tag)
+            assert value is not None  # the schema requires it
+            return value
+
+        def when(tag: str) -> datetime | None:
+            value = get(tag)
+            return None if value is None else datetime.fromisoformat(value)
+
+        event = children.get("EventCode")
+        channel = get("Channel")
+        flags = children.get("Flags")
+        extended = children.get("Extended")
+        receiver_time = when("ReceiverTime")
+        assert receiver_time is not None
+        try:
+            return cls(
+                package_id=str(root.get("id")),
+                signal_id=need("SignalId"),
+                station=get("Station"),
+                device_id=need("DeviceId"),
+                received_account=need("ReceivedAccount"),
+                site_id=get("SiteId"),
+                site_name=get("SiteName"),
+                event_code=None if event is None else event.text or "",
+                event_format=None if event is None else event.get("format"),
+                qualifier=get("Qualifier"),
+                sia_code=get("SiaCode"),
+                zone=need("Zone"),
+                partition=get("Partition"),
+                user=get("User"),
+                description=get("Description"),
+                zone_type=get("ZoneType"),
+                device_time=when("DeviceTime"),
+                receiver_time=receiver_time,
+                source=need("Source"),
+                source_device=get("SourceDevice"),
+                channel=None if channel is None else int(channel),
+                receiver_number=get("ReceiverNumber"),
+                line_number=get("LineNumber"),
+                video_link=need("VideoLink"),
+                flags=() if flags is None else tuple(f.text or "" for f in _elements(flags)),
+                extended=()
+                if extended is None
+                else tuple((str(d.get("id")), d.text or "") for d in _elements(extended)),
+            )
+        except ValueError as exc:  # a timestamp Python cannot read, though the XSD allowed it
+            raise PayloadError(f"package: {exc}", raw=data[:256]) from exc
+
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+
+
+def _elements(parent: etree._Element) -> list[etree._Element]:
+    """Child elements only: comments and processing instructions are allowed and ignored."""
+    return [child for child in parent if isinstance(child.tag, str)]
+
+
+def _last_line(log: object) -> str:
+    lines = str(log).strip().splitlines()
+    return lines[-1] if lines else "invalid"
+
+
+def parse_document(data: bytes) -> etree._Element:
+    """Parse and validate a package document; raises :class:`PayloadError` when it is not one."""
+    try:
+        tree = etree.fromstring(data, _PARSER).getroottree()
+    except etree.XMLSyntaxError as exc:
+        raise PayloadError(f"package is not XML: {exc}", raw=data[:256]) from exc
+    doctype: str = getattr(tree.docinfo, "doctype", "")
+    if doctype:
+        raise PayloadError("package must not carry a DTD", raw=data[:256])
+    root = tree.getroot()
+    if not _SCHEMA.validate(root):
+        raise PayloadError(
+            f"package fails the XSD: {_last_line(_SCHEMA.error_log)}", raw=data[:256]
+        )
+    return root
+
+
+def validate(data: bytes) -> None:
+    """Raise :class:`PayloadError` unless ``data`` is a valid package (tests use it on all)."""
+    parse_document(data)
