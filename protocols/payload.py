@@ -1,0 +1,176 @@
+"""Events out of a DC-09 data block: the one entry point the receiver calls per frame.
+
+Rules:
+- ``token`` is ``SIA-DCS``, ``ADM-CID`` or ``NULL`` (without the ``*``); ``data`` is the data
+  block between ``[`` and ``]``, decrypted, pad stripped. ``NULL`` gives no events, whatever
+  its data holds (tolerated). Any other token is UnsupportedError (DUH).
+- Each event carries the view the device sent (authoritative) and the other one derived from
+  the catalog where it maps, plus the catalog's name and category. An unknown code is kept and
+  flagged ``unknown_code``, never dropped. PayloadError (DUH) only when nothing parses.
+- This is the receiver's hot path. The common shapes (``#acct|Nri<n>/<CC><addr>`` and
+  ``#acct|QXYZ GG CCC``) are sliced by hand; everything else goes through the general parsers
+  in ``protocols.sia`` and ``protocols.contact_id``, which are the oracle the fast path is tested
+  against. Results are immutable, so recent ones are memoized: a panel's periodic tests and
+  retries repeat the same data block.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from attrs import frozen
+
+from protocols.catalog import CID, SIA, cid_for_sia, describe, sia_for_cid
+from protocols.contact_id import parse_adm_cid
+from protocols.errors import UnsupportedError
+from protocols.sia import QUIRK_NO_ACCOUNT, QUIRK_NO_HASH, parse_block
+from protocols.signal import ContactIdView, Flag, SiaView
+
+SIA_DCS = "SIA-DCS"
+ADM_CID = "ADM-CID"
+NULL = "NULL"
+_ACCOUNT_CHARS = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_DIGITS = frozenset("0123456789")
+_HEX = frozenset("0123456789ABCDEF")
+_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_QUALIFIER = {"1": "E", "3": "R", "6": "P"}
+_NO_FLAGS: frozenset[str] = frozenset()
+_UNKNOWN: frozenset[str] = frozenset({Flag.UNKNOWN_CODE.value})
+
+
+@frozen
+class Event:
+    """One event from a data block, with both views where the catalog maps them."""
+
+    cid: ContactIdView | None
+    sia: SiaView | None
+    name: str | None
+    category: str | None
+    account: str | None  # the account written inside the data block, if any
+    flags: frozenset[str]
+
+
+def parse_events(token: str, data: str) -> tuple[Event, ...]:
+    """Every event in a DC-09 data block (see the module rules)."""
+    if token == NULL:
+        return ()
+    if token not in (SIA_DCS, ADM_CID):
+        raise UnsupportedError(
+            f"unsupported payload token {token!r}", raw=data.encode("utf-8", "replace")
+        )
+    return _parse_cached(token, data)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(token: str, data: str) -> tuple[Event, ...]:
+    if token == SIA_DCS:
+        return _fast_sia(data) or _general_sia(data)
+    return (_fast_cid(data) or _general_cid(data),)
+
+
+def _account_prefix(data: str) -> tuple[str, int] | None:
+    """``#acct|`` at the start: the account and the index after the bar."""
+    if not data or data[0] != "#":
+        return None
+    bar = data.find("|", 1)
+    if bar < 2 or not _ACCOUNT_CHARS.issuperset(data[1:bar]):
+        return None
+    return data[1:bar], bar + 1
+
+
+def _fast_sia(data: str) -> tuple[Event, ...] | None:
+    # "#acct|Nri<digits>/<CC><digits>" and "#acct|N<CC><digits>".
+    prefix = _account_prefix(data)
+    if prefix is None:
+        return None
+    account, i = prefix
+    if data[i : i + 1] != "N":
+        return None
+    i += 1
+    area: str | None = None
+    if data[i : i + 2] == "ri":
+        slash = data.find("/", i + 2)
+        area = data[i + 2 : slash]
+        if slash < 0 or not _DIGITS.issuperset(area):
+            return None
+        i = slash + 1
+    code = data[i : i + 2]
+    address = data[i + 2 :]
+    if len(code) != 2 or not _UPPER.issuperset(code) or not _DIGITS.issuperset(address):
+        return None
+    entry = SIA.get(code)
+    if entry is None:
+        return None  # unknown codes take the general path, which flags them
+    sia, cid = _sia_views(code, address, area)
+    return (Event(cid, sia, entry.name, entry.category.value, account, _NO_FLAGS),)
+
+
+@functools.lru_cache(maxsize=8192)
+def _sia_views(code: str, address: str, area: str | None) -> tuple[SiaView, ContactIdView | None]:
+    # Validated value objects cost 1-3 us each to build and the same (code, zone, area) recurs
+    # across accounts, so the fast path interns them; both are immutable, so sharing is safe.
+    sia = SiaView(code, address, () if area is None else (("ri", area),))
+    return sia, cid_for_sia(sia)
+
+
+def _general_sia(data: str) -> tuple[Event, ...]:
+    account, views, flags = parse_block(data)
+    block_flags = flags - {Flag.UNKNOWN_CODE.value}
+    events = []
+    for sia in views:
+        name, category = describe(None, sia)
+        events.append(
+            Event(
+                cid_for_sia(sia),
+                sia,
+                name,
+                category,
+                account,
+                block_flags if sia.code in SIA else block_flags | _UNKNOWN,
+            )
+        )
+    return tuple(events)
+
+
+def _fast_cid(data: str) -> Event | None:
+    # "#acct|QXYZ GG CCC"
+    prefix = _account_prefix(data)
+    if prefix is None:
+        return None
+    account, i = prefix
+    body = data[i:]
+    if len(body) != 11 or body[4] != " " or body[7] != " ":
+        return None
+    qualifier = _QUALIFIER.get(body[0])
+    code, group, zone = body[1:4], body[5:7], body[8:11]
+    if qualifier is None or code not in CID or not _HEX.issuperset(group + zone):
+        return None
+    cid, sia, name, category = _cid_views(qualifier, code, group, zone)
+    return Event(cid, sia, name, category, account, _NO_FLAGS)
+
+
+@functools.lru_cache(maxsize=8192)
+def _cid_views(
+    qualifier: str, code: str, group: str, zone: str
+) -> tuple[ContactIdView, SiaView | None, str | None, str | None]:
+    cid = ContactIdView(qualifier, code, group, zone)
+    name, category = describe(cid, None)
+    return cid, _derived_sia(cid), name, category
+
+
+def _general_cid(data: str) -> Event:
+    account, cid = parse_adm_cid(data)
+    name, category = describe(cid, None)
+    flags = _NO_FLAGS if cid.code in CID else _UNKNOWN
+    if account is None:
+        flags = flags | {QUIRK_NO_ACCOUNT}
+    elif not data.lstrip().startswith("#"):
+        flags = flags | {QUIRK_NO_HASH}
+    return Event(cid, _derived_sia(cid), name, category, account, flags)
+
+
+def _derived_sia(cid: ContactIdView) -> SiaView | None:
+    code = sia_for_cid(cid)
+    if code is None:
+        return None
+    return SiaView(code, cid.zone, () if cid.group == "00" else (("ri", cid.group),))
