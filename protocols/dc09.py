@@ -14,6 +14,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -449,6 +450,12 @@ def _parse_tail(
 def _cipher(key: bytes) -> Cipher[modes.CBC]:
     if len(key) not in (16, 24, 32):
         raise LocalProtocolError(f"AES key must be 16, 24 or 32 bytes, got {len(key)}")
+    return _cached_cipher(bytes(key))
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_cipher(key: bytes) -> Cipher[modes.CBC]:
+    # Building the Cipher costs about as much as decrypting a frame; accounts reuse their key.
     return Cipher(algorithms.AES(key), modes.CBC(_ZERO_IV))
 
 
