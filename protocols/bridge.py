@@ -656,7 +656,7 @@ class BridgeConnection:
 
     # ---- receiving ----------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes read from the peer; ``b""`` means the peer closed the connection."""
         if self._eof:
             if data:
