@@ -23,10 +23,10 @@ from typing import Any
 import attrs
 import structlog
 import trio
-from protocols.payload import parse_events
 
 from protocols import dc09
 from protocols.errors import RemoteProtocolError, Reply
+from protocols.payload import parse_events
 from protocols.signal import Flag, Signal, Source, new_signal_id
 from receiver.config import Dc09Config
 from receiver.journal import Journal, JournalError, to_us
@@ -132,13 +132,13 @@ class Dc09Intake:
             flags.add(Flag.UNKNOWN_ACCOUNT)
         key = account.key if account is not None else None
         if key is not None and not header.encrypted:
-            exc = RemoteProtocolError(
+            refused = RemoteProtocolError(
                 "plaintext frame for an account that has a key",
                 raw=raw,
                 reply=Reply.DUH,
                 reason="plaintext_refused",
             )
-            return self._refuse(exc, header, raw, now, log)
+            return self._refuse(refused, header, raw, now, log)
         window = self.window
         if account is not None and (
             account.window_past is not None
@@ -151,7 +151,7 @@ class Dc09Intake:
                 future=account.window_future
                 if account.window_future is not None
                 else window.future,
-                policy=account.window_policy or window.policy,
+                policy=account.window_policy or window.policy,  # type: ignore[arg-type]
             )
         try:
             frame = dc09.decode_frame(raw, key=key, now=now, window=window)

@@ -17,8 +17,8 @@ import attrs
 import structlog
 import trio
 
-from receiver.config import Config
 from adapters.output import build_output
+from receiver.config import Config
 from receiver.dc09_listener import Dc09Intake, Dc09Server, account_link
 from receiver.dispatcher import Dispatcher
 from receiver.journal import Journal, load_links

@@ -70,8 +70,17 @@ async def receiver(config_path: Path) -> AsyncIterator[RunningReceiver]:
         ["sites", "add", "Main Street", "--dealer", "D1"],
         ["accounts", "add", "--station", "S1", "1234", "--site", "Main Street"],
         [
-            "accounts", "add", "--station", "S1", "5678", "--site", "Main Street",
-            "--key", "000102030405060708090A0B0C0D0E0F", "--key-format", "hex",
+            "accounts",
+            "add",
+            "--station",
+            "S1",
+            "5678",
+            "--site",
+            "Main Street",
+            "--key",
+            "000102030405060708090A0B0C0D0E0F",
+            "--key-format",
+            "hex",
         ],
     )
     async with trio.open_nursery() as nursery:

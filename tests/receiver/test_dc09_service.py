@@ -29,7 +29,9 @@ def history(db: Path, **query: object) -> list:  # type: ignore[type-arg]
         conn.close()
 
 
-def sia(seq: int, account: str = "1234", code: str = "BA", zone: str = "012", **kw: object) -> bytes:
+def sia(
+    seq: int, account: str = "1234", code: str = "BA", zone: str = "012", **kw: object
+) -> bytes:
     return dc09.encode_frame("SIA-DCS", seq, account, f"#{account}|Nri1/{code}{zone}", **kw)  # type: ignore[arg-type]
 
 
@@ -55,10 +57,16 @@ async def test_sia_frame_is_acked_and_journaled(receiver: RunningReceiver) -> No
     await stream.send_all(sia(17))
     [raw] = await read_replies(stream, 1)
     reply = dc09.decode_reply(raw)
-    assert (reply.kind, reply.sequence, reply.line, reply.account) == (Reply.ACK, "0017", "0", "1234")
+    assert (reply.kind, reply.sequence, reply.line, reply.account) == (
+        Reply.ACK,
+        "0017",
+        "0",
+        "1234",
+    )
     [signal] = history(receiver.db)
     assert signal.account == "1234"
-    assert signal.sia is not None and signal.sia.code == "BA"
+    assert signal.sia is not None
+    assert signal.sia.code == "BA"
     assert signal.site_name == "Main Street"
     await stream.aclose()
 
@@ -121,9 +129,7 @@ async def test_retry_is_acked_again_but_stored_once(receiver: RunningReceiver) -
 async def test_encrypted_frame_gets_an_encrypted_ack(receiver: RunningReceiver) -> None:
     """An AES frame for the keyed account gets a *ACK the panel can decrypt."""
     now = datetime.now(UTC)
-    frame = dc09.encode_frame(
-        "ADM-CID", 3, "5678", "#5678|1130 01 015", key=KEY, timestamp=now
-    )
+    frame = dc09.encode_frame("ADM-CID", 3, "5678", "#5678|1130 01 015", key=KEY, timestamp=now)
     stream = await connect(receiver)
     await stream.send_all(frame)
     [raw] = await read_replies(stream, 1)
