@@ -501,7 +501,10 @@ class Registry:
                 conn.execute(sql.INSERT_ACCOUNT, _account_params(st, line, spec, site_id))
         except sqlite3.IntegrityError:
             # Only reachable if another writer slipped past the check (another node).
-            holder = self.check_account(station, spec.line, spec.number).holder
+            with self._read():
+                st = self._station(station)
+                line = self._line(st, spec.line)
+                holder = self._holder(st, effective_number(line.prefix, spec.number))
             if holder is None:
                 raise
             raise _collision(holder.effective, holder.station, holder) from None
