@@ -1,0 +1,248 @@
+"""Sentinel XML package: fields an operator relies on, the XSD, the parser, properties."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from lxml import etree
+
+from adapters.sentinel.package import (
+    Package,
+    check_link_template,
+    validate,
+)
+from protocols.errors import InvalidInputError, LocalProtocolError, PayloadError
+from protocols.signal import ContactIdView, SiaView, Signal, Source
+
+RECEIVED = datetime(2026, 3, 1, 22, 15, 7, 250000, tzinfo=UTC)
+
+
+def make_signal(**changes: Any) -> Signal:
+    """A bridge burglary on channel 3 of account 1234, line prefix ABC, site 17."""
+    base = Signal(
+        id="0005f1a2b3c4d5e-a1b2c3-000001",
+        received_at=RECEIVED,
+        source=Source.BRIDGE,
+        peer="127.0.0.1:50000",
+        account="1234",
+        effective_account="ABC1234",
+        station="CS-EAST",
+        site_id=17,
+        site_name="Main Street Shop",
+        device_time=RECEIVED - timedelta(seconds=2),
+        cid=ContactIdView("E", "130", "01", "003"),
+        name="Burglary",
+        device="BR-00A1",
+        channel=3,
+        zone_type="Instant",
+        flags=frozenset({"encrypted"}),
+        extended=(("V", "clip-42"),),
+    )
+    return attrs.evolve(base, **changes)
+
+
+def build(signal: Signal, package_id: str = "pkg-1", **kwargs: Any) -> bytes:
+    """Build a package and validate it, as every test does with every package."""
+    xml = Package.from_signal(signal, package_id, **kwargs).to_xml()
+    validate(xml)
+    return xml
+
+
+def text(xml: bytes, tag: str) -> str | None:
+    element = etree.fromstring(xml).find(tag)
+    return None if element is None else element.text
+
+
+def test_package_carries_what_the_operator_needs() -> None:
+    """Device ID with the line prefix, site, event, zone, times, source and the video link."""
+    xml = build(make_signal())
+    root = etree.fromstring(xml)
+    assert root.get("id") == "pkg-1"
+    assert {tag: text(xml, tag) for tag in ("DeviceId", "ReceivedAccount", "Station")} == {
+        "DeviceId": "ABC1234",
+        "ReceivedAccount": "1234",
+        "Station": "CS-EAST",
+    }
+    assert text(xml, "SiteId") == "17"
+    assert text(xml, "SiteName") == "Main Street Shop"
+    assert text(xml, "EventCode") == "130"
+    assert root.find("EventCode").get("format") == "cid"  # type: ignore[union-attr]
+    assert text(xml, "Qualifier") == "E"
+    assert text(xml, "Zone") == "003"
+    assert text(xml, "Partition") == "01"
+    assert text(xml, "User") is None
+    assert text(xml, "ZoneType") == "Instant"
+    assert text(xml, "ReceiverTime") == "2026-03-01T22:15:07.250000+00:00"
+    assert text(xml, "DeviceTime") == "2026-03-01T22:15:05.250000+00:00"
+    assert text(xml, "SourceDevice") == "BR-00A1"
+    assert text(xml, "Channel") == "3"
+    assert text(xml, "VideoLink") == "https://monitoring.example/monitoring?act=ABC1234&zone=003"
+
+
+def test_account_falls_back_to_the_received_one() -> None:
+    """An unknown account is sent as received, not left out."""
+    xml = build(make_signal(effective_account=None, account="9876"))
+    assert text(xml, "DeviceId") == "9876"
+    assert "act=9876" in (text(xml, "VideoLink") or "")
+
+
+def test_sia_signal_gives_user_and_partition_from_modifiers() -> None:
+    """A SIA closing by user 22 in area 4 carries the user and partition, and the SIA format."""
+    signal = make_signal(
+        cid=None,
+        channel=None,
+        zone_type=None,
+        sia=SiaView("CL", "22", (("ri", "4"), ("id", "22"))),
+    )
+    xml = build(signal)
+    assert (text(xml, "EventCode"), text(xml, "SiaCode"), text(xml, "Qualifier")) == (
+        "CL",
+        "CL",
+        None,
+    )
+    assert etree.fromstring(xml).find("EventCode").get("format") == "sia"  # type: ignore[union-attr]
+    assert (text(xml, "User"), text(xml, "Partition"), text(xml, "Zone")) == ("22", "4", "022")
+
+
+def test_contact_id_opening_names_the_user() -> None:
+    """A panel's 401 opening by user 5 puts the user in User."""
+    signal = make_signal(channel=None, zone_type=None, cid=ContactIdView("E", "401", "01", "005"))
+    assert text(build(signal), "User") == "005"
+
+
+def test_configured_template_and_station_label() -> None:
+    """The station label from the output's settings wins; the template fills site and channel."""
+    xml = build(
+        make_signal(),
+        link_template="https://v.example/launch?site={site}&ch={channel}&a={account}",
+        station="Central 2",
+    )
+    assert text(xml, "Station") == "Central 2"
+    assert text(xml, "VideoLink") == "https://v.example/launch?site=17&ch=3&a=ABC1234"
+
+
+def test_link_values_are_url_quoted() -> None:
+    """An account with URL characters cannot change the link's meaning."""
+    xml = build(make_signal(effective_account="A&B 1"))
+    assert text(xml, "VideoLink") == "https://monitoring.example/monitoring?act=A%26B%201&zone=003"
+
+
+def test_template_with_unknown_field_is_refused() -> None:
+    """A typo in the template is an input error at start-up, not a broken link at 3 a.m."""
+    with pytest.raises(InvalidInputError, match="acount"):
+        check_link_template("https://x/?a={acount}")
+
+
+def test_package_id_must_be_a_safe_file_name() -> None:
+    """A package id with a path separator is refused before anything is built."""
+    with pytest.raises(LocalProtocolError):
+        Package.from_signal(make_signal(), "../etc/passwd")
+
+
+def test_text_xml_cannot_carry_is_replaced_not_refused() -> None:
+    """Control characters from a panel become U+FFFD; the alarm is still delivered."""
+    xml = build(make_signal(site_name="Shop\x00\x1b<&>", name="x" * 5000))
+    assert text(xml, "SiteName") == "Shop\ufffd\ufffd<&>"
+    assert len(text(xml, "Description") or "") == 2000
+
+
+def test_signal_without_event_or_zone_still_builds() -> None:
+    """A receiver trouble with no Contact ID or SIA view gets zone 000 and no event code."""
+    xml = build(make_signal(cid=None, channel=None, zone_type=None, source=Source.RECEIVER))
+    assert text(xml, "Zone") == "000"
+    assert text(xml, "EventCode") is None
+
+
+def test_other_time_zones_are_sent_in_utc() -> None:
+    """A device clock at +05:30 is sent as the same instant in UTC."""
+    local = datetime(2026, 3, 2, 3, 45, tzinfo=timezone(timedelta(hours=5, minutes=30)))
+    assert text(build(make_signal(device_time=local)), "DeviceTime") == "2026-03-01T22:15:00+00:00"
+
+
+def test_parser_refuses_a_dtd() -> None:
+    """Entity tricks never reach the parser's expansion: a DOCTYPE is refused."""
+    xml = build(make_signal())
+    evil = xml.replace(b"<Package", b'<!DOCTYPE Package [<!ENTITY x "y">]>\n<Package', 1).replace(
+        b"Burglary", b"&x;"
+    )
+    with pytest.raises(PayloadError):
+        Package.from_xml(evil)
+
+
+def test_parser_refuses_an_invalid_package() -> None:
+    """A package without its Zone fails the XSD and is a PayloadError."""
+    xml = build(make_signal())
+    broken = xml.replace(b"<Zone>003</Zone>", b"")
+    with pytest.raises(PayloadError, match="XSD"):
+        validate(broken)
+    with pytest.raises(PayloadError, match="not XML"):
+        validate(b"<Package")
+
+
+def test_parser_reads_back_the_built_package() -> None:
+    """The sink's view of a package is exactly what the receiver built."""
+    package = Package.from_signal(make_signal(), "pkg-1")
+    assert Package.from_xml(build(make_signal())) == package
+
+
+# --- properties -------------------------------------------------------------------------------
+
+clean_text = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=40
+)
+any_text = st.text(max_size=60)
+times = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+)
+views = st.builds(
+    ContactIdView,
+    st.sampled_from("ERP"),
+    st.text("0123456789ABCDEF", min_size=3, max_size=3),
+    st.text("0123456789ABCDEF", min_size=2, max_size=2),
+    st.text("0123456789ABCDEF", min_size=3, max_size=3),
+)
+
+
+def _signals(text_strategy: Any) -> Any:
+    return st.builds(
+        make_signal,
+        account=text_strategy,
+        effective_account=st.none() | text_strategy,
+        site_name=st.none() | text_strategy,
+        name=st.none() | text_strategy,
+        zone_type=st.none() | text_strategy,
+        device=st.none() | text_strategy,
+        channel=st.none() | st.integers(0, 10_000),
+        cid=st.none() | views,
+        received_at=times,
+        device_time=st.none() | times,
+        flags=st.frozensets(text_strategy, max_size=3),
+        extended=st.lists(st.tuples(text_strategy, text_strategy), max_size=3).map(tuple),
+    )
+
+
+@given(_signals(clean_text), st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,40}", fullmatch=True))
+def test_round_trip(signal: Signal, package_id: str) -> None:
+    """For any signal with clean text, parsing the built package gives the package back."""
+    package = Package.from_signal(signal, package_id)
+    xml = package.to_xml()
+    validate(xml)
+    assert Package.from_xml(xml) == package
+
+
+@given(_signals(any_text))
+def test_any_signal_builds_a_valid_package(signal: Signal) -> None:
+    """No text a panel can send stops a package from being built and validated."""
+    validate(build(signal, "p"))
+
+
+@given(st.binary(max_size=300))
+def test_random_bytes_only_raise_payload_errors(data: bytes) -> None:
+    """Garbage handed to the parser is a PayloadError, never anything else."""
+    with pytest.raises(PayloadError):
+        Package.from_xml(data)
