@@ -15,7 +15,7 @@ import trio
 from protocols import dc09
 from protocols.errors import Reply
 from receiver.history import HistoryQuery, query_history
-from tests.receiver.conftest import RunningReceiver
+from tests.receiver.conftest import RunningReceiver, start_receiver, write_config
 
 KEY = bytes.fromhex("000102030405060708090A0B0C0D0E0F")
 
@@ -225,3 +225,53 @@ async def test_shutdown_closes_connections_after_acking_committed_frames(
     with trio.fail_after(5):
         assert await stream.receive_some(10) == b""
     assert len(history(receiver.db)) == 1
+
+
+async def test_idle_and_slow_connections_are_closed(tmp_path: Path) -> None:
+    """An idle connection and a frame trickling too slowly are both closed by the receiver."""
+    config = write_config(tmp_path, "idle_timeout = 0.5\nframe_timeout = 1.0\n")
+    async with trio.open_nursery() as nursery:
+        running = await start_receiver(nursery, config)
+        idle = await connect(running)
+        slow = await connect(running)
+        closed = False
+        with trio.fail_after(5):
+            assert await idle.receive_some(10) == b""
+            # One byte every 0.2 s never completes the frame within the 1 s frame timeout.
+            for byte in sia(30):
+                try:
+                    await slow.send_all(bytes([byte]))
+                except trio.BrokenResourceError:
+                    closed = True
+                    break
+                await trio.sleep(0.2)
+        assert closed or await slow.receive_some(10) == b""
+        running.service.request_shutdown()
+
+
+async def test_connections_per_peer_are_limited(tmp_path: Path) -> None:
+    """Past the per-peer limit a new connection is closed at once; the earlier ones still work."""
+    config = write_config(tmp_path, "max_connections_per_peer = 2\n")
+    async with trio.open_nursery() as nursery:
+        running = await start_receiver(nursery, config)
+        first, second = await connect(running), await connect(running)
+        await trio.sleep(0.1)
+        third = await connect(running)
+        with trio.fail_after(5):
+            assert await third.receive_some(10) == b""
+        await first.send_all(sia(1, account="1111"))
+        [raw] = await read_replies(first, 1)
+        assert dc09.decode_reply(raw).kind is Reply.ACK
+        await second.aclose()
+        running.service.request_shutdown()
+
+
+async def test_unsupported_token_gets_duh_echoing_the_header(receiver: RunningReceiver) -> None:
+    """A well-formed frame with a token the receiver cannot process is answered DUH."""
+    frame = dc09.encode_frame("ACR-SF", 12, "1234", "#1234|X")
+    stream = await connect(receiver)
+    await stream.send_all(frame)
+    [raw] = await read_replies(stream, 1)
+    reply = dc09.decode_reply(raw)
+    assert (reply.kind, reply.sequence, reply.account) == (Reply.DUH, "0012", "1234")
+    await stream.aclose()

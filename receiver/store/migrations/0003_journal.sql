@@ -38,8 +38,6 @@ CREATE TABLE signals (
 );
 CREATE INDEX signals_by_time ON signals (received_us);
 CREATE INDEX signals_by_account ON signals (effective_account, received_us);
-CREATE INDEX signals_by_raw_account ON signals (account, received_us);
-CREATE INDEX signals_by_dedupe ON signals (dedupe_key, received_us) WHERE dedupe_key IS NOT NULL;
 
 -- Link supervision: last traffic per supervised link, so deadlines survive a restart.
 CREATE TABLE links (
