@@ -1,0 +1,168 @@
+"""Delivery to automation: every signal reaches the sink, in order, through outages."""
+
+from __future__ import annotations
+
+import os
+import signal as os_signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+from lxml import etree
+
+from protocols import dc09
+from receiver.dispatcher import output_status
+from simulators.sink import SentinelSink
+from tests.receiver.conftest import start_receiver, write_config
+from tests.receiver.test_crash import free_port, wait_for_port
+
+
+class RecordingSink(SentinelSink):
+    """The Sentinel sink, remembering the order in which packages arrived."""
+
+    def __init__(self, out: Path, **kwargs: object) -> None:
+        super().__init__(out, **kwargs)  # type: ignore[arg-type]
+        self.order: list[str] = []
+
+    def _file(self, xml: bytes):  # type: ignore[no-untyped-def]
+        answer = super()._file(xml)
+        if self.mode == "ack":
+            self.order.append(str(etree.fromstring(xml).get("id")))
+        return answer
+
+
+def sentinel_config(tmp_path: Path, port: int, extra: str = "") -> Path:
+    path = write_config(tmp_path)
+    text = path.read_text().replace("outputs = []\n", "")
+    text += (
+        f'\n[[outputs]]\nname = "automation"\nkind = "sentinel"\n'
+        f'address = "127.0.0.1:{port}"\ntimeout = 1.0\n{extra}'
+    )
+    path.write_text(text)
+    return path
+
+
+async def send_alarms(port: int, accounts: list[str], per_account: int) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    for seq in range(1, per_account + 1):
+        for account in accounts:
+            await stream.send_all(
+                dc09.encode_frame("SIA-DCS", seq, account, f"#{account}|Nri1/BA{seq:03d}")
+            )
+            buffer = b""
+            while b"\r" not in buffer:
+                buffer += await stream.receive_some(4096)
+    await stream.aclose()
+
+
+def journal_order(db: Path) -> list[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return [row[0] for row in conn.execute("SELECT id FROM signals ORDER BY seq")]
+    finally:
+        conn.close()
+
+
+async def wait_for_files(out: Path, count: int, timeout: float = 20.0) -> None:
+    with trio.fail_after(timeout):
+        while len(list(out.glob("*.xml"))) < count:
+            await trio.sleep(0.05)
+
+
+async def test_sink_down_then_up_gets_every_signal_in_order(tmp_path: Path) -> None:
+    """Signals wait on disk while automation is down, then arrive once each, in journal order."""
+    sink_port = free_port()
+    config = sentinel_config(tmp_path, sink_port)
+    out = tmp_path / "sink"
+    async with trio.open_nursery() as nursery:
+        running = await start_receiver(nursery, config)
+        await send_alarms(running.ports.dc09, ["1001", "1002", "1003"], 10)
+        await trio.sleep(0.5)
+        conn = sqlite3.connect(running.db)
+        conn.row_factory = sqlite3.Row
+        [status] = output_status(conn, ["automation"])
+        assert status["backlog"] == 30
+        assert status["connected"] is False
+        assert status["last_error"]
+        sink = RecordingSink(out)
+        await nursery.start(sink.serve, "127.0.0.1", sink_port)
+        await wait_for_files(out, 30)
+        await trio.sleep(0.5)  # let the cursor be saved
+        [status] = output_status(conn, ["automation"])
+        assert status["backlog"] == 0
+        assert sink.order == journal_order(running.db)
+        assert sink.duplicates == 0
+        running.service.request_shutdown()
+        nursery.cancel_scope.cancel()
+
+
+async def test_naks_are_retried_until_accepted(tmp_path: Path) -> None:
+    """A sink refusing packages (NAK) gets them again later; none is lost or reordered."""
+    sink_port = free_port()
+    config = sentinel_config(tmp_path, sink_port)
+    out = tmp_path / "sink"
+    sink = RecordingSink(out, mode="nak")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sink.serve, "127.0.0.1", sink_port)
+        running = await start_receiver(nursery, config)
+        await send_alarms(running.ports.dc09, ["2001", "2002"], 5)
+        await trio.sleep(1.0)
+        assert sink.order == []
+        sink.mode = "ack"
+        with trio.fail_after(20):
+            while len(sink.order) < 10:
+                await trio.sleep(0.05)
+        assert sink.order == journal_order(running.db)
+        running.service.request_shutdown()
+        nursery.cancel_scope.cancel()
+
+
+async def test_default_output_spools_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no outputs configured, each signal appears as an XML package under ./var/spool."""
+    monkeypatch.chdir(tmp_path)
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace("outputs = []\n", ""))
+    async with trio.open_nursery() as nursery:
+        running = await start_receiver(nursery, config)
+        await send_alarms(running.ports.dc09, ["3001"], 3)
+        await wait_for_files(tmp_path / "var" / "spool", 3)
+        running.service.request_shutdown()
+    names = sorted(p.stem for p in (tmp_path / "var" / "spool").glob("*.xml"))
+    assert names == sorted(journal_order(running.db))
+
+
+@pytest.mark.slow
+async def test_receiver_killed_mid_delivery_redelivers_after_restart(tmp_path: Path) -> None:
+    """A backlog that was never delivered before a SIGKILL is delivered after the restart."""
+    sink_port, dc09_port = free_port(), free_port()
+    config = sentinel_config(tmp_path, sink_port)
+    config.write_text(
+        config.read_text().replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{dc09_port}"')
+    )
+    command = [sys.executable, "-m", "receiver.cli", "--config", str(config), "serve"]
+    out = tmp_path / "sink"
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await wait_for_port(dc09_port)
+        await send_alarms(dc09_port, ["4001", "4002"], 10)
+        os.kill(server.pid, os_signal.SIGKILL)
+        server.wait(10)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    sink = RecordingSink(out)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sink.serve, "127.0.0.1", sink_port)
+        restarted = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            await wait_for_files(out, 20)
+        finally:
+            restarted.send_signal(os_signal.SIGTERM)
+            await trio.to_thread.run_sync(restarted.wait, 20)
+        nursery.cancel_scope.cancel()
+    assert sink.order == journal_order(tmp_path / "receiver.sqlite3")
