@@ -288,7 +288,7 @@ class PanelLink:
                 if not data:
                     await self.aclose()
                     return None
-                self._splitter.receive_data(data)
+                self._splitter.receive_data(bytes(data))
             # A FramingError: garbage between replies; keep reading.
         return None
 
@@ -509,12 +509,19 @@ def event_for(index: int, protocol: str) -> tuple[str, SiaView | ContactIdView]:
     return "ADM-CID", CID_EVENTS[table_index]
 
 
+def _as_accounts(value: Iterable[str]) -> tuple[str, ...]:
+    accounts = tuple(value)
+    if not accounts:
+        raise InvalidInputError("a load needs at least one account")
+    return accounts
+
+
 @frozen(kw_only=True)
 class LoadPlan:
     """``count`` frames over ``connections`` connections for ``accounts``; ``rate`` frames/s in
     all (0: closed loop, as fast as ACKs come back); every ``null_every``-th frame a NULL poll."""
 
-    accounts: Sequence[str] = attrs.field(converter=tuple)
+    accounts: tuple[str, ...] = attrs.field(converter=_as_accounts)
     count: int = attrs.field(validator=[ge(1), le(MAX_FRAMES)])
     connections: int = attrs.field(default=1, validator=[ge(1), le(MAX_CONNECTIONS)])
     rate: float = attrs.field(default=0.0, validator=ge(0.0))

@@ -1,0 +1,185 @@
+"""The panel simulator against a real receiver on loopback, with a real SQLite journal."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+
+from protocols.errors import InvalidInputError
+from simulators.cli import main as sim_main
+from simulators.panel import (
+    LoadPlan,
+    PanelOptions,
+    PanelQuirks,
+    account_numbers,
+    run_load,
+)
+from tests.receiver.conftest import RunningReceiver, registry_setup, start_receiver, write_config
+
+KEY_HEX = "000102030405060708090A0B0C0D0E0F"
+
+
+@pytest.fixture
+async def receiver(tmp_path: Path) -> AsyncIterator[RunningReceiver]:
+    """A receiver with plain accounts 1234..1236 and AB12, and keyed account 5678."""
+    config_path = write_config(tmp_path)
+    plain = [["accounts", "add", "--station", "S1", n, "--site", "Main"] for n in ("1234", "1235")]
+    registry_setup(
+        config_path,
+        ["stations", "add", "S1"],
+        ["dealers", "add", "D1"],
+        ["sites", "add", "Main", "--dealer", "D1"],
+        *plain,
+        ["accounts", "add", "--station", "S1", "1236", "--site", "Main"],
+        ["accounts", "add", "--station", "S1", "AB12", "--site", "Main"],
+        ["accounts", "add", "--station", "S1", "5678", "--site", "Main", "--key", KEY_HEX],
+    )
+    async with trio.open_nursery() as nursery:
+        running = await start_receiver(nursery, config_path)
+        yield running
+        running.service.request_shutdown()
+
+
+def journal(db: Path) -> list[sqlite3.Row]:
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute("SELECT * FROM signals WHERE source = 'dc09' ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+
+
+def target(receiver: RunningReceiver) -> tuple[str, int]:
+    return ("127.0.0.1", receiver.ports.dc09)
+
+
+async def test_plain_fleet_every_frame_acked_and_journaled(receiver: RunningReceiver) -> None:
+    """30 mixed SIA/CID frames over 3 connections for 3 accounts: all ACKed, 30 journal rows."""
+    plan = LoadPlan(accounts=account_numbers("1234", 3), count=30, connections=3)
+    summary = await run_load(target(receiver), plan, PanelOptions(timeout=5.0))
+    assert summary.ok
+    assert (summary.sent, summary.acked, summary.naked, summary.timeouts) == (30, 30, 0, 0)
+    rows = journal(receiver.db)
+    assert len(rows) == summary.acked_events == 30
+    assert {r["account"] for r in rows} == {"1234", "1235", "1236"}
+    assert {r["token"] for r in rows} == {"SIA-DCS", "ADM-CID"}
+    assert all(r["account_id"] is not None for r in rows)
+    assert summary.latency_ms(0.99) is not None
+
+
+async def test_encrypted_frames_acked_with_encrypted_ack(receiver: RunningReceiver) -> None:
+    """Encrypted frames to the keyed account are ACKed (the *ACK decrypts) and journaled."""
+    plan = LoadPlan(accounts=["5678"], count=6, protocol="sia")
+    options = PanelOptions(key=bytes.fromhex(KEY_HEX))
+    summary = await run_load(target(receiver), plan, options)
+    assert summary.ok and summary.bad_replies == 0
+    rows = journal(receiver.db)
+    assert len(rows) == 6
+    assert all("encrypted" in r["flags"].split(",") for r in rows)
+
+
+async def test_udp_frames_acked(receiver: RunningReceiver) -> None:
+    """Over UDP, one datagram per frame, NULL polls included: every frame ACKed."""
+    plan = LoadPlan(accounts=["1234"], count=10, null_every=5, protocol="cid")
+    summary = await run_load(target(receiver), plan, PanelOptions(udp=True))
+    assert summary.ok
+    assert summary.polls == 2
+    assert len(journal(receiver.db)) == summary.acked_events == 8
+
+
+async def test_nak_corrects_the_clock_then_acked(receiver: RunningReceiver) -> None:
+    """A panel an hour slow is NAKed once, adopts the receiver's time and is ACKed."""
+    plan = LoadPlan(accounts=["5678"], count=3, protocol="cid")
+    options = PanelOptions(key=bytes.fromhex(KEY_HEX), skew=-3600.0)
+    summary = await run_load(target(receiver), plan, options)
+    assert summary.ok
+    assert (summary.nak_replies, summary.clock_corrections, summary.retransmits) == (1, 1, 1)
+    rows = journal(receiver.db)
+    assert len(rows) == 3
+    now_us = datetime.now(UTC).timestamp() * 1e6
+    assert all(abs(r["device_us"] - now_us) < 120e6 for r in rows)
+
+
+async def test_quirks_binary_crc_lower_account_no_hash_still_acked(
+    receiver: RunningReceiver,
+) -> None:
+    """Binary CRC, a lower-case account and no '#' in the data: ACKed, resolved, flagged."""
+    plan = LoadPlan(accounts=["AB12"], count=4, protocol="sia")
+    quirks = PanelQuirks(binary_crc=True, lower_account=True, no_hash=True)
+    summary = await run_load(target(receiver), plan, PanelOptions(quirks=quirks))
+    assert summary.ok
+    rows = journal(receiver.db)
+    assert len(rows) == 4
+    assert {r["account"] for r in rows} == {"ab12"}
+    assert all(r["account_id"] is not None for r in rows)
+    assert all("quirk:binary_crc" in r["flags"] for r in rows)
+
+
+async def test_plaintext_to_keyed_account_gets_duh(receiver: RunningReceiver) -> None:
+    """A plaintext frame for an account with a key is answered DUH, counted, not stored."""
+    plan = LoadPlan(accounts=["5678"], count=2, protocol="sia")
+    summary = await run_load(target(receiver), plan, PanelOptions())
+    assert (summary.duh, summary.acked, summary.retransmits) == (2, 0, 0)
+    assert not summary.ok
+    assert journal(receiver.db) == []
+
+
+async def test_silent_receiver_counts_timeouts_after_retries() -> None:
+    """A listener that never answers: each frame is sent 1 + retries times, then a timeout."""
+    received: list[bytes] = []
+
+    async def swallow(stream: trio.SocketStream) -> None:
+        async for data in stream:
+            received.append(data)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, swallow, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        plan = LoadPlan(accounts=["1234"], count=2)
+        summary = await run_load(("127.0.0.1", port), plan, PanelOptions(timeout=0.05, retries=1))
+        nursery.cancel_scope.cancel()
+    assert (summary.timeouts, summary.retransmits, summary.acked) == (2, 2, 0)
+    frames = b"".join(received)
+    assert frames.count(b"\r") == 4
+    # A retransmission is the same bytes, same sequence.
+    first, again = frames.split(b"\r")[:2]
+    assert first == again
+
+
+async def test_cli_json_summary(
+    receiver: RunningReceiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``receiver-sim panel --json`` prints the summary as JSON and exits 0 when all ACKed."""
+    argv = ["panel", "--target", f"127.0.0.1:{receiver.ports.dc09}", "--account", "1234"]
+    argv += ["--accounts", "2", "--count", "8", "--connections", "2", "--json"]
+    code = await trio.to_thread.run_sync(sim_main, argv)
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    out = json.loads(next(line for line in lines if line.startswith("{")))
+    assert out["acked"] == out["sent"] == 8 and out["ok"] is True
+    assert {"latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_max_ms"} <= set(out)
+    assert len(journal(receiver.db)) == 8
+
+
+def test_cli_refuses_remote_target_and_bad_key(capsys: pytest.CaptureFixture[str]) -> None:
+    """A non-loopback target or a malformed key is bad input: exit 2, one line on stderr."""
+    assert sim_main(["panel", "--target", "10.1.2.3:9000", "--account", "1"]) == 2
+    assert "loopback" in capsys.readouterr().err
+    argv = ["panel", "--target", "127.0.0.1:9", "--account", "1", "--key", "abc"]
+    assert sim_main(argv) == 2
+    assert "hex key" in capsys.readouterr().err
+
+
+def test_account_numbers_count_up_keeping_width() -> None:
+    """Accounts count up in decimal or hex and keep their leading zeros."""
+    assert account_numbers("0998", 3) == ["0998", "0999", "1000"]
+    assert account_numbers("10000A", 2) == ["10000A", "10000B"]
+    with pytest.raises(InvalidInputError):
+        account_numbers("xyz!", 2)
