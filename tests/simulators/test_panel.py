@@ -79,7 +79,8 @@ async def test_encrypted_frames_acked_with_encrypted_ack(receiver: RunningReceiv
     plan = LoadPlan(accounts=["5678"], count=6, protocol="sia")
     options = PanelOptions(key=bytes.fromhex(KEY_HEX))
     summary = await run_load(target(receiver), plan, options)
-    assert summary.ok and summary.bad_replies == 0
+    assert summary.ok
+    assert summary.bad_replies == 0
     rows = journal(receiver.db)
     assert len(rows) == 6
     assert all("encrypted" in r["flags"].split(",") for r in rows)
@@ -137,7 +138,7 @@ async def test_silent_receiver_counts_timeouts_after_retries() -> None:
 
     async def swallow(stream: trio.SocketStream) -> None:
         async for data in stream:
-            received.append(data)
+            received.append(bytes(data))
 
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, swallow, 0, host="127.0.0.1"))
@@ -163,7 +164,8 @@ async def test_cli_json_summary(
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
     out = json.loads(next(line for line in lines if line.startswith("{")))
-    assert out["acked"] == out["sent"] == 8 and out["ok"] is True
+    assert out["acked"] == out["sent"] == 8
+    assert out["ok"] is True
     assert {"latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_max_ms"} <= set(out)
     assert len(journal(receiver.db)) == 8
 
