@@ -65,7 +65,23 @@ class Dc09Config:
 @frozen
 class BridgeConfig:
     listen: str = "127.0.0.1:9100"
-    heartbeat_grace: float = 2.5
+    # A bridge is offline after heartbeat_interval * heartbeat_grace seconds without traffic.
+    heartbeat_interval: float = field(default=60.0, validator=attrs.validators.gt(0))
+    heartbeat_grace: float = field(default=2.5, validator=attrs.validators.ge(1))
+    # Contact ID code of the offline trouble (E) and of its restore (R).
+    offline_code: str = field(default="350", validator=attrs.validators.matches_re(r"^[0-9]{3}$"))
+    # Unknown bridge / bad token: at most one receiver trouble per serial per this many seconds.
+    refused_trouble_interval: float = 600.0
+    refused_trouble_code: str = field(
+        default="354", validator=attrs.validators.matches_re(r"^[0-9]{3}$")
+    )
+    # A connection closes after this long without a frame (keep it above the heartbeat
+    # interval), or without a HELLO for hello_timeout after it opened.
+    idle_timeout: float = 300.0
+    hello_timeout: float = 30.0
+    max_body: int = field(default=1024, validator=attrs.validators.in_(range(64, 1025)))
+    max_connections: int = 20_000
+    max_connections_per_peer: int = 20_000
 
     @property
     def address(self) -> tuple[str, int]:

@@ -18,6 +18,8 @@ import structlog
 import trio
 
 from adapters.output import build_output
+from receiver.bridge_listener import BridgeIntake, BridgeServer, watch_bridge
+from receiver.bridge_state import BridgeStateStore
 from receiver.config import Config
 from receiver.dc09_listener import Dc09Intake, Dc09Server, account_link
 from receiver.dispatcher import Dispatcher
@@ -124,6 +126,27 @@ class Service:
             if link not in wanted:
                 self.supervisor.unwatch(link)
 
+    def supervise_bridges(self, index: RegistryIndex, stored: dict[str, tuple[int, bool]]) -> None:
+        """Watch every bridge that has ever reported (a new one from its first HELLO); forget
+        bridges removed from the registry. A bridge that never connected is not "offline"."""
+        links = {k for k in stored if k.startswith("bridge:") and "/" not in k}
+        links |= {k for k in self.supervisor.links if k.startswith("bridge:")}
+        for link in links:
+            info = index.bridge(link.removeprefix("bridge:"))
+            if info is None:
+                self.supervisor.unwatch(link)
+                continue
+            watch_bridge(
+                self.supervisor,
+                self.config.bridge,
+                info,
+                trouble_open=stored.get(link, (0, False))[1],
+            )
+
+    def _registry_changed(self, index: RegistryIndex) -> None:
+        self.supervise_accounts(index, {})
+        self.supervise_bridges(index, {})
+
     async def _stats(self) -> None:
         while True:
             await trio.sleep(60)
@@ -133,13 +156,15 @@ class Service:
         async with trio.open_nursery() as root:
             await root.start(self.journal.run)
             await self.registry.open()
-            self.supervise_accounts(self.registry.current(), self.registry.links())
+            stored_links = self.registry.links()
+            self.supervise_accounts(self.registry.current(), stored_links)
+            self.supervise_bridges(self.registry.current(), stored_links)
             try:
                 async with trio.open_nursery() as workers:
                     workers.start_soon(self.supervisor.run)
                     workers.start_soon(
                         self.registry.run,
-                        lambda index: self.supervise_accounts(index, {}),
+                        self._registry_changed,
                     )
                     workers.start_soon(self._stats)
                     dispatcher = Dispatcher(
@@ -156,9 +181,19 @@ class Service:
                         counters=self.counters,
                         log_signals=self.config.log_signals,
                     )
+                    bridge_intake = BridgeIntake(
+                        self.config.bridge,
+                        journal=self.journal,
+                        registry=self.registry.current,
+                        state=BridgeStateStore(self.config.store.path),
+                        supervisor=self.supervisor,
+                        counters=self.counters,
+                        log_signals=self.config.log_signals,
+                    )
                     async with trio.open_nursery() as listeners:
                         dc09_port = await listeners.start(Dc09Server(intake).serve)
-                        self.ports = Ports(dc09=dc09_port)
+                        bridge_port = await listeners.start(BridgeServer(bridge_intake).serve)
+                        self.ports = Ports(dc09=dc09_port, bridge=bridge_port)
                         task_status.started(self.ports)
                         await self._shutdown.wait()
                         self.log.info("shutting_down")

@@ -1,0 +1,673 @@
+"""Where a video bridge's frames enter: the bridge TCP port.
+
+Rules:
+- Replies come from the codec (``protocols.bridge``): a remote error carries its NAK; this
+  module only decides HELLO (known bridge and right token, or NAK ``unknown_bridge`` /
+  ``bad_token``) and answers NAK ``busy`` when the journal cannot store (the bridge resends).
+- ACK only after the journal committed the frame's signals and link updates; a heartbeat that
+  changed the stored arming state or firmware is ACKed only after that row is written too.
+- Each event becomes one Signal. Alarm inputs and analytics take their Contact ID code from the
+  effective alarm library (channel > site > dealer > built-in) for the channel's zone type. A
+  zone type switched off, and a disarmed bridge's alarm on a zone that is not 24-hour, are
+  stored flagged ``suppressed`` (and ``disarmed``) and never sent to automation; the restore of
+  a suppressed alarm is suppressed too. A bridge whose arming state is not known yet counts as
+  armed: when in doubt, an alarm goes out.
+- A repeated (bridge, sequence, frame) is ACKed again and stored once (journal dedupe key).
+- An unknown bridge or a bad token is refused, logged with the raw frame, and written as one
+  receiver trouble per serial per ``refused_trouble_interval``: a misconfigured bridge retrying
+  cannot flood the journal.
+- All frames of one TCP read are committed in one journal append; replies go out in order.
+
+Event kinds to Contact ID (group 01; zone = the channel's zone, 3 digits, or the user):
+
+    input alarm / restore, analytics   E/R <library code>   zone
+    camera lost / restored             E/R 380 sensor trouble   zone
+    tamper / restore                   E/R 137 (bridge, zone 000) or 144 sensor tamper (zone)
+    arm / partial arm / disarm         R401 / R441 armed stay / E401   user
+    power lost / restored              E/R 301 AC loss
+    periodic test                      E602
+    privacy mode on / off              E/R 574 group bypass   user
+    programming change                 E306   user
+    offline (missed heartbeats)        E/R 350 (``[bridge] offline_code``), by the supervisor
+    refused HELLO                      E354 (``[bridge] refused_trouble_code``), source receiver
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import attrs
+import structlog
+import trio
+
+from protocols import catalog
+from protocols.bridge import (
+    NEED_DATA,
+    Ack,
+    ArmState,
+    BridgeConnection,
+    BridgeState,
+    Envelope,
+    Event,
+    EventKind,
+    Heartbeat,
+    Hello,
+    Nak,
+    NakReason,
+    encode_frame,
+)
+from protocols.errors import RemoteProtocolError
+from protocols.signal import ContactIdView, Flag, SiaView, Signal, Source, new_signal_id
+from receiver.bridge_state import BridgeStateStore, bridge_link, trouble_link
+from receiver.config import BridgeConfig
+from receiver.journal import Journal, JournalError, to_us
+from receiver.logs import raw_text
+from receiver.metrics import Counters
+from receiver.registry_index import BridgeInfo, ChannelInfo, RegistryIndex
+from receiver.supervisor import Supervisor
+
+_conn_ids = itertools.count(1)
+
+GROUP: Final = "01"
+# The protocol token journaled with bridge signals (what "SIA-DCS" is for DC-09).
+PROTOCOL_TOKEN: Final = "BRIDGE"  # noqa: S105 - a protocol name, not a secret
+ZONE_TYPE_24H: Final = "24_hour"
+FLAG_DISARMED: Final = "disarmed"
+FLAG_ZONE_TYPE_OFF: Final = "zone_type_off"
+FLAG_UNMAPPED_CHANNEL: Final = "unmapped_channel"
+# At most this many serials remembered for the refused-HELLO trouble limit.
+MAX_REFUSED_TRACKED: Final = 10_000
+
+_ZONE_KINDS: Final = frozenset(
+    {EventKind.INPUT_ALARM, EventKind.INPUT_RESTORE, EventKind.ANALYTICS}
+)
+_FIXED: Final[Mapping[EventKind, tuple[str, str]]] = {
+    EventKind.CAMERA_LOST: ("E", "380"),
+    EventKind.CAMERA_RESTORED: ("R", "380"),
+    EventKind.ARM: ("R", "401"),
+    EventKind.DISARM: ("E", "401"),
+    EventKind.PARTIAL_ARM: ("R", "441"),
+    EventKind.POWER_LOST: ("E", "301"),
+    EventKind.POWER_RESTORED: ("R", "301"),
+    EventKind.PERIODIC_TEST: ("E", "602"),
+    EventKind.PRIVACY_ON: ("E", "574"),
+    EventKind.PRIVACY_OFF: ("R", "574"),
+    EventKind.PROGRAMMING_CHANGE: ("E", "306"),
+}
+_ARMING: Final[Mapping[EventKind, ArmState]] = {
+    EventKind.ARM: ArmState.ARMED,
+    EventKind.DISARM: ArmState.DISARMED,
+    EventKind.PARTIAL_ARM: ArmState.PARTIAL,
+}
+# Kinds that open (True) or close (False) a trouble shown by the status report.
+_TROUBLES: Final[Mapping[EventKind, tuple[str, bool]]] = {
+    EventKind.CAMERA_LOST: ("camera_lost", True),
+    EventKind.CAMERA_RESTORED: ("camera_lost", False),
+    EventKind.TAMPER: ("tamper", True),
+    EventKind.TAMPER_RESTORE: ("tamper", False),
+    EventKind.POWER_LOST: ("power_lost", True),
+    EventKind.POWER_RESTORED: ("power_lost", False),
+    EventKind.PRIVACY_ON: ("privacy", True),
+    EventKind.PRIVACY_OFF: ("privacy", False),
+}
+
+
+def bridge_subject(info: BridgeInfo) -> dict[str, Any]:
+    """Signal fields naming a bridge's account and site (the supervisor's subject)."""
+    account = info.account
+    return {
+        "account": account.number,
+        "account_id": account.account_id,
+        "effective_account": account.effective,
+        "station": account.station,
+        "line": account.line,
+        "site_id": info.site_id,
+        "site_name": info.site_name,
+        "device": info.serial,
+    }
+
+
+def watch_bridge(
+    supervisor: Supervisor, config: BridgeConfig, info: BridgeInfo, *, trouble_open: bool = False
+) -> None:
+    """Supervise a bridge's heartbeats: offline after interval x heartbeat_grace of silence."""
+    # The supervisor multiplies by its own grace factor; scale so the bridge's grace applies.
+    interval = config.heartbeat_interval * config.heartbeat_grace / supervisor.grace
+    supervisor.watch(
+        bridge_link(info.serial),
+        interval,
+        bridge_subject(info),
+        trouble_open=trouble_open,
+        code=config.offline_code,
+    )
+
+
+@attrs.define
+class Session:
+    """One connection's bridge, once its HELLO was accepted."""
+
+    info: BridgeInfo | None = None
+    hello: Hello | None = None
+
+
+@attrs.define
+class Prepared:
+    """One frame: what to store, and how to answer once stored."""
+
+    envelope: Envelope | None = None
+    signals: list[Signal] = attrs.field(factory=list)
+    keys: list[str | None] = attrs.field(factory=list)
+    troubles: list[tuple[str, int, bool]] = attrs.field(factory=list)
+    link: str | None = None
+    state: dict[str, Any] | None = None  # bridge_state changes to apply after the commit
+    wait_state: bool = False  # the ACK waits for those changes to be written
+    reply_now: bytes | None = None  # already built: a NAK, or the answer to a HELLO
+    ack_after_commit: bool = False
+    close_after: bool = False
+    serial: str | None = None
+
+
+class BridgeIntake:
+    """Authenticate bridges, map their events to Signals, store them and build the replies."""
+
+    def __init__(
+        self,
+        config: BridgeConfig,
+        *,
+        journal: Journal,
+        registry: Callable[[], RegistryIndex],
+        state: BridgeStateStore,
+        supervisor: Supervisor | None = None,
+        counters: Counters | None = None,
+        log_signals: bool = True,
+    ) -> None:
+        self.config = config
+        self.journal = journal
+        self.registry = registry
+        self.state = state
+        self.supervisor = supervisor
+        self.counters = counters or Counters()
+        self.log_signals = log_signals
+        self._refused: dict[str, float] = {}
+        self.log = structlog.get_logger("receiver.bridge")
+
+    # -- errors and HELLO -----------------------------------------------------------------
+
+    def refuse(self, conn: BridgeConnection, error: RemoteProtocolError, log: Any) -> Prepared:
+        """A frame the codec refused: log it with its raw bytes, count it, NAK it if due."""
+        self.counters.inc(f"bridge_frames_{error.reason}")
+        reply = conn.reply_to(error, now=datetime.now(UTC))
+        log.warning(
+            "bridge_frame_rejected",
+            reason=error.reason,
+            error=error.message,
+            reply="NAK" if reply else None,
+            raw=raw_text(error.raw),
+        )
+        if reply:
+            self.counters.inc("bridge_replies_nak")
+        return Prepared(reply_now=reply)
+
+    def hello(
+        self, conn: BridgeConnection, envelope: Envelope, session: Session, peer: str, log: Any
+    ) -> Prepared:
+        """Accept or refuse a HELLO; the answer is built now (the codec needs it to read on)."""
+        hello = envelope.body
+        assert isinstance(hello, Hello)
+        now = datetime.now(UTC)
+        info = self.registry().bridge(hello.serial)
+        reason: NakReason | None = None
+        if info is None:
+            reason = NakReason.UNKNOWN_BRIDGE
+        elif not hmac.compare_digest(info.token.encode("utf-8"), hello.token.encode("utf-8")):
+            reason = NakReason.BAD_TOKEN
+        elif session.info is not None and session.info.serial != info.serial:
+            # A second HELLO on an open connection must not switch to another bridge.
+            reason = NakReason.UNKNOWN_BRIDGE
+        if reason is not None:
+            return self._refuse_hello(
+                conn=conn, envelope=envelope, info=info, reason=reason, peer=peer, now=now, log=log
+            )
+        assert info is not None
+        session.info, session.hello = info, hello
+        if hello.channels != info.channels:
+            log.warning(
+                "bridge_channel_count_differs",
+                serial=info.serial,
+                reported=hello.channels,
+                registered=info.channels,
+            )
+        if self.supervisor is not None:
+            watch_bridge(self.supervisor, self.config, info)
+        self.counters.inc("bridge_hello_accepted")
+        log.info(
+            "bridge_connected",
+            serial=info.serial,
+            account=info.account.effective,
+            model=hello.model,
+            firmware=hello.firmware,
+            channels=hello.channels,
+        )
+        return Prepared(
+            envelope=envelope,
+            link=bridge_link(info.serial),
+            reply_now=conn.ack(envelope, now=now),
+            serial=info.serial,
+            state={
+                "model": hello.model,
+                "channels": hello.channels,
+                "firmware": hello.firmware,
+                "peer": peer,
+                "connected_us": to_us(now),
+            },
+        )
+
+    def _refuse_hello(
+        self,
+        *,
+        conn: BridgeConnection,
+        envelope: Envelope,
+        info: BridgeInfo | None,
+        reason: NakReason,
+        peer: str,
+        now: datetime,
+        log: Any,
+    ) -> Prepared:
+        hello = envelope.body
+        assert isinstance(hello, Hello)
+        serial = hello.serial.strip().upper()
+        self.counters.inc(f"bridge_hello_{reason.reason}")
+        log.warning(
+            "bridge_refused",
+            reason=reason.reason,
+            serial=serial,
+            bridge_id=envelope.bridge_mac,
+            raw=raw_text(envelope.raw),
+        )
+        prepared = Prepared(reply_now=conn.nak(envelope, reason, now=now), close_after=True)
+        if self._trouble_due(serial):
+            cid = ContactIdView("E", self.config.refused_trouble_code, "00", "000")
+            name, category = catalog.describe(cid, None)
+            subject: dict[str, Any] = (
+                bridge_subject(info) if info is not None else {"account": serial, "device": serial}
+            )
+            prepared.signals.append(
+                Signal(
+                    id=new_signal_id(now),
+                    received_at=now,
+                    source=Source.RECEIVER,
+                    peer=peer,
+                    token=PROTOCOL_TOKEN,
+                    sequence=str(envelope.sequence),
+                    device_time=envelope.device_time,
+                    cid=cid,
+                    sia=_sia_for(cid),
+                    name=name,
+                    category=category,
+                    extended=(("reason", reason.reason), ("bridge_id", envelope.bridge_mac)),
+                    raw=envelope.raw,
+                    **subject,
+                )
+            )
+            prepared.keys.append(None)
+        else:
+            self.counters.inc("bridge_refused_troubles_skipped")
+        return prepared
+
+    def _trouble_due(self, serial: str) -> bool:
+        """True at most once per serial per ``refused_trouble_interval``."""
+        now = trio.current_time()
+        interval = self.config.refused_trouble_interval
+        last = self._refused.get(serial)
+        if last is not None and now - last < interval:
+            return False
+        if last is None and len(self._refused) >= MAX_REFUSED_TRACKED:
+            for key in [k for k, t in self._refused.items() if now - t >= interval]:
+                del self._refused[key]
+            if len(self._refused) >= MAX_REFUSED_TRACKED:
+                return False  # a flood of serials: refuse without writing more troubles
+        self._refused[serial] = now
+        return True
+
+    # -- events and heartbeats --------------------------------------------------------------
+
+    def prepare(self, envelope: Envelope, session: Session, peer: str) -> Prepared:
+        """An EVENT or HEARTBEAT of the authenticated bridge: its Signal and link updates."""
+        info = session.info
+        assert info is not None
+        # A registry change (zone, zone type, library) applies from the next frame on.
+        info = self.registry().bridge(info.serial) or info
+        serial = info.serial
+        link = bridge_link(serial)
+        body = envelope.body
+        if isinstance(body, Heartbeat):
+            self.counters.inc("bridge_heartbeats")
+            status = self.state.get(serial)
+            changes: dict[str, Any] = {}
+            if status.armed != body.armed:
+                changes.update(armed=body.armed, armed_us=to_us(datetime.now(UTC)))
+            if status.firmware != body.firmware:
+                changes["firmware"] = body.firmware
+            return Prepared(
+                envelope=envelope,
+                link=link,
+                ack_after_commit=True,
+                serial=serial,
+                state=changes or None,
+                wait_state=bool(changes),
+            )
+        assert isinstance(body, Event)
+        self.counters.inc("bridge_events")
+        now = datetime.now(UTC)
+        signal, trouble, state = self._signal(envelope, body, info, peer, now)
+        prepared = Prepared(
+            envelope=envelope,
+            signals=[signal],
+            keys=[f"bridge|{serial}|{envelope.sequence}|{envelope.raw[-4:].hex()}"],
+            link=link,
+            ack_after_commit=True,
+            serial=serial,
+            state=state,
+        )
+        if trouble is not None:
+            prepared.troubles.append(trouble)
+        return prepared
+
+    def _signal(
+        self, envelope: Envelope, event: Event, info: BridgeInfo, peer: str, now: datetime
+    ) -> tuple[Signal, tuple[str, int, bool] | None, dict[str, Any] | None]:
+        serial = info.serial
+        status = self.state.get(serial)
+        flags: set[str] = set()
+        extended: list[tuple[str, str]] = []
+        channel: ChannelInfo | None = None
+        zone_type: str | None = None
+        if event.channel:
+            channel = info.channel_map.get(event.channel)
+            if channel is None:
+                # Not in the registry (more channels than registered): still an alarm.
+                flags.add(FLAG_UNMAPPED_CHANNEL)
+                channel = ChannelInfo(
+                    channel=event.channel, zone=event.channel, zone_type="instant", camera=None
+                )
+            zone_type = channel.zone_type
+            if channel.camera:
+                extended.append(("camera", channel.camera))
+        zone = f"{channel.zone:03d}" if channel is not None else "000"
+        kind = event.kind
+        state: dict[str, Any] | None = None
+        if kind in _ZONE_KINDS:
+            assert channel is not None
+            assert zone_type is not None
+            entry = self.registry().library_entry(
+                info.site_id, zone_type, serial=serial, channel=event.channel
+            )
+            qualifier = "R" if kind is EventKind.INPUT_RESTORE else "E"
+            code = entry.code
+            if not entry.enabled:
+                flags |= {Flag.SUPPRESSED, FLAG_ZONE_TYPE_OFF}
+            if kind is EventKind.INPUT_RESTORE:
+                if event.channel in status.suppressed_alarms:
+                    flags |= {Flag.SUPPRESSED, FLAG_DISARMED}
+                status.suppressed_alarms.discard(event.channel)
+            else:
+                if status.armed is ArmState.DISARMED and entry.zone_type != ZONE_TYPE_24H:
+                    flags |= {Flag.SUPPRESSED, FLAG_DISARMED}
+                if kind is EventKind.INPUT_ALARM:
+                    if Flag.SUPPRESSED in flags:
+                        status.suppressed_alarms.add(event.channel)
+                    else:
+                        status.suppressed_alarms.discard(event.channel)
+        elif kind in (EventKind.TAMPER, EventKind.TAMPER_RESTORE):
+            qualifier = "E" if kind is EventKind.TAMPER else "R"
+            code = "144" if event.channel else "137"
+        else:
+            qualifier, code = _FIXED[kind]
+            if kind in _ARMING:
+                status.armed = _ARMING[kind]
+                state = {"armed": status.armed, "armed_us": to_us(now)}
+        if event.user is not None:
+            extended.append(("user", str(event.user)))
+            # Contact ID has three digits for the user; a larger number stays in extended.
+            zone = f"{event.user:03d}" if event.user <= 999 else "000"
+        if event.text:
+            extended.append(("text", event.text))
+        cid = ContactIdView(qualifier, code, GROUP, zone)
+        name, category = catalog.describe(cid, None)
+        trouble: tuple[str, int, bool] | None = None
+        if kind in _TROUBLES:
+            what, opened = _TROUBLES[kind]
+            trouble = (
+                trouble_link(serial, what, event.channel if kind in _PER_CHANNEL else None),
+                to_us(now),
+                opened,
+            )
+        account = info.account
+        signal = Signal(
+            id=new_signal_id(now),
+            received_at=now,
+            source=Source.BRIDGE,
+            peer=peer,
+            account=account.number,
+            station=account.station,
+            line=account.line,
+            account_id=account.account_id,
+            effective_account=account.effective,
+            site_id=info.site_id,
+            site_name=info.site_name,
+            token=PROTOCOL_TOKEN,
+            sequence=str(envelope.sequence),
+            device_time=envelope.device_time,
+            cid=cid,
+            sia=_sia_for(cid),
+            name=name,
+            category=category,
+            device=serial,
+            channel=event.channel,
+            zone_type=zone_type,
+            extended=tuple(extended),
+            flags=frozenset(flags),
+            raw=envelope.raw,
+        )
+        return signal, trouble, state
+
+    # -- commit and replies -----------------------------------------------------------------
+
+    async def commit(self, conn: BridgeConnection, batch: list[Prepared], log: Any) -> list[bytes]:
+        """Store the batch in one append; return the replies in frame order."""
+        signals = [s for p in batch for s in p.signals]
+        keys = [k for p in batch for k in p.keys]
+        troubles = [t for p in batch for t in p.troubles]
+        links = {p.link for p in batch if p.link is not None}
+        stored = True
+        if signals or links or troubles:
+            now_us = to_us(datetime.now(UTC))
+            try:
+                result = await self.journal.append(
+                    signals,
+                    keys=keys,
+                    links=[(link, now_us) for link in sorted(links)],
+                    troubles=troubles,
+                )
+            except JournalError as exc:
+                stored = False
+                self.counters.inc("bridge_frames_not_committed", len(batch))
+                log.error("journal_failed", error=str(exc), frames=len(batch))
+            else:
+                if result.duplicates:
+                    self.counters.inc("bridge_frames_duplicate", len(result.duplicates))
+                if self.log_signals:
+                    duplicate_ids = {s.id for s in result.duplicates}
+                    for signal in signals:
+                        _log_signal(log, signal, duplicate=signal.id in duplicate_ids)
+                if self.supervisor is not None:
+                    for link in links:
+                        self.supervisor.seen(link)
+        tickets: dict[int, int] = {}
+        if stored:
+            for index, p in enumerate(batch):
+                if p.state and p.serial is not None:
+                    ticket = self.state.update(p.serial, **p.state)
+                    if ticket is not None and p.wait_state:
+                        tickets[index] = ticket
+        replies: list[bytes] = []
+        now = datetime.now(UTC)
+        for index, p in enumerate(batch):
+            if p.reply_now is not None:
+                replies.append(p.reply_now)
+                continue
+            if not p.ack_after_commit or p.envelope is None:
+                continue
+            ok = stored
+            if ok and index in tickets:
+                ok = await self.state.wait_written(tickets[index])
+            body = Ack(p.envelope.sequence) if ok else Nak(p.envelope.sequence, NakReason.BUSY)
+            # Built without the codec's state check: a refused second HELLO later in this
+            # batch may have closed the connection, and these frames still get their answer.
+            replies.append(
+                encode_frame(conn.envelope(body, now=now, bridge_id=p.envelope.bridge_id))
+            )
+            self.counters.inc("bridge_replies_ack" if ok else "bridge_replies_busy")
+        return replies
+
+
+_PER_CHANNEL: Final = frozenset(
+    {
+        EventKind.CAMERA_LOST,
+        EventKind.CAMERA_RESTORED,
+        EventKind.TAMPER,
+        EventKind.TAMPER_RESTORE,
+    }
+)
+
+
+def _sia_for(cid: ContactIdView) -> SiaView | None:
+    code = catalog.sia_for_cid(cid)
+    return SiaView(code, cid.zone) if code is not None else None
+
+
+def _log_signal(log: Any, signal: Signal, *, duplicate: bool) -> None:
+    cid = signal.cid
+    log.info(
+        "signal",
+        signal_id=signal.id,
+        account=signal.account,
+        effective_account=signal.effective_account,
+        device=signal.device,
+        channel=signal.channel,
+        event=f"{cid.qualifier}{cid.code}" if cid else None,
+        zone=cid.zone if cid else None,
+        name=signal.name,
+        flags=sorted(signal.flags) or None,
+        duplicate=duplicate or None,
+    )
+
+
+class BridgeServer:
+    """The bridge TCP port: connection limits, HELLO and idle timeouts, shielded commits."""
+
+    def __init__(self, intake: BridgeIntake) -> None:
+        self.intake = intake
+        self.config = intake.config
+        self.counters = intake.counters
+        self.per_peer: Counter[str] = Counter()
+        self.connections = 0
+        self.log = intake.log
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Load bridge states, listen, report the bound port to ``started``."""
+        host, port = self.config.address
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.intake.state.run)
+            listeners = await trio.open_tcp_listeners(port, host=host)
+            bound = listeners[0].socket.getsockname()[1]
+            self.log.info("bridge_listening", host=host, port=bound)
+            task_status.started(bound)
+            await trio.serve_listeners(self.handle_stream, listeners)
+
+    async def handle_stream(self, stream: trio.SocketStream) -> None:
+        try:
+            peer_host, peer_port = stream.socket.getpeername()[:2]
+        except OSError:
+            return
+        peer = f"{peer_host}:{peer_port}"
+        log = self.log.bind(conn_id=next(_conn_ids), peer=peer)
+        if (
+            self.connections >= self.config.max_connections
+            or self.per_peer[peer_host] >= self.config.max_connections_per_peer
+        ):
+            self.counters.inc("bridge_connections_refused")
+            log.warning("connection_refused", reason="connection limit")
+            await stream.aclose()
+            return
+        self.connections += 1
+        self.per_peer[peer_host] += 1
+        self.counters.inc("bridge_connections")
+        try:
+            await self._converse(stream, peer, log)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            log.info("connection_lost")
+        finally:
+            self.connections -= 1
+            self.per_peer[peer_host] -= 1
+            if not self.per_peer[peer_host]:
+                del self.per_peer[peer_host]
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _converse(self, stream: trio.SocketStream, peer: str, log: Any) -> None:
+        conn = BridgeConnection("receiver", max_body=self.config.max_body)
+        session = Session()
+        # One cancel scope re-armed per read: its deadline is the HELLO timeout until the
+        # bridge is authenticated, then the idle timeout. While a batch is committed and
+        # answered it is shielded, so a frame being stored still gets its ACK at shutdown.
+        scope = trio.CancelScope()
+        with scope:
+            while True:
+                timeout = (
+                    self.config.idle_timeout
+                    if conn.state is BridgeState.OPEN
+                    else self.config.hello_timeout
+                )
+                deadline = trio.current_time() + timeout
+                if abs(scope.deadline - deadline) > 1.0:
+                    scope.deadline = deadline
+                data = await stream.receive_some(65536)
+                conn.receive_data(data)
+                batch: list[Prepared] = []
+                closing = False
+                while not closing:
+                    event = conn.next_event()
+                    if event is NEED_DATA:
+                        break
+                    if isinstance(event, RemoteProtocolError):
+                        batch.append(self.intake.refuse(conn, event, log))
+                        continue
+                    assert isinstance(event, Envelope)
+                    if isinstance(event.body, Hello):
+                        prepared = self.intake.hello(conn, event, session, peer, log)
+                        if prepared.serial is not None:
+                            log = log.bind(serial=prepared.serial)
+                        closing = prepared.close_after
+                        batch.append(prepared)
+                    else:
+                        batch.append(self.intake.prepare(event, session, peer))
+                if batch:
+                    scope.deadline = math.inf
+                    scope.shield = True
+                    replies = await self.intake.commit(conn, batch, log)
+                    if replies:
+                        await stream.send_all(b"".join(replies))
+                    scope.shield = False
+                if closing or not data:
+                    return
+        if scope.cancelled_caught:
+            reason = "idle" if conn.state is BridgeState.OPEN else "no_hello"
+            self.counters.inc(f"bridge_connections_closed_{reason}")
+            log.info("connection_timeout", reason=reason)
