@@ -11,7 +11,8 @@ Rules:
   idle and the far side answers ``HB``. The far side never speaks unasked.
 - Whitespace between frames is ignored (a person with telnet); other bytes outside a frame, a
   frame cut by a new STX, or a frame over ``max_frame`` bytes give a :class:`FramingError` event
-  and the reader carries on with the next frame.
+  and the reader carries on with the next frame. Valid streams read the same however they are
+  chunked; how many errors a stretch of garbage gives may depend on the chunking.
 """
 
 from __future__ import annotations
@@ -158,10 +159,12 @@ class FrameReader:
         buf = self._buffer
         start = buf.find(STX)
         if start < 0:
-            if len(buf) > self._max:
-                raw = bytes(buf)
-                buf.clear()
-                return FramingError("bytes outside a frame", raw=raw[:256], reason="oversized")
+            # No frame begun: whitespace is dropped, anything else is reported at once (an
+            # HTTP client on the wrong port is told off now, not after 64 KiB).
+            raw = bytes(buf)
+            buf.clear()
+            if raw.strip(_BLANK):
+                return FramingError("bytes outside a frame", raw=raw[:256])
             return NEED_DATA
         if start > 0:
             junk = bytes(buf[:start])

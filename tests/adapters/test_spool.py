@@ -1,0 +1,72 @@
+"""Spool output: one validated package file per package id, written atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from adapters.output import DeliveryError, build_output
+from adapters.sentinel.package import Package, validate
+from adapters.spool import SpoolOutput, write_atomically
+from receiver.config import OutputConfig
+from tests.adapters.test_sentinel_package import make_signal
+
+
+async def test_each_package_becomes_one_file(tmp_path: Path) -> None:
+    """Delivering two signals leaves DIR/<package-id>.xml for each, valid and nothing else."""
+    spool = tmp_path / "spool"
+    output = SpoolOutput("spool", spool)
+    await output.deliver(make_signal(), "pkg-1")
+    await output.deliver(make_signal(account="2222", effective_account=None), "pkg-2")
+    assert sorted(os.listdir(spool)) == ["pkg-1.xml", "pkg-2.xml"]
+    for name in ("pkg-1.xml", "pkg-2.xml"):
+        validate((spool / name).read_bytes())
+    second = Package.from_xml((spool / "pkg-2.xml").read_bytes())
+    assert second.device_id == "2222"
+    assert output.connected
+    assert output.last_error is None
+
+
+async def test_redelivery_overwrites_the_same_file(tmp_path: Path) -> None:
+    """At-least-once: the same package id twice is still one file with the same content."""
+    output = SpoolOutput("spool", tmp_path)
+    await output.deliver(make_signal(), "pkg-1")
+    first = (tmp_path / "pkg-1.xml").read_bytes()
+    await output.deliver(make_signal(), "pkg-1")
+    assert os.listdir(tmp_path) == ["pkg-1.xml"]
+    assert (tmp_path / "pkg-1.xml").read_bytes() == first
+
+
+async def test_unwritable_directory_is_a_delivery_error(tmp_path: Path) -> None:
+    """A spool path that is a file cannot take packages: DeliveryError with the reason."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    output = SpoolOutput("spool", blocker)
+    with pytest.raises(DeliveryError, match="cannot write"):
+        await output.deliver(make_signal(), "pkg-1")
+    assert not output.connected
+    assert output.last_error is not None
+
+
+def test_write_replaces_whole_files_and_leaves_no_temporary(tmp_path: Path) -> None:
+    """A rewrite swaps the whole file in by rename; no .tmp file stays behind."""
+    write_atomically(tmp_path, "a.xml", b"old")
+    inode = (tmp_path / "a.xml").stat().st_ino
+    write_atomically(tmp_path, "a.xml", b"new content")
+    assert (tmp_path / "a.xml").read_bytes() == b"new content"
+    assert (tmp_path / "a.xml").stat().st_ino != inode  # renamed in, not rewritten in place
+    assert os.listdir(tmp_path) == ["a.xml"]
+
+
+def test_build_output_defaults_and_settings() -> None:
+    """The embedded default spool writes to var/spool; a table may move it and set the template."""
+    default = build_output(OutputConfig(name="spool", kind="spool"))
+    assert isinstance(default, SpoolOutput)
+    assert default.directory == Path("var/spool")
+    moved = build_output(
+        OutputConfig(name="s", kind="spool", settings={"directory": "/srv/x", "station": "CS"})
+    )
+    assert isinstance(moved, SpoolOutput)
+    assert (moved.directory, moved.station) == (Path("/srv/x"), "CS")

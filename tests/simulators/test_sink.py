@@ -1,0 +1,110 @@
+"""receiver-sim sink: the console script as a QA person runs it, fed by the real outputs."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from adapters.sentinel.client import SentinelOutput
+from adapters.sentinel.package import validate
+from adapters.surgard.output import SurGardOutput
+from simulators.cli import main
+from tests.adapters.test_sentinel_package import make_signal
+
+
+def start(*args: str) -> tuple[subprocess.Popen[str], int]:
+    """Start the sink and return it with the port it printed."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "simulators.cli", "sink", *args, "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    assert first.startswith("listening on 127.0.0.1:"), first
+    return process, int(first.rsplit(":", 1)[1])
+
+
+def stop(process: subprocess.Popen[str]) -> tuple[int, str]:
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=20)
+    return process.returncode, out
+
+
+async def test_sentinel_sink_files_packages_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """Packages sent with the right passkey land as DIR/<id>.xml; SIGTERM ends it with a summary."""
+    process, port = start("sentinel", "--passkey", "k1", "--out", str(tmp_path))
+    try:
+        output = SentinelOutput("s", ("127.0.0.1", port), passkey="k1", timeout=10)
+        await output.deliver(make_signal(), "pkg-1")
+        await output.deliver(make_signal(), "pkg-1")
+        await output.aclose()
+    finally:
+        code, out = stop(process)
+    assert code == 0
+    assert out.strip().endswith("packages=1 duplicates=1 invalid=0 heartbeats=0 refused=0")
+    assert [p.name for p in tmp_path.iterdir()] == ["pkg-1.xml"]
+    validate((tmp_path / "pkg-1.xml").read_bytes())
+
+
+async def test_surgard_sink_appends_lines(tmp_path: Path) -> None:
+    """Each SG message sent over socket:// is one line in FILE, in order."""
+    out_file = tmp_path / "sg.txt"
+    process, port = start("surgard", "--out", str(out_file))
+    try:
+        output = SurGardOutput("sg", f"socket://127.0.0.1:{port}", ack_timeout=10)
+        await output.deliver(make_signal(), "pkg-1")
+        await output.deliver(make_signal(account="5678"), "pkg-2")
+        await output.aclose()
+    finally:
+        code, out = stop(process)
+    assert code == 0
+    assert "messages=2 heartbeats=0 invalid=0" in out
+    assert out_file.read_text().splitlines() == [
+        "501001 181234E13001003",
+        "501001 185678E13001003",
+    ]
+
+
+def test_duration_bounds_the_run(tmp_path: Path) -> None:
+    """With --duration the sink stops by itself and reports what it got."""
+    process = subprocess.run(
+        [
+            sys.executable, "-m", "simulators.cli", "sink", "surgard",
+            "--listen", "127.0.0.1:0", "--out", str(tmp_path / "x"), "--duration", "0.1",
+        ],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert process.returncode == 0
+    assert process.stdout.splitlines()[-1] == "messages=0 heartbeats=0 invalid=0"
+
+
+def test_bad_listen_address_is_bad_input(tmp_path: Path, capsys: object) -> None:
+    """A --listen without a port exits 2 with one line on stderr."""
+    code = main(["sink", "sentinel", "--listen", "localhost", "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert err.count("\n") == 1
+    assert "HOST:PORT" in err
+
+
+async def test_unanswered_frames_do_not_crash_the_sink(tmp_path: Path) -> None:
+    """Garbage on the Sentinel port closes that connection only; the next client is served."""
+    process, port = start("sentinel", "--out", str(tmp_path))
+    try:
+        with trio.fail_after(20):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(b"GET / HTTP/1.0\r\n\r\n")
+            assert await stream.receive_some(100) == b""
+        output = SentinelOutput("s", ("127.0.0.1", port), timeout=10)
+        await output.deliver(make_signal(), "pkg-9")
+        await output.aclose()
+    finally:
+        code, _ = stop(process)
+    assert code == 0
+    assert (tmp_path / "pkg-9.xml").exists()
