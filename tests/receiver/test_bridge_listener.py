@@ -345,6 +345,47 @@ async def test_missed_heartbeats_write_one_offline_trouble_and_reconnect_restore
         receiver.service.request_shutdown()
 
 
+async def test_arming_state_survives_a_lost_state_write(tmp_path: Path) -> None:
+    """A disarm journaled but missing from bridge_state still suppresses after a restart."""
+    config_path = write_bridge_config(tmp_path)
+    setup_site(config_path)
+    async with trio.open_nursery() as nursery:
+        receiver = await start_receiver(nursery, config_path)
+        assert (await send(receiver, "disarm")).ok
+        receiver.service.request_shutdown()
+    conn = sqlite3.connect(receiver.db)
+    with conn:
+        conn.execute("DELETE FROM bridge_state")  # as if the process died before the write
+    conn.close()
+    async with trio.open_nursery() as nursery:
+        receiver = await start_receiver(nursery, config_path)
+        assert (await send(receiver, "alarm:2")).ok
+        receiver.service.request_shutdown()
+    assert events(history(receiver.db)) == [
+        ("E401", "000", ""),
+        ("E130", "002", "disarmed,suppressed"),
+    ]
+
+
+async def test_heartbeat_arming_state_is_stored_before_its_ack(
+    bridge_receiver: RunningReceiver,
+) -> None:
+    """A heartbeat saying "partially armed" is in bridge_state when its ACK arrives."""
+    client = await BridgeClient.open(bridge_receiver)
+    assert isinstance(await client.hello(), Ack)
+    assert await client.exchange(client.frame(Heartbeat(2, "2.5.0"))) == Ack(2)
+    conn = sqlite3.connect(bridge_receiver.db)
+    try:
+        row = conn.execute(
+            "SELECT armed, firmware, model FROM bridge_state WHERE serial = ?", (SERIAL,)
+        ).fetchone()
+    finally:
+        conn.close()
+    await client.stream.aclose()
+    assert row == ("partial", "2.5.0", "CKB304")
+    assert history(bridge_receiver.db) == []  # a heartbeat is not a signal
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
