@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from importlib import import_module
 
-SIM_MODULES: tuple[str, ...] = ("bridge", "sink", "panel")
+SIM_MODULES: tuple[str, ...] = ("bridge", "sink", "panel", "replay")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -80,7 +80,7 @@ class Transmission:
     """One frame a panel will send: ``at`` seconds after the run starts (0: as soon as it can).
 
     ``content`` is the event (a SiaView for SIA-DCS, a ContactIdView for ADM-CID), a data block
-    already written out (str, without the account part; replay uses it), or None (NULL poll).
+    already written out (str, sent verbatim; journal replay uses it), or None (NULL poll).
     """
 
     at: float
@@ -337,7 +337,7 @@ class PanelFleet:
         if content is None:
             return ""
         if isinstance(content, str):
-            return f"{hash_mark}{account}|{content}"
+            return content
         block = (
             format_block(account, [content])
             if isinstance(content, SiaView)
