@@ -5,12 +5,14 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 
 from adapters.output import DeliveryError, Output, build_output
+from adapters.sentinel import transport
 from adapters.sentinel.client import SentinelOutput
 from adapters.sentinel.package import Package, validate
 from protocols.errors import InvalidInputError
@@ -204,3 +206,26 @@ def test_bad_settings_are_refused_at_start(settings: dict[str, object], message:
     build: Callable[[OutputConfig], Output] = build_output
     with pytest.raises(InvalidInputError, match=message):
         build(OutputConfig(name="s", kind="sentinel", settings=settings))
+
+
+async def test_an_ack_for_another_package_is_not_a_delivery() -> None:
+    """A far side that ACKs the wrong package id gets a delivery error and a fresh connection."""
+
+    async def crossed(stream: trio.SocketStream) -> None:
+        reader = transport.FrameReader()
+        while data := await stream.receive_some(65536):
+            reader.receive_data(data)
+            while (event := reader.next_event()) is not transport.NEED_DATA:
+                if isinstance(event, transport.Auth):
+                    await stream.send_all(transport.encode(transport.AuthAccepted()))
+                elif isinstance(event, transport.PackageFrame):
+                    await stream.send_all(transport.encode(transport.Ack("someone-else")))
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, crossed, 0, host=LOCAL))
+        port = listeners[0].socket.getsockname()[1]
+        output = SentinelOutput("sentinel", (LOCAL, port))
+        with pytest.raises(DeliveryError, match="does not match package pkg-1"):
+            await output.deliver(make_signal(), "pkg-1")
+        assert not output.connected
+        nursery.cancel_scope.cancel()
