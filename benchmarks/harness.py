@@ -66,15 +66,24 @@ def rss_kib(pid: int) -> dict[str, int]:
 class ReceiverProcess:
     """``receiver serve`` in a subprocess with a throwaway store and its own config."""
 
-    def __init__(self, extra_config: str = "", *, core: int | None = 0) -> None:
+    def __init__(
+        self, extra_config: str = "", *, core: int | None = 0, outputs: str = "outputs = []\n"
+    ) -> None:
+        """``outputs``: top-level TOML for the outputs (default none; ``[[outputs]]`` tables
+        go at the end of the file). The bridge port is a free one, so runs never collide."""
         self.dir = Path(tempfile.mkdtemp(prefix="receiver-bench-"))
         self.port = free_port()
         self.config = self.dir / "receiver.toml"
+        tables = outputs if "[[outputs]]" in outputs else ""
         self.config.write_text(
-            "log_signals = false\noutputs = []\n"
-            f'[store]\npath = "{self.dir / "receiver.sqlite3"}"\n'
+            "log_signals = false\n"
+            + ("" if tables else outputs)
+            + f'[store]\npath = "{self.dir / "receiver.sqlite3"}"\n'
+            f'[bridge]\nlisten = "127.0.0.1:{free_port()}"\n'
             f'[dc09]\nlisten = "127.0.0.1:{self.port}"\n'
-            "max_connections = 50000\nmax_connections_per_peer = 50000\n" + extra_config,
+            "max_connections = 50000\nmax_connections_per_peer = 50000\n"
+            + extra_config
+            + ("\n" + tables if tables else ""),
             encoding="utf-8",
         )
         command = [sys.executable, "-m", "receiver.cli", "--config", str(self.config), "serve"]
