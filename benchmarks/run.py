@@ -1,0 +1,141 @@
+"""``make bench``: every benchmark with modest defaults, then one summary against the goals.
+
+Run: ``python -m benchmarks.run [--quick] [--only NAME,...] [--dry-run]``
+
+Steps, in order: codec (µs per frame), e2e over TCP and UDP (1, 10, 100, 1000 connections),
+baseline (the same load against pysiaalarm, ours / theirs), idle (10,000 supervised idle
+connections, RSS per connection), sink (signal → Sentinel sink latency at 1,000/s), plot.
+The full run takes under about ten minutes; ``--quick`` is a one-minute smoke run with small
+counts (its figures are not worth quoting). A step that fails is reported and the others run.
+Results: ``benchmarks/results/<step>.json`` and ``.md``, ``summary.md``, ``e2e.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks import baseline, codec, e2e, idle, plot, sink_latency
+from benchmarks.harness import RESULTS
+
+Step = tuple[str, Callable[[list[str]], int], list[str]]
+
+
+def steps(quick: bool) -> list[Step]:
+    """The plan: (name, main, argv) per step."""
+    if quick:
+        return [
+            ("codec", codec.main, ["--count", "2000", "--runs", "3"]),
+            ("e2e", e2e.main, ["--runs", "1", "--messages", "50", "--connections", "1,10,100"]),
+            ("baseline", baseline.main, ["--connections", "10", "--messages", "50", "--runs", "1"]),
+            ("idle", idle.main, ["--connections", "1000", "--hold", "1"]),
+            ("sink", sink_latency.main, ["--rate", "1000", "--duration", "2"]),
+            ("plot", plot.main, []),
+        ]
+    return [
+        ("codec", codec.main, []),
+        ("e2e", e2e.main, ["--runs", "3", "--messages", "200", "--udp"]),
+        ("baseline", baseline.main, ["--connections", "10,100", "--runs", "3"]),
+        ("idle", idle.main, ["--connections", "10000", "--hold", "5"]),
+        ("sink", sink_latency.main, ["--rate", "1000", "--duration", "10"]),
+        ("plot", plot.main, []),
+    ]
+
+
+def _read(name: str) -> list[dict[str, Any]]:
+    path = RESULTS / f"{name}.json"
+    return list(json.loads(path.read_text())["results"]) if path.exists() else []
+
+
+def summary(codec_line: dict[str, Any] | None, outcomes: dict[str, str]) -> str:
+    """The goals against what this run measured (from the results files it wrote)."""
+    lines = ["# Benchmark summary", "", "| step | outcome |", "|---|---|"]
+    lines += [f"| {name} | {outcome} |" for name, outcome in outcomes.items()]
+    lines += ["", "| goal | measured |", "|---|---|"]
+    if codec_line:
+        lines.append(
+            f"| codec µs/frame (plain, AES-128) | {codec_line.get('plain_sia_dcs')} µs, "
+            f"{codec_line.get('aes128_sia_dcs')} µs |"
+        )
+    at100 = next(
+        (r for r in _read("e2e") if r["connections"] == 100 and r["transport"] == "tcp"), None
+    )
+    if at100:
+        lines.append(
+            f"| >= {e2e.GOAL_EPS} durable events/s at 100 connections, p99 <= "
+            f"{e2e.GOAL_P99_MS} ms | {at100['events_per_s']:.0f} events/s, "
+            f"p99 {at100['p99_ms']} ms |"
+        )
+    for row in _read("baseline"):
+        lines.append(
+            f"| ours / pysiaalarm at {row['connections']} {row['transport']} connections "
+            f"| {row['throughput_ratio']} ({row['ours']['events_per_s']:.0f} vs "
+            f"{row['pysiaalarm']['events_per_s']:.0f} events/s) |"
+        )
+    for row in _read("idle"):
+        lines.append(
+            f"| {idle.GOAL_CONNECTIONS} idle connections in <= {idle.GOAL_RSS_MIB} MiB "
+            f"| {row['held']} held, {row['rss_after_kib'] // 1024} MiB "
+            f"({row['rss_per_connection_kib']} KiB each) |"
+        )
+    for row in _read("sink_latency"):
+        lines.append(
+            f"| sink latency p99 <= {sink_latency.GOAL_P99_MS} ms at {sink_latency.GOAL_RATE}/s "
+            f"| p99 {row['sink_p99_ms']} ms at {row['offered_rate']}/s |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
+    parser.add_argument("--only", help="comma-separated step names")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    args = parser.parse_args(argv)
+    plan = steps(args.quick)
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted - {name for name, _, _ in plan}
+        if unknown:
+            parser.error(f"unknown steps: {', '.join(sorted(unknown))}")
+        plan = [s for s in plan if s[0] in wanted]
+    if args.dry_run:
+        for name, _, step_argv in plan:
+            print(f"{name}: {' '.join(step_argv) or '(defaults)'}")
+        return 0
+    outcomes: dict[str, str] = {}
+    codec_line: dict[str, Any] | None = None
+    for name, step_main, step_argv in plan:
+        print(f"== {name} {' '.join(step_argv)}", flush=True)
+        started = time.monotonic()
+        captured = io.StringIO()
+        try:
+            if name == "codec":
+                with contextlib.redirect_stdout(captured):
+                    code = step_main(step_argv)
+                print(captured.getvalue(), end="")
+                codec_line = json.loads(captured.getvalue().strip().splitlines()[-1])
+            else:
+                code = step_main(step_argv)
+        except Exception as exc:
+            print(f"{name} failed: {exc!r}", flush=True)
+            outcomes[name] = f"failed: {exc!r}"
+            continue
+        outcomes[name] = f"exit {code} in {time.monotonic() - started:.0f} s"
+    text = summary(codec_line, outcomes)
+    if args.quick:
+        text += "\n\n(--quick smoke run: small counts, figures not worth quoting)"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "summary.md").write_text(text + "\n")
+    print(text)
+    return 0 if all(o.startswith("exit 0") for o in outcomes.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
