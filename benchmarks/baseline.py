@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -99,8 +100,8 @@ class BaselineServer:
     def __init__(
         self, python: Path, accounts: int, *, udp: bool = False, core: int | None = 0
     ) -> None:
-        # Outside the repository: it runs in the baseline venv, not in ours.
-        script = VENV / "pysiaalarm_server.py"
+        # Outside the repository: it runs in the baseline venv, and our mypy must not see it.
+        script = Path(tempfile.gettempdir()) / "pysiaalarm_baseline_server.py"
         script.write_text(SERVER, encoding="utf-8")
         self.port = free_port()
         command = [

@@ -29,7 +29,7 @@ KEY_HEX = "000102030405060708090A0B0C0D0E0F"
 @pytest.fixture
 async def receiver(tmp_path: Path) -> AsyncIterator[RunningReceiver]:
     """A receiver with plain accounts 1234..1236 and AB12, and keyed account 5678."""
-    config_path = write_config(tmp_path, '\n[bridge]\nlisten = "127.0.0.1:0"\n')
+    config_path = write_config(tmp_path)
     plain = [["accounts", "add", "--station", "S1", n, "--site", "Main"] for n in ("1234", "1235")]
     registry_setup(
         config_path,

@@ -13,13 +13,7 @@ from protocols.errors import InvalidInputError
 from simulators.cli import main as sim_main
 from simulators.panel import LoadPlan, PanelOptions, run_load
 from simulators.replay import Scenario, recorded_frames, replay_journal, run_scenario
-from tests.receiver.conftest import RunningReceiver, start_receiver
-from tests.receiver.conftest import write_config as receiver_config
-
-
-def write_config(tmp_path: Path) -> Path:
-    return receiver_config(tmp_path, '\n[bridge]\nlisten = "127.0.0.1:0"\n')
-
+from tests.receiver.conftest import RunningReceiver, start_receiver, write_config
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "simulators" / "scenarios"
 
