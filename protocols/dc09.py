@@ -501,6 +501,17 @@ def _decrypt_tail(
     return data, extended, timestamp
 
 
+def _is_plausible_tail(tail: str) -> bool:
+    """Printable ``]…_timestamp``: what a right key leaves after the data (encrypted frames
+    always carry their time)."""
+    if not (tail.isascii() and tail.isprintable()):
+        return False
+    try:
+        return _parse_tail(tail, [])[2] is not None
+    except _TailError:
+        return False
+
+
 def _data_start(plain: str, header: Dc09Header, quirks: list[str], raw: bytes) -> int:
     """Index in the plaintext where the data block content starts (after the pad and its '|')."""
     bar = plain.find("|")
@@ -509,6 +520,9 @@ def _data_start(plain: str, header: Dc09Header, quirks: list[str], raw: bytes) -
         close = plain.find("]")
         if close < 0:
             raise DecryptionError("decrypted text has no ']': wrong key?", raw=raw)
+        if not _is_plausible_tail(plain[close:]):
+            # Garbage around a stray ']' is what a wrong key gives: NAK, not DUH.
+            raise DecryptionError("decrypted text has no '|': wrong key?", raw=raw)
         quirks.append("no_pipe_after_pad")
         if header.token == NULL_TOKEN:
             return close

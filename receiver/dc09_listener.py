@@ -289,15 +289,40 @@ class Dc09Server:
         self.log = intake.log
         self.handlers: trio.Nursery | None = None
 
+    async def _bind(self) -> tuple[list[trio.SocketListener], trio.socket.SocketType | None]:
+        """TCP listeners and the UDP socket on the same port.
+
+        With port 0 the kernel picks a free TCP port that may be taken for UDP: try again.
+        """
+        host, port = self.config.address
+        for _ in range(20):
+            listeners = await trio.open_tcp_listeners(port, host=host)
+            if not self.config.udp:
+                return listeners, None
+            bound = listeners[0].socket.getsockname()[1]
+            family = trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET
+            sock = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
+            try:
+                await sock.bind((host, bound))
+            except OSError:
+                sock.close()
+                for listener in listeners:
+                    await listener.aclose()
+                if port != 0:
+                    raise
+                continue
+            return listeners, sock
+        raise OSError(f"no port free for both TCP and UDP on {host}")
+
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen on TCP (and UDP on the same port); report the bound port to ``started``."""
-        host, port = self.config.address
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        listeners, udp = await self._bind()
+        host = self.config.address[0]
         bound = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
-            if self.config.udp:
-                await nursery.start(self.serve_udp, host, bound)
-            self.log.info("dc09_listening", host=host, port=bound, udp=self.config.udp)
+            if udp is not None:
+                nursery.start_soon(self.serve_udp, udp)
+            self.log.info("dc09_listening", host=host, port=bound, udp=udp is not None)
             task_status.started(bound)
             await trio.serve_listeners(self.handle_stream, listeners)
 
@@ -379,15 +404,9 @@ class Dc09Server:
             self.counters.inc(f"connections_closed_{reason}")
             log.info("connection_timeout", reason=reason)
 
-    async def serve_udp(
-        self, host: str, port: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        family = trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET
-        sock = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
-        await sock.bind((host, port))
+    async def serve_udp(self, sock: trio.socket.SocketType) -> None:
         limiter = trio.CapacityLimiter(1024)
         log = self.log.bind(transport="udp")
-        task_status.started()
         with sock:
             async with trio.open_nursery() as nursery:
                 while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,6 +16,7 @@ from protocols.errors import (
     InvalidInputError,
     MalformedFrameError,
     PayloadError,
+    RemoteProtocolError,
     Reply,
     StaleTimestampError,
     UnsupportedError,
@@ -274,3 +276,26 @@ def test_non_ascii_digit_in_length_is_a_mismatch_not_a_crash() -> None:
     """A length field holding a non-ASCII digit ('¹') is flagged as a mismatch, not a crash."""
     raw = _frame('"SIA-DCS"0001L0#1234[#1234|NBA1]', length="\u00b9014")
     assert dc09.decode_frame(raw, key=None, now=NOW).quirks == frozenset({"length_mismatch"})
+
+
+def test_a_wrong_key_is_always_a_nak_never_a_duh() -> None:
+    """Whatever the random pad, a frame under another key decrypts to garbage and gets a NAK.
+
+    Regression: garbage holding a stray ']' and no '|' was answered DUH one time in a few
+    hundred.
+    """
+    rng = random.Random(7)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    for _ in range(3000):
+        frame = dc09.encode_frame(
+            "ADM-CID",
+            4,
+            "5678",
+            "#5678|1130 01 015",
+            key=b"K" * 16,
+            timestamp=now,
+            rand=rng.randbytes,
+        )
+        with pytest.raises(RemoteProtocolError) as info:
+            dc09.decode_frame(frame, key=bytes(range(16)), now=now)
+        assert info.value.reply is Reply.NAK, info.value

@@ -26,6 +26,11 @@ class RunningReceiver:
 
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
+    """A config on a throwaway store; ``extra`` lines go in [dc09] and may open more sections.
+
+    Both listeners use port 0 so test runs never collide (unless ``extra`` sets [bridge]).
+    """
+    bridge = "" if "[bridge]" in extra else '[bridge]\nlisten = "127.0.0.1:0"\n'
     path = tmp_path / "receiver.toml"
     path.write_text(
         f"""
@@ -33,7 +38,7 @@ log_signals = false
 outputs = []
 [store]
 path = "{tmp_path / "receiver.sqlite3"}"
-[dc09]
+{bridge}[dc09]
 listen = "127.0.0.1:0"
 {extra}
 """,

@@ -63,7 +63,7 @@ async def test_sigkill_mid_load_loses_no_acked_signal(tmp_path: Path) -> None:
     config = tmp_path / "receiver.toml"
     config.write_text(
         f'log_signals = false\noutputs = []\n[store]\npath = "{db}"\n'
-        f'[dc09]\nlisten = "127.0.0.1:{port}"\nudp = false\n',
+        f'[dc09]\nlisten = "127.0.0.1:{port}"\nudp = false\n[bridge]\nlisten = "127.0.0.1:0"\n',
         encoding="utf-8",
     )
     command = [sys.executable, "-m", "receiver.cli", "--config", str(config), "serve"]

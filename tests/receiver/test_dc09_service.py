@@ -10,12 +10,14 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import structlog
+import structlog.testing
 import trio
 
 from protocols import dc09
 from protocols.errors import Reply
 from receiver.history import HistoryQuery, query_history
-from tests.receiver.conftest import RunningReceiver, start_receiver, write_config
+from tests.receiver.conftest import RunningReceiver, registry_setup, start_receiver, write_config
 
 KEY = bytes.fromhex("000102030405060708090A0B0C0D0E0F")
 
@@ -275,3 +277,63 @@ async def test_unsupported_token_gets_duh_echoing_the_header(receiver: RunningRe
     reply = dc09.decode_reply(raw)
     assert (reply.kind, reply.sequence, reply.account) == (Reply.DUH, "0012", "1234")
     await stream.aclose()
+
+
+async def test_silent_account_gets_one_trouble_and_traffic_restores_it(tmp_path: Path) -> None:
+    """A supervised account that stops polling gets E356 once; its next NULL poll writes R356."""
+    config = write_config(tmp_path, "")
+    registry_setup(
+        config,
+        ["stations", "add", "S1"],
+        ["accounts", "add", "--station", "S1", "4321", "--supervision", "1"],
+    )
+    async with trio.open_nursery() as nursery:
+        running = await start_receiver(nursery, config)
+        stream = await connect(running)
+        await stream.send_all(dc09.encode_frame("NULL", 0, "4321"))
+        await read_replies(stream, 1)
+        await trio.sleep(2.5)  # interval 1 s x grace 1.5, then some
+        troubles = [s for s in history(running.db) if s.cid and s.cid.code == "356"]
+        assert [(s.cid.qualifier, s.account, s.source.value) for s in troubles] == [
+            ("E", "4321", "supervision")
+        ]
+        await stream.send_all(dc09.encode_frame("NULL", 0, "4321"))
+        await read_replies(stream, 1)
+        with trio.fail_after(5):
+            while len([s for s in history(running.db) if s.cid and s.cid.code == "356"]) < 2:
+                await trio.sleep(0.05)
+        newest = history(running.db)[0]
+        assert newest.cid is not None
+        assert (newest.cid.qualifier, newest.cid.code) == ("R", "356")
+        running.service.request_shutdown()
+
+
+async def test_policies_bad_crc_nak_and_unknown_account_duh(tmp_path: Path) -> None:
+    """Configured to, the receiver NAKs a bad CRC and answers DUH to an unknown account."""
+    config = write_config(tmp_path, 'bad_crc_reply = "nak"\nunknown_account = "duh"\n')
+    registry_setup(config, ["stations", "add", "S1"])
+    bad = bytearray(sia(8, account="7777"))
+    bad[1:5] = b"0000" if bad[1:5] != b"0000" else b"1111"
+    async with trio.open_nursery() as nursery:
+        running = await start_receiver(nursery, config)
+        stream = await connect(running)
+        await stream.send_all(bytes(bad) + sia(9, account="7777"))
+        replies = [dc09.decode_reply(r) for r in await read_replies(stream, 2)]
+        assert [r.kind for r in replies] == [Reply.NAK, Reply.DUH]
+        assert replies[1].account == "7777"
+        assert history(running.db) == []
+        running.service.request_shutdown()
+
+
+async def test_a_rejected_frame_is_logged_with_its_raw_bytes(receiver: RunningReceiver) -> None:
+    """The log line for a rejected frame carries the reason and the raw bytes, escaped."""
+    bad = bytearray(sia(8))
+    bad[1:5] = b"0000" if bad[1:5] != b"0000" else b"1111"
+    with structlog.testing.capture_logs() as logs:
+        stream = await connect(receiver)
+        await stream.send_all(bytes(bad) + sia(9))
+        await read_replies(stream, 1)
+        await stream.aclose()
+    [entry] = [e for e in logs if e["event"] == "frame_rejected"]
+    assert entry["reason"] == "bad_crc"
+    assert entry["raw"].startswith("\\n0000") or entry["raw"].startswith("\\n1111")

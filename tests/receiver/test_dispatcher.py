@@ -142,7 +142,9 @@ async def test_receiver_killed_mid_delivery_redelivers_after_restart(tmp_path: P
     sink_port, dc09_port = free_port(), free_port()
     config = sentinel_config(tmp_path, sink_port)
     config.write_text(
-        config.read_text().replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{dc09_port}"')
+        config.read_text().replace(
+            '[dc09]\nlisten = "127.0.0.1:0"', f'[dc09]\nlisten = "127.0.0.1:{dc09_port}"'
+        )
     )
     command = [sys.executable, "-m", "receiver.cli", "--config", str(config), "serve"]
     out = tmp_path / "sink"
