@@ -23,8 +23,9 @@ from adapters.sentinel.package import DEFAULT_LINK_TEMPLATE, Package, check_link
 from protocols.signal import Signal
 
 
-def write_atomically(directory: Path, name: str, data: bytes) -> Path:
-    """Write ``directory/name`` so that it appears whole or not at all, and survives a crash."""
+def write_atomically(directory: Path, name: str, data: bytes, *, durable: bool = True) -> Path:
+    """Write ``directory/name`` so that it appears whole or not at all, and (``durable``)
+    survives a crash: the file and the directory entry are fsynced."""
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / name
     temporary = directory / f".{name}.{os.getpid()}.tmp"
@@ -33,10 +34,13 @@ def write_atomically(directory: Path, name: str, data: bytes) -> Path:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(temporary, final)
+    if not durable:
+        return final
     # The rename is durable only once the directory entry is.
     dir_fd = os.open(directory, os.O_RDONLY)
     try:

@@ -5,6 +5,8 @@ Rules:
   delivered and had acknowledged). An output that is down holds up nobody else.
 - Delivery is at-least-once and in journal order (so in order per account): a signal is
   retried, with backoff, until the far side acknowledges it; only then does the cursor move.
+  Outputs that can pipeline (``deliver_batch``) get up to ``window`` packages per round trip;
+  the cursor moves past the ACKed prefix only.
   The package id is the signal id, so the far side can drop a repeat.
 - The cursor is saved at most every ``save_interval`` seconds: a crash redelivers at most that
   much, which at-least-once allows; it never skips anything.
@@ -24,7 +26,7 @@ import structlog
 import trio
 
 from protocols.signal import Flag, Signal
-from receiver.journal import Journal, read_after, to_us
+from receiver.journal import Journal, JournalError, read_after, to_us
 from receiver.store.sqlite import connect
 
 
@@ -69,6 +71,7 @@ class OutputCursor:
         save_interval: float = 0.25,
         max_backoff: float = 30.0,
         read_batch: int = 256,
+        window: int = 64,
     ) -> None:
         self.output = output
         self.path = path
@@ -76,11 +79,13 @@ class OutputCursor:
         self.save_interval = save_interval
         self.max_backoff = max_backoff
         self.read_batch = read_batch
+        self.window = window
         self.cursor = 0
         self.delivered_unsaved = 0
         self.last_success_us: int | None = None
         self.log = structlog.get_logger("receiver.dispatcher").bind(output=output.name)
         self._conn: sqlite3.Connection | None = None
+        self._saved_cursor = 0
 
     def _open(self) -> int:
         conn = connect(self.path, check_same_thread=False)
@@ -93,77 +98,108 @@ class OutputCursor:
         assert self._conn is not None
         return read_after(self._conn, self.cursor, self.read_batch)
 
-    def _save(self) -> None:
-        assert self._conn is not None
-        self._conn.execute(
-            SAVE_STATE,
-            (
-                self.cursor,
-                self.delivered_unsaved,
-                int(self.output.connected),
-                self.output.last_error,
-                self.last_success_us,
-                _now_us(),
-                self.output.name,
-            ),
+    def _state(self) -> tuple[Any, ...]:
+        params = (
+            self.cursor,
+            self.delivered_unsaved,
+            int(self.output.connected),
+            self.output.last_error,
+            self.last_success_us,
+            _now_us(),
+            self.output.name,
         )
         self.delivered_unsaved = 0
+        return params
 
-    async def save(self) -> None:
-        await trio.to_thread.run_sync(self._save)
+    async def save(self, *, direct: bool = False) -> None:
+        """Save the cursor through the journal's writer (the store's one writer).
+
+        ``direct`` writes on our own connection instead: at shutdown the journal's writer may
+        already be gone.
+        """
+        params = self._state()
+        if self.journal is not None and not direct:
+            try:
+                await self.journal.append([], statements=[(SAVE_STATE, params)])
+            except JournalError:
+                pass  # the journal is closing: write it ourselves below
+            else:
+                return
+        assert self._conn is not None
+        await trio.to_thread.run_sync(self._conn.execute, SAVE_STATE, params)
 
     async def _wait_for_more(self) -> None:
         # Woken by our own journal's commits; the timeout also catches other writers.
-        with trio.move_on_after(1.0):
+        with trio.move_on_after(self.save_interval):
             if self.journal is not None:
                 await self.journal.wait_committed()
             else:
                 await trio.sleep_forever()
 
-    async def _deliver_one(self, signal: Signal) -> None:
+    async def _send(self, items: list[tuple[Signal, str]]) -> int:
+        """Hand packages to the output; how many leading ones it acknowledged."""
+        pipelined = getattr(self.output, "deliver_batch", None)
+        if pipelined is not None:
+            return int(await pipelined(items))
+        signal, package_id = items[0]
+        await self.output.deliver(signal, package_id)
+        return 1
+
+    async def _deliver(self, items: list[tuple[Signal, str]]) -> int:
+        """Deliver a prefix of ``items``, retrying with backoff until at least one is ACKed."""
         backoff = 0.2
         while True:
             try:
-                await self.output.deliver(signal, signal.id)
+                acked = await self._send(items)
             except (OSError, ValueError) as exc:  # DeliveryError is a ConnectionError
                 self.log.warning(
-                    "delivery_failed", signal_id=signal.id, error=str(exc), retry_in=backoff
+                    "delivery_failed", signal_id=items[0][1], error=str(exc), retry_in=backoff
                 )
                 await self.save()
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
             else:
-                return
+                if acked > 0:
+                    return acked
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.cursor = await trio.to_thread.run_sync(self._open)
+        self.cursor = self._saved_cursor = await trio.to_thread.run_sync(self._open)
         task_status.started()
         pending: deque[tuple[int, Signal]] = deque()
         last_save = trio.current_time()
         try:
             while True:
-                if not pending:
-                    if self.delivered_unsaved:
+                if trio.current_time() - last_save >= self.save_interval:
+                    if self.delivered_unsaved or self.cursor != self._saved_cursor:
+                        self._saved_cursor = self.cursor
                         await self.save()
-                        last_save = trio.current_time()
+                    last_save = trio.current_time()
+                if not pending:
                     batch = await trio.to_thread.run_sync(self._read)
                     if not batch:
                         await self._wait_for_more()
                         continue
                     pending.extend(batch)
-                seq, signal = pending.popleft()
-                if Flag.SUPPRESSED not in signal.flags:
-                    await self._deliver_one(signal)
-                    self.last_success_us = _now_us()
-                    self.delivered_unsaved += 1
-                self.cursor = seq
-                if trio.current_time() - last_save >= self.save_interval:
-                    await self.save()
-                    last_save = trio.current_time()
+                # Up to `window` signals go out in one pipelined exchange (where the output
+                # can); the cursor then moves past every signal up to the last one ACKed.
+                group = [pending[i] for i in range(min(len(pending), self.window))]
+                to_send = [(s, s.id) for _, s in group if Flag.SUPPRESSED not in s.flags]
+                acked = await self._deliver(to_send) if to_send else 0
+                for seq, signal in group:
+                    if Flag.SUPPRESSED not in signal.flags:
+                        if not acked:
+                            break
+                        acked -= 1
+                        self.delivered_unsaved += 1
+                        self.last_success_us = _now_us()
+                    self.cursor = seq
+                    pending.popleft()
         finally:
             with trio.CancelScope(shield=True):
                 if self._conn is not None:
-                    await self.save()
+                    await self.save(direct=True)
                     self._conn.close()
                 await self.output.aclose()
 

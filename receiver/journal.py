@@ -187,6 +187,7 @@ class _Request:
     keys: Sequence[str | None]
     links: Sequence[tuple[str, int]]
     troubles: Sequence[tuple[str, int, bool]]
+    statements: Sequence[tuple[str, tuple[Any, ...]]] = ()
     done: trio.Event = attrs.field(factory=trio.Event)
     result: AppendResult | None = None
     error: BaseException | None = None
@@ -272,6 +273,9 @@ class Journal:
                 conn.executemany(TOUCH_LINK, links)
             if troubles:
                 conn.executemany(SET_TROUBLE, [(k, t, int(o)) for k, t, o in troubles])
+            for req in batch:
+                for sql, params in req.statements:
+                    conn.execute(sql, params)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -354,17 +358,22 @@ class Journal:
         keys: Sequence[str | None] | None = None,
         links: Iterable[tuple[str, int]] = (),
         troubles: Iterable[tuple[str, int, bool]] = (),
+        statements: Sequence[tuple[str, tuple[Any, ...]]] = (),
     ) -> AppendResult:
         """Commit ``signals`` (and link state); return once it is durable.
 
         ``keys`` are dedupe keys, one per signal (None: never a duplicate). ``links`` are
         (link, last_seen_us) pairs to touch; ``troubles`` are (link, seen_us, open) updates.
+        ``statements`` are other writes (an output's cursor, bridge state) that ride in the same
+        transaction: every write to the store goes through this one writer, so no connection
+        ever waits on SQLite's busy handler (which sleeps in steps of up to 100 ms).
         """
         req = _Request(
             signals,
             keys if keys is not None else [None] * len(signals),
             list(links),
             list(troubles),
+            statements,
         )
         try:
             await self._send.send(req)

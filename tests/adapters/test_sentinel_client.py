@@ -229,3 +229,39 @@ async def test_an_ack_for_another_package_is_not_a_delivery() -> None:
             await output.deliver(make_signal(), "pkg-1")
         assert not output.connected
         nursery.cancel_scope.cancel()
+
+
+async def test_pipelined_batch_is_filed_in_order_with_one_round_trip(tmp_path: Path) -> None:
+    """deliver_batch sends many packages at once; all are ACKed and filed."""
+    async with running_sink(tmp_path) as (sink, port):
+        output = SentinelOutput("sentinel", (LOCAL, port), timeout=5)
+        items = [(make_signal(), f"pkg-{i:02d}") for i in range(20)]
+        assert await output.deliver_batch(items) == 20
+        await output.aclose()
+    assert files(tmp_path) == [f"pkg-{i:02d}.xml" for i in range(20)]
+    assert sink.packages == 20
+
+
+async def test_pipelined_batch_counts_only_the_prefix_before_a_nak(tmp_path: Path) -> None:
+    """When the far side refuses one package, only the packages before it count as delivered."""
+
+    class RefuseFifth(SentinelSink):
+        def _file(self, xml: bytes) -> transport.Ack | transport.Nak:
+            answer = super()._file(xml)
+            if isinstance(answer, transport.Ack) and answer.package_id == "pkg-04":
+                return transport.Nak(answer.package_id, "busy")
+            return answer
+
+    sink = RefuseFifth(tmp_path)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(sink.serve, LOCAL, 0)
+        output = SentinelOutput("sentinel", (LOCAL, port), timeout=5)
+        items = [(make_signal(), f"pkg-{i:02d}") for i in range(8)]
+        assert await output.deliver_batch(items) == 4
+        assert output.last_error is not None
+        assert "pkg-04" in output.last_error
+        assert output.connected, "a clean refusal keeps the link up"
+        with pytest.raises(DeliveryError):
+            await output.deliver_batch(items[4:])
+        await output.aclose()
+        nursery.cancel_scope.cancel()
