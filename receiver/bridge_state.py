@@ -29,7 +29,7 @@ import trio
 
 from protocols.bridge import ArmState
 from protocols.errors import NotFoundError
-from receiver.journal import from_us, to_us
+from receiver.journal import Journal, from_us, to_us
 from receiver.store.sqlite import connect
 
 ARM_NAMES: Final[Mapping[ArmState, str]] = {
@@ -138,8 +138,11 @@ def load_states(conn: sqlite3.Connection) -> dict[str, BridgeStatus]:
 class BridgeStateStore:
     """In-memory bridge states, written to ``bridge_state`` by one coalescing writer task."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, journal: Journal | None = None) -> None:
         self.path = Path(path)
+        # With a journal, states are written in its transactions (the store's one writer), so
+        # this writer never waits on SQLite's busy handler behind the journal's commits.
+        self.journal = journal
         self.states: dict[str, BridgeStatus] = {}
         self._conn: sqlite3.Connection | None = None
         self._dirty: set[str] = set()
@@ -199,8 +202,8 @@ class BridgeStateStore:
                 conn.execute("ROLLBACK")
             raise
 
-    async def flush(self) -> None:
-        """Write every dirty state now (one worker-thread call)."""
+    async def flush(self, *, direct: bool = False) -> None:
+        """Write every dirty state now (through the journal, or one worker-thread call)."""
         if not self._dirty:
             return
         generation = self._generation
@@ -209,7 +212,10 @@ class BridgeStateStore:
         rows = [self.states[s].row(now_us) for s in serials]
         self._dirty.clear()
         try:
-            await trio.to_thread.run_sync(self._write, rows)
+            if self.journal is not None and not direct:
+                await self.journal.append([], statements=[(UPSERT_STATE, row) for row in rows])
+            else:
+                await trio.to_thread.run_sync(self._write, rows)
         except Exception as exc:  # keep the changes dirty; waiters must not ACK
             self._dirty.update(serials)
             self._failed = generation
@@ -236,7 +242,7 @@ class BridgeStateStore:
         finally:
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + 5.0
-                await self.flush()
+                await self.flush(direct=True)
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None

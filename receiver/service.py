@@ -185,7 +185,7 @@ class Service:
                         self.config.bridge,
                         journal=self.journal,
                         registry=self.registry.current,
-                        state=BridgeStateStore(self.config.store.path),
+                        state=BridgeStateStore(self.config.store.path, self.journal),
                         supervisor=self.supervisor,
                         counters=self.counters,
                         log_signals=self.config.log_signals,
