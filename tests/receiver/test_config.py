@@ -38,6 +38,7 @@ def test_no_file_is_the_embedded_default() -> None:
 )
 def test_mistakes_are_refused_with_a_clear_message(text: str, message: str | None) -> None:
     """A typo or a bad value is an InvalidInputError naming it, never silently ignored."""
+
     def load() -> object:
         return parse_config(text).dc09.address  # the address is checked when used
 
