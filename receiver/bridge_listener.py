@@ -37,7 +37,6 @@ from __future__ import annotations
 import hmac
 import itertools
 import math
-from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -66,6 +65,7 @@ from protocols.errors import RemoteProtocolError
 from protocols.signal import ContactIdView, Flag, SiaView, Signal, Source, new_signal_id
 from receiver.bridge_state import BridgeStateStore, bridge_link, trouble_link
 from receiver.config import BridgeConfig
+from receiver.connection_limits import ConnectionLimits
 from receiver.journal import Journal, JournalError, to_us
 from receiver.logs import raw_text
 from receiver.metrics import Counters
@@ -576,8 +576,9 @@ class BridgeServer:
         self.intake = intake
         self.config = intake.config
         self.counters = intake.counters
-        self.per_peer: Counter[str] = Counter()
-        self.connections = 0
+        self.limits = ConnectionLimits(
+            self.config.max_connections, self.config.max_connections_per_peer
+        )
         self.log = intake.log
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -598,28 +599,20 @@ class BridgeServer:
             return
         peer = f"{peer_host}:{peer_port}"
         log = self.log.bind(conn_id=next(_conn_ids), peer=peer)
-        if (
-            self.connections >= self.config.max_connections
-            or self.per_peer[peer_host] >= self.config.max_connections_per_peer
-        ):
-            self.counters.inc("bridge_connections_refused")
-            log.warning("connection_refused", reason="connection limit")
-            await stream.aclose()
-            return
-        self.connections += 1
-        self.per_peer[peer_host] += 1
-        self.counters.inc("bridge_connections")
-        try:
-            await self._converse(stream, peer, log)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            log.info("connection_lost")
-        finally:
-            self.connections -= 1
-            self.per_peer[peer_host] -= 1
-            if not self.per_peer[peer_host]:
-                del self.per_peer[peer_host]
-            with trio.CancelScope(shield=True):
+        with self.limits.admit(peer_host) as admitted:
+            if not admitted:
+                self.counters.inc("bridge_connections_refused")
+                log.warning("connection_refused", reason="connection limit")
                 await stream.aclose()
+                return
+            self.counters.inc("bridge_connections")
+            try:
+                await self._converse(stream, peer, log)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                log.info("connection_lost")
+            finally:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
 
     async def _converse(self, stream: trio.SocketStream, peer: str, log: Any) -> None:
         conn = BridgeConnection("receiver", max_body=self.config.max_body)

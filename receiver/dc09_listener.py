@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +29,7 @@ from protocols.errors import RemoteProtocolError, Reply
 from protocols.payload import parse_events
 from protocols.signal import Flag, Signal, Source, new_signal_id
 from receiver.config import Dc09Config
+from receiver.connection_limits import ConnectionLimits
 from receiver.journal import Journal, JournalError, to_us
 from receiver.logs import raw_text
 from receiver.metrics import Counters
@@ -284,8 +284,9 @@ class Dc09Server:
         self.intake = intake
         self.config = intake.config
         self.counters = intake.counters
-        self.per_peer: Counter[str] = Counter()
-        self.connections = 0
+        self.limits = ConnectionLimits(
+            self.config.max_connections, self.config.max_connections_per_peer
+        )
         self.log = intake.log
         self.handlers: trio.Nursery | None = None
 
@@ -333,28 +334,20 @@ class Dc09Server:
             return
         peer = f"{peer_host}:{peer_port}"
         log = self.log.bind(conn_id=next(_conn_ids), peer=peer, transport="tcp")
-        if (
-            self.connections >= self.config.max_connections
-            or self.per_peer[peer_host] >= self.config.max_connections_per_peer
-        ):
-            self.counters.inc("connections_refused")
-            log.warning("connection_refused", reason="connection limit")
-            await stream.aclose()
-            return
-        self.connections += 1
-        self.per_peer[peer_host] += 1
-        self.counters.inc("connections")
-        try:
-            await self._converse(stream, peer, log)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            log.info("connection_lost")
-        finally:
-            self.connections -= 1
-            self.per_peer[peer_host] -= 1
-            if not self.per_peer[peer_host]:
-                del self.per_peer[peer_host]
-            with trio.CancelScope(shield=True):
+        with self.limits.admit(peer_host) as admitted:
+            if not admitted:
+                self.counters.inc("connections_refused")
+                log.warning("connection_refused", reason="connection limit")
                 await stream.aclose()
+                return
+            self.counters.inc("connections")
+            try:
+                await self._converse(stream, peer, log)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                log.info("connection_lost")
+            finally:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
 
     async def _converse(self, stream: trio.SocketStream, peer: str, log: Any) -> None:
         splitter = dc09.FrameSplitter(max_frame=self.config.max_frame_bytes)

@@ -20,29 +20,15 @@ import sqlite3
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 import trio
 
+from adapters.output import Output
 from protocols.signal import Flag, Signal
 from receiver.journal import Journal, JournalError, read_after, to_us
 from receiver.store.sqlite import connect
-
-
-class Deliverer(Protocol):
-    name: str
-
-    @property
-    def connected(self) -> bool: ...
-
-    @property
-    def last_error(self) -> str | None: ...
-
-    async def deliver(self, signal: Signal, package_id: str) -> None: ...
-
-    async def aclose(self) -> None: ...
-
 
 ENSURE_OUTPUT = (
     "INSERT INTO outputs (name, cursor, updated_us) "
@@ -64,7 +50,7 @@ class OutputCursor:
 
     def __init__(
         self,
-        output: Deliverer,
+        output: Output,
         path: str | Path,
         journal: Journal | None,
         *,
@@ -207,7 +193,7 @@ class OutputCursor:
 class Dispatcher:
     """All outputs, each with its own cursor task (and heartbeats, where it has them)."""
 
-    def __init__(self, outputs: list[Deliverer], path: str | Path, journal: Journal) -> None:
+    def __init__(self, outputs: list[Output], path: str | Path, journal: Journal) -> None:
         self.cursors = [OutputCursor(o, path, journal) for o in outputs]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
