@@ -152,8 +152,15 @@ def compare(
                 run_blast(blast, server.port, connections=conns, messages=5, udp=udp)
                 figures[name] = median_run(
                     [
-                        run_blast(blast, server.port, connections=conns, messages=messages, udp=udp)
-                        for _ in range(runs)
+                        run_blast(
+                            blast,
+                            server.port,
+                            connections=conns,
+                            messages=messages,
+                            udp=udp,
+                            line=f"L{run + 1:X}",  # fresh signals for us, not retries
+                        )
+                        for run in range(runs)
                     ]
                 )
             finally:

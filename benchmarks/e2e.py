@@ -49,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
                         connections=conns,
                         messages=messages,
                         udp=transport == "udp",
+                        line=f"L{run + 1:X}",  # fresh signals each run, not retries
                     )
-                    for _ in range(args.runs)
+                    for run in range(args.runs)
                 ]
                 memory = server.memory()
                 stored = sqlite3.connect(server.db).execute("SELECT count(*) FROM signals")

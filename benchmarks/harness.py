@@ -131,8 +131,15 @@ def run_blast(
     extra: Sequence[str] = (),
     core: int | None = 1,
     timeout: float = 300.0,
+    line: str = "L0",
 ) -> dict[str, Any]:
-    """One closed-loop dc09blast run; returns its JSON."""
+    """One closed-loop dc09blast run; returns its JSON.
+
+    dc09blast's frames repeat from run to run (same accounts, sequences, payloads), so a second
+    run on the same receiver would be absorbed as retries by the dedupe window and measure the
+    duplicate path. Give each run its own ``line`` (the DC-09 L field is part of the dedupe key)
+    to measure fresh signals.
+    """
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as out:
         path = Path(out.name)
     command = [
@@ -147,6 +154,8 @@ def run_blast(
         str(min(connections, 10000)),
         "--json",
         str(path),
+        "--line",
+        line,
         *(["--udp"] if udp else []),
         *extra,
     ]
