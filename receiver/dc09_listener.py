@@ -303,6 +303,9 @@ class Dc09Server:
             bound = listeners[0].socket.getsockname()[1]
             family = trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET
             sock = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
+            # A burst from many panels must queue in the kernel, not be dropped there: ask
+            # for a large receive buffer (the kernel caps it at net.core.rmem_max).
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4 << 20)
             try:
                 await sock.bind((host, bound))
             except OSError:
