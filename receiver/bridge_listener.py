@@ -561,7 +561,7 @@ def _log_signal(log: Any, signal: Signal, *, duplicate: bool) -> None:
         effective_account=signal.effective_account,
         device=signal.device,
         channel=signal.channel,
-        event=f"{cid.qualifier}{cid.code}" if cid else None,
+        cid_event=f"{cid.qualifier}{cid.code}" if cid else None,
         zone=cid.zone if cid else None,
         name=signal.name,
         flags=sorted(signal.flags) or None,

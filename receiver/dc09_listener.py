@@ -267,7 +267,7 @@ class Dc09Intake:
             signal_id=signal.id,
             account=signal.account,
             effective_account=signal.effective_account,
-            event=f"{cid.qualifier}{cid.code}" if cid else None,
+            cid_event=f"{cid.qualifier}{cid.code}" if cid else None,
             group=cid.group if cid else None,
             zone=cid.zone if cid else None,
             sia=sia.code if sia else None,

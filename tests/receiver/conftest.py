@@ -34,7 +34,7 @@ def write_config(tmp_path: Path, extra: str = "") -> Path:
     path = tmp_path / "receiver.toml"
     path.write_text(
         f"""
-log_signals = false
+log_signals = true
 outputs = []
 [store]
 path = "{tmp_path / "receiver.sqlite3"}"

@@ -45,7 +45,7 @@ def write_bridge_config(tmp_path: Path, bridge_extra: str = "", dc09_port: int =
     path = tmp_path / "receiver.toml"
     path.write_text(
         f"""
-log_signals = false
+log_signals = true
 outputs = []
 [store]
 path = "{tmp_path / "receiver.sqlite3"}"
