@@ -31,6 +31,15 @@ class DeliveryError(ReceiverError, ConnectionError):
     """
 
 
+class UndeliverableError(DeliveryError):
+    """This output can never carry this signal (e.g. an account its format cannot express).
+
+    Retrying would block every later signal behind it, so the dispatcher skips it for this
+    output, logs it with the signal id, and counts it (``receiver outputs``). The signal stays
+    in the journal and goes to every other output.
+    """
+
+
 @runtime_checkable
 class Output(Protocol):
     """What the dispatcher sees of an output."""

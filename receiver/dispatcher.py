@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 import trio
 
-from adapters.output import Output
+from adapters.output import Output, UndeliverableError
 from protocols.signal import Flag, Signal
 from receiver.journal import Journal, JournalError, read_after, to_us
 from receiver.store.sqlite import connect
@@ -35,7 +35,8 @@ ENSURE_OUTPUT = (
     "VALUES (?, (SELECT coalesce(max(seq), 0) FROM signals), ?) ON CONFLICT (name) DO NOTHING"
 )
 SAVE_STATE = (
-    "UPDATE outputs SET cursor = max(cursor, ?), delivered = delivered + ?, connected = ?, "
+    "UPDATE outputs SET cursor = max(cursor, ?), delivered = delivered + ?, "
+    "undeliverable = undeliverable + ?, connected = ?, "
     "last_error = ?, last_success_us = coalesce(?, last_success_us), updated_us = ? "
     "WHERE name = ?"
 )
@@ -68,6 +69,8 @@ class OutputCursor:
         self.window = window
         self.cursor = 0
         self.delivered_unsaved = 0
+        self.undeliverable_unsaved = 0
+        self._skipped: set[str] = set()  # passed over as undeliverable, not delivered
         self.last_success_us: int | None = None
         self.log = structlog.get_logger("receiver.dispatcher").bind(output=output.name)
         self._conn: sqlite3.Connection | None = None
@@ -88,13 +91,14 @@ class OutputCursor:
         params = (
             self.cursor,
             self.delivered_unsaved,
+            self.undeliverable_unsaved,
             int(self.output.connected),
             self.output.last_error,
             self.last_success_us,
             _now_us(),
             self.output.name,
         )
-        self.delivered_unsaved = 0
+        self.delivered_unsaved = self.undeliverable_unsaved = 0
         return params
 
     async def save(self, *, direct: bool = False) -> None:
@@ -137,6 +141,12 @@ class OutputCursor:
         while True:
             try:
                 acked = await self._send(items)
+            except UndeliverableError as exc:
+                # Never deliverable here: skip it for this output rather than block the rest.
+                self.log.error("signal_undeliverable", signal_id=items[0][1], error=str(exc))
+                self.undeliverable_unsaved += 1
+                self._skipped.add(items[0][1])
+                return 1
             except (OSError, ValueError) as exc:  # DeliveryError is a ConnectionError
                 self.log.warning(
                     "delivery_failed", signal_id=items[0][1], error=str(exc), retry_in=backoff
@@ -178,8 +188,11 @@ class OutputCursor:
                         if not acked:
                             break
                         acked -= 1
-                        self.delivered_unsaved += 1
-                        self.last_success_us = _now_us()
+                        if signal.id in self._skipped:
+                            self._skipped.discard(signal.id)
+                        else:
+                            self.delivered_unsaved += 1
+                            self.last_success_us = _now_us()
                     self.cursor = seq
                     pending.popleft()
         finally:
@@ -230,6 +243,7 @@ def output_status(conn: sqlite3.Connection, names: list[str]) -> list[dict[str, 
                 "backlog": backlog,
                 "oldest_age_s": oldest,
                 "delivered": int(state["delivered"]) if state else 0,
+                "undeliverable": int(state["undeliverable"]) if state else 0,
                 "cursor": cursor,
                 "last_error": state["last_error"] if state else None,
             }

@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 import serial
 import trio
 
-from adapters.output import DeliveryError, Settings
+from adapters.output import DeliveryError, Settings, UndeliverableError
 from protocols.errors import InvalidInputError
 from protocols.signal import Signal
 from protocols.surgard import (
@@ -147,14 +147,14 @@ class SurGardOutput:
             try:
                 return SiaMessage.from_view(header, account, signal.sia)
             except ValueError as exc:
-                raise DeliveryError(
+                raise UndeliverableError(
                     f"signal {signal.id} cannot be sent in SG format: {exc}"
                 ) from exc
         if signal.cid is not None:
-            raise DeliveryError(
+            raise UndeliverableError(
                 f"signal {signal.id}: account {account!r} does not fit SG Contact ID"
             )
-        raise DeliveryError(f"signal {signal.id} has no Contact ID or SIA event for SG")
+        raise UndeliverableError(f"signal {signal.id} has no Contact ID or SIA event for SG")
 
     def _header_for(self, signal: Signal) -> Header:
         if self.numbers == "signal":

@@ -10,7 +10,16 @@ from receiver.config import load_config
 from receiver.dispatcher import output_status
 from receiver.store.sqlite import connect
 
-COLUMNS = ("name", "kind", "connected", "backlog", "oldest_age_s", "delivered", "last_error")
+COLUMNS = (
+    "name",
+    "kind",
+    "connected",
+    "backlog",
+    "oldest_age_s",
+    "delivered",
+    "undeliverable",
+    "last_error",
+)
 
 
 def _outputs(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from lxml import etree
 
 from protocols import dc09
 from receiver.dispatcher import output_status
-from simulators.sink import SentinelSink
+from simulators.sink import SentinelSink, SurGardSink
 from tests.receiver.conftest import start_receiver, write_config
 from tests.receiver.test_crash import free_port, wait_for_port
 
@@ -168,3 +168,39 @@ async def test_receiver_killed_mid_delivery_redelivers_after_restart(tmp_path: P
             await trio.to_thread.run_sync(restarted.wait, 20)
         nursery.cancel_scope.cancel()
     assert sink.order == journal_order(tmp_path / "receiver.sqlite3")
+
+
+async def test_signal_an_output_cannot_carry_is_skipped_not_blocking(tmp_path: Path) -> None:
+    """A Contact ID event SG cannot express (a non-numeric account and an unknown code, so no
+    SIA form either) is counted and passed over; the alarms after it still reach Sur-Gard."""
+    sink_port = free_port()
+    out = tmp_path / "sg.txt"
+    config = write_config(tmp_path)
+    config.write_text(
+        config.read_text().replace("outputs = []\n", "")
+        + f'\n[[outputs]]\nname = "sg"\nkind = "surgard"\nurl = "socket://127.0.0.1:{sink_port}"\n'
+        "ack_timeout = 1.0\n"
+    )
+    sink = SurGardSink(out)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sink.serve, "127.0.0.1", sink_port)
+        running = await start_receiver(nursery, config)
+        stream = await trio.open_tcp_stream("127.0.0.1", running.ports.dc09)
+        for seq, account, code in ((1, "ABCDE", "999"), (2, "1234", "130")):
+            await stream.send_all(
+                dc09.encode_frame("ADM-CID", seq, account, f"#{account}|1{code} 01 00{seq}")
+            )
+            buffer = b""
+            while b"\r" not in buffer:
+                buffer += await stream.receive_some(4096)
+        with trio.fail_after(10):
+            while not out.exists() or "1234" not in out.read_text():
+                await trio.sleep(0.05)
+        await trio.sleep(0.5)  # let the cursor be saved
+        conn = sqlite3.connect(running.db)
+        conn.row_factory = sqlite3.Row
+        [status] = output_status(conn, ["sg"])
+        assert (status["backlog"], status["undeliverable"], status["delivered"]) == (0, 1, 1)
+        assert "ABCDE" not in out.read_text()
+        running.service.request_shutdown()
+        nursery.cancel_scope.cancel()
