@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from protocols.catalog import cid_entry
 from protocols.signal import ContactIdView, Signal, Source, new_signal_id
 from receiver.journal import AppendResult, to_us
 
@@ -107,13 +108,14 @@ class Supervisor:
 
     def _signal(self, link: Link, qualifier: str) -> Signal:
         now = self.wall_clock()
+        entry = cid_entry(link.code)
         return Signal(
             id=new_signal_id(now),
             received_at=now,
             source=Source.SUPERVISION,
             cid=ContactIdView(qualifier, link.code, "00", "000"),
-            name="Loss of supervision" if link.code == "356" else None,
-            category="trouble",
+            name=entry.name if entry is not None else "Loss of supervision",
+            category=str(entry.category) if entry is not None else "trouble",
             **link.subject,
         )
 
