@@ -63,6 +63,7 @@ from protocols.bridge import (
 )
 from protocols.errors import RemoteProtocolError
 from protocols.signal import ContactIdView, Flag, SiaView, Signal, Source, new_signal_id
+from receiver import tcp_accept
 from receiver.bridge_state import BridgeStateStore, bridge_link, trouble_link
 from receiver.config import BridgeConfig
 from receiver.connection_limits import ConnectionLimits
@@ -590,7 +591,7 @@ class BridgeServer:
             bound = listeners[0].socket.getsockname()[1]
             self.log.info("bridge_listening", host=host, port=bound)
             task_status.started(bound)
-            await trio.serve_listeners(self.handle_stream, listeners)
+            await tcp_accept.serve_listeners(self.handle_stream, listeners)
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
         try:

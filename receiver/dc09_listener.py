@@ -28,6 +28,7 @@ from protocols import dc09
 from protocols.errors import RemoteProtocolError, Reply
 from protocols.payload import parse_events
 from protocols.signal import Flag, Signal, Source, new_signal_id
+from receiver import tcp_accept
 from receiver.config import Dc09Config
 from receiver.connection_limits import ConnectionLimits
 from receiver.journal import Journal, JournalError, to_us
@@ -328,7 +329,7 @@ class Dc09Server:
                 nursery.start_soon(self.serve_udp, udp)
             self.log.info("dc09_listening", host=host, port=bound, udp=udp is not None)
             task_status.started(bound)
-            await trio.serve_listeners(self.handle_stream, listeners)
+            await tcp_accept.serve_listeners(self.handle_stream, listeners)
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
         try:
