@@ -68,7 +68,7 @@ from receiver.bridge_state import BridgeStateStore, bridge_link, trouble_link
 from receiver.config import BridgeConfig
 from receiver.connection_limits import ConnectionLimits
 from receiver.journal import Journal, JournalError, to_us
-from receiver.logs import raw_text
+from receiver.logs import log_signal, raw_text
 from receiver.metrics import Counters
 from receiver.registry_index import BridgeInfo, ChannelInfo, RegistryIndex
 from receiver.supervisor import Supervisor
@@ -506,7 +506,7 @@ class BridgeIntake:
                 if self.log_signals:
                     duplicate_ids = {s.id for s in result.duplicates}
                     for signal in signals:
-                        _log_signal(log, signal, duplicate=signal.id in duplicate_ids)
+                        log_signal(log, signal, duplicate=signal.id in duplicate_ids)
                 if self.supervisor is not None:
                     for link in links:
                         self.supervisor.seen(link)
@@ -551,23 +551,6 @@ _PER_CHANNEL: Final = frozenset(
 def _sia_for(cid: ContactIdView) -> SiaView | None:
     code = catalog.sia_for_cid(cid)
     return SiaView(code, cid.zone) if code is not None else None
-
-
-def _log_signal(log: Any, signal: Signal, *, duplicate: bool) -> None:
-    cid = signal.cid
-    log.info(
-        "signal",
-        signal_id=signal.id,
-        account=signal.account,
-        effective_account=signal.effective_account,
-        device=signal.device,
-        channel=signal.channel,
-        cid_event=f"{cid.qualifier}{cid.code}" if cid else None,
-        zone=cid.zone if cid else None,
-        name=signal.name,
-        flags=sorted(signal.flags) or None,
-        duplicate=duplicate or None,
-    )
 
 
 class BridgeServer:

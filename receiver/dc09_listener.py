@@ -32,7 +32,7 @@ from receiver import tcp_accept
 from receiver.config import Dc09Config
 from receiver.connection_limits import ConnectionLimits
 from receiver.journal import Journal, JournalError, to_us
-from receiver.logs import raw_text
+from receiver.logs import log_signal, raw_text
 from receiver.metrics import Counters
 from receiver.registry_index import RegistryIndex, ResolvedAccount
 from receiver.supervisor import Supervisor
@@ -248,7 +248,7 @@ class Dc09Intake:
             if self.log_signals:
                 duplicate_ids = {s.id for s in result.duplicates}
                 for signal in signals:
-                    self._log_signal(log, signal, duplicate=signal.id in duplicate_ids)
+                    log_signal(log, signal, duplicate=signal.id in duplicate_ids)
             if self.supervisor is not None:
                 for link in links:
                     self.supervisor.seen(link)
@@ -260,22 +260,6 @@ class Dc09Intake:
                 replies.append(p.reply_after_commit)
                 self.counters.inc("replies_ack")
         return replies
-
-    def _log_signal(self, log: Any, signal: Signal, *, duplicate: bool) -> None:
-        cid, sia = signal.cid, signal.sia
-        log.info(
-            "signal",
-            signal_id=signal.id,
-            account=signal.account,
-            effective_account=signal.effective_account,
-            cid_event=f"{cid.qualifier}{cid.code}" if cid else None,
-            group=cid.group if cid else None,
-            zone=cid.zone if cid else None,
-            sia=sia.code if sia else None,
-            name=signal.name,
-            flags=sorted(signal.flags) or None,
-            duplicate=duplicate or None,
-        )
 
 
 class Dc09Server:

@@ -12,6 +12,8 @@ from typing import Any
 
 import structlog
 
+from protocols.signal import Signal
+
 
 def configure(*, json: bool | None = None, level: int = logging.INFO) -> None:
     """Configure structlog once for the service (CLI commands stay quiet)."""
@@ -37,3 +39,23 @@ def raw_text(raw: bytes, limit: int = 512) -> str:
     """Bytes as an escaped, replayable string (latin-1 keeps every byte one character)."""
     text = raw[:limit].decode("latin-1").encode("unicode_escape").decode("ascii")
     return text if len(raw) <= limit else text + f"...(+{len(raw) - limit} bytes)"
+
+
+def log_signal(log: Any, signal: Signal, *, duplicate: bool) -> None:
+    """One ``signal`` line per stored signal (``log_signals = true``), from any listener."""
+    cid, sia = signal.cid, signal.sia
+    log.info(
+        "signal",
+        signal_id=signal.id,
+        account=signal.account,
+        effective_account=signal.effective_account,
+        device=signal.device,
+        channel=signal.channel,
+        cid_event=f"{cid.qualifier}{cid.code}" if cid else None,
+        group=cid.group if cid else None,
+        zone=cid.zone if cid else None,
+        sia=sia.code if sia else None,
+        name=signal.name,
+        flags=sorted(signal.flags) or None,
+        duplicate=duplicate or None,
+    )
