@@ -3,8 +3,10 @@
 Run: ``python -m benchmarks.run [--quick] [--only NAME,...] [--dry-run]``
 
 Steps, in order: codec (µs per frame), e2e over TCP and UDP (1, 10, 100, 1000 connections),
-baseline (the same load against pysiaalarm, ours / theirs), idle (10,000 supervised idle
-connections, RSS per connection), sink (signal → Sentinel sink latency at 1,000/s), plot.
+baseline (the same load against pysiaalarm, ours / theirs), floor (the most a Python server on
+this machine can ACK: trio and epoll servers that only check CRC and header, beside the
+receiver), idle (10,000 supervised idle connections, RSS per connection), sink (signal →
+Sentinel sink latency at 1,000/s), plot.
 The full run takes under about ten minutes; ``--quick`` is a one-minute smoke run with small
 counts (its figures are not worth quoting). A step that fails is reported and the others run.
 Results: ``benchmarks/results/<step>.json`` and ``.md``, ``summary.md``, ``e2e.png``.
@@ -21,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks import baseline, codec, e2e, idle, plot, sink_latency
+from benchmarks import baseline, codec, e2e, floor, idle, plot, sink_latency
 from benchmarks.harness import RESULTS
 
 Step = tuple[str, Callable[[list[str]], int], list[str]]
@@ -34,6 +36,7 @@ def steps(quick: bool) -> list[Step]:
             ("codec", codec.main, ["--count", "2000", "--runs", "3"]),
             ("e2e", e2e.main, ["--runs", "1", "--messages", "50", "--connections", "1,10,100"]),
             ("baseline", baseline.main, ["--connections", "10", "--messages", "50", "--runs", "1"]),
+            ("floor", floor.main, ["--runs", "1", "--messages", "50"]),
             ("idle", idle.main, ["--connections", "1000", "--hold", "1"]),
             ("sink", sink_latency.main, ["--rate", "1000", "--duration", "2"]),
             ("plot", plot.main, []),
@@ -42,6 +45,7 @@ def steps(quick: bool) -> list[Step]:
         ("codec", codec.main, []),
         ("e2e", e2e.main, ["--runs", "3", "--messages", "200", "--udp"]),
         ("baseline", baseline.main, ["--connections", "10,100", "--runs", "3"]),
+        ("floor", floor.main, ["--runs", "3"]),
         ("idle", idle.main, ["--connections", "10000", "--hold", "5"]),
         ("sink", sink_latency.main, ["--rate", "1000", "--duration", "10"]),
         ("plot", plot.main, []),
@@ -77,6 +81,11 @@ def summary(codec_line: dict[str, Any] | None, outcomes: dict[str, str]) -> str:
             f"| ours / pysiaalarm at {row['connections']} {row['transport']} connections "
             f"| {row['throughput_ratio']} ({row['ours']['events_per_s']:.0f} vs "
             f"{row['pysiaalarm']['events_per_s']:.0f} events/s) |"
+        )
+    for row in _read("floor"):
+        lines.append(
+            f"| (no goal) transport floor at {row['connections']} connections: "
+            f"{row['variant']} | {row['events_per_s']:.0f} events/s, p99 {row['p99_ms']} ms |"
         )
     for row in _read("idle"):
         lines.append(

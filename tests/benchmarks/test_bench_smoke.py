@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from benchmarks import baseline, idle, plot, run, sink_latency
+from benchmarks import baseline, floor, idle, plot, run, sink_latency
+from protocols import dc09
 
 
 def test_run_dry_run_lists_every_step(capsys: pytest.CaptureFixture[str]) -> None:
-    """``python -m benchmarks.run --dry-run`` prints the six steps without running any."""
+    """``python -m benchmarks.run --dry-run`` prints the seven steps without running any."""
     assert run.main(["--dry-run"]) == 0
     names = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()]
-    assert names == ["codec", "e2e", "baseline", "idle", "sink", "plot"]
+    assert names == ["codec", "e2e", "baseline", "floor", "idle", "sink", "plot"]
 
 
 def test_quick_plan_is_smaller_and_only_filters(capsys: pytest.CaptureFixture[str]) -> None:
@@ -46,3 +49,17 @@ def test_baseline_server_script_registers_blast_accounts() -> None:
     assert baseline.ACCOUNT_BASE == "100000"
     assert 'SIAAccount(f"{base + i:X}"' in baseline.SERVER
     assert callable(plot.plot)
+
+
+def test_floor_servers_answer_what_the_receiver_would() -> None:
+    """The floor servers' per-frame work gives the receiver's ACK, for frames split anywhere,
+    and no ACK for a frame with a bad CRC: they are measured doing a receiver's least work."""
+    now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    good = dc09.encode_frame("SIA-DCS", 42, "1234", "#1234|NBA012", line="1", timestamp=now)
+    bad = bytearray(good)
+    bad[3] ^= 0x01  # a CRC digit
+    splitter = dc09.FrameSplitter()
+    stream = good + bytes(bad) + good
+    replies = floor._answer(splitter, stream[:17]) + floor._answer(splitter, stream[17:])
+    expected = dc09.ack(dc09.read_header(good), key=None, now=now)
+    assert replies == expected * 2
