@@ -35,7 +35,6 @@ Event kinds to Contact ID (group 01; zone = the channel's zone, 3 digits, or the
 from __future__ import annotations
 
 import hmac
-import itertools
 import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -66,14 +65,12 @@ from protocols.signal import ContactIdView, Flag, SiaView, Signal, Source, new_s
 from receiver import tcp_accept
 from receiver.bridge_state import BridgeStateStore, bridge_link, trouble_link
 from receiver.config import BridgeConfig
-from receiver.connection_limits import ConnectionLimits
+from receiver.connection_limits import ConnectionLimits, serve_connection
 from receiver.journal import Journal, JournalError, to_us
 from receiver.logs import log_signal, raw_text
 from receiver.metrics import Counters
 from receiver.registry_index import BridgeInfo, ChannelInfo, RegistryIndex
 from receiver.supervisor import Supervisor
-
-_conn_ids = itertools.count(1)
 
 GROUP: Final = "01"
 # The protocol token journaled with bridge signals (what "SIA-DCS" is for DC-09).
@@ -577,26 +574,14 @@ class BridgeServer:
             await tcp_accept.serve_listeners(self.handle_stream, listeners)
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
-        try:
-            peer_host, peer_port = stream.socket.getpeername()[:2]
-        except OSError:
-            return
-        peer = f"{peer_host}:{peer_port}"
-        log = self.log.bind(conn_id=next(_conn_ids), peer=peer)
-        with self.limits.admit(peer_host) as admitted:
-            if not admitted:
-                self.counters.inc("bridge_connections_refused")
-                log.warning("connection_refused", reason="connection limit")
-                await stream.aclose()
-                return
-            self.counters.inc("bridge_connections")
-            try:
-                await self._converse(stream, peer, log)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                log.info("connection_lost")
-            finally:
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
+        await serve_connection(
+            stream,
+            self._converse,
+            limits=self.limits,
+            counters=self.counters,
+            counter="bridge_connections",
+            log=self.log,
+        )
 
     async def _converse(self, stream: trio.SocketStream, peer: str, log: Any) -> None:
         conn = BridgeConnection("receiver", max_body=self.config.max_body)

@@ -6,9 +6,20 @@ refuses the newcomer (it is closed at once), never an established link.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
+
+import trio
+
+from receiver.metrics import Counters
+
+_conn_ids = itertools.count(1)
+
+Converse = Callable[[trio.SocketStream, str, Any], Awaitable[None]]
+"""A listener's conversation with one admitted connection: (stream, peer, bound log)."""
 
 
 class ConnectionLimits:
@@ -33,3 +44,38 @@ class ConnectionLimits:
             self.by_peer[peer_host] -= 1
             if not self.by_peer[peer_host]:
                 del self.by_peer[peer_host]
+
+
+async def serve_connection(
+    stream: trio.SocketStream,
+    converse: Converse,
+    *,
+    limits: ConnectionLimits,
+    counters: Counters,
+    counter: str,
+    log: Any,
+    **bind: str,
+) -> None:
+    """One accepted connection, for every listener: admit it under ``limits`` or refuse it
+    (counted as ``<counter>_refused``, logged, closed at once), bind a process-wide ``conn_id``
+    and the peer to the log, run ``converse``, and always close the stream, even on cancel."""
+    try:
+        peer_host, peer_port = stream.socket.getpeername()[:2]
+    except OSError:
+        return
+    peer = f"{peer_host}:{peer_port}"
+    log = log.bind(conn_id=next(_conn_ids), peer=peer, **bind)
+    with limits.admit(peer_host) as admitted:
+        if not admitted:
+            counters.inc(f"{counter}_refused")
+            log.warning("connection_refused", reason="connection limit")
+            await stream.aclose()
+            return
+        counters.inc(counter)
+        try:
+            await converse(stream, peer, log)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            log.info("connection_lost")
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()

@@ -14,7 +14,6 @@ Rules:
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -30,14 +29,12 @@ from protocols.payload import parse_events
 from protocols.signal import Flag, Signal, Source, new_signal_id
 from receiver import tcp_accept
 from receiver.config import Dc09Config
-from receiver.connection_limits import ConnectionLimits
+from receiver.connection_limits import ConnectionLimits, serve_connection
 from receiver.journal import Journal, JournalError, to_us
 from receiver.logs import log_signal, raw_text
 from receiver.metrics import Counters
 from receiver.registry_index import RegistryIndex, ResolvedAccount
 from receiver.supervisor import Supervisor
-
-_conn_ids = itertools.count(1)
 
 
 @attrs.define
@@ -316,26 +313,15 @@ class Dc09Server:
             await tcp_accept.serve_listeners(self.handle_stream, listeners)
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
-        try:
-            peer_host, peer_port = stream.socket.getpeername()[:2]
-        except OSError:
-            return
-        peer = f"{peer_host}:{peer_port}"
-        log = self.log.bind(conn_id=next(_conn_ids), peer=peer, transport="tcp")
-        with self.limits.admit(peer_host) as admitted:
-            if not admitted:
-                self.counters.inc("connections_refused")
-                log.warning("connection_refused", reason="connection limit")
-                await stream.aclose()
-                return
-            self.counters.inc("connections")
-            try:
-                await self._converse(stream, peer, log)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                log.info("connection_lost")
-            finally:
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
+        await serve_connection(
+            stream,
+            self._converse,
+            limits=self.limits,
+            counters=self.counters,
+            counter="connections",
+            log=self.log,
+            transport="tcp",
+        )
 
     async def _converse(self, stream: trio.SocketStream, peer: str, log: Any) -> None:
         splitter = dc09.FrameSplitter(max_frame=self.config.max_frame_bytes)
