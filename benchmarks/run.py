@@ -6,7 +6,8 @@ Steps, in order: codec (µs per frame), e2e over TCP and UDP (1, 10, 100, 1000 c
 baseline (the same load against pysiaalarm, ours / theirs), floor (the most a Python server on
 this machine can ACK: trio and epoll servers that only check CRC and header, beside the
 receiver), idle (10,000 supervised idle connections, RSS per connection), sink (signal →
-Sentinel sink latency at 1,000/s), plot.
+Sentinel sink latency at 1,000/s), spool (the default output's durable packages/s, one per
+call against the dispatcher's window), plot.
 The full run takes under about ten minutes; ``--quick`` is a one-minute smoke run with small
 counts (its figures are not worth quoting). A step that fails is reported and the others run.
 Results: ``benchmarks/results/<step>.json`` and ``.md``, ``summary.md``, ``e2e.png``.
@@ -23,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks import baseline, codec, e2e, floor, idle, plot, sink_latency
+from benchmarks import baseline, codec, e2e, floor, idle, plot, sink_latency, spool
 from benchmarks.harness import RESULTS
 
 Step = tuple[str, Callable[[list[str]], int], list[str]]
@@ -39,6 +40,7 @@ def steps(quick: bool) -> list[Step]:
             ("floor", floor.main, ["--runs", "1", "--messages", "50"]),
             ("idle", idle.main, ["--connections", "1000", "--hold", "1"]),
             ("sink", sink_latency.main, ["--rate", "1000", "--duration", "2"]),
+            ("spool", spool.main, ["--packages", "128", "--runs", "1"]),
             ("plot", plot.main, []),
         ]
     return [
@@ -48,6 +50,7 @@ def steps(quick: bool) -> list[Step]:
         ("floor", floor.main, ["--runs", "3"]),
         ("idle", idle.main, ["--connections", "10000", "--hold", "5"]),
         ("sink", sink_latency.main, ["--rate", "1000", "--duration", "10"]),
+        ("spool", spool.main, []),
         ("plot", plot.main, []),
     ]
 
@@ -97,6 +100,14 @@ def summary(codec_line: dict[str, Any] | None, outcomes: dict[str, str]) -> str:
         lines.append(
             f"| sink latency p99 <= {sink_latency.GOAL_P99_MS} ms at {sink_latency.GOAL_RATE}/s "
             f"| p99 {row['sink_p99_ms']} ms at {row['offered_rate']}/s |"
+        )
+    spool_path = RESULTS / "spool.json"
+    if spool_path.exists():
+        rows = json.loads(spool_path.read_text())["results"]
+        lines.append(
+            "| (no goal) spool output, durable packages/s, one per call vs window "
+            f"{rows[-1]['window']} | {rows[0]['packages_per_s']:.0f} vs "
+            f"{rows[-1]['packages_per_s']:.0f} |"
         )
     return "\n".join(lines)
 

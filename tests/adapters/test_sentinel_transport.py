@@ -27,7 +27,7 @@ from tests.adapters.test_sentinel_package import build, make_signal
 
 
 def _read_all(reader: FrameReader) -> list[object]:
-    events = []
+    events: list[object] = []
     while (event := reader.next_event()) is not NEED_DATA:
         events.append(event)
     return events

@@ -70,3 +70,33 @@ def test_build_output_defaults_and_settings() -> None:
     )
     assert isinstance(moved, SpoolOutput)
     assert (moved.directory, moved.station) == (Path("/srv/x"), "CS")
+
+
+async def test_a_batch_is_written_whole(tmp_path: Path) -> None:
+    """The dispatcher's window of packages lands as one file each, all valid, in one call."""
+    output = SpoolOutput("spool", tmp_path)
+    items = [
+        (make_signal(account=f"{1000 + i}", effective_account=None), f"p-{i}") for i in range(70)
+    ]
+    assert await output.deliver_batch(items) == 70
+    assert sorted(os.listdir(tmp_path)) == sorted(f"p-{i}.xml" for i in range(70))
+    for i in (0, 69):
+        package = Package.from_xml((tmp_path / f"p-{i}.xml").read_bytes())
+        assert package.device_id == f"{1000 + i}"
+
+
+async def test_a_failed_flush_publishes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the disk refuses the flush, no package of the batch appears (none is renamed into
+    place), no temporary is left, and the dispatcher gets a DeliveryError to retry on."""
+    output = SpoolOutput("spool", tmp_path)
+
+    def full_disk(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    items = [(make_signal(), f"p-{i}") for i in range(3)]
+    with pytest.raises(DeliveryError, match="No space left"):
+        await output.deliver_batch(items)
+    assert os.listdir(tmp_path) == []

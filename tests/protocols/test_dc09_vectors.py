@@ -123,10 +123,10 @@ def test_encrypted_vectors(vector: dict[str, Any]) -> None:
         with pytest.raises(DecryptionError) as caught:
             dc09.decode_frame(raw, key=key, now=datetime(2024, 1, 1, tzinfo=UTC))
         assert caught.value.reply is Reply.NAK
-        reply = dc09.reply_for_error(caught.value, header, now=datetime(2024, 1, 1, tzinfo=UTC))
-        assert reply is not None
-        assert reply.endswith(b'0025"NAK"0000R0L0A0[]_00:00:00,01-01-2024\r')
-        assert dc09.decode_reply(reply).kind is Reply.NAK
+        nak = dc09.reply_for_error(caught.value, header, now=datetime(2024, 1, 1, tzinfo=UTC))
+        assert nak is not None
+        assert nak.endswith(b'0025"NAK"0000R0L0A0[]_00:00:00,01-01-2024\r')
+        assert dc09.decode_reply(nak).kind is Reply.NAK
         return
     stamp = plaintext[-19:]
     when = datetime.strptime(stamp, "%H:%M:%S,%m-%d-%Y").replace(tzinfo=UTC)

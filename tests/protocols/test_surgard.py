@@ -179,7 +179,7 @@ messages: Any = st.one_of(
 
 
 def _read_all(reader: MessageReader) -> list[object]:
-    events = []
+    events: list[object] = []
     while (event := reader.next_event()) is not NEED_DATA:
         events.append(event)
     return events
