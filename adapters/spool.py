@@ -7,14 +7,16 @@ Rules:
 - The package id is the file name, so a redelivery after a crash overwrites the same file with
   the same content: at-least-once delivery never shows as two packages.
 - The file work runs in a worker thread, one call per batch: the dispatcher hands over up to
-  its window of packages, all written, then all fsynced, then renamed, with one directory
-  fsync, so a storm costs one round of flushes per batch instead of two per package.
+  its window of packages, all written, then flushed together (``syncfs``), then renamed, with
+  one directory fsync, so a backlog costs two flushes per batch instead of two per package.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,32 @@ import trio
 from adapters.output import DeliveryError, Settings
 from adapters.sentinel.package import DEFAULT_LINK_TEMPLATE, Package, check_link_template
 from protocols.signal import Signal
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        syncfs: Callable[[int], int] = libc.syncfs
+    except (OSError, AttributeError):  # not Linux, or a libc without syncfs(2)
+        return None
+    return syncfs
+
+
+_SYNCFS = _load_syncfs() if sys.platform == "linux" else None
+
+
+def _sync_filesystem(fd: int) -> bool:
+    """Flush the whole filesystem holding ``fd`` in one call (Linux ``syncfs(2)``, which
+    reports writeback errors since Linux 5.8); False when not available here.
+
+    One flush for a batch of new files instead of one fsync per file: on ext4 each fsync of a
+    freshly written file is its own journal commit and disk cache flush."""
+    if _SYNCFS is None:
+        return False
+    if _SYNCFS(fd) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+    return True
 
 
 def write_atomically(directory: Path, name: str, data: bytes, *, durable: bool = True) -> Path:
@@ -34,9 +62,9 @@ def write_atomically(directory: Path, name: str, data: bytes, *, durable: bool =
 def write_all_atomically(
     directory: Path, files: Sequence[tuple[str, bytes]], *, durable: bool = True
 ) -> list[Path]:
-    """``write_atomically`` for several files at once: every file is written before any is
-    fsynced (the filesystem can flush them in one journal commit), then each is renamed over
-    its final name, and the directory is fsynced once for all the renames."""
+    """``write_atomically`` for several files at once: every file is written, then all are
+    flushed (one ``syncfs`` for the batch where Linux has it, else an fsync each), then each is
+    renamed over its final name, and the directory is fsynced once for all the renames."""
     directory.mkdir(parents=True, exist_ok=True)
     temporaries: list[tuple[Path, Path]] = []
     descriptors: list[int] = []
@@ -49,7 +77,7 @@ def write_all_atomically(
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-        if durable:
+        if durable and not (len(descriptors) > 1 and _sync_filesystem(descriptors[0])):
             for fd in descriptors:
                 os.fsync(fd)
     except BaseException:

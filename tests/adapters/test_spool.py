@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 
 import pytest
 
+from adapters import spool
 from adapters.output import DeliveryError, build_output
 from adapters.sentinel.package import Package, validate
 from adapters.spool import SpoolOutput, write_atomically
@@ -85,18 +87,56 @@ async def test_a_batch_is_written_whole(tmp_path: Path) -> None:
         assert package.device_id == f"{1000 + i}"
 
 
+@pytest.mark.parametrize("flush", ["syncfs", "fsync"])
 async def test_a_failed_flush_publishes_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flush: str
 ) -> None:
-    """When the disk refuses the flush, no package of the batch appears (none is renamed into
-    place), no temporary is left, and the dispatcher gets a DeliveryError to retry on."""
+    """When the disk refuses the flush (one syncfs for the batch, or the per-file fsync where
+    syncfs is missing), no package of the batch appears (none is renamed into place), no
+    temporary is left, and the dispatcher gets a DeliveryError to retry on."""
     output = SpoolOutput("spool", tmp_path)
 
-    def full_disk(fd: int) -> None:
+    def full_disk(fd: int) -> int:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full_disk)
+    monkeypatch.setattr(spool, "_SYNCFS", None if flush == "fsync" else lambda fd: -1)
+    monkeypatch.setattr(ctypes, "get_errno", lambda: 28)
     items = [(make_signal(), f"p-{i}") for i in range(3)]
     with pytest.raises(DeliveryError, match="No space left"):
         await output.deliver_batch(items)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(spool._SYNCFS is None, reason="no syncfs(2) here")
+async def test_a_batch_costs_one_filesystem_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Linux a batch is flushed by one syncfs, then the directory by one fsync: not one
+    fsync per package (the difference benchmarks/spool.py measures)."""
+    fsyncs: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        fsyncs.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    output = SpoolOutput("spool", tmp_path)
+    assert await output.deliver_batch([(make_signal(), f"p-{i}") for i in range(5)]) == 5
+    assert len(fsyncs) == 1  # the directory
+    await output.deliver(make_signal(), "single")
+    assert len(fsyncs) == 3  # a lone package: its file, then the directory
+
+
+async def test_without_syncfs_every_file_is_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where syncfs is missing, the batch falls back to one fsync per file plus the directory."""
+    fsyncs: list[int] = []
+    monkeypatch.setattr(os, "fsync", fsyncs.append)
+    monkeypatch.setattr(spool, "_SYNCFS", None)
+    output = SpoolOutput("spool", tmp_path)
+    assert await output.deliver_batch([(make_signal(), f"p-{i}") for i in range(4)]) == 4
+    assert len(fsyncs) == 5
+    assert sorted(os.listdir(tmp_path)) == [f"p-{i}.xml" for i in range(4)]
