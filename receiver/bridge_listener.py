@@ -117,14 +117,17 @@ _TROUBLES: Final[Mapping[EventKind, tuple[str, bool]]] = {
 
 
 def bridge_subject(info: BridgeInfo) -> dict[str, Any]:
-    """Signal fields naming a bridge's account and site (the supervisor's subject)."""
+    """Signal fields naming a bridge's account and site (also the supervisor's subject).
+
+    A bridge whose site has no account yet reports under its serial, with no station: the
+    automation still gets the site's name, and the signal is flagged unknown_account."""
     account = info.account
     return {
-        "account": account.number,
-        "account_id": account.account_id,
-        "effective_account": account.effective,
-        "station": account.station,
-        "line": account.line,
+        "account": account.number if account else info.serial,
+        "account_id": account.account_id if account else None,
+        "effective_account": account.effective if account else info.serial,
+        "station": account.station if account else None,
+        "line": account.line if account else None,
         "site_id": info.site_id,
         "site_name": info.site_name,
         "device": info.serial,
@@ -247,7 +250,7 @@ class BridgeIntake:
         log.info(
             "bridge_connected",
             serial=info.serial,
-            account=info.account.effective,
+            account=info.account.effective if info.account else None,
             model=hello.model,
             firmware=hello.firmware,
             channels=hello.channels,
@@ -446,19 +449,14 @@ class BridgeIntake:
                 to_us(now),
                 opened,
             )
-        account = info.account
+        if info.account is None:
+            flags.add(Flag.UNKNOWN_ACCOUNT)
         signal = Signal(
+            **bridge_subject(info),
             id=new_signal_id(now),
             received_at=now,
             source=Source.BRIDGE,
             peer=peer,
-            account=account.number,
-            station=account.station,
-            line=account.line,
-            account_id=account.account_id,
-            effective_account=account.effective,
-            site_id=info.site_id,
-            site_name=info.site_name,
             token=PROTOCOL_TOKEN,
             sequence=str(envelope.sequence),
             device_time=envelope.device_time,
@@ -466,7 +464,6 @@ class BridgeIntake:
             sia=_sia_for(cid),
             name=name,
             category=category,
-            device=serial,
             channel=event.channel,
             zone_type=zone_type,
             extended=tuple(extended),

@@ -259,7 +259,7 @@ SELECT b.serial, b.model, b.channels, s.id AS site_id, s.name AS site, d.name AS
 FROM bridges b
 JOIN sites s ON s.id = b.site_id
 JOIN dealers d ON d.id = s.dealer_id
-JOIN accounts a ON a.id = b.account_id
+LEFT JOIN accounts a ON a.id = b.account_id  -- none while the site has no account
 LEFT JOIN bridge_state st ON st.serial = b.serial
 LEFT JOIN links l ON l.link = 'bridge:' || b.serial
 WHERE (:dealer IS NULL OR d.name = :dealer) AND (:site IS NULL OR s.name = :site)

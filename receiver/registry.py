@@ -216,6 +216,7 @@ class AccountCheck:
     effective: str
     holder: Holder | None
     warnings: tuple[str, ...] = ()
+    attached_bridges: tuple[str, ...] = ()  # waiting bridges that got this account (add only)
 
     @property
     def free(self) -> bool:
@@ -499,6 +500,10 @@ class Registry:
                 site_id = int(self._site(spec.site)["id"]) if spec.site else None
                 line = self._line(st, spec.line)
                 conn.execute(sql.INSERT_ACCOUNT, _account_params(st, line, spec, site_id))
+                if site_id is not None:
+                    check = attrs.evolve(
+                        check, attached_bridges=_attach_waiting_bridges(conn, site_id)
+                    )
         except sqlite3.IntegrityError:
             # Only reachable if another writer slipped past the check (another node).
             with self._read():
@@ -579,6 +584,8 @@ class Registry:
                 # transaction just releases the lock.
                 if not dry_run and not any(p.kind != "warning" for p in problems):
                     conn.executemany(sql.INSERT_ACCOUNT, params)
+                    for site_id in {r["site_id"] for r in conn.execute(sql.SITES_WAITING)}:
+                        _attach_waiting_bridges(conn, int(site_id))
         except sqlite3.IntegrityError as exc:
             raise CollisionError(
                 f"import refused: an account number was taken while importing ({exc})"
@@ -701,13 +708,14 @@ class Registry:
             raise CollisionError(f"bridge {serial} refused: {exc}") from None
         return serial
 
-    def _site_account(self, site_row: sqlite3.Row, account: str | None) -> tuple[int, str]:
+    def _site_account(
+        self, site_row: sqlite3.Row, account: str | None
+    ) -> tuple[int | None, str | None]:
+        """The account a new bridge reports under: the site's only one, or ``account``; (None,
+        None) when the site has none yet (the bridge waits for it)."""
         accounts = self.conn.execute(sql.ACCOUNTS_OF_SITE, (site_row["id"],)).fetchall()
-        if not accounts:
-            raise RegistryError(
-                f"site {site_row['name']!r} has no account; add one first "
-                f"(receiver accounts add --station STATION NUMBER --site {site_row['name']!r})"
-            )
+        if not accounts and account is None:
+            return None, None
         if account is None:
             if len(accounts) > 1:
                 numbers = ", ".join(a["effective"] for a in accounts)
@@ -753,10 +761,10 @@ class Registry:
                     )
                 current = conn.execute(sql.CHANNEL, (bridge["id"], channel)).fetchone()
                 if zone is not None and zone != current["zone"]:
-                    holder = _zone_holders(conn, bridge["account_id"]).get(zone)
+                    holder = _zone_holders(conn, bridge["account_id"], bridge["id"]).get(zone)
                     if holder is not None:
                         raise CollisionError(
-                            f"zone {zone:03d} is already held on this account by bridge "
+                            f"zone {zone:03d} is already held by bridge "
                             f"{holder[0]} channel {holder[1]}",
                             holder=f"{holder[0]}/{holder[1]}",
                         )
@@ -855,11 +863,37 @@ def _overrides(conn: sqlite3.Connection, query: str, owner: int) -> dict[str, Li
     return found
 
 
-def _zone_holders(conn: sqlite3.Connection, account_id: int) -> dict[int, tuple[str, int]]:
-    return {
-        int(r["zone"]): (r["serial"], int(r["channel"]))
-        for r in conn.execute(sql.ZONE_HOLDERS, (account_id,))
-    }
+def _zone_holders(
+    conn: sqlite3.Connection, account_id: int | None, bridge_id: int | None = None
+) -> dict[int, tuple[str, int]]:
+    """Zone number -> (serial, channel) on an account; for a bridge still waiting for its
+    site's account (``account_id`` None), on that bridge alone."""
+    if account_id is None:
+        rows = conn.execute(sql.ZONE_HOLDERS_OF_BRIDGE, (bridge_id,)) if bridge_id else []
+    else:
+        rows = conn.execute(sql.ZONE_HOLDERS, (account_id,))
+    return {int(r["zone"]): (r["serial"], int(r["channel"])) for r in rows}
+
+
+def _attach_waiting_bridges(conn: sqlite3.Connection, site_id: int) -> tuple[str, ...]:
+    """Give a site's waiting bridges its account, once it has exactly one. A bridge whose zones
+    collide with another bridge on that account keeps waiting (``set-channel`` its zones)."""
+    accounts = conn.execute(sql.ACCOUNTS_OF_SITE, (site_id,)).fetchall()
+    if len(accounts) != 1:
+        return ()
+    account_id = int(accounts[0]["id"])
+    attached = []
+    for bridge in conn.execute(sql.WAITING_BRIDGES, (site_id,)).fetchall():
+        conn.execute("SAVEPOINT attach_bridge")
+        try:
+            conn.execute(sql.ATTACH_BRIDGE, (account_id, bridge["id"]))
+            conn.execute(sql.ATTACH_CHANNELS, (account_id, bridge["id"]))
+        except sqlite3.IntegrityError:
+            conn.execute("ROLLBACK TO attach_bridge")
+        else:
+            attached.append(str(bridge["serial"]))
+        conn.execute("RELEASE attach_bridge")
+    return tuple(attached)
 
 
 def _import_row(

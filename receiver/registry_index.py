@@ -73,7 +73,7 @@ class BridgeInfo:
     channels: int
     site_id: int
     site_name: str
-    account: ResolvedAccount
+    account: ResolvedAccount | None  # None: the site has no account yet (signals flagged)
     channel_map: Mapping[int, ChannelInfo]
 
 
@@ -209,7 +209,7 @@ class RegistryIndex:
                 channels=row["channels"],
                 site_id=row["site_id"],
                 site_name=row["site"],
-                account=accounts[row["account_id"]],
+                account=accounts.get(row["account_id"]),
                 channel_map=MappingProxyType(channels.get(row["id"], {})),
             )
         serials = {b.bridge_id: b.serial for b in bridges.values()}

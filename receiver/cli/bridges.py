@@ -1,6 +1,8 @@
 """`receiver bridges`: video bridges, their channels, zones and per-channel library overrides.
 
-A bridge belongs to a site and reports under one of the site's accounts. Channel N's zone is
+A bridge belongs to a site and reports under one of the site's accounts; added before the site
+has one, it waits (its signals are stored, flagged unknown_account, with the serial standing
+for the account) and gets the account when the site's first one is added. Channel N's zone is
 N unless set (or unless ``--first-zone`` shifts them); zone numbers are unique within the
 account across all its bridges and print as three digits. A new channel's zone type is
 Instant.
@@ -14,7 +16,7 @@ from typing import Any
 from receiver.alarm_library import ZONE_TYPES
 from receiver.cli.library import add_switch_options
 from receiver.cli.output import add_format_option, emit
-from receiver.cli.registry import open_registry
+from receiver.cli.registry import open_registry, warn
 from receiver.registry import BRIDGE_CHANNELS
 
 BRIDGE_COLUMNS = (
@@ -41,6 +43,15 @@ def _add(args: argparse.Namespace) -> int:
             model=args.model,
             account=args.account,
             first_zone=args.first_zone,
+        )
+        waiting = any(
+            row["account"] is None for row in registry.list_bridges() if row["serial"] == serial
+        )
+    if waiting:
+        warn(
+            f"site {args.site.strip()!r} has no account yet: bridge {serial}'s signals are "
+            "stored and flagged unknown_account until one is added "
+            f"(receiver accounts add --station STATION NUMBER --site {args.site.strip()!r})"
         )
     print(f"added bridge {serial} ({args.channels} channels) to site {args.site.strip()}")
     return 0

@@ -149,6 +149,8 @@ def _accounts_add(args: argparse.Namespace) -> int:
         f"added account {added.effective} (line {added.line}, number {added.number}) "
         f"at station {added.station}"
     )
+    for serial in added.attached_bridges:
+        print(f"bridge {serial} now reports under account {added.effective}")
     return 0
 
 

@@ -124,6 +124,17 @@ ZONE_HOLDERS = """
 SELECT c.zone, c.channel, b.serial FROM bridge_channels c JOIN bridges b ON b.id = c.bridge_id
 WHERE c.account_id = ?
 """
+# The same for a bridge still waiting for its site's account (its zones are its own).
+ZONE_HOLDERS_OF_BRIDGE = """
+SELECT c.zone, c.channel, b.serial FROM bridge_channels c JOIN bridges b ON b.id = c.bridge_id
+WHERE c.bridge_id = ?
+"""
+WAITING_BRIDGES = """
+SELECT id, serial FROM bridges WHERE site_id = ? AND account_id IS NULL ORDER BY id
+"""
+SITES_WAITING = "SELECT DISTINCT site_id FROM bridges WHERE account_id IS NULL"
+ATTACH_BRIDGE = "UPDATE bridges SET account_id = ? WHERE id = ?"
+ATTACH_CHANNELS = "UPDATE bridge_channels SET account_id = ? WHERE bridge_id = ?"
 BRIDGES = """
 SELECT b.id, b.serial, b.token, b.model, b.channels, b.site_id, s.name AS site, b.account_id
 FROM bridges b JOIN sites s ON s.id = b.site_id

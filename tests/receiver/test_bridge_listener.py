@@ -460,3 +460,48 @@ async def test_simulator_contract_command_exits_0_against_a_served_receiver(
         "R130",
         "E401",
     ]
+
+
+async def test_bridge_on_a_site_without_account_reports_and_is_attached_later(
+    tmp_path: Path,
+) -> None:
+    """A bridge registered before its site has an account is not turned away: its alarm is
+    ACKed, stored and flagged unknown_account under the bridge serial, with the site named.
+    Once the site's account is added (CLI, while the receiver runs), the next alarm carries it.
+    """
+    config_path = write_bridge_config(tmp_path)
+    registry_setup(
+        config_path,
+        ["stations", "add", "S1"],
+        ["dealers", "add", "D1"],
+        ["sites", "add", "Main Street", "--dealer", "D1"],
+        ["bridges", "add", "--site", "Main Street", "--serial", SERIAL, "--token", TOKEN,
+         "--channels", "4"],
+    )  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        running = await start_receiver(nursery, config_path)
+        first = await send(running, "alarm:2")
+        assert first.ok, first.as_dict()
+        registry_setup(
+            config_path, ["accounts", "add", "--station", "S1", "1234", "--site", "Main Street"]
+        )
+        with trio.fail_after(10):
+            while (
+                getattr(running.service.registry.current().bridge(SERIAL), "account", None) is None
+            ):
+                await trio.sleep(0.1)
+        second = await send(running, "restore:2")
+        assert second.ok, second.as_dict()
+        running.service.request_shutdown()
+    waiting, attached = history(running.db)
+    assert (waiting.account, waiting.effective_account, waiting.station) == (SERIAL, SERIAL, None)
+    assert waiting.site_name == "Main Street"
+    assert events([waiting, attached]) == [
+        ("E130", "002", "unknown_account"),
+        ("R130", "002", ""),
+    ]
+    assert (attached.account, attached.effective_account, attached.station) == (
+        "1234",
+        "1234",
+        "S1",
+    )

@@ -321,10 +321,8 @@ def test_bridge_zones_do_not_collide_within_an_account(registry: Registry) -> No
         registry.add_bridge(site="Main St", serial="B1", token="t", channels=4, first_zone=50)
 
 
-def test_bridge_needs_a_site_account(registry: Registry) -> None:
-    """A site without accounts refuses a bridge; with several, --account picks one."""
-    with pytest.raises(RegistryError, match="has no account"):
-        registry.add_bridge(site="Main St", serial="b1", token="t", channels=4)
+def test_bridge_picks_among_site_accounts(registry: Registry) -> None:
+    """With several accounts on the site, --account picks the one the bridge reports under."""
     registry.add_account("S1", AccountSpec(number="1111", site="Main St"))
     registry.add_account("S1", AccountSpec(line="1", number="2222", site="Main St"))
     with pytest.raises(InvalidInputError, match="several accounts"):
@@ -333,3 +331,33 @@ def test_bridge_needs_a_site_account(registry: Registry) -> None:
         registry.add_bridge(site="Main St", serial="b1", token="t", channels=6, account="1111")
     registry.add_bridge(site="Main St", serial="b1", token="t", channels=4, account="abc2222")
     assert {r["account"] for r in registry.list_bridges()} == {"ABC2222"}
+
+
+def test_bridge_waits_for_its_site_account(registry: Registry) -> None:
+    """A bridge added before its site has an account waits (no account, zones its own); the
+    site's first account attaches it, unless its zones collide with a bridge attached first,
+    which keeps waiting until set-channel moves its zones. A second account attaches nothing."""
+    registry.add_bridge(site="Main St", serial="b1", token="t", channels=4)
+    registry.add_bridge(site="Main St", serial="b2", token="t", channels=4)
+    with pytest.raises(CollisionError, match="zone 002 is already held"):
+        registry.set_channel("B1", 1, zone=2)
+    assert {r["account"] for r in registry.list_bridges()} == {None}
+    before = generation(registry)
+    added = registry.add_account("S1", AccountSpec(number="1111", site="Main St"))
+    assert added.attached_bridges == ("B1",)  # B2's zones 001-004 collide with B1's
+    assert generation(registry) > before
+    by_serial = {r["serial"]: r["account"] for r in registry.list_bridges()}
+    assert by_serial == {"B1": "1111", "B2": None}
+    for channel in range(1, 5):
+        registry.set_channel("B2", channel, zone=10 + channel)
+    again = registry.add_account("S1", AccountSpec(line="1", number="2222", site="Main St"))
+    assert again.attached_bridges == ()  # two accounts: which one is the user's call
+    assert {r["serial"]: r["account"] for r in registry.list_bridges()}["B2"] is None
+
+
+def test_import_attaches_waiting_bridges(registry: Registry) -> None:
+    """An import that gives a site its only account attaches the bridges waiting there."""
+    registry.add_bridge(site="Main St", serial="b1", token="t", channels=4)
+    report = registry.import_accounts("S1", rows("line,number,site\n0,7777,Main St\n"))
+    assert report.imported == 1
+    assert {r["account"] for r in registry.list_bridges()} == {"7777"}

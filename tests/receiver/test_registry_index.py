@@ -155,6 +155,7 @@ def test_bridges_and_library_entries(db: Path, conn: sqlite3.Connection) -> None
         4,
         "Main St",
     )
+    assert bridge.account is not None
     assert bridge.account.effective == "1234"
     assert [(c.channel, c.zone, c.zone_type, c.camera) for c in bridge.channel_map.values()] == [
         (1, 1, "instant", None),
