@@ -225,6 +225,10 @@ class Dc09Intake:
 
     async def commit(self, batch: list[Prepared], log: Any) -> list[bytes]:
         """Store the batch's signals in one append; return the replies, in frame order."""
+        return [reply for reply in await self.commit_each(batch, log) if reply is not None]
+
+    async def commit_each(self, batch: list[Prepared], log: Any) -> list[bytes | None]:
+        """Store the batch's signals in one append; return each frame's reply (None: none)."""
         signals = [s for p in batch for s in p.signals]
         keys = [k for p in batch for k in p.keys]
         links = {p.link for p in batch if p.link is not None}
@@ -239,7 +243,7 @@ class Dc09Intake:
                 # Outcome unknown: send no ACK for anything in this batch.
                 self.counters.inc("frames_not_committed", len(batch))
                 log.error("journal_failed", error=str(exc), frames=len(batch))
-                return [p.reply_now for p in batch if p.reply_now is not None]
+                return [p.reply_now for p in batch]
             if result.duplicates:
                 self.counters.inc("frames_duplicate", len(result.duplicates))
             if self.log_signals:
@@ -249,14 +253,22 @@ class Dc09Intake:
             if self.supervisor is not None:
                 for link in links:
                     self.supervisor.seen(link)
-        replies: list[bytes] = []
+        replies: list[bytes | None] = []
         for p in batch:
             if p.reply_now is not None:
                 replies.append(p.reply_now)
             elif p.reply_after_commit is not None:
                 replies.append(p.reply_after_commit)
                 self.counters.inc("replies_ack")
+            else:
+                replies.append(None)
         return replies
+
+
+# UDP intake: workers committing concurrently, datagrams per commit, datagrams queued in memory.
+_UDP_WORKERS = 8
+_UDP_BATCH = 256
+_UDP_QUEUE = 4096
 
 
 class Dc09Server:
@@ -372,35 +384,54 @@ class Dc09Server:
             log.info("connection_timeout", reason=reason)
 
     async def serve_udp(self, sock: trio.socket.SocketType) -> None:
-        limiter = trio.CapacityLimiter(1024)
+        """One frame per datagram. Datagrams that arrive together are decoded and committed
+        together, like the frames of one TCP read: a few workers each take what has queued
+        up (at most ``_UDP_BATCH``) and send every datagram its own reply to its own address
+        once the batch is committed. The queue is bounded: a flood waits in the kernel's
+        receive buffer, not in memory."""
         log = self.log.bind(transport="udp")
+        send, receive = trio.open_memory_channel[tuple[bytes, Any]](_UDP_QUEUE)
         with sock:
             async with trio.open_nursery() as nursery:
+                for _ in range(_UDP_WORKERS):
+                    nursery.start_soon(self._udp_worker, sock, receive.clone(), log)
                 while True:
-                    data, address = await sock.recvfrom(65536)
-                    await limiter.acquire_on_behalf_of(data)
-                    nursery.start_soon(self._datagram, sock, data, address, limiter, log)
+                    datagram = await sock.recvfrom(65536)
+                    await send.send(datagram)
 
-    async def _datagram(
+    async def _udp_worker(
         self,
         sock: trio.socket.SocketType,
-        data: bytes,
-        address: Any,
-        limiter: trio.CapacityLimiter,
+        receive: trio.MemoryReceiveChannel[tuple[bytes, Any]],
         log: Any,
     ) -> None:
-        try:
-            peer = f"{address[0]}:{address[1]}"
-            raw = data.rstrip(b"\x00")
-            if len(raw) > self.config.max_frame_bytes:
-                self.counters.inc("frames_oversized")
-                log.warning("datagram_oversized", peer=peer, raw=raw_text(raw))
-                return
+        async for first in receive:
+            datagrams = [first]
+            while len(datagrams) < _UDP_BATCH:
+                try:
+                    datagrams.append(receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            batch: list[Prepared] = []
+            addresses: list[tuple[Any, str]] = []
+            for data, address in datagrams:
+                peer = f"{address[0]}:{address[1]}"
+                raw = data.rstrip(b"\x00")
+                if len(raw) > self.config.max_frame_bytes:
+                    self.counters.inc("frames_oversized")
+                    log.warning("datagram_oversized", peer=peer, raw=raw_text(raw))
+                    continue
+                batch.append(self.intake.prepare(raw, peer, log))
+                addresses.append((address, peer))
+            if not batch:
+                continue
+            # Shielded: a batch being committed still gets its replies during shutdown.
             with trio.CancelScope(shield=True):
-                replies = await self.intake.commit([self.intake.prepare(raw, peer, log)], log)
-                for reply in replies:
-                    await sock.sendto(reply, address)
-        except OSError as exc:
-            log.warning("udp_send_failed", error=str(exc))
-        finally:
-            limiter.release_on_behalf_of(data)
+                replies = await self.intake.commit_each(batch, log)
+                for reply, (address, peer) in zip(replies, addresses, strict=True):
+                    if reply is None:
+                        continue
+                    try:
+                        await sock.sendto(reply, address)
+                    except OSError as exc:
+                        log.warning("udp_send_failed", peer=peer, error=str(exc))

@@ -206,6 +206,80 @@ async def test_udp_frame_is_acked_by_datagram(receiver: RunningReceiver) -> None
     sock.close()
 
 
+async def _udp_socket() -> trio.socket.SocketType:
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+async def _udp_replies(
+    sock: trio.socket.SocketType, count: int, quiet: float = 0.5
+) -> list[dc09.Dc09Reply]:
+    """``count`` replies, then ``quiet`` seconds of silence (no extra reply may follow)."""
+    replies: list[dc09.Dc09Reply] = []
+    with trio.fail_after(5):
+        while len(replies) < count:
+            data, _ = await sock.recvfrom(4096)
+            replies.append(dc09.decode_reply(data))
+    with trio.move_on_after(quiet):
+        data, _ = await sock.recvfrom(4096)
+        raise AssertionError(f"unexpected extra reply {data!r}")
+    return replies
+
+
+async def test_udp_burst_from_many_panels_is_never_crossed(receiver: RunningReceiver) -> None:
+    """Twenty panels on their own ports fire five datagrams each at once: datagrams that arrive
+    together are committed together, yet every panel gets exactly its own five ACKs (its
+    sequences) at its own port, and all 100 signals are stored once."""
+    target = ("127.0.0.1", receiver.ports.dc09)
+    panels = [await _udp_socket() for _ in range(20)]
+    for round_ in range(5):
+        for index, sock in enumerate(panels):
+            await sock.sendto(sia(index * 10 + round_ + 1, zone=f"{index:03d}"), target)
+    for index, sock in enumerate(panels):
+        replies = await _udp_replies(sock, 5, quiet=0.05 if index else 0.5)
+        assert {r.kind for r in replies} == {Reply.ACK}
+        assert sorted(r.sequence for r in replies) == [f"{index * 10 + n:04d}" for n in range(1, 6)]
+        sock.close()
+    stored = history(receiver.db)
+    assert len(stored) == 100
+    assert {s.zone for s in stored} == {f"{i:03d}" for i in range(20)}
+
+
+async def test_udp_bad_datagrams_do_not_cost_good_ones(receiver: RunningReceiver) -> None:
+    """In one burst: a good frame, a bad CRC (no reply, the panel retries), an oversized
+    datagram (dropped and logged), a good frame padded with NULs, a wrong AES key (NAK with the
+    receiver's time) and a retry of the first (ACKed again, stored once)."""
+    target = ("127.0.0.1", receiver.ports.dc09)
+    sock = await _udp_socket()
+    good = sia(1)
+    bad_crc = bytearray(sia(2))
+    bad_crc[3] ^= 0x01
+    wrong_key = dc09.encode_frame(
+        "SIA-DCS",
+        4,
+        "5678",
+        "#5678|Nri1/BA001",
+        key=bytes(16),
+        timestamp=datetime.now(UTC),
+    )
+    burst = [good, bytes(bad_crc), b"\n" + b"9" * 5000 + b"\r", sia(3) + b"\x00" * 7, wrong_key]
+    with structlog.testing.capture_logs() as logs:
+        for datagram in [*burst, good]:
+            await sock.sendto(datagram, target)
+        replies = await _udp_replies(sock, 4)
+    assert sorted((r.kind.value, r.sequence) for r in replies) == [
+        ("ACK", "0001"),
+        ("ACK", "0001"),
+        ("ACK", "0003"),
+        ("NAK", "0000"),
+    ]
+    assert {e["event"] for e in logs} >= {"frame_rejected", "datagram_oversized"}
+    stored = history(receiver.db)
+    assert sorted(s.sequence for s in stored) == ["0001", "0003"]
+    sock.close()
+
+
 async def test_null_poll_is_acked_and_not_stored(receiver: RunningReceiver) -> None:
     """A NULL link test is ACKed and leaves no signal in the history."""
     stream = await connect(receiver)
