@@ -26,5 +26,6 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
+# clean never touches var/: it holds the alarm journal and the spool.
 clean:
-	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache benchmarks/build

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     blast = build_blast()
     if blast is None:
-        print("dc09blast unavailable (no ../shared/tools/dc09blast.c or no C compiler)")
+        print("dc09blast unavailable (no benchmarks/dc09blast.c or no C compiler)")
         return 1
     transports = ["tcp", "udp"] if args.udp else ["tcp"]
     results = []

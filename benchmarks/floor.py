@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     blast = build_blast()
     if blast is None:
-        print("dc09blast unavailable (no ../shared/tools/dc09blast.c or no C compiler)")
+        print("dc09blast unavailable (no benchmarks/dc09blast.c or no C compiler)")
         return 1
     results = []
     for variant in VARIANTS:

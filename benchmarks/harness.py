@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BLAST_SOURCE = ROOT.parent / "shared" / "tools" / "dc09blast.c"
+BLAST_SOURCE = ROOT / "benchmarks" / "dc09blast.c"
 BUILD = ROOT / "benchmarks" / "build"
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -38,7 +38,7 @@ def pinned(command: list[str], core: int | None) -> list[str]:
 
 
 def build_blast() -> Path | None:
-    """Build ../shared/tools/dc09blast.c once; None when it or a C compiler is missing."""
+    """Build benchmarks/dc09blast.c once; None when it or a C compiler is missing."""
     target = BUILD / "dc09blast"
     if target.exists() and target.stat().st_mtime >= BLAST_SOURCE.stat().st_mtime:
         return target

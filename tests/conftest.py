@@ -1,4 +1,4 @@
-"""Shared test settings: hypothesis profiles and the path to the public vectors."""
+"""Shared test settings: hypothesis profiles and the public test vectors (``tests/vectors/``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -21,12 +20,10 @@ settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 ROOT = Path(__file__).resolve().parent.parent
-VECTORS = ROOT.parent / "shared" / "vectors"
+VECTORS = ROOT / "tests" / "vectors"
 
 
 def load_vectors(name: str) -> Any:
-    """Read ``../shared/vectors/<name>``; skip when shared/ is not beside the checkout."""
+    """Read ``tests/vectors/<name>`` (each vector names its public source)."""
     path = VECTORS / name
-    if not path.exists():
-        pytest.skip(f"vector file {path} not present")
     return json.loads(path.read_text(encoding="utf-8"))
