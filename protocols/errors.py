@@ -120,3 +120,9 @@ class CollisionError(RegistryError, ValueError):
 
 class InvalidInputError(ReceiverError, ValueError):
     """A value given by a person (CLI, config, CSV) is not acceptable."""
+
+
+class StartupError(ReceiverError, RuntimeError):
+    """The receiver (or a command) cannot start: a port in use, an address that cannot be
+    bound, a store that cannot be opened or that another receiver holds. The message is one
+    line naming what and where; the CLI prints it and exits 1."""

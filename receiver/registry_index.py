@@ -230,6 +230,10 @@ class RegistryIndex:
             return self
         return self.load(conn)
 
+    def stations(self) -> tuple[str, ...]:
+        """The registry's station names, sorted."""
+        return tuple(sorted(self._stations))
+
     def _station(self, station: str | None) -> _StationView | None:
         if station is None:
             return self._only_station

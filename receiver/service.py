@@ -4,13 +4,20 @@ supervisor, the dispatcher and the listeners.
 Shutdown order (SIGINT/SIGTERM or ``request_shutdown``): stop accepting and close connections
 (a frame already being committed still gets its ACK: that section is shielded), stop the
 supervisor and the dispatcher, then close the journal, which commits what is queued.
+
+Start-up refuses, with a :class:`StartupError` naming what and where, a listener address that
+cannot be bound and a ``[dc09] station`` the registry cannot serve: empty while the registry
+holds several stations (every frame would be stored as an unknown account), or a name the
+registry does not hold. It logs ``receiver_starting`` (version, config file, store, listeners,
+outputs) and warns for each listener that is not on loopback.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import signal as os_signal
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -18,9 +25,11 @@ import structlog
 import trio
 
 from adapters.output import build_output
+from protocols.errors import StartupError
+from receiver import __version__
 from receiver.bridge_listener import BridgeIntake, BridgeServer, watch_bridge
 from receiver.bridge_state import BridgeStateStore
-from receiver.config import Config
+from receiver.config import Config, OutputConfig
 from receiver.dc09_listener import Dc09Intake, Dc09Server, account_link
 from receiver.dispatcher import Dispatcher
 from receiver.journal import Journal, load_links
@@ -67,6 +76,57 @@ class RegistryView:
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+
+
+def station_problem(station: str, stations: tuple[str, ...]) -> str | None:
+    """Why ``[dc09] station`` cannot serve this registry, or None when it can."""
+    if not station and len(stations) > 1:
+        return (
+            f"the registry has {len(stations)} stations ({', '.join(stations)}) and "
+            '[dc09] station is empty: set [dc09] station = "NAME" to the station this '
+            "DC-09 port serves"
+        )
+    if station and stations and station not in stations:
+        return (
+            f"[dc09] station {station!r} is not in the registry "
+            f"(stations: {', '.join(stations)}); add it or fix [dc09] station"
+        )
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def _first_os_error(exc: BaseException) -> OSError | None:
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_os_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+async def _start_listener(
+    nursery: trio.Nursery, serve: Callable[..., Awaitable[Any]], what: str, listen: str
+) -> int:
+    """Start one listener; an address that cannot be bound is one StartupError line."""
+    try:
+        port: int = await nursery.start(serve)
+    except (OSError, BaseExceptionGroup) as exc:
+        error = _first_os_error(exc)
+        if error is None:
+            raise
+        reason = error.strerror or str(error)
+        raise StartupError(f"cannot listen on {listen} ({what}): {reason}") from None
+    return port
 
 
 @attrs.define
@@ -144,6 +204,9 @@ class Service:
             )
 
     def _registry_changed(self, index: RegistryIndex) -> None:
+        problem = station_problem(self.config.dc09.station, index.stations())
+        if problem is not None:
+            self.log.warning("dc09_station_unresolved", problem=problem)
         self.supervise_accounts(index, {})
         self.supervise_bridges(index, {})
 
@@ -155,11 +218,16 @@ class Service:
     async def run(self, *, task_status: trio.TaskStatus[Ports] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as root:
             await root.start(self.journal.run)
-            await self.registry.open()
-            stored_links = self.registry.links()
-            self.supervise_accounts(self.registry.current(), stored_links)
-            self.supervise_bridges(self.registry.current(), stored_links)
             try:
+                await self.registry.open()
+                problem = station_problem(
+                    self.config.dc09.station, self.registry.current().stations()
+                )
+                if problem is not None:
+                    raise StartupError(problem)
+                stored_links = self.registry.links()
+                self.supervise_accounts(self.registry.current(), stored_links)
+                self.supervise_bridges(self.registry.current(), stored_links)
                 async with trio.open_nursery() as workers:
                     workers.start_soon(self.supervisor.run)
                     workers.start_soon(
@@ -191,8 +259,17 @@ class Service:
                         log_signals=self.config.log_signals,
                     )
                     async with trio.open_nursery() as listeners:
-                        dc09_port = await listeners.start(Dc09Server(intake).serve)
-                        bridge_port = await listeners.start(BridgeServer(bridge_intake).serve)
+                        dc09 = self.config.dc09
+                        transports = "TCP and UDP" if dc09.udp else "TCP"
+                        dc09_port = await _start_listener(
+                            listeners, Dc09Server(intake).serve, f"DC-09 {transports}", dc09.listen
+                        )
+                        bridge_port = await _start_listener(
+                            listeners,
+                            BridgeServer(bridge_intake).serve,
+                            "video bridges",
+                            self.config.bridge.listen,
+                        )
                         self.ports = Ports(dc09=dc09_port, bridge=bridge_port)
                         task_status.started(self.ports)
                         await self._shutdown.wait()
@@ -205,9 +282,43 @@ class Service:
         self.log.info("stopped", **self.counters.snapshot())
 
 
-async def serve_until_signalled(config: Config) -> None:
+def _destination(output: OutputConfig) -> str:
+    settings = output.settings
+    return str(settings.get("address") or settings.get("url") or settings.get("directory") or "")
+
+
+def log_startup(log: Any, config: Config, config_file: str | None) -> None:
+    """``receiver_starting`` with what this receiver will use; a warning per exposed listener."""
+    log.info(
+        "receiver_starting",
+        version=__version__,
+        config_file=config_file or "(embedded default)",
+        store=config.store.path,
+        dc09=config.dc09.listen,
+        dc09_udp=config.dc09.udp,
+        dc09_station=config.dc09.station or None,
+        bridge=config.bridge.listen,
+        outputs=[f"{o.name} ({o.kind} {_destination(o)})" for o in config.outputs] or None,
+        log_level=config.log.level,
+    )
+    listeners = (
+        ("dc09", config.dc09.listen, config.dc09.address[0]),
+        ("bridge", config.bridge.listen, config.bridge.address[0]),
+    )
+    for listener, listen, host in listeners:
+        if not is_loopback(host):
+            log.warning(
+                "listener_not_loopback",
+                listener=listener,
+                address=listen,
+                advice="reachable from the network: let only the panels' networks in (firewall)",
+            )
+
+
+async def serve_until_signalled(config: Config, config_file: str | None = None) -> None:
     """Run the service until SIGINT or SIGTERM, then shut down gracefully."""
     service = Service(config)
+    log_startup(service.log, config, config_file)
     with trio.open_signal_receiver(os_signal.SIGINT, os_signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 

@@ -1,8 +1,12 @@
 """The ``receiver`` console script.
 
-Exit codes: 0 ok, 1 refused or not found, 2 bad input. Errors are one line on stderr.
-Each subcommand group lives in its own module with a ``register(subparsers)`` function; the
-handler it sets returns the exit code.
+Exit codes: 0 ok, 1 refused, not found or cannot start (a port in use, a store that cannot
+be opened or that another receiver holds), 2 bad input (a configuration mistake: every one,
+one line each). Errors are one line on stderr. Each subcommand group lives in its own module
+with a ``register(subparsers)`` function; the handler it sets returns the exit code.
+
+``--config FILE`` is accepted before or after the subcommand; without it ``RECEIVER_CONFIG``
+names the file, and without that the embedded default applies.
 """
 
 from __future__ import annotations
@@ -12,7 +16,15 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import import_module
 
-from protocols.errors import InvalidInputError, NotFoundError, ReceiverError, RegistryError
+from protocols.errors import (
+    InvalidInputError,
+    NotFoundError,
+    ReceiverError,
+    RegistryError,
+    StartupError,
+)
+from receiver import __version__
+from receiver.config import CONFIG_ENV, ConfigError
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -28,6 +40,7 @@ COMMAND_MODULES = (
     "history",
     "report",
     "outputs",
+    "config",
 )
 
 Handler = Callable[[argparse.Namespace], int]
@@ -39,13 +52,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
+CONFIG_HELP = f"TOML configuration file (default: ${CONFIG_ENV}, else the embedded default)"
+
+
+def _config_everywhere(parser: argparse.ArgumentParser) -> None:
+    """``--config`` after any subcommand too; SUPPRESS keeps one given earlier."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                child.add_argument(
+                    "--config", metavar="FILE", default=argparse.SUPPRESS, help=CONFIG_HELP
+                )
+                _config_everywhere(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="receiver", description="Central-station alarm receiver.")
-    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    parser.add_argument("--version", action="version", version=f"receiver {__version__}")
+    parser.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in COMMAND_MODULES:
         import_module(f"receiver.cli.{name}").register(sub)
+    _config_everywhere(parser)
     return parser
 
 
@@ -54,12 +83,24 @@ def fail(message: str, code: int) -> int:
     return code
 
 
+def config_errors(exc: ConfigError) -> int:
+    """Every configuration mistake, one line each (naming the file), exit 2."""
+    where = f"{exc.source}: " if exc.source else ""
+    for error in exc.errors:
+        print(f"receiver: {where}{error}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
         return handler(args)
+    except ConfigError as exc:
+        return config_errors(exc)
+    except StartupError as exc:
+        return fail(str(exc), EXIT_REFUSED)
     except NotFoundError as exc:
         return fail(str(exc), EXIT_REFUSED)
     except RegistryError as exc:

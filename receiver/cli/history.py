@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from protocols.errors import InvalidInputError
+from receiver.cli.config import configured
 from receiver.cli.output import add_format_option, emit
-from receiver.config import load_config
 from receiver.history import HISTORY_COLUMNS, HistoryQuery, history_row, parse_moment, query_history
 from receiver.store.sqlite import connect
 
@@ -15,7 +15,7 @@ from receiver.store.sqlite import connect
 def _history(args: argparse.Namespace) -> int:
     if args.limit < 0:
         raise InvalidInputError("--limit must be 0 (all) or more")
-    config = load_config(args.config)
+    config = configured(args)
     query = HistoryQuery(
         account=args.account,
         station=args.station,
@@ -24,7 +24,7 @@ def _history(args: argparse.Namespace) -> int:
         code=args.code,
         limit=args.limit,
     )
-    conn = connect(config.store.path)
+    conn = connect(config.store.path, create=False)
     try:
         signals = query_history(conn, query)
     finally:

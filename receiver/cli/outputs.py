@@ -1,10 +1,17 @@
-"""`receiver outputs`: each configured output's delivery state."""
+"""`receiver outputs`: each configured output's delivery state.
+
+It reads the configuration the running receiver uses (``--config`` or ``RECEIVER_CONFIG``:
+give it the same file) and says on stderr which one it read, so an answer from the embedded
+default's outputs is never mistaken for the running receiver's.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
+from receiver.cli.config import config_source, describe_source
 from receiver.cli.output import add_format_option, emit
 from receiver.config import load_config
 from receiver.dispatcher import output_status
@@ -23,8 +30,13 @@ COLUMNS = (
 
 
 def _outputs(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    conn = connect(config.store.path)
+    source = config_source(args)
+    config = load_config(source)
+    print(
+        f"receiver: outputs of {describe_source(source)}, store {config.store.path}",
+        file=sys.stderr,
+    )
+    conn = connect(config.store.path, create=False)
     try:
         rows = output_status(conn, [o.name for o in config.outputs])
     finally:

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from protocols.errors import InvalidInputError
+from receiver.cli.config import configured
 from receiver.cli.output import add_format_option, emit
-from receiver.config import load_config
 from receiver.registry import (
     ARMING_SOURCES,
     DEFAULT_LINE,
@@ -47,7 +47,7 @@ ACCOUNT_COLUMNS = (
 @contextmanager
 def open_registry(args: argparse.Namespace) -> Iterator[Registry]:
     """The registry in the configured store (``--config``), closed afterwards."""
-    registry = Registry.open(load_config(args.config).store.path)
+    registry = Registry.open(configured(args).store.path)
     try:
         yield registry
     finally:

@@ -13,14 +13,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from receiver.bridge_state import REPORT_COLUMNS, bridge_report
+from receiver.cli.config import configured
 from receiver.cli.output import add_format_option, emit
-from receiver.config import load_config
 from receiver.store.sqlite import connect
 
 
 def _bridges(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    conn = connect(config.store.path)
+    config = configured(args)
+    conn = connect(config.store.path, create=False)
     try:
         rows = bridge_report(
             conn,

@@ -1,21 +1,56 @@
-"""`receiver serve`: run the receiver until SIGINT/SIGTERM."""
+"""`receiver serve`: run the receiver until SIGINT/SIGTERM.
+
+Before anything listens it reads and checks the configuration (every mistake, exit 2), takes
+the store's lock (one receiver per store: a second one is refused, naming the holder's pid)
+and opens the store; any of these failing, or a listener address that cannot be bound, is one
+line on stderr and exit 1, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 import trio
 
+from protocols.errors import StartupError
+from receiver.cli.config import config_source
 from receiver.config import load_config
 from receiver.logs import configure
 from receiver.service import serve_until_signalled
+from receiver.store.lock import StoreLock
+from receiver.store.sqlite import connect
+
+
+def startup_error(exc: BaseException) -> StartupError | None:
+    """The StartupError inside trio's exception groups, if that is what ended the run."""
+    if isinstance(exc, StartupError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = startup_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    configure(json=True if args.json_logs else None)
-    trio.run(serve_until_signalled, config)
+    source = config_source(args)
+    config = load_config(source)
+    configure(
+        json=True if args.json_logs else None,
+        level=logging.getLevelNamesMapping()[config.log.level.upper()],
+    )
+    with StoreLock.acquire(config.store.path):
+        connect(config.store.path).close()  # migrated and writable, or one line now
+        try:
+            trio.run(serve_until_signalled, config, str(source.resolve()) if source else None)
+        except BaseExceptionGroup as group:
+            found = startup_error(group)
+            if found is None:
+                raise
+            raise found from None
     return 0
 
 
@@ -24,7 +59,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "serve",
         help="run the receiver",
         description="Run the receiver: DC-09 on TCP and UDP, bridges, supervision, outputs. "
-        "With no --config it runs on the embedded default (SQLite under ./var/, loopback only).",
+        "With no --config (and no RECEIVER_CONFIG) it runs on the embedded default (SQLite "
+        "under ./var/, loopback only).",
     )
     parser.add_argument("--json-logs", action="store_true", help="JSON logs even on a terminal")
     parser.set_defaults(handler=_serve)

@@ -4,16 +4,20 @@ Rules: WAL journal, ``synchronous=FULL`` (a commit is on disk before we ACK), fo
 a busy timeout so several processes (CLI and service) can share the file. Migrations are the
 files ``migrations/NNNN_name.sql``, applied in order inside one ``BEGIN IMMEDIATE`` transaction
 each, so two processes opening a fresh file at once do not both migrate it.
+
+A store that cannot be opened (its folder cannot be created, the file or folder is read-only,
+it is not a SQLite file) is a :class:`StoreOpenError`: one line naming the file and why.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 from importlib import resources
 from pathlib import Path
 
-from protocols.errors import InvalidInputError
+from protocols.errors import InvalidInputError, StartupError
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -27,6 +31,10 @@ def migrations() -> list[tuple[int, str, str]]:
             found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
     found.sort()
     return found
+
+
+class StoreOpenError(StartupError):
+    """The store file cannot be opened, created or migrated."""
 
 
 SCHEMA_VERSION = max((v for v, _, _ in migrations()), default=0)
@@ -77,24 +85,69 @@ def migrate(conn: sqlite3.Connection) -> int:
     return schema_version(conn)
 
 
-def connect(path: str | Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
-    """Open (creating if needed) the store file, configured and migrated.
+def connect(
+    path: str | Path, *, check_same_thread: bool = True, create: bool = True
+) -> sqlite3.Connection:
+    """Open (creating it unless ``create`` is false) the store file, configured and migrated.
 
     The connection is in autocommit mode (``isolation_level=None``): callers open their
     transactions explicitly with ``BEGIN`` / ``BEGIN IMMEDIATE``.
     """
     path = Path(path)
     if str(path) != ":memory:":
-        path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
-    conn.row_factory = sqlite3.Row
-    configure(conn)
+        if not create and not path.exists():
+            where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+            raise StoreOpenError(f"store {path} does not exist{where}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreOpenError(
+                f"cannot create the store's folder {path.parent}: {exc.strerror}"
+            ) from None
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
+    except sqlite3.Error as exc:
+        raise StoreOpenError(f"cannot open store {path}: {_reason(exc, path)}") from None
+    try:
+        conn.row_factory = sqlite3.Row
+        configure(conn)
+        _check_version(conn, path)
+        migrate(conn)
+        if not create:
+            return conn
+        # A read-only file opens and reads; find out now, not at the first alarm.
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreOpenError(f"cannot open store {path}: {_reason(exc, path)}") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_version(conn: sqlite3.Connection, path: Path) -> None:
     version = schema_version(conn)
     if version > SCHEMA_VERSION:
-        conn.close()
         raise InvalidInputError(
             f"store {path} has schema version {version}, newer than this program's "
             f"{SCHEMA_VERSION}; upgrade the receiver"
         )
-    migrate(conn)
-    return conn
+
+
+def _reason(exc: sqlite3.Error, path: Path) -> str:
+    """SQLite's reason, with what the user can do about a store it cannot write."""
+    text = str(exc)
+    if "readonly" not in text and "unable to open" not in text:
+        return text
+    try:
+        if os.statvfs(path if path.exists() else path.parent).f_flag & os.ST_RDONLY:
+            return f"{text} (read-only file system)"
+    except OSError:
+        pass
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{text} (the file is read-only for this user)"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"{text} (its folder {path.parent} is not writable; SQLite needs it for -wal/-shm)"
+    return text
