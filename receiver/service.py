@@ -8,8 +8,8 @@ supervisor and the dispatcher, then close the journal, which commits what is que
 Start-up refuses, with a :class:`StartupError` naming what and where, a listener address that
 cannot be bound and a ``[dc09] station`` the registry cannot serve: empty while the registry
 holds several stations (every frame would be stored as an unknown account), or a name the
-registry does not hold. It logs ``receiver_starting`` (version, config file, store, listeners,
-outputs) and warns for each listener that is not on loopback.
+registry does not hold. Once it listens it logs ``receiver_started`` (version, config file,
+store, listeners, outputs) and warns for each listener that is not on loopback.
 """
 
 from __future__ import annotations
@@ -287,17 +287,19 @@ def _destination(output: OutputConfig) -> str:
     return str(settings.get("address") or settings.get("url") or settings.get("directory") or "")
 
 
-def log_startup(log: Any, config: Config, config_file: str | None) -> None:
-    """``receiver_starting`` with what this receiver will use; a warning per exposed listener."""
+def log_startup(log: Any, config: Config, config_file: str | None, ports: Ports) -> None:
+    """``receiver_started`` with what this receiver uses; a warning per exposed listener."""
     log.info(
-        "receiver_starting",
+        "receiver_started",
         version=__version__,
         config_file=config_file or "(embedded default)",
         store=config.store.path,
         dc09=config.dc09.listen,
         dc09_udp=config.dc09.udp,
         dc09_station=config.dc09.station or None,
+        dc09_port=ports.dc09,
         bridge=config.bridge.listen,
+        bridge_port=ports.bridge,
         outputs=[f"{o.name} ({o.kind} {_destination(o)})" for o in config.outputs] or None,
         log_level=config.log.level,
     )
@@ -318,7 +320,6 @@ def log_startup(log: Any, config: Config, config_file: str | None) -> None:
 async def serve_until_signalled(config: Config, config_file: str | None = None) -> None:
     """Run the service until SIGINT or SIGTERM, then shut down gracefully."""
     service = Service(config)
-    log_startup(service.log, config, config_file)
     with trio.open_signal_receiver(os_signal.SIGINT, os_signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 
@@ -328,9 +329,12 @@ async def serve_until_signalled(config: Config, config_file: str | None = None) 
                     service.request_shutdown()
                     return
 
-            async def run() -> None:
-                await service.run()
+            async def run(
+                *, task_status: trio.TaskStatus[Ports] = trio.TASK_STATUS_IGNORED
+            ) -> None:
+                await service.run(task_status=task_status)
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch)
-            nursery.start_soon(run)
+            # Logged once it listens: a receiver that cannot start prints one line, its error.
+            log_startup(service.log, config, config_file, await nursery.start(run))

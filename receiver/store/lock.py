@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from protocols.errors import StartupError
+from receiver.store.sqlite import make_store_folder
 
 
 class StoreLockedError(StartupError):
@@ -41,12 +42,7 @@ class StoreLock:
     def acquire(cls, store: str | Path) -> StoreLock:
         """Lock ``store``; :class:`StoreLockedError` naming the holder's pid when it is taken."""
         path = cls.path_for(store)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StartupError(
-                f"cannot create the store's folder {path.parent}: {exc.strerror}"
-            ) from None
+        make_store_folder(path)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:

@@ -98,12 +98,7 @@ def connect(
         if not create and not path.exists():
             where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
             raise StoreOpenError(f"store {path} does not exist{where}")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreOpenError(
-                f"cannot create the store's folder {path.parent}: {exc.strerror}"
-            ) from None
+        make_store_folder(path)
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
     except sqlite3.Error as exc:
@@ -125,6 +120,20 @@ def connect(
         conn.close()
         raise
     return conn
+
+
+def make_store_folder(path: Path) -> None:
+    """Create the store's folder (and its parents); one StoreOpenError line if it cannot be."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror
+        for folder in (path.parent, *path.parent.parents):
+            if folder.exists() and not folder.is_dir():
+                what = "it" if folder == path.parent else str(folder)
+                reason = f"{what} is a file, not a folder"
+                break
+        raise StoreOpenError(f"cannot create the store's folder {path.parent}: {reason}") from None
 
 
 def _check_version(conn: sqlite3.Connection, path: Path) -> None:

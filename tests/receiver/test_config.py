@@ -75,7 +75,10 @@ def test_no_file_is_the_embedded_default() -> None:
 @pytest.mark.parametrize(
     ("text", "error"),
     [
-        ("[dc09]\nlisten = '127.0.0.1:99999'\n", "[dc09] listen: port 99999 is out of range 1-65535"),
+        (
+            "[dc09]\nlisten = '127.0.0.1:99999'\n",
+            "[dc09] listen: port 99999 is out of range 1-65535",
+        ),
         (
             "[bridge]\nlisten = '9200'\n",
             '[bridge] listen: must be HOST:PORT (e.g. 127.0.0.1:9000), got "9200"',
@@ -104,7 +107,10 @@ def test_no_file_is_the_embedded_default() -> None:
         ("[dc09]\nframe_timeout = inf\n", "[dc09] frame_timeout: must be a finite number"),
         ("[bridge]\noffline_code = '35'\n", "[bridge] offline_code: must be a three-digit"),
         ("[bridge]\nmax_body = 4096\n", "[bridge] max_body: must be 64 to 1024, got 4096"),
-        ("[log]\nlevel = 'loud'\n", '[log] level: "loud" is not one of debug, info, warning, error'),
+        (
+            "[log]\nlevel = 'loud'\n",
+            '[log] level: "loud" is not one of debug, info, warning, error',
+        ),
         ("log_signals = 1\n", "log_signals: must be true or false, got 1"),
         ("[dc09]\nlisen = '127.0.0.1:1'\n", "[dc09] lisen: unknown key (did you mean listen?)"),
         ("[dcO9]\n", "dcO9: unknown section (did you mean dc09?)"),
@@ -172,7 +178,10 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     )
     config = load_config(path)
     assert config.store.path == str(folder / "var" / "r.sqlite3")
-    assert [o.settings["directory"] for o in config.outputs] == [str(folder / "spool"), "/srv/spool"]
+    assert [o.settings["directory"] for o in config.outputs] == [
+        str(folder / "spool"),
+        "/srv/spool",
+    ]
 
 
 def test_a_file_without_outputs_spools_beside_itself(tmp_path: Path) -> None:
