@@ -35,11 +35,19 @@ class Dc09Config:
     # Station the DC-09 port serves (its registry name); empty: the registry's only station.
     station: str = ""
     max_frame_bytes: int = 4096
+    # A TCP connection closes after this long without a complete frame (accepted or rejected:
+    # discarded garbage is no activity), ...
     idle_timeout: float = 120.0
-    # A frame begun must be complete within this many seconds (slow senders).
+    # ... when a frame begun is not complete within this many seconds (slow senders), ...
     frame_timeout: float = 30.0
-    max_connections: int = 20_000
-    max_connections_per_peer: int = 20_000
+    # ... when it sent only garbage (bytes the splitter discarded) for this long since its last
+    # frame, and when a reply could not be written for this long (a panel not reading its ACKs).
+    garbage_timeout: float = 30.0
+    send_timeout: float = 10.0
+    # Connections in total and from one address: one host (or a NAT'd site with a few hundred
+    # panels) cannot take every slot. Lowered at start to fit the open-file limit.
+    max_connections: int = 10_000
+    max_connections_per_peer: int = 256
     # Timestamp window (seconds before / after the receiver's clock).
     window_past: float = 40.0
     window_future: float = 20.0
@@ -77,11 +85,16 @@ class BridgeConfig:
     )
     # A connection closes after this long without a frame (keep it above the heartbeat
     # interval), or without a HELLO for hello_timeout after it opened.
+    # A frame is a complete frame, accepted or rejected; bytes that make none (garbage, or a
+    # frame trickling in) close the connection after garbage_timeout, and a reply that cannot
+    # be written for send_timeout (a bridge not reading) closes it too.
     idle_timeout: float = 300.0
     hello_timeout: float = 30.0
+    garbage_timeout: float = 30.0
+    send_timeout: float = 10.0
     max_body: int = field(default=1024, validator=attrs.validators.in_(range(64, 1025)))
-    max_connections: int = 20_000
-    max_connections_per_peer: int = 20_000
+    max_connections: int = 4_000
+    max_connections_per_peer: int = 256
 
     @property
     def address(self) -> tuple[str, int]:

@@ -2,19 +2,34 @@
 
 A slow or hostile peer opening connections in a loop must not starve everyone else; a limit
 refuses the newcomer (it is closed at once), never an established link.
+
+Defaults (``[dc09]`` 10,000 in total and 256 per address, ``[bridge]`` 4,000 and 256): one host
+takes at most 256 slots, so it takes some forty hosts to fill the DC-09 port, while a NAT'd
+site (a shopping centre, a campus, an apartment block) with a couple of hundred panels behind
+one address still gets in; panels behind a carrier's NAT (cellular communicators) need the
+per-peer limit raised. Every connection is an open file: at start the soft open-file limit is
+raised to the hard one, and if the two listeners' totals plus ``FILES_RESERVED`` (the store,
+its WAL, spool files, outputs) still do not fit, the totals are lowered to fit and a warning
+says so, so that accept() running out of descriptors never starves the journal.
 """
 
 from __future__ import annotations
 
 import itertools
+import resource
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import attrs
 import trio
 
+from receiver.config import Config
 from receiver.metrics import Counters
+
+# Descriptors kept free for everything that is not a connection.
+FILES_RESERVED = 256
 
 _conn_ids = itertools.count(1)
 
@@ -44,6 +59,43 @@ class ConnectionLimits:
             self.by_peer[peer_host] -= 1
             if not self.by_peer[peer_host]:
                 del self.by_peer[peer_host]
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit where allowed; return the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def fit_to_open_files(config: Config, open_files: int) -> Config:
+    """The config with both listeners' connection totals lowered, in proportion, to leave
+    ``FILES_RESERVED`` of ``open_files`` free (unchanged when they fit already)."""
+    dc09, bridge = config.dc09, config.bridge
+    wanted = dc09.max_connections + bridge.max_connections
+    room = max(open_files - FILES_RESERVED, 2)
+    if wanted <= room:
+        return config
+    dc09_total = max(dc09.max_connections * room // wanted, 1)
+    bridge_total = max(room - dc09_total, 1)
+    return attrs.evolve(
+        config,
+        dc09=attrs.evolve(
+            dc09,
+            max_connections=dc09_total,
+            max_connections_per_peer=min(dc09.max_connections_per_peer, dc09_total),
+        ),
+        bridge=attrs.evolve(
+            bridge,
+            max_connections=bridge_total,
+            max_connections_per_peer=min(bridge.max_connections_per_peer, bridge_total),
+        ),
+    )
 
 
 async def serve_connection(
