@@ -1,18 +1,21 @@
-"""What fuzzing and fault runs found at the DC-09 port, on the wire (issue 11, defects 3, 4, 5
-and 9): garbage that held connections open, a panel that never reads its ACKs, a pipelining
-panel cut off, and rejections that flooded the log.
+"""What fuzzing and fault runs found at the DC-09 and bridge ports, on the wire (issue 11,
+defects 3, 4, 5 and 9): garbage that held connections open, a panel that never reads its ACKs,
+a pipelining panel cut off, and rejections that flooded the log.
 
 Real loopback sockets against a running ``Service``. Tests about timeouts run on trio's mock
 clock: virtual time jumps ahead when the receiver and the panel are both waiting, so a 60-second
 timeout costs no real time. The autojump waits 20 ms of real idleness first, so loopback I/O and
-the journal's threads are not overtaken by virtual time. Nothing here waits on the journal
-while virtual time matters (NULL frames are ACKed without a commit).
+the journal's threads are not overtaken by virtual time. Nothing on the mock clock waits on
+the journal while virtual time matters (NULL frames are ACKed without a commit); the bridge
+tests that need a HELLO (a commit) run on the real clock with short timeouts.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +25,18 @@ import trio
 import trio.testing
 
 from protocols import dc09
+from protocols.bridge import Ack, Event, EventKind, Hello, Nak
 from protocols.errors import Reply
 from receiver.config import Config, Dc09Config, parse_config
-from receiver.service import Service
+from receiver.connection_limits import FILES_RESERVED, fit_to_open_files
+from receiver.service import Ports, Service
 from tests.receiver.conftest import RunningReceiver, start_receiver, write_config
+from tests.receiver.test_bridge_listener import (
+    SERIAL,
+    BridgeClient,
+    setup_site,
+    write_bridge_config,
+)
 
 
 @pytest.fixture
@@ -129,7 +140,7 @@ async def test_a_pipelining_panel_is_never_cut_off_as_a_slow_frame(
         stream = await connect(running)
         await stream.send_all(frames[0][:12])
         acked = []
-        for previous, frame in zip(frames, frames[1:], strict=False):
+        for previous, frame in itertools.pairwise(frames):
             await trio.sleep(1.0)
             await stream.send_all(previous[12:] + frame[:12])
             with trio.fail_after(5):
@@ -142,18 +153,16 @@ async def test_a_pipelining_panel_is_never_cut_off_as_a_slow_frame(
         running.service.request_shutdown()
 
 
-async def test_a_panel_that_never_reads_is_closed_and_shutdown_completes(
-    tmp_path: Path, clock: Any
-) -> None:
-    """A panel that sends frames but never reads its ACKs: once its receive window is full the
-    receiver's reply write stalls; shutdown requested then still completes (within the default
-    ``send_timeout``), the connection is closed and counted."""
-    config = write_config(tmp_path, "udp = false\n")
-    chunk = b"".join(null(seq % 10000) for seq in range(1000))
+async def shut_down_with_a_stalled_write(
+    config: Path, port: Callable[[Ports], int | None], chunk: bytes
+) -> dict[str, int]:
+    """Start a receiver; connect with a tiny receive window and send ``chunk`` again and again,
+    never reading, until the receiver's replies fill the window and its writes stall; then ask
+    it to shut down. Returns its counters once it stopped; fails if it does not stop."""
     stopped = trio.Event()
     service = Service(parse_config(config.read_text(encoding="utf-8")))
 
-    async def run(task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(task_status: trio.TaskStatus[Ports] = trio.TASK_STATUS_IGNORED) -> None:
         await service.run(task_status=task_status)
         stopped.set()
 
@@ -161,25 +170,56 @@ async def test_a_panel_that_never_reads_is_closed_and_shutdown_completes(
         ports = await nursery.start(run)
         sock = trio.socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        await sock.connect(("127.0.0.1", ports.dc09))
+        await sock.connect(("127.0.0.1", port(ports)))
         stream = trio.SocketStream(sock)
         try:
             blocked = False
-            for _ in range(2000):  # at most 84 MB: far more than the kernel buffers hold
+            for _ in range(2000):  # far more than the kernel buffers hold
                 with trio.move_on_after(1.0) as write:
                     await stream.send_all(chunk)
                 if write.cancelled_caught:
                     blocked = True
                     break
-            assert blocked, "the receiver kept reading: the panel's window never filled"
+            assert blocked, "the receiver kept reading: the window never filled"
             service.request_shutdown()
             with trio.move_on_after(60):
                 await stopped.wait()
             assert stopped.is_set(), "shutdown did not complete"
-            assert service.counters.snapshot().get("connections_closed_send_timeout") == 1
+            return service.counters.snapshot()
         finally:
             # Before the fix the receiver's write waits forever: closing the socket ends it.
             sock.close()
+
+
+async def test_a_panel_that_never_reads_is_closed_and_shutdown_completes(
+    tmp_path: Path, clock: Any
+) -> None:
+    """A panel that sends frames but never reads its ACKs: once its receive window is full the
+    receiver's reply write stalls; shutdown requested then still completes (within the default
+    ``send_timeout``), the connection is closed and counted."""
+    config = write_config(tmp_path, "udp = false\n")
+    chunk = b"".join(null(seq) for seq in range(1000))
+    values = await shut_down_with_a_stalled_write(config, lambda ports: ports.dc09, chunk)
+    assert values.get("connections_closed_send_timeout") == 1
+
+
+async def test_a_bridge_that_never_reads_is_closed_and_shutdown_completes(
+    tmp_path: Path, clock: Any
+) -> None:
+    """The same on the bridge port: damaged frames (each NAKed) sent by a peer that never reads
+    its NAKs; shutdown completes and the connection is counted as closed on send_timeout."""
+    config = write_bridge_config(tmp_path)
+    client = BridgeClient(None)  # type: ignore[arg-type]  # frames only, no stream
+    client.frame(Hello(SERIAL, "CKB304", 4, "2.4.1", "token"))
+    damaged = bytearray()
+    for _ in range(1000):
+        frame = bytearray(client.frame(Event(channel=1, kind=EventKind.INPUT_ALARM)))
+        frame[-1] ^= 0xFF
+        damaged += frame
+    values = await shut_down_with_a_stalled_write(
+        config, lambda ports: ports.bridge, bytes(damaged)
+    )
+    assert values.get("bridge_connections_closed_send_timeout") == 1
 
 
 async def test_a_megabyte_of_rejections_logs_a_bounded_number_of_lines(
@@ -269,8 +309,6 @@ async def test_one_host_cannot_take_every_connection_by_default(tmp_path: Path) 
 def test_default_limits_leave_open_files_for_the_store() -> None:
     """The defaults fit in the open-file limit with room for the store and outputs; a low
     limit shrinks the connection limits instead of letting accept() run out of descriptors."""
-    from receiver.connection_limits import FILES_RESERVED, fit_to_open_files
-
     config = Config()
     assert config.dc09.max_connections + config.bridge.max_connections + FILES_RESERVED <= 20_000
     assert fit_to_open_files(config, 20_000) == config
@@ -280,3 +318,82 @@ def test_default_limits_leave_open_files_for_the_store() -> None:
     assert small.dc09.max_connections > 0
     assert small.bridge.max_connections > 0
     assert small.dc09.max_connections_per_peer <= small.dc09.max_connections
+
+
+# -- the bridge port ------------------------------------------------------------------------
+
+
+async def open_bridge(tmp_path: Path, nursery: trio.Nursery, extra: str) -> RunningReceiver:
+    config = write_bridge_config(tmp_path, extra)
+    setup_site(config)
+    return await start_receiver(nursery, config)
+
+
+async def test_a_bridge_port_trickle_without_hello_is_closed_after_hello_timeout(
+    tmp_path: Path, clock: Any
+) -> None:
+    """Garbage a byte a second before any HELLO: closed ``hello_timeout`` after the opening,
+    although each byte came well within it, and counted."""
+    async with trio.open_nursery() as nursery:
+        running = await open_bridge(tmp_path, nursery, "hello_timeout = 10.0\n")
+        assert running.ports.bridge is not None
+        stream = await trio.open_tcp_stream("127.0.0.1", running.ports.bridge)
+        closed_after = await trickle(stream, b"x", every=1.0, limit=40)
+        assert closed_after is not None
+        assert 9.0 <= closed_after <= 12.0
+        assert counters(running).get("bridge_connections_closed_no_hello") == 1
+        running.service.request_shutdown()
+
+
+async def test_an_authenticated_bridge_sending_only_garbage_is_closed(tmp_path: Path) -> None:
+    """After its HELLO, a bridge that sends only bytes that make no frame is closed after
+    ``garbage_timeout``, long before ``idle_timeout``, and counted."""
+    async with trio.open_nursery() as nursery:
+        running = await open_bridge(
+            tmp_path, nursery, "idle_timeout = 300.0\ngarbage_timeout = 0.5\n"
+        )
+        client = await BridgeClient.open(running)
+        assert isinstance(await client.hello(), Ack)
+        closed_after = await trickle(client.stream, b"\x00garbage", every=0.1, limit=100)
+        assert closed_after is not None
+        assert counters(running).get("bridge_connections_closed_garbage") == 1
+        running.service.request_shutdown()
+
+
+async def test_a_flood_of_damaged_bridge_frames_logs_a_bounded_number_of_lines(
+    tmp_path: Path,
+) -> None:
+    """1,000 frames with a bad CRC from an authenticated bridge: each is NAKed and counted, a
+    few are logged with their raw bytes, the rest in one count line; the good frame behind
+    them is ACKed."""
+    async with trio.open_nursery() as nursery:
+        running = await open_bridge(tmp_path, nursery, "")
+        client = await BridgeClient.open(running)
+        with structlog.testing.capture_logs() as logs:
+            assert isinstance(await client.hello(), Ack)
+            damaged = b""
+            for _ in range(1000):
+                frame = bytearray(client.frame(Event(channel=1, kind=EventKind.INPUT_ALARM)))
+                frame[-1] ^= 0xFF
+                damaged += frame
+            good = client.frame(Event(channel=2, kind=EventKind.INPUT_ALARM))
+            replies = [await client.exchange(damaged + good)]
+            while not isinstance(replies[-1], Ack) and replies[-1] is not None:
+                replies.append(await client.exchange(b""))
+            await client.stream.aclose()
+            with trio.fail_after(10):
+                while not any(e["event"] == "rejections_suppressed" for e in logs):
+                    await trio.sleep(0.01)
+        assert [type(r) for r in replies] == [Nak] * 1000 + [Ack]
+        assert counters(running)["bridge_frames_bad_crc"] == 1000
+        logged = [e for e in logs if e["event"] == "bridge_frame_rejected"]
+        assert 1 <= len(logged) <= 5
+        assert all("raw" in e for e in logged)
+        [count] = [e for e in logs if e["event"] == "rejections_suppressed"]
+        assert (count["rejected"], count["reason"], count["serial"]) == (
+            "bridge_frame_rejected",
+            "bad_crc",
+            SERIAL,
+        )
+        assert len(logged) + count["count"] == 1000
+        running.service.request_shutdown()
