@@ -557,10 +557,10 @@ class BridgeServer:
         self.intake = intake
         self.config = intake.config
         self.counters = intake.counters
-        self.limits = ConnectionLimits(
-            self.config.max_connections, self.config.max_connections_per_peer
-        )
         self.log = intake.log
+        self.limits = ConnectionLimits(
+            self.config.max_connections, self.config.max_connections_per_peer, log=self.log
+        )
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Load bridge states, listen, report the bound port to ``started``."""

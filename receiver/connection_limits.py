@@ -23,9 +23,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import attrs
+import structlog
 import trio
 
 from receiver.config import Config
+from receiver.logs import PeerRejectionLogs
 from receiver.metrics import Counters
 
 # Descriptors kept free for everything that is not a connection.
@@ -38,11 +40,15 @@ Converse = Callable[[trio.SocketStream, str, Any], Awaitable[None]]
 
 
 class ConnectionLimits:
-    def __init__(self, total: int, per_peer: int) -> None:
+    """Connections open in total and per peer host; refusals are logged per host through a
+    ``RejectionLog``, so a host connecting in a loop past its limit does not flood the log."""
+
+    def __init__(self, total: int, per_peer: int, *, log: Any = None) -> None:
         self.total = total
         self.per_peer = per_peer
         self.open = 0
         self.by_peer: Counter[str] = Counter()
+        self.refusals = PeerRejectionLogs(log if log is not None else structlog.get_logger())
 
     @contextmanager
     def admit(self, peer_host: str) -> Iterator[bool]:
@@ -120,7 +126,10 @@ async def serve_connection(
     with limits.admit(peer_host) as admitted:
         if not admitted:
             counters.inc(f"{counter}_refused")
-            log.warning("connection_refused", reason="connection limit")
+            limits.refusals.sweep()
+            limits.refusals.for_peer(peer_host).warning(
+                "connection_refused", reason="connection limit", peer=peer, **bind
+            )
             await stream.aclose()
             return
         counters.inc(counter)

@@ -282,10 +282,10 @@ class Dc09Server:
         self.intake = intake
         self.config = intake.config
         self.counters = intake.counters
-        self.limits = ConnectionLimits(
-            self.config.max_connections, self.config.max_connections_per_peer
-        )
         self.log = intake.log
+        self.limits = ConnectionLimits(
+            self.config.max_connections, self.config.max_connections_per_peer, log=self.log
+        )
         self.handlers: trio.Nursery | None = None
 
     async def _bind(self) -> tuple[list[trio.SocketListener], trio.socket.SocketType | None]:
