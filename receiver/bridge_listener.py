@@ -17,6 +17,9 @@ Rules:
   receiver trouble per serial per ``refused_trouble_interval``: a misconfigured bridge retrying
   cannot flood the journal.
 - All frames of one TCP read are committed in one journal append; replies go out in order.
+- Rejections are logged through a ``RejectionLog`` per connection (the first few per reason
+  each minute in full, then a count line); the counters count every one. Bytes that make no
+  frame are no activity: see ``BridgeServer._converse`` for the timeouts.
 
 Event kinds to Contact ID (group 01; zone = the channel's zone, 3 digits, or the user):
 
@@ -60,14 +63,14 @@ from protocols.bridge import (
     NakReason,
     encode_frame,
 )
-from protocols.errors import RemoteProtocolError
+from protocols.errors import FramingError, RemoteProtocolError
 from protocols.signal import ContactIdView, Flag, SiaView, Signal, Source, new_signal_id
 from receiver import tcp_accept
 from receiver.bridge_state import BridgeStateStore, bridge_link, trouble_link
 from receiver.config import BridgeConfig
 from receiver.connection_limits import ConnectionLimits, serve_connection
 from receiver.journal import Journal, JournalError, to_us
-from receiver.logs import log_signal, raw_text
+from receiver.logs import RejectionLog, log_signal, raw_text
 from receiver.metrics import Counters
 from receiver.registry_index import BridgeInfo, ChannelInfo, RegistryIndex
 from receiver.supervisor import Supervisor
@@ -554,10 +557,10 @@ class BridgeServer:
         self.intake = intake
         self.config = intake.config
         self.counters = intake.counters
-        self.limits = ConnectionLimits(
-            self.config.max_connections, self.config.max_connections_per_peer
-        )
         self.log = intake.log
+        self.limits = ConnectionLimits(
+            self.config.max_connections, self.config.max_connections_per_peer, log=self.log
+        )
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Load bridge states, listen, report the bound port to ``started``."""
@@ -581,52 +584,91 @@ class BridgeServer:
         )
 
     async def _converse(self, stream: trio.SocketStream, peer: str, log: Any) -> None:
-        conn = BridgeConnection("receiver", max_body=self.config.max_body)
+        """One bridge connection, until EOF, a refused HELLO or a timeout.
+
+        Timeouts (counted as ``bridge_connections_closed_<reason>``):
+        - ``no_hello``: no accepted HELLO within ``hello_timeout`` of the opening.
+        - ``idle``: ``idle_timeout`` since the last complete frame, accepted or rejected (a bad
+          CRC, a frame before HELLO); bytes that make no frame are no activity.
+        - ``garbage``: ``garbage_timeout`` since the first read after the last frame that
+          completed no frame (garbage, or a frame trickling in).
+        - ``send_timeout``: replies could not be written for ``send_timeout``.
+        """
+        config = self.config
+        conn = BridgeConnection("receiver", max_body=config.max_body)
         session = Session()
-        # One cancel scope re-armed per read: its deadline is the HELLO timeout until the
-        # bridge is authenticated, then the idle timeout. While a batch is committed and
-        # answered it is shielded, so a frame being stored still gets its ACK at shutdown.
+        rejections = RejectionLog(log)
+        opened = last_frame = trio.current_time()
+        garbage_since: float | None = None
+        slack = min(
+            1.0, 0.1 * min(config.idle_timeout, config.hello_timeout, config.garbage_timeout)
+        )
+        reason = "no_hello"
+        # One cancel scope re-armed per read (coarsely: it may fire up to ``slack`` off). While
+        # a batch is committed it is shielded, so a frame being stored still gets its ACK at
+        # shutdown; the write of the replies has its own deadline, send_timeout.
         scope = trio.CancelScope()
-        with scope:
-            while True:
-                timeout = (
-                    self.config.idle_timeout
-                    if conn.state is BridgeState.OPEN
-                    else self.config.hello_timeout
-                )
-                deadline = trio.current_time() + timeout
-                if abs(scope.deadline - deadline) > 1.0:
-                    scope.deadline = deadline
-                data = await stream.receive_some(65536)
-                conn.receive_data(data)
-                batch: list[Prepared] = []
-                closing = False
-                while not closing:
-                    event = conn.next_event()
-                    if event is NEED_DATA:
-                        break
-                    if isinstance(event, RemoteProtocolError):
-                        batch.append(self.intake.refuse(conn, event, log))
-                        continue
-                    assert isinstance(event, Envelope)
-                    if isinstance(event.body, Hello):
-                        prepared = self.intake.hello(conn, event, session, peer, log)
-                        if prepared.serial is not None:
-                            log = log.bind(serial=prepared.serial)
-                        closing = prepared.close_after
-                        batch.append(prepared)
+        try:
+            with scope:
+                while True:
+                    if conn.state is BridgeState.OPEN:
+                        deadline, reason = last_frame + config.idle_timeout, "idle"
                     else:
-                        batch.append(self.intake.prepare(event, session, peer))
-                if batch:
-                    scope.deadline = math.inf
-                    scope.shield = True
-                    replies = await self.intake.commit(conn, batch, log)
-                    if replies:
-                        await stream.send_all(b"".join(replies))
-                    scope.shield = False
-                if closing or not data:
-                    return
-        if scope.cancelled_caught:
-            reason = "idle" if conn.state is BridgeState.OPEN else "no_hello"
+                        deadline, reason = opened + config.hello_timeout, "no_hello"
+                    if garbage_since is not None:
+                        due = garbage_since + config.garbage_timeout
+                        if due < deadline:
+                            deadline, reason = due, "garbage"
+                    if abs(scope.deadline - deadline) > slack:
+                        scope.deadline = deadline
+                    data = await stream.receive_some(65536)
+                    now = trio.current_time()
+                    conn.receive_data(data)
+                    batch: list[Prepared] = []
+                    closing = False
+                    framed = False
+                    while not closing:
+                        event = conn.next_event()
+                        if event is NEED_DATA:
+                            break
+                        if isinstance(event, RemoteProtocolError):
+                            framed = framed or not isinstance(event, FramingError)
+                            batch.append(self.intake.refuse(conn, event, rejections))
+                            continue
+                        assert isinstance(event, Envelope)
+                        framed = True
+                        if isinstance(event.body, Hello):
+                            prepared = self.intake.hello(conn, event, session, peer, rejections)
+                            if prepared.serial is not None:
+                                log = log.bind(serial=prepared.serial)
+                                rejections = rejections.bind(serial=prepared.serial)
+                            closing = prepared.close_after
+                            batch.append(prepared)
+                        else:
+                            batch.append(self.intake.prepare(event, session, peer))
+                    if framed:
+                        last_frame, garbage_since = now, None
+                    elif data and garbage_since is None:
+                        garbage_since = now
+                    if batch:
+                        scope.deadline = math.inf
+                        scope.shield = True
+                        replies = await self.intake.commit(conn, batch, rejections)
+                        if replies and not await self._send(stream, b"".join(replies)):
+                            reason = "send_timeout"
+                            break
+                        scope.shield = False
+                    if closing or not data:
+                        return
+        finally:
+            rejections.close()
+        if scope.cancelled_caught or reason == "send_timeout":
             self.counters.inc(f"bridge_connections_closed_{reason}")
             log.info("connection_timeout", reason=reason)
+
+    async def _send(self, stream: trio.SocketStream, data: bytes) -> bool:
+        """Write replies within ``send_timeout`` (even during shutdown); False if it ran out."""
+        with trio.CancelScope(shield=True) as send:
+            send.deadline = trio.current_time() + self.config.send_timeout
+            await stream.send_all(data)
+        return not send.cancelled_caught

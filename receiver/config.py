@@ -137,11 +137,19 @@ class Dc09Config:
     # Station the DC-09 port serves (its registry name); empty: the registry's only station.
     station: str = ""
     max_frame_bytes: int = field(default=4096, validator=_between(64, 1_048_576))
+    # A TCP connection closes after this long without a complete frame (accepted or rejected:
+    # discarded garbage is no activity), ...
     idle_timeout: float = field(default=120.0, validator=_positive)
-    # A frame begun must be complete within this many seconds (slow senders).
+    # ... when a frame begun is not complete within this many seconds (slow senders), ...
     frame_timeout: float = field(default=30.0, validator=_positive)
-    max_connections: int = 20_000
-    max_connections_per_peer: int = 20_000
+    # ... when it sent only garbage (bytes the splitter discarded) for this long since its last
+    # frame, and when a reply could not be written for this long (a panel not reading its ACKs).
+    garbage_timeout: float = field(default=30.0, validator=_positive)
+    send_timeout: float = field(default=10.0, validator=_positive)
+    # Connections in total and from one address: one host (or a NAT'd site with a few hundred
+    # panels) cannot take every slot. Lowered at start to fit the open-file limit.
+    max_connections: int = 10_000
+    max_connections_per_peer: int = 256
     # Timestamp window (seconds before / after the receiver's clock).
     window_past: float = field(default=40.0, validator=_at_least(0))
     window_future: float = field(default=20.0, validator=_at_least(0))
@@ -175,11 +183,16 @@ class BridgeConfig:
     refused_trouble_code: str = field(default="354", validator=_cid_code)
     # A connection closes after this long without a frame (keep it above the heartbeat
     # interval), or without a HELLO for hello_timeout after it opened.
+    # A frame is a complete frame, accepted or rejected; bytes that make none (garbage, or a
+    # frame trickling in) close the connection after garbage_timeout, and a reply that cannot
+    # be written for send_timeout (a bridge not reading) closes it too.
     idle_timeout: float = field(default=300.0, validator=_positive)
     hello_timeout: float = field(default=30.0, validator=_positive)
+    garbage_timeout: float = field(default=30.0, validator=_positive)
+    send_timeout: float = field(default=10.0, validator=_positive)
     max_body: int = field(default=1024, validator=_between(64, 1024))
-    max_connections: int = 20_000
-    max_connections_per_peer: int = 20_000
+    max_connections: int = 4_000
+    max_connections_per_peer: int = 256
 
     @property
     def address(self) -> tuple[str, int]:

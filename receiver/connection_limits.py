@@ -2,19 +2,36 @@
 
 A slow or hostile peer opening connections in a loop must not starve everyone else; a limit
 refuses the newcomer (it is closed at once), never an established link.
+
+Defaults (``[dc09]`` 10,000 in total and 256 per address, ``[bridge]`` 4,000 and 256): one host
+takes at most 256 slots, so it takes some forty hosts to fill the DC-09 port, while a NAT'd
+site (a shopping centre, a campus, an apartment block) with a couple of hundred panels behind
+one address still gets in; panels behind a carrier's NAT (cellular communicators) need the
+per-peer limit raised. Every connection is an open file: at start the soft open-file limit is
+raised to the hard one, and if the two listeners' totals plus ``FILES_RESERVED`` (the store,
+its WAL, spool files, outputs) still do not fit, the totals are lowered to fit and a warning
+says so, so that accept() running out of descriptors never starves the journal.
 """
 
 from __future__ import annotations
 
 import itertools
+import resource
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import attrs
+import structlog
 import trio
 
+from receiver.config import Config
+from receiver.logs import PeerRejectionLogs
 from receiver.metrics import Counters
+
+# Descriptors kept free for everything that is not a connection.
+FILES_RESERVED = 256
 
 _conn_ids = itertools.count(1)
 
@@ -23,11 +40,15 @@ Converse = Callable[[trio.SocketStream, str, Any], Awaitable[None]]
 
 
 class ConnectionLimits:
-    def __init__(self, total: int, per_peer: int) -> None:
+    """Connections open in total and per peer host; refusals are logged per host through a
+    ``RejectionLog``, so a host connecting in a loop past its limit does not flood the log."""
+
+    def __init__(self, total: int, per_peer: int, *, log: Any = None) -> None:
         self.total = total
         self.per_peer = per_peer
         self.open = 0
         self.by_peer: Counter[str] = Counter()
+        self.refusals = PeerRejectionLogs(log if log is not None else structlog.get_logger())
 
     @contextmanager
     def admit(self, peer_host: str) -> Iterator[bool]:
@@ -44,6 +65,43 @@ class ConnectionLimits:
             self.by_peer[peer_host] -= 1
             if not self.by_peer[peer_host]:
                 del self.by_peer[peer_host]
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit where allowed; return the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def fit_to_open_files(config: Config, open_files: int) -> Config:
+    """The config with both listeners' connection totals lowered, in proportion, to leave
+    ``FILES_RESERVED`` of ``open_files`` free (unchanged when they fit already)."""
+    dc09, bridge = config.dc09, config.bridge
+    wanted = dc09.max_connections + bridge.max_connections
+    room = max(open_files - FILES_RESERVED, 2)
+    if wanted <= room:
+        return config
+    dc09_total = max(dc09.max_connections * room // wanted, 1)
+    bridge_total = max(room - dc09_total, 1)
+    return attrs.evolve(
+        config,
+        dc09=attrs.evolve(
+            dc09,
+            max_connections=dc09_total,
+            max_connections_per_peer=min(dc09.max_connections_per_peer, dc09_total),
+        ),
+        bridge=attrs.evolve(
+            bridge,
+            max_connections=bridge_total,
+            max_connections_per_peer=min(bridge.max_connections_per_peer, bridge_total),
+        ),
+    )
 
 
 async def serve_connection(
@@ -68,7 +126,10 @@ async def serve_connection(
     with limits.admit(peer_host) as admitted:
         if not admitted:
             counters.inc(f"{counter}_refused")
-            log.warning("connection_refused", reason="connection limit")
+            limits.refusals.sweep()
+            limits.refusals.for_peer(peer_host).warning(
+                "connection_refused", reason="connection limit", peer=peer, **bind
+            )
             await stream.aclose()
             return
         counters.inc(counter)

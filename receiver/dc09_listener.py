@@ -6,8 +6,12 @@ Rules:
   (unknown account, bad CRC reply, a keyed account sending plaintext).
 - ACK only after the journal committed the frame's signals (``Journal.append`` returned). When
   the commit fails nothing is sent: the panel retries and the dedupe key absorbs the retry.
-- Every bad input is logged once with its raw bytes and counted; a bad frame never costs the
-  good frames that shared its TCP read.
+- Every bad input is counted and logged with its raw bytes, through a ``RejectionLog`` per TCP
+  connection and per UDP source address: the first few per reason in each minute in full, the
+  rest in one ``rejections_suppressed`` count line. A bad frame never costs the good frames
+  that shared its TCP read.
+- Garbage is no activity: a connection stays open on complete frames only (see ``_converse``
+  for the timeouts), and the write of its replies has a deadline.
 - All frames that arrived in one TCP read are committed in one journal append, and their
   replies go out in order in one write.
 """
@@ -31,7 +35,7 @@ from receiver import tcp_accept
 from receiver.config import Dc09Config
 from receiver.connection_limits import ConnectionLimits, serve_connection
 from receiver.journal import Journal, JournalError, to_us
-from receiver.logs import log_signal, raw_text
+from receiver.logs import PeerRejectionLogs, RejectionLog, log_signal, raw_text
 from receiver.metrics import Counters
 from receiver.registry_index import RegistryIndex, ResolvedAccount
 from receiver.supervisor import Supervisor
@@ -278,10 +282,10 @@ class Dc09Server:
         self.intake = intake
         self.config = intake.config
         self.counters = intake.counters
-        self.limits = ConnectionLimits(
-            self.config.max_connections, self.config.max_connections_per_peer
-        )
         self.log = intake.log
+        self.limits = ConnectionLimits(
+            self.config.max_connections, self.config.max_connections_per_peer, log=self.log
+        )
         self.handlers: trio.Nursery | None = None
 
     async def _bind(self) -> tuple[list[trio.SocketListener], trio.socket.SocketType | None]:
@@ -336,52 +340,98 @@ class Dc09Server:
         )
 
     async def _converse(self, stream: trio.SocketStream, peer: str, log: Any) -> None:
-        splitter = dc09.FrameSplitter(max_frame=self.config.max_frame_bytes)
-        pending_since: float | None = None  # when the oldest incomplete frame's bytes arrived
+        """One TCP connection: split, prepare, commit, answer, until EOF or a timeout.
+
+        Timeouts (all counted as ``connections_closed_<reason>``):
+        - ``idle``: ``idle_timeout`` since the last complete frame (or the opening). A frame is
+          what the splitter delivered, LF to CR, whatever its reply (ACK, NAK, DUH or none for a
+          bad CRC); bytes it discarded are garbage and no activity.
+        - ``slow_frame``: the oldest incomplete frame is ``frame_timeout`` old. Its clock starts
+          with the read that brought its first bytes (after the last frame completed) and
+          stops when it completes, so a panel pipelining frames across reads is never cut off.
+        - ``garbage``: ``garbage_timeout`` since the first bytes discarded after the last frame.
+        - ``send_timeout``: a reply could not be written for ``send_timeout`` (the panel does
+          not read its ACKs); shutdown waits at most that long for it.
+        """
+        config = self.config
+        splitter = dc09.FrameSplitter(max_frame=config.max_frame_bytes)
+        rejections = RejectionLog(log)
+        now = trio.current_time()
+        last_frame = now  # the last complete frame (or the opening)
+        pending_since: float | None = None  # the oldest incomplete frame's first read
+        garbage_since: float | None = None  # the first discarded bytes since the last frame
+        # Re-arming the deadline is coarse (it costs on the hot path): the scope may fire up to
+        # ``slack`` early or late; the reason is the timeout whose deadline comes first.
+        slack = min(
+            1.0, 0.1 * min(config.idle_timeout, config.frame_timeout, config.garbage_timeout)
+        )
+        reason = "idle"
         # One cancel scope for the whole connection, re-armed per read: cheaper than a
-        # scope per read on the hot path. Its deadline is the idle (or slow-frame) timeout;
-        # while a batch is committed and answered it is shielded with no deadline, so a
-        # frame already being stored still gets its ACK during shutdown.
+        # scope per read on the hot path. While a batch is committed it is shielded with no
+        # deadline, so a frame already being stored still gets its ACK during shutdown; the
+        # write of the replies has its own deadline, send_timeout.
         scope = trio.CancelScope()
-        with scope:
-            while True:
-                deadline = trio.current_time() + self.config.idle_timeout
-                if pending_since is not None:
-                    deadline = min(deadline, pending_since + self.config.frame_timeout)
-                # Timeouts are coarse: re-arm only when the deadline moved by over a second.
-                if abs(scope.deadline - deadline) > 1.0:
-                    scope.deadline = deadline
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                splitter.receive_data(data)
-                batch: list[Prepared] = []
+        try:
+            with scope:
                 while True:
-                    event = splitter.next_event()
-                    if event is dc09.NEED_DATA:
-                        break
-                    if isinstance(event, RemoteProtocolError):
-                        self.counters.inc(f"frames_{event.reason}")
-                        log.warning(
-                            "garbage_discarded", reason=event.reason, raw=raw_text(event.raw)
-                        )
-                        continue
-                    assert isinstance(event, bytes)
-                    batch.append(self.intake.prepare(event, peer, log))
-                pending_since = (
-                    (pending_since or trio.current_time()) if splitter.pending_bytes else None
-                )
-                if batch:
-                    scope.deadline = math.inf
-                    scope.shield = True
-                    replies = await self.intake.commit(batch, log)
-                    if replies:
-                        await stream.send_all(b"".join(replies))
-                    scope.shield = False
-        if scope.cancelled_caught:
-            reason = "slow_frame" if pending_since is not None else "idle"
+                    deadline, reason = last_frame + config.idle_timeout, "idle"
+                    if pending_since is not None:
+                        due = pending_since + config.frame_timeout
+                        if due < deadline:
+                            deadline, reason = due, "slow_frame"
+                    if garbage_since is not None:
+                        due = garbage_since + config.garbage_timeout
+                        if due < deadline:
+                            deadline, reason = due, "garbage"
+                    if abs(scope.deadline - deadline) > slack:
+                        scope.deadline = deadline
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    now = trio.current_time()
+                    splitter.receive_data(data)
+                    batch: list[Prepared] = []
+                    completed = False  # a frame or discarded bytes: the front of the buffer moved
+                    while True:
+                        event = splitter.next_event()
+                        if event is dc09.NEED_DATA:
+                            break
+                        completed = True
+                        if isinstance(event, RemoteProtocolError):
+                            self.counters.inc(f"frames_{event.reason}")
+                            rejections.warning(
+                                "garbage_discarded", reason=event.reason, raw=raw_text(event.raw)
+                            )
+                            if garbage_since is None:
+                                garbage_since = now
+                            continue
+                        assert isinstance(event, bytes)
+                        last_frame, garbage_since = now, None
+                        batch.append(self.intake.prepare(event, peer, rejections))
+                    if not splitter.pending_bytes:
+                        pending_since = None
+                    elif completed or pending_since is None:
+                        pending_since = now  # the bytes left begin a frame that began now
+                    if batch:
+                        scope.deadline = math.inf
+                        scope.shield = True
+                        replies = await self.intake.commit(batch, rejections)
+                        if replies and not await self._send(stream, b"".join(replies)):
+                            reason = "send_timeout"
+                            break
+                        scope.shield = False
+        finally:
+            rejections.close()
+        if scope.cancelled_caught or reason == "send_timeout":
             self.counters.inc(f"connections_closed_{reason}")
             log.info("connection_timeout", reason=reason)
+
+    async def _send(self, stream: trio.SocketStream, data: bytes) -> bool:
+        """Write replies within ``send_timeout`` (even during shutdown); False if it ran out."""
+        with trio.CancelScope(shield=True) as send:
+            send.deadline = trio.current_time() + self.config.send_timeout
+            await stream.send_all(data)
+        return not send.cancelled_caught
 
     async def serve_udp(self, sock: trio.socket.SocketType) -> None:
         """One frame per datagram. Datagrams that arrive together are decoded and committed
@@ -390,20 +440,25 @@ class Dc09Server:
         once the batch is committed. The queue is bounded: a flood waits in the kernel's
         receive buffer, not in memory."""
         log = self.log.bind(transport="udp")
+        rejections = PeerRejectionLogs(log)
         send, receive = trio.open_memory_channel[tuple[bytes, Any]](_UDP_QUEUE)
-        with sock:
-            async with trio.open_nursery() as nursery:
-                for _ in range(_UDP_WORKERS):
-                    nursery.start_soon(self._udp_worker, sock, receive.clone(), log)
-                while True:
-                    datagram = await sock.recvfrom(65536)
-                    await send.send(datagram)
+        try:
+            with sock:
+                async with trio.open_nursery() as nursery:
+                    for _ in range(_UDP_WORKERS):
+                        nursery.start_soon(self._udp_worker, sock, receive.clone(), log, rejections)
+                    while True:
+                        datagram = await sock.recvfrom(65536)
+                        await send.send(datagram)
+        finally:
+            rejections.close()
 
     async def _udp_worker(
         self,
         sock: trio.socket.SocketType,
         receive: trio.MemoryReceiveChannel[tuple[bytes, Any]],
         log: Any,
+        rejections: PeerRejectionLogs,
     ) -> None:
         async for first in receive:
             datagrams = [first]
@@ -412,26 +467,33 @@ class Dc09Server:
                     datagrams.append(receive.receive_nowait())
                 except trio.WouldBlock:
                     break
+            rejections.sweep()
             batch: list[Prepared] = []
-            addresses: list[tuple[Any, str]] = []
+            addresses: list[tuple[Any, str, RejectionLog]] = []
             for data, address in datagrams:
                 peer = f"{address[0]}:{address[1]}"
+                # Rejections are rate-limited per source address, whatever its port.
+                peer_log = rejections.for_peer(address[0])
                 raw = data.rstrip(b"\x00")
                 if len(raw) > self.config.max_frame_bytes:
                     self.counters.inc("frames_oversized")
-                    log.warning("datagram_oversized", peer=peer, raw=raw_text(raw))
+                    peer_log.warning(
+                        "datagram_oversized", reason="oversized", peer=peer, raw=raw_text(raw)
+                    )
                     continue
-                batch.append(self.intake.prepare(raw, peer, log))
-                addresses.append((address, peer))
+                batch.append(self.intake.prepare(raw, peer, peer_log))
+                addresses.append((address, peer, peer_log))
             if not batch:
                 continue
             # Shielded: a batch being committed still gets its replies during shutdown.
             with trio.CancelScope(shield=True):
                 replies = await self.intake.commit_each(batch, log)
-                for reply, (address, peer) in zip(replies, addresses, strict=True):
+                for reply, (address, peer, peer_log) in zip(replies, addresses, strict=True):
                     if reply is None:
                         continue
                     try:
                         await sock.sendto(reply, address)
                     except OSError as exc:
-                        log.warning("udp_send_failed", peer=peer, error=str(exc))
+                        peer_log.warning(
+                            "udp_send_failed", reason="send_failed", peer=peer, error=str(exc)
+                        )

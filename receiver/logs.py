@@ -2,15 +2,21 @@
 
 Event names are snake_case; values are fields, never f-strings. Raw bytes are logged as an
 escaped string (``raw``) so a bad frame can be replayed from the log.
+
+Rejected input is logged through a ``RejectionLog`` (one per connection, one per UDP peer
+address): a sender of garbage must not turn each byte it sends into a line of log.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections import OrderedDict
 from typing import Any
 
+import attrs
 import structlog
+import trio
 
 from protocols.signal import Signal
 
@@ -59,3 +65,134 @@ def log_signal(log: Any, signal: Signal, *, duplicate: bool) -> None:
         flags=sorted(signal.flags) or None,
         duplicate=duplicate or None,
     )
+
+
+@attrs.define
+class _Window:
+    start: float
+    logged: int = 0
+    suppressed: int = 0
+
+
+class RejectionLog:
+    """A logger for what one peer sent that was rejected, rate-limited per event and reason.
+
+    Every ``warning`` through it is a rejection of the peer's input (a bad frame, discarded
+    garbage, a refused datagram). Per (event, ``reason`` field), the first ``burst`` in each
+    ``interval`` seconds are logged in full, raw bytes and all; the rest are only counted, and
+    one ``rejections_suppressed`` warning (``rejected`` = the event, ``reason``, ``count``)
+    reports them once their interval is over: on the next rejection after it, or at ``close``
+    when the connection ends. The logged lines plus the counts are every rejection; the
+    listeners' counters are kept apart from this and stay exact. Other levels pass straight
+    through, so it can be handed to code that takes a logger (``Dc09Intake.prepare``).
+    """
+
+    def __init__(self, log: Any, *, burst: int = 5, interval: float = 60.0) -> None:
+        self._log = log
+        self.burst = burst
+        self.interval = interval
+        self._windows: dict[tuple[str, Any], _Window] = {}
+        self._due = float("inf")  # when the oldest window with suppressed lines is over
+        self.debug = log.debug
+        self.info = log.info
+        self.error = log.error
+        self.exception = log.exception
+        self.critical = log.critical
+
+    def bind(self, **fields: Any) -> RejectionLog:
+        """This log's limits and counts, over a logger bound with ``fields``; use the new one
+        from then on (the bridge listener binds the serial once the HELLO is accepted)."""
+        bound = RejectionLog(self._log.bind(**fields), burst=self.burst, interval=self.interval)
+        bound._windows, bound._due = self._windows, self._due
+        return bound
+
+    def warning(self, event: str, **fields: Any) -> None:
+        now = trio.current_time()
+        if now >= self._due:
+            self._report(now)
+        key = (event, fields.get("reason"))
+        window = self._windows.get(key)
+        if window is None:
+            window = self._windows[key] = _Window(now)
+        elif now >= window.start + self.interval:
+            window.start, window.logged = now, 0
+        if window.logged < self.burst:
+            window.logged += 1
+            self._log.warning(event, **fields)
+            return
+        if not window.suppressed:
+            self._due = min(self._due, window.start + self.interval)
+        window.suppressed += 1
+
+    warn = warning
+
+    @property
+    def newest_window(self) -> float:
+        """When the newest window began (a UDP peer's log is dropped once all are over)."""
+        return max((w.start for w in self._windows.values()), default=float("-inf"))
+
+    def close(self) -> None:
+        """Report every suppressed count (the connection or the peer is done)."""
+        self._report(float("inf"))
+        self._windows.clear()
+
+    def _report(self, now: float) -> None:
+        self._due = float("inf")
+        for (event, reason), window in self._windows.items():
+            if not window.suppressed:
+                continue
+            end = window.start + self.interval
+            if now >= end:
+                self._log.warning(
+                    "rejections_suppressed", rejected=event, reason=reason, count=window.suppressed
+                )
+                window.suppressed = 0
+            else:
+                self._due = min(self._due, end)
+
+
+class PeerRejectionLogs:
+    """One ``RejectionLog`` per peer address for a connectionless listener (DC-09 UDP).
+
+    At most ``max_peers`` are kept: the one idle longest is closed (its counts reported) to
+    make room, and a peer quiet for ``interval`` is closed on the next sweep, so a flood of
+    spoofed source addresses costs bounded memory. A peer's log dropped and made again later
+    starts afresh: still at most ``burst`` full lines per reason per interval.
+    """
+
+    def __init__(
+        self, log: Any, *, max_peers: int = 4096, burst: int = 5, interval: float = 60.0
+    ) -> None:
+        self._log = log
+        self.max_peers = max_peers
+        self.burst = burst
+        self.interval = interval
+        self._peers: OrderedDict[str, RejectionLog] = OrderedDict()
+        self._next_sweep = float("-inf")
+
+    def for_peer(self, host: str) -> RejectionLog:
+        peer = self._peers.get(host)
+        if peer is not None:
+            self._peers.move_to_end(host)
+            return peer
+        if len(self._peers) >= self.max_peers:
+            _, oldest = self._peers.popitem(last=False)
+            oldest.close()
+        peer = self._peers[host] = RejectionLog(
+            self._log.bind(peer=host), burst=self.burst, interval=self.interval
+        )
+        return peer
+
+    def sweep(self) -> None:
+        """Close the logs of peers quiet for a whole interval (cheap: once per interval)."""
+        now = trio.current_time()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self.interval
+        for host in [h for h, p in self._peers.items() if now - p.newest_window >= self.interval]:
+            self._peers.pop(host).close()
+
+    def close(self) -> None:
+        for peer in self._peers.values():
+            peer.close()
+        self._peers.clear()

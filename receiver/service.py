@@ -30,6 +30,7 @@ from receiver import __version__
 from receiver.bridge_listener import BridgeIntake, BridgeServer, watch_bridge
 from receiver.bridge_state import BridgeStateStore
 from receiver.config import Config, OutputConfig
+from receiver.connection_limits import fit_to_open_files, raise_open_file_limit
 from receiver.dc09_listener import Dc09Intake, Dc09Server, account_link
 from receiver.dispatcher import Dispatcher
 from receiver.journal import Journal, load_links
@@ -137,9 +138,18 @@ class Ports:
 
 class Service:
     def __init__(self, config: Config) -> None:
-        self.config = config
-        self.counters = Counters()
         self.log = structlog.get_logger("receiver")
+        open_files = raise_open_file_limit()
+        fitted = fit_to_open_files(config, open_files)
+        if fitted != config:
+            self.log.warning(
+                "connection_limits_lowered",
+                open_files=open_files,
+                dc09_max_connections=fitted.dc09.max_connections,
+                bridge_max_connections=fitted.bridge.max_connections,
+            )
+        self.config = config = fitted
+        self.counters = Counters()
         self.journal = Journal(
             config.store.path,
             max_batch=config.journal.max_batch,
