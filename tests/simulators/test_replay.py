@@ -163,7 +163,7 @@ async def test_from_journal_resends_recorded_signals(
     async with trio.open_nursery() as nursery:
         second = await start_receiver(nursery, write_config(other))
         summary = await replay_journal(
-            frames, ("127.0.0.1", second.ports.dc09), PanelOptions(), speed=0
+            frames, ("127.0.0.1", second.ports.dc09), PanelOptions(sequence_start=1), speed=0
         )
         second.service.request_shutdown()
     assert summary.ok
