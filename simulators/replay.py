@@ -208,10 +208,13 @@ class MalformedPhase:
             f"each chased by a NULL poll from {self.account}"
         )
 
-    def bad_frame(self, index: int) -> bytes:
+    def bad_frame(self, index: int, sequence: int | None = None) -> bytes:
+        """The ``index``-th bad frame, numbered ``sequence`` (default: from the index). The
+        bad-length one is accepted and stored, so a run gives it its own sequence."""
         variant = self.variants[index % len(self.variants)]
+        sequence = index % 9999 + 1 if sequence is None else sequence
         good = dc09.encode_frame(
-            "SIA-DCS", index % 9999 + 1, self.account, f"#{self.account}|NRP", line="0"
+            "SIA-DCS", sequence, self.account, f"#{self.account}|NRP", line="0"
         )
         if variant == "bad_crc":
             return good[:1] + (b"0000" if good[1:5] != b"0000" else b"1111") + good[5:]
@@ -220,7 +223,7 @@ class MalformedPhase:
         if variant == "truncated":
             return good[: len(good) // 2]
         if variant == "unknown_token":
-            span = f'"XYZ"{index % 9999 + 1:04d}L0#{self.account}[]'.encode()
+            span = f'"XYZ"{sequence:04d}L0#{self.account}[]'.encode()
             return b"\n%04X%04X%s\r" % (crc16_arc(span), len(span), span)
         return good[:5] + b"0FFF" + good[9:]  # bad_length: CRC good, length wrong
 
@@ -451,7 +454,8 @@ async def _malformed(
             poll = fleet.encode(
                 Transmission(0, phase.account, NULL_TOKEN), fleet.next_sequence(phase.account)
             )
-            if await link.send(phase.bad_frame(index) + poll):
+            bad = phase.bad_frame(index, fleet.next_sequence(phase.account))
+            if await link.send(bad + poll):
                 sent += 1
             await fleet.deliver(link, Transmission(0, phase.account, NULL_TOKEN))
     finally:

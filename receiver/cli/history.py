@@ -73,8 +73,8 @@ def _follow(conn: sqlite3.Connection, query: HistoryQuery, fmt: str) -> int:
         seq = last_seq(conn)
         recent = query_history_rows(conn, query)
         stream.write([history_row(signal) for _, signal in reversed(recent)])
-        if recent:
-            seq = max(seq, recent[0][0])
+        # Shown by receiver time; what comes next is read by commit order (seq).
+        seq = max([seq, *(row_seq for row_seq, _ in recent)])
         live = HistoryQuery(account=query.account, station=query.station, code=query.code)
         while True:  # bounded by Ctrl-C
             time.sleep(FOLLOW_POLL_S)
