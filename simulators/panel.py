@@ -48,7 +48,7 @@ from protocols.errors import InvalidInputError, RemoteProtocolError, Reply
 from protocols.sia import format_block
 from protocols.signal import ContactIdView, SiaView
 from simulators.bridge import check_target, parse_target
-from simulators.endpoints import reason, where
+from simulators.endpoints import open_stream, reason, where
 
 MAX_FRAMES: Final = 10_000_000
 MAX_CONNECTIONS: Final = 20_000
@@ -291,7 +291,7 @@ class PanelLink:
             await sock.connect(self.target)
             self._socket = sock
         else:
-            self._stream = await trio.open_tcp_stream(*self.target)
+            self._stream = await open_stream("panel", *self.target)
             self._splitter = dc09.FrameSplitter()
 
     @property
