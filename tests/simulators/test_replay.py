@@ -314,3 +314,21 @@ first_account = "1234"
         f"receiver-sim replay: sentinel sink: cannot listen on 127.0.0.1:{port}: "
         "Address already in use"
     ]
+
+
+def test_a_malformed_phase_with_nobody_listening_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Malformed frames need a connection: without one, one line naming the address, exit 1."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = tmp_path / "malformed.toml"
+    path.write_text(
+        'max_duration = 10\nmax_frames = 10\n[[phase]]\nkind = "malformed"\nat = 0\ncount = 2\n',
+        encoding="utf-8",
+    )
+    assert sim_main(["replay", str(path), "--target", f"127.0.0.1:{port}", "--speed", "10"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"receiver-sim replay: panel: cannot connect to 127.0.0.1:{port}: Connection refused"
+    ]
