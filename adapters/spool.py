@@ -23,7 +23,7 @@ from typing import Any
 import trio
 
 from adapters.output import DeliveryError, Settings
-from adapters.sentinel.package import DEFAULT_LINK_TEMPLATE, Package, check_link_template
+from adapters.sentinel.package import Package, check_link_template
 from protocols.signal import Signal
 
 
@@ -107,7 +107,7 @@ class SpoolOutput:
         name: str,
         directory: str | Path = "var/spool",
         *,
-        link_template: str = DEFAULT_LINK_TEMPLATE,
+        link_template: str | None = None,
         station: str | None = None,
     ) -> None:
         self.name = name
@@ -122,8 +122,7 @@ class SpoolOutput:
         output = cls(
             name,
             read.text("directory", "var/spool") or "var/spool",
-            link_template=read.text("link_template", DEFAULT_LINK_TEMPLATE)
-            or DEFAULT_LINK_TEMPLATE,
+            link_template=read.text("link_template"),
             station=read.text("station"),
         )
         read.finish()

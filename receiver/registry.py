@@ -790,7 +790,8 @@ class Registry:
             raise CollisionError(f"channel {channel} of bridge {serial} refused: {exc}") from None
 
     def list_bridges(self) -> list[dict[str, Any]]:
-        """One row per channel: bridge, site, account, zone (three digits), type, camera."""
+        """One row per channel: bridge, site, account, zone (three digits), type, camera, and
+        the channel's own library override (``code``/``enabled``, None when it inherits)."""
         with self._read() as conn:
             accounts = {r["id"]: r["effective"] for r in conn.execute(sql.ACCOUNTS)}
             bridges = {r["id"]: r for r in conn.execute(sql.BRIDGES)}
@@ -802,6 +803,7 @@ class Registry:
                         "serial": b["serial"],
                         "model": b["model"],
                         "site": b["site"],
+                        "site_id": b["site_id"],
                         "account": accounts.get(b["account_id"]),
                         "channel": c["channel"],
                         "zone": f"{c['zone']:03d}",

@@ -46,6 +46,7 @@ from protocols.bridge import (
     NakReason,
 )
 from protocols.errors import InvalidInputError
+from simulators.endpoints import EndpointError, open_stream
 
 # A NAK with one of these asks for the same frame again (docs/bridge-protocol.md §5).
 RESEND_REASONS: Final = frozenset({NakReason.BAD_CRC, NakReason.BUSY})
@@ -171,6 +172,8 @@ class _Tally:
     timeouts: int = 0
     retransmits: int = 0
     hello_failures: int = 0
+    connect_failures: int = 0
+    connect_error: str | None = None
     nak_reasons: Counter[str] = attrs.Factory(Counter)
     latencies_ms: list[float] = attrs.Factory(list)
 
@@ -184,6 +187,8 @@ class _Tally:
             timeouts=self.timeouts,
             retransmits=self.retransmits,
             hello_failures=self.hello_failures,
+            connect_failures=self.connect_failures,
+            connect_error=self.connect_error,
             nak_reasons=dict(self.nak_reasons),
             latencies_ms=tuple(self.latencies_ms),
             elapsed_s=elapsed_s,
@@ -196,7 +201,8 @@ class BridgeRunSummary:
 
     ``timeouts`` counts messages that got no answer after every retransmission (or whose
     connection closed first); ``planned`` is what the script asked for (single bridge) or what
-    was sent (fleet).
+    was sent (fleet). ``hello_failures`` counts bridges the receiver did not let in,
+    ``connect_failures`` bridges that could not connect at all (``connect_error`` says why).
     """
 
     bridges: int
@@ -207,6 +213,8 @@ class BridgeRunSummary:
     timeouts: int
     retransmits: int
     hello_failures: int
+    connect_failures: int
+    connect_error: str | None
     nak_reasons: Mapping[str, int]
     latencies_ms: tuple[float, ...]
     elapsed_s: float
@@ -216,6 +224,7 @@ class BridgeRunSummary:
         """Every bridge was let in and every planned message was ACKed."""
         return (
             self.hello_failures == 0
+            and self.connect_failures == 0
             and self.naked == 0
             and self.timeouts == 0
             and self.acked == self.planned
@@ -241,6 +250,8 @@ class BridgeRunSummary:
             "timeouts": self.timeouts,
             "retransmits": self.retransmits,
             "hello_failures": self.hello_failures,
+            "connect_failures": self.connect_failures,
+            "connect_error": self.connect_error,
             "nak_reasons": dict(self.nak_reasons),
             "latency_p50_ms": self.latency_ms(0.5),
             "latency_p99_ms": self.latency_ms(0.99),
@@ -255,6 +266,7 @@ class BridgeRunSummary:
             f"bridges {self.bridges}: sent {self.sent}/{self.planned}, acked {self.acked}, "
             f"naked {self.naked}{f' ({naks})' if naks else ''}, timeouts {self.timeouts}, "
             f"retransmits {self.retransmits}, hello refused {self.hello_failures}, "
+            f"connect failures {self.connect_failures}, "
             f"ack p50 {p50 if p50 is not None else '-'} ms, "
             f"p99 {p99 if p99 is not None else '-'} ms"
         )
@@ -408,7 +420,7 @@ async def run_bridge(
     except ValueError as exc:
         raise InvalidInputError(str(exc)) from None
     messages = [parse_send(word, channels) for word in sends]
-    stream = await trio.open_tcp_stream(*target)
+    stream = await open_stream("bridge", *target)
     async with stream:
         return await drive_bridge(stream, hello, messages, timeout=timeout, retries=retries)
 
@@ -469,8 +481,9 @@ async def run_fleet_on(
         try:
             async with limiter:
                 stream = await connect()
-        except OSError:
-            tally.hello_failures += 1
+        except OSError as exc:
+            tally.connect_failures += 1
+            tally.connect_error = str(exc)
             return
         async with stream:
             bridge = SimulatedBridge(stream, hello, tally, timeout=timeout, retries=retries)
@@ -528,7 +541,7 @@ async def run_fleet(
     check_target(target[0], allow_remote=allow_remote)
 
     async def connect() -> trio.abc.Stream:
-        return await trio.open_tcp_stream(*target)
+        return await open_stream("bridge", *target)
 
     return await run_fleet_on(connect, plan, timeout=timeout, retries=retries, progress=progress)
 
@@ -583,12 +596,21 @@ def handle(args: argparse.Namespace) -> int:
     except InvalidInputError as exc:
         print(f"receiver-sim bridge: {exc}", file=sys.stderr)
         return 2
+    except EndpointError as exc:
+        print(f"receiver-sim bridge: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"receiver-sim bridge: cannot connect to {args.target}: {exc}", file=sys.stderr)
         return 1
     if args.bridges is not None and sys.stderr.isatty():
         print(file=sys.stderr)  # end the progress line
     print(json.dumps(summary.as_dict(), sort_keys=True) if args.json else summary.line())
+    if summary.connect_failures:
+        print(
+            f"receiver-sim bridge: {summary.connect_error} "
+            f"({summary.connect_failures} bridges not connected)",
+            file=sys.stderr,
+        )
     return 0 if summary.ok else 1
 
 

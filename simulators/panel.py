@@ -3,14 +3,22 @@
 Rules of this module:
 
 - A panel is stop-and-wait, as real diallers are: one frame in flight per connection, and each
-  frame waits for its reply. No reply within ``timeout``: the same bytes are sent again (same
-  sequence), up to ``retries`` times. A NAK carrying the receiver's time corrects that
-  account's clock offset and the frame is rebuilt with the same sequence and a fresh
-  timestamp; a DUH is final (the receiver cannot process it, resending would not help).
-- Each frame ends in exactly one outcome: acked, naked, duh or timeout. Retransmissions,
-  NAK replies seen along the way and clock corrections are counted beside them.
+  frame waits for its reply. No reply within ``timeout`` (or no connection): the same bytes
+  are sent again (same sequence), up to ``retries`` times. A DUH is final (the receiver cannot
+  process it, resending would not help).
+- A NAK carrying a time that differs from the panel's clock (by more than
+  ``CLOCK_TOLERANCE_S``) corrects that account's clock offset, and the frame is rebuilt with
+  the same sequence and a fresh timestamp. A NAK whose time agrees with the panel's clock is
+  not about the clock: the receiver could not decrypt the frame (wrong key). It is final and
+  counted as ``naks_wrong_key``; resending it would get the same NAK.
+- Each frame ends in exactly one outcome: acked, naked, duh, timeout, or connect failure (no
+  connection could be opened for its last attempt). Retransmissions, NAK replies seen along
+  the way and clock corrections are counted beside them.
 - Sequence numbers are per account (0001..9999, wrapping), shared by every connection that
   reports for the account, so two connections never send the same (account, sequence, data).
+  A run starts from a random sequence (or ``sequence_start``): a second run within the
+  receiver's duplicate window must not send the first run's (account, sequence, data) again,
+  which the receiver would ACK and absorb as duplicates.
 - Loopback only unless ``allow_remote``; every run is bounded in frames
   (``MAX_FRAMES``) and connections (``MAX_CONNECTIONS``).
 - Field quirks are sent only on request (``PanelQuirks``): binary CRC, a data block without
@@ -25,7 +33,6 @@ import math
 import os
 import socket
 import sys
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -33,7 +40,7 @@ from typing import Final
 import attrs
 import trio
 from attrs import frozen
-from attrs.validators import ge, gt, in_, le
+from attrs.validators import ge, gt, in_, le, optional
 
 from protocols import dc09
 from protocols.contact_id import format_adm_cid
@@ -41,11 +48,14 @@ from protocols.errors import InvalidInputError, RemoteProtocolError, Reply
 from protocols.sia import format_block
 from protocols.signal import ContactIdView, SiaView
 from simulators.bridge import check_target, parse_target
+from simulators.endpoints import open_stream, reason, where
 
 MAX_FRAMES: Final = 10_000_000
 MAX_CONNECTIONS: Final = 20_000
 MAX_ACCOUNTS: Final = 1_000_000
 CONNECT_LIMIT: Final = 64  # concurrent TCP connects while a fleet starts
+CLOCK_TOLERANCE_S: Final = 2.0  # a NAK's time has whole seconds, and the reply takes a while
+MAX_SEQUENCE: Final = 9999
 NULL_TOKEN: Final = "NULL"  # noqa: S105 - the DC-09 link-test token, not a secret
 PROTOCOLS: Final = ("sia", "cid", "mixed")
 QUIRKS: Final = ("binary-crc", "no-hash", "lower-account")
@@ -124,6 +134,32 @@ class PanelOptions:
     receiver: str | None = None
     line: str | None = "0"
     quirks: PanelQuirks = PanelQuirks()
+    sequence_start: int | None = attrs.field(
+        default=None, validator=optional([ge(1), le(MAX_SEQUENCE)])
+    )
+
+
+class Sequences:
+    """DC-09 sequence numbers per account, 0001..9999 wrapping, each account's first one
+    ``start``; shared by the fleets of one run so that they never repeat each other."""
+
+    def __init__(self, start: int) -> None:
+        if not 1 <= start <= MAX_SEQUENCE:
+            raise InvalidInputError(f"--sequence-start must be 1..{MAX_SEQUENCE}, got {start}")
+        self.start = start
+        self._last: dict[str, int] = {}
+
+    @classmethod
+    def for_run(cls, options: PanelOptions, rand: Callable[[int], bytes] = os.urandom) -> Sequences:
+        """From ``options.sequence_start``, else from a random start."""
+        if options.sequence_start is not None:
+            return cls(options.sequence_start)
+        return cls(int.from_bytes(rand(2), "big") % MAX_SEQUENCE + 1)
+
+    def next(self, account: str) -> int:
+        value = self._last.get(account, self.start - 1) % MAX_SEQUENCE + 1
+        self._last[account] = value
+        return value
 
 
 # ---- the summary --------------------------------------------------------------------------
@@ -143,11 +179,13 @@ class PanelTally:
     naked: int = 0
     duh: int = 0
     timeouts: int = 0
+    connect_failures: int = 0
     retransmits: int = 0
     nak_replies: int = 0
+    naks_wrong_key: int = 0
     clock_corrections: int = 0
     bad_replies: int = 0
-    connect_failures: int = 0
+    connect_error: str | None = None
     latencies_ms: list[float] = attrs.Factory(list)
 
     def summary(self, elapsed_s: float) -> PanelRunSummary:
@@ -158,9 +196,12 @@ class PanelTally:
 
 @frozen(kw_only=True)
 class PanelRunSummary:
-    """What a run did. ``sent`` counts first transmissions (NULL polls included, ``polls`` of
-    them); ``acked + naked + duh + timeouts == sent`` once the run is over; ``acked_events``
-    counts ACKed frames that carried events (what the journal should hold, one row per event).
+    """What a run did. ``sent`` counts the frames taken up (NULL polls included, ``polls`` of
+    them); ``acked + naked + duh + timeouts + connect_failures == sent`` once the run is over;
+    ``acked_events`` counts ACKed frames that carried events (what the journal should hold,
+    one row per event). ``naks_wrong_key`` counts the naked frames whose NAK carried the
+    panel's own time (not a clock problem: a wrong key); ``connect_error`` is the last reason
+    a connection could not be opened.
     """
 
     accounts: int
@@ -173,11 +214,13 @@ class PanelRunSummary:
     naked: int
     duh: int
     timeouts: int
+    connect_failures: int
     retransmits: int
     nak_replies: int
+    naks_wrong_key: int
     clock_corrections: int
     bad_replies: int
-    connect_failures: int
+    connect_error: str | None
     latencies_ms: tuple[float, ...]
     elapsed_s: float
 
@@ -220,7 +263,9 @@ class PanelRunSummary:
             f"panels {self.accounts} on {self.connections} connections: "
             f"sent {self.sent}/{self.planned} (polls {self.polls}), acked {self.acked}, "
             f"naked {self.naked}, duh {self.duh}, timeouts {self.timeouts}, "
-            f"retransmits {self.retransmits}, clock corrections {self.clock_corrections}, "
+            f"connect failures {self.connect_failures}, retransmits {self.retransmits}, "
+            f"naks (wrong key?) {self.naks_wrong_key}, "
+            f"clock corrections {self.clock_corrections}, "
             f"{self.events_per_s:.1f} events/s, ack p50 {ms(0.5)} ms, p90 {ms(0.9)} ms, "
             f"p99 {ms(0.99)} ms, max {ms(1.0)} ms"
         )
@@ -246,7 +291,7 @@ class PanelLink:
             await sock.connect(self.target)
             self._socket = sock
         else:
-            self._stream = await trio.open_tcp_stream(*self.target)
+            self._stream = await open_stream("panel", *self.target)
             self._splitter = dc09.FrameSplitter()
 
     @property
@@ -314,18 +359,18 @@ class PanelFleet:
         tally: PanelTally | None = None,
         *,
         rand: Callable[[int], bytes] = os.urandom,
+        sequences: Sequences | None = None,
     ) -> None:
         self.target = target
         self.options = options
         self.tally = tally or PanelTally()
         self.rand = rand
         self.offsets: dict[str, float] = {}
-        self._sequences: Counter[str] = Counter()
+        self.sequences = sequences or Sequences.for_run(options, rand)
         self._limiter = trio.CapacityLimiter(CONNECT_LIMIT)
 
     def next_sequence(self, account: str) -> int:
-        self._sequences[account] = self._sequences[account] % 9999 + 1
-        return self._sequences[account]
+        return self.sequences.next(account)
 
     def panel_time(self, account: str) -> datetime:
         """The account's panel clock: real UTC plus the skew, minus any correction since."""
@@ -383,6 +428,7 @@ class PanelFleet:
             tally.polls += 1
         started = trio.current_time()
         outcome: Reply | None = None
+        connected = True
         attempts = 0
         while attempts <= opts.retries:
             if attempts:
@@ -392,10 +438,12 @@ class PanelFleet:
                 try:
                     async with self._limiter:
                         await link.open()
-                except OSError:
-                    tally.connect_failures += 1
+                except OSError as exc:
+                    connected = False
+                    tally.connect_error = f"cannot connect to {where(*self.target)}: {reason(exc)}"
                     await trio.sleep(min(opts.timeout, 0.05))
                     continue
+            connected = True
             if not await link.send(frame):
                 continue
             reply = await self._await_reply(link, f"{sequence:04d}")
@@ -413,13 +461,22 @@ class PanelFleet:
                 tally.duh += 1
                 return
             tally.nak_replies += 1
-            if reply.timestamp is not None:
-                # The receiver said what time it is: adopt it, rebuild with the same sequence.
-                self.offsets[item.account] = (reply.timestamp - datetime.now(UTC)).total_seconds()
-                tally.clock_corrections += 1
-                frame = self.encode(item, sequence)
+            if reply.timestamp is None:
+                continue  # a NAK that says nothing more: send the same bytes again
+            skew = (reply.timestamp - self.panel_time(item.account)).total_seconds()
+            if abs(skew) <= CLOCK_TOLERANCE_S:
+                # The receiver's clock agrees with ours, so the clock is not what it refused:
+                # it could not decrypt the frame. The same bytes would get the same NAK.
+                tally.naks_wrong_key += 1
+                break
+            # The receiver said what time it is: adopt it, rebuild with the same sequence.
+            self.offsets[item.account] = (reply.timestamp - datetime.now(UTC)).total_seconds()
+            tally.clock_corrections += 1
+            frame = self.encode(item, sequence)
         if outcome is Reply.NAK:
             tally.naked += 1
+        elif not connected:
+            tally.connect_failures += 1
         else:
             tally.timeouts += 1
 
@@ -594,9 +651,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--line", default="0", help="the L field (default 0)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply")
     parser.add_argument("--retries", type=int, default=3, help="retransmissions per frame")
+    add_sequence_option(parser)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback target")
     parser.set_defaults(handler=handle)
+
+
+def add_sequence_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sequence-start",
+        type=int,
+        metavar="N",
+        help=f"first sequence number of each account, 1..{MAX_SEQUENCE} (default: random, so "
+        "that a second run is not taken for the first one's duplicates)",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> PanelOptions:
@@ -612,6 +680,7 @@ def options_from_args(args: argparse.Namespace) -> PanelOptions:
             receiver=args.receiver,
             line=args.line or None,
             quirks=PanelQuirks.from_words(getattr(args, "quirk", ())),
+            sequence_start=getattr(args, "sequence_start", None),
         )
     except ValueError as exc:
         raise InvalidInputError(str(exc)) from None
@@ -650,18 +719,29 @@ def handle(args: argparse.Namespace) -> int:
     if on_terminal:
         print(file=sys.stderr)
     print(json.dumps(summary.as_dict(), sort_keys=True) if args.json else summary.line())
+    report_connect_failures("receiver-sim panel", summary)
     return 0 if summary.ok else 1
+
+
+def report_connect_failures(prog: str, summary: PanelRunSummary) -> None:
+    """One line on stderr when frames could not be sent for want of a connection."""
+    if summary.connect_failures:
+        print(
+            f"{prog}: {summary.connect_error} ({summary.connect_failures} frames not sent)",
+            file=sys.stderr,
+        )
 
 
 def print_progress(summary: PanelRunSummary) -> None:
     """A one-line progress bar on stderr."""
-    done = summary.acked + summary.naked + summary.duh + summary.timeouts
+    done = summary.acked + summary.naked + summary.duh + summary.timeouts + summary.connect_failures
     total = max(summary.planned, 1)
     filled = min(30, done * 30 // total)
     print(
         f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{summary.planned} "
         f"acked {summary.acked} naked {summary.naked} duh {summary.duh} "
-        f"timeouts {summary.timeouts} {summary.events_per_s:.0f}/s",
+        f"timeouts {summary.timeouts} connect failures {summary.connect_failures} "
+        f"{summary.events_per_s:.0f}/s",
         end="",
         file=sys.stderr,
         flush=True,

@@ -14,7 +14,11 @@ Rules of this module:
 - Journal replay re-encodes each recorded frame with a fresh sequence and timestamp (never
   the recorded encrypted bytes, which a receiver would refuse as stale), one frame per
   recorded frame (the events of a multi-event frame travel together again), keeping the
-  recorded spacing divided by the speed and each account's order.
+  recorded spacing divided by the speed and each account's order. A frame recorded
+  encrypted is sent encrypted with ``--key``, the others in plain text; without ``--key``
+  such a journal is refused before anything is sent (the receiver would answer DUH).
+- All the panels of one run share one sequence counter per account, starting at a random
+  number unless ``--sequence-start`` is given (see ``simulators.panel``).
 - Panels use ``simulators.panel``; bridges ``simulators.bridge``; the automation outage runs
   ``simulators.sink.SentinelSink``. Nothing here encodes a frame by hand except the
   deliberately malformed ones.
@@ -54,10 +58,13 @@ from simulators.panel import (
     PanelOptions,
     PanelRunSummary,
     PanelTally,
+    Sequences,
     Transmission,
     account_numbers,
+    add_sequence_option,
     event_for,
     options_from_args,
+    report_connect_failures,
 )
 from simulators.sink import SentinelSink
 
@@ -201,10 +208,13 @@ class MalformedPhase:
             f"each chased by a NULL poll from {self.account}"
         )
 
-    def bad_frame(self, index: int) -> bytes:
+    def bad_frame(self, index: int, sequence: int | None = None) -> bytes:
+        """The ``index``-th bad frame, numbered ``sequence`` (default: from the index). The
+        bad-length one is accepted and stored, so a run gives it its own sequence."""
         variant = self.variants[index % len(self.variants)]
+        sequence = index % 9999 + 1 if sequence is None else sequence
         good = dc09.encode_frame(
-            "SIA-DCS", index % 9999 + 1, self.account, f"#{self.account}|NRP", line="0"
+            "SIA-DCS", sequence, self.account, f"#{self.account}|NRP", line="0"
         )
         if variant == "bad_crc":
             return good[:1] + (b"0000" if good[1:5] != b"0000" else b"1111") + good[5:]
@@ -213,7 +223,7 @@ class MalformedPhase:
         if variant == "truncated":
             return good[: len(good) // 2]
         if variant == "unknown_token":
-            span = f'"XYZ"{index % 9999 + 1:04d}L0#{self.account}[]'.encode()
+            span = f'"XYZ"{sequence:04d}L0#{self.account}[]'.encode()
             return b"\n%04X%04X%s\r" % (crc16_arc(span), len(span), span)
         return good[:5] + b"0FFF" + good[9:]  # bad_length: CRC good, length wrong
 
@@ -291,16 +301,44 @@ def phase_from_table(table: Mapping[str, Any], number: int) -> Phase:
         cls = BridgePhase
     else:
         raise InvalidInputError(f"phase {number}: kind must be one of {', '.join(PHASE_KINDS)}")
-    known = {a.name for a in attrs.fields(cls)}
-    unknown = set(data) - known
+    fields = {a.name: a for a in attrs.fields(cls)}
+    unknown = set(data) - set(fields)
     if unknown:
         raise InvalidInputError(
             f"phase {number} ({kind}): unknown keys {', '.join(sorted(unknown))}"
         )
+    missing = [n for n, a in fields.items() if a.default is attrs.NOTHING and n not in data]
+    if missing:
+        raise InvalidInputError(
+            f"phase {number} ({kind}): {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} required"
+        )
+    for name, value in data.items():
+        _check_type(f"phase {number} ({kind}): {name}", str(fields[name].type), value)
     try:
         return cls(**data)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"phase {number} ({kind}): {exc}") from None
+
+
+def _check_type(what: str, annotation: str, value: object) -> None:
+    """Refuse a TOML value of the wrong type with the key's name (attrs would not say it)."""
+    if annotation == "float":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        expected = "a number"
+    elif annotation == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        expected = "a whole number"
+    elif annotation in ("str", "str | None"):
+        ok = isinstance(value, str)
+        expected = "a string"
+    elif annotation.startswith("tuple[str"):
+        ok = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+        expected = "a list of strings"
+    else:  # pragma: no cover - every phase field has one of the types above
+        return
+    if not ok:
+        raise InvalidInputError(f"{what} must be {expected}, got {value!r}")
 
 
 @frozen(kw_only=True)
@@ -348,6 +386,8 @@ class Scenario:
         for required in ("max_duration", "max_frames"):
             if required not in data:
                 raise InvalidInputError(f"scenario: {required} is required (every run is bounded)")
+        _check_type("scenario: max_duration", "float", data["max_duration"])
+        _check_type("scenario: max_frames", "int", data["max_frames"])
         try:
             return cls(
                 name=str(data.get("name", name)),
@@ -394,10 +434,14 @@ class PhaseReport:
 
 
 async def _malformed(
-    phase: MalformedPhase, target: tuple[str, int], options: PanelOptions, speed: float
+    phase: MalformedPhase,
+    target: tuple[str, int],
+    options: PanelOptions,
+    speed: float,
+    sequences: Sequences,
 ) -> dict[str, object]:
     tally = PanelTally(accounts=1, planned=phase.count)
-    fleet = PanelFleet(target, options, tally)
+    fleet = PanelFleet(target, options, tally, sequences=sequences)
     link = PanelLink(target, udp=options.udp)
     start = trio.current_time()
     sent = 0
@@ -410,7 +454,8 @@ async def _malformed(
             poll = fleet.encode(
                 Transmission(0, phase.account, NULL_TOKEN), fleet.next_sequence(phase.account)
             )
-            if await link.send(phase.bad_frame(index) + poll):
+            bad = phase.bad_frame(index, fleet.next_sequence(phase.account))
+            if await link.send(bad + poll):
                 sent += 1
             await fleet.deliver(link, Transmission(0, phase.account, NULL_TOKEN))
     finally:
@@ -435,6 +480,7 @@ async def run_scenario(
     if bridge_target is not None:
         check_target(bridge_target[0], allow_remote=allow_remote)
     reports: dict[int, PhaseReport] = {}
+    sequences = Sequences.for_run(options)
     outages = [(i, p) for i, p in enumerate(scenario.phases) if isinstance(p, OutagePhase)]
     active = [(i, p) for i, p in enumerate(scenario.phases) if not isinstance(p, OutagePhase)]
     start = trio.current_time()
@@ -445,10 +491,10 @@ async def run_scenario(
         if isinstance(phase, PanelPhase):
             lanes = phase.lanes(speed)
             tally = PanelTally(accounts=phase.panels, planned=sum(len(lane) for lane in lanes))
-            fleet = PanelFleet(target, options, tally)
+            fleet = PanelFleet(target, options, tally, sequences=sequences)
             outcome = (await fleet.run(lanes)).as_dict()
         elif isinstance(phase, MalformedPhase):
-            outcome = await _malformed(phase, target, options, speed)
+            outcome = await _malformed(phase, target, options, speed, sequences)
         elif isinstance(phase, BridgePhase):
             if bridge_target is None:
                 outcome = {"skipped": "no --bridge-target given"}
@@ -510,6 +556,7 @@ class RecordedFrame:
     line: str | None
     token: str
     data: str
+    encrypted: bool = False
 
 
 def _data_block(rows: Sequence[sqlite3.Row], key: bytes | None) -> str | None:
@@ -595,6 +642,14 @@ def recorded_frames(
         raise InvalidInputError(f"cannot read journal {db}: {exc}") from None
     finally:
         conn.close()
+    keyless = sorted({g[0]["account"] for g in groups if _encrypted(g[0])}) if key is None else []
+    if keyless:
+        more = f" and {len(keyless) - 3} more" if len(keyless) > 3 else ""
+        raise InvalidInputError(
+            f"account{'s' if len(keyless) > 1 else ''} {', '.join(keyless[:3])}{more} "
+            "reported encrypted: give the key with --key (and --key-format) to re-send "
+            "those frames, or leave them out with --account"
+        )
     frames: list[RecordedFrame] = []
     skipped = 0
     for rows in groups:
@@ -611,9 +666,18 @@ def recorded_frames(
                 first["line"],
                 first["token"],
                 data,
+                _encrypted(first),
             )
         )
     return frames, skipped
+
+
+# Frames that share a connection's fields: receiver number, line number, encrypted or not.
+_Route = tuple[str | None, str | None, bool]
+
+
+def _encrypted(row: sqlite3.Row) -> bool:
+    return "encrypted" in str(row["flags"] or "").split(",")
 
 
 async def replay_journal(
@@ -628,24 +692,31 @@ async def replay_journal(
     """Re-send ``frames`` with their recorded spacing divided by ``speed`` (0: no spacing).
 
     Each account stays on one connection, so its frames arrive in the recorded order. Frames
-    recorded with other receiver/line fields than ``options`` keep their own.
+    recorded with other receiver/line fields than ``options`` keep their own; frames recorded
+    in plain text are sent in plain text, encrypted ones with ``options.key``.
     """
     check_target(target[0], allow_remote=allow_remote)
     tally = PanelTally(accounts=len({f.account for f in frames}), planned=len(frames))
     if not frames:
         return tally.summary(0.0)
+    if options.key is None and any(f.encrypted for f in frames):
+        raise InvalidInputError("frames recorded encrypted need --key to be re-sent")
     first_us = frames[0].received_us
-    by_route: dict[tuple[str | None, str | None], dict[str, list[Transmission]]] = {}
+    sequences = Sequences.for_run(options)
+    by_route: dict[_Route, dict[str, list[Transmission]]] = {}
     for frame in frames:
         at = (frame.received_us - first_us) / 1e6 / speed if speed > 0 else 0.0
-        lanes = by_route.setdefault((frame.receiver, frame.line), {})
+        lanes = by_route.setdefault((frame.receiver, frame.line, frame.encrypted), {})
         lanes.setdefault(frame.account, []).append(
             Transmission(at, frame.account, frame.token, frame.data)
         )
     started = trio.current_time()
     async with trio.open_nursery() as nursery:
-        for (receiver, line), per_account in by_route.items():
-            fleet = PanelFleet(target, attrs.evolve(options, receiver=receiver, line=line), tally)
+        for (receiver, line, encrypted), per_account in by_route.items():
+            route_options = attrs.evolve(
+                options, receiver=receiver, line=line, key=options.key if encrypted else None
+            )
+            fleet = PanelFleet(target, route_options, tally, sequences=sequences)
             merged: list[list[Transmission]] = [
                 [] for _ in range(min(connections, len(per_account)))
             ]
@@ -685,6 +756,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--line", default="0", help="the L field (default 0)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply")
     parser.add_argument("--retries", type=int, default=3, help="retransmissions per frame")
+    add_sequence_option(parser)
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback target")
     journal = parser.add_argument_group("replay from a journal")
@@ -728,10 +800,6 @@ def _handle(args: argparse.Namespace) -> int:
         if args.dry_run:
             print("\n".join(scenario.timeline(args.speed)))
             return 0
-    if args.target is None:
-        raise InvalidInputError("--target HOST:PORT is required")
-    target = parse_target(args.target)
-    check_target(target[0], allow_remote=args.allow_remote)
     options = options_from_args(args)
     if args.from_journal is not None:
         if not Path(args.from_journal).exists():
@@ -746,6 +814,11 @@ def _handle(args: argparse.Namespace) -> int:
         if args.dry_run:
             print(f"{len(frames)} frames to re-send, {skipped} could not be rebuilt")
             return 0
+    if args.target is None:
+        raise InvalidInputError("--target HOST:PORT is required")
+    target = parse_target(args.target)
+    check_target(target[0], allow_remote=args.allow_remote)
+    if args.from_journal is not None:
         summary = trio.run(
             lambda: replay_journal(
                 frames,
@@ -760,6 +833,7 @@ def _handle(args: argparse.Namespace) -> int:
         print(
             json.dumps(out, sort_keys=True) if args.json else f"{summary.line()}, skipped {skipped}"
         )
+        report_connect_failures("receiver-sim replay", summary)
         return 0 if summary.ok else 1
     bridge_target = parse_target(args.bridge_target) if args.bridge_target else None
     reports = trio.run(

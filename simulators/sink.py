@@ -11,7 +11,8 @@ each message that arrives (heartbeats included, without the DC4) as one line, th
 0x06, 0x15 or nothing. A malformed message is NAKed and not written.
 
 Both run until SIGINT/SIGTERM or ``--duration S``, print ``listening on HOST:PORT`` first (port 0
-picks a free one) and a summary at the end.
+picks a free one) and a summary at the end. A port in use or an address that cannot be bound is
+one line on stderr naming the sink and the address, exit 1.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from adapters.sentinel.package import PACKAGE_ID, parse_document
 from adapters.spool import write_atomically
 from protocols import surgard
 from protocols.errors import ReceiverError, RemoteProtocolError
+from simulators.endpoints import EndpointError, open_listeners
 
 
 class SentinelSink:
@@ -52,7 +54,7 @@ class SentinelSink:
         self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        listeners = await open_listeners("sentinel sink", host, port)
         task_status.started(listeners[0].socket.getsockname()[1])
         await trio.serve_listeners(self.handle, listeners)
 
@@ -139,7 +141,7 @@ class SurGardSink:
         self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> None:
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        listeners = await open_listeners("surgard sink", host, port)
         task_status.started(listeners[0].socket.getsockname()[1])
         await trio.serve_listeners(self.handle, listeners)
 
@@ -207,9 +209,15 @@ def _handler(args: argparse.Namespace) -> int:
         else:
             sink = SurGardSink(Path(args.out), mode=args.mode)
         trio.run(_run, sink, args.listen, args.duration)
-    except (ReceiverError, ValueError, OSError) as exc:
+    except EndpointError as exc:
+        print(f"receiver-sim sink: {exc}", file=sys.stderr)
+        return 1
+    except (ReceiverError, ValueError) as exc:
         print(f"receiver-sim sink: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the --out folder or file
+        print(f"receiver-sim sink: {exc}", file=sys.stderr)
+        return 1
     print(sink.summary(), flush=True)
     return 0
 

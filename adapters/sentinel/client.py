@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 import trio
 
 from adapters.output import DeliveryError, Settings
-from adapters.sentinel.package import DEFAULT_LINK_TEMPLATE, Package, check_link_template
+from adapters.sentinel.package import Package, check_link_template
 from adapters.sentinel.transport import (
     NEED_DATA,
     Ack,
@@ -58,7 +58,7 @@ class SentinelOutput:
         passkey: str = "",
         timeout: float = 5.0,
         heartbeat: float = 30.0,
-        link_template: str = DEFAULT_LINK_TEMPLATE,
+        link_template: str | None = None,
         station: str | None = None,
     ) -> None:
         try:
@@ -94,8 +94,7 @@ class SentinelOutput:
             passkey=read.text("passkey", "") or "",
             timeout=read.number("timeout", 5.0, minimum=0.001),
             heartbeat=read.number("heartbeat", 30.0),
-            link_template=read.text("link_template", DEFAULT_LINK_TEMPLATE)
-            or DEFAULT_LINK_TEMPLATE,
+            link_template=read.text("link_template"),
             station=read.text("station"),
         )
         read.finish()

@@ -11,6 +11,8 @@ Rules:
 - The package id is the dispatcher's, used verbatim; it doubles as a file name, so it is
   restricted to ``[A-Za-z0-9][A-Za-z0-9._-]{0,127}``.
 - Parsing refuses DTDs and entities (no XXE, no billion laughs).
+- ``VideoLink`` is there only when the output has a ``link_template``: without one there is no
+  link to give, and a placeholder would send operators to a site that does not exist.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from protocols.errors import InvalidInputError, LocalProtocolError, PayloadError
 from protocols.signal import Signal
 
 VERSION: Final = 1
-DEFAULT_LINK_TEMPLATE: Final = "https://monitoring.example/monitoring?act={account}&zone={zone}"
 PACKAGE_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LINK_FIELDS: Final = frozenset({"account", "zone", "site", "channel"})
 
@@ -68,8 +69,12 @@ def check_package_id(package_id: str) -> str:
     return package_id
 
 
-def check_link_template(template: str) -> str:
-    """Refuse a template with a field we do not fill (a typo must not reach operators)."""
+def check_link_template(template: str | None) -> str | None:
+    """Refuse a template with a field we do not fill (a typo must not reach operators).
+
+    None or empty: no template, packages carry no ``VideoLink``."""
+    if not template:
+        return None
     try:
         names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     except ValueError as exc:
@@ -128,7 +133,7 @@ class Package:
     channel: int | None = None
     receiver_number: str | None = None
     line_number: str | None = None
-    video_link: str
+    video_link: str | None = None
     flags: tuple[str, ...] = ()
     extended: tuple[tuple[str, str], ...] = ()
 
@@ -138,7 +143,7 @@ class Package:
         signal: Signal,
         package_id: str,
         *,
-        link_template: str = DEFAULT_LINK_TEMPLATE,
+        link_template: str | None = None,
         station: str | None = None,
     ) -> Package:
         """Everything the automation needs about one signal; ``station`` overrides its label."""
@@ -157,12 +162,16 @@ class Package:
             partition = signal.sia.modifier("ri")
         site = "" if signal.site_id is None else str(signal.site_id)
         channel = signal.channel if signal.channel is not None and signal.channel >= 0 else None
-        link = video_link(
-            link_template,
-            account=account,
-            zone=zone,
-            site=site,
-            channel="" if channel is None else str(channel),
+        link = (
+            video_link(
+                link_template,
+                account=account,
+                zone=zone,
+                site=site,
+                channel="" if channel is None else str(channel),
+            )
+            if link_template
+            else None
         )
         return cls(
             package_id=package_id,
@@ -290,7 +299,7 @@ class Package:
                 channel=None if channel is None else int(channel),
                 receiver_number=get("ReceiverNumber"),
                 line_number=get("LineNumber"),
-                video_link=need("VideoLink"),
+                video_link=get("VideoLink"),
                 flags=() if flags is None else tuple(f.text or "" for f in _elements(flags)),
                 extended=()
                 if extended is None

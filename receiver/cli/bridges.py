@@ -6,6 +6,10 @@ for the account) and gets the account when the site's first one is added. Channe
 N unless set (or unless ``--first-zone`` shifts them); zone numbers are unique within the
 account across all its bridges and print as three digits. A new channel's zone type is
 Instant.
+
+``list`` shows, per channel, the code and on/off that apply (what the receiver reports), and
+where they come from: the channel's override, the site's or the dealer's library, or the
+built-in default (the highest level that set either).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from receiver.cli.library import add_switch_options
 from receiver.cli.output import add_format_option, emit
 from receiver.cli.registry import open_registry, warn
 from receiver.registry import BRIDGE_CHANNELS
+from receiver.registry_index import RegistryIndex
 
 BRIDGE_COLUMNS = (
     "serial",
@@ -30,6 +35,7 @@ BRIDGE_COLUMNS = (
     "camera",
     "code",
     "enabled",
+    "source",
 )
 
 
@@ -76,6 +82,17 @@ def _set_channel(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     with open_registry(args) as registry:
         rows = registry.list_bridges()
+        # The same lookup the receiver makes for each bridge event.
+        index = RegistryIndex.load(registry.conn)
+    as_json = args.format == "json"
+    for row in rows:
+        entry = index.library_entry(
+            row["site_id"], row["zone_type"], serial=row["serial"], channel=row["channel"]
+        )
+        row["code"] = entry.code
+        # JSON keeps the boolean; table and CSV read better as yes/no.
+        row["enabled"] = entry.enabled if as_json else ("yes" if entry.enabled else "no")
+        row["source"] = entry.source
     emit(rows, BRIDGE_COLUMNS, args.format)
     return 0
 

@@ -61,6 +61,8 @@ async def test_ack_files_the_package_at_the_sink(tmp_path: Path) -> None:
         make_signal(), "pkg-1"
     ).to_xml()
     assert sink.packages == 1
+    # No link_template configured: no VideoLink at the automation, never a placeholder.
+    assert b"VideoLink" not in (tmp_path / "pkg-1.xml").read_bytes()
 
 
 async def test_a_redelivery_is_dropped_by_package_id(tmp_path: Path) -> None:

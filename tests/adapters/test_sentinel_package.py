@@ -20,6 +20,7 @@ from protocols.errors import InvalidInputError, LocalProtocolError, PayloadError
 from protocols.signal import ContactIdView, SiaView, Signal, Source
 
 RECEIVED = datetime(2026, 3, 1, 22, 15, 7, 250000, tzinfo=UTC)
+LAUNCH = "https://monitoring.example/monitoring?act={account}&zone={zone}"
 
 
 def make_signal(**changes: Any) -> Signal:
@@ -60,7 +61,7 @@ def text(xml: bytes, tag: str) -> str | None:
 
 def test_package_carries_what_the_operator_needs() -> None:
     """Device ID with the line prefix, site, event, zone, times, source and the video link."""
-    xml = build(make_signal())
+    xml = build(make_signal(), link_template=LAUNCH)
     root = etree.fromstring(xml)
     assert root.get("id") == "pkg-1"
     assert {tag: text(xml, tag) for tag in ("DeviceId", "ReceivedAccount", "Station")} == {
@@ -86,7 +87,7 @@ def test_package_carries_what_the_operator_needs() -> None:
 
 def test_account_falls_back_to_the_received_one() -> None:
     """An unknown account is sent as received, not left out."""
-    xml = build(make_signal(effective_account=None, account="9876"))
+    xml = build(make_signal(effective_account=None, account="9876"), link_template=LAUNCH)
     assert text(xml, "DeviceId") == "9876"
     assert "act=9876" in (text(xml, "VideoLink") or "")
 
@@ -128,8 +129,17 @@ def test_configured_template_and_station_label() -> None:
 
 def test_link_values_are_url_quoted() -> None:
     """An account with URL characters cannot change the link's meaning."""
-    xml = build(make_signal(effective_account="A&B 1"))
+    xml = build(make_signal(effective_account="A&B 1"), link_template=LAUNCH)
     assert text(xml, "VideoLink") == "https://monitoring.example/monitoring?act=A%26B%201&zone=003"
+
+
+def test_without_a_template_there_is_no_video_link() -> None:
+    """No link_template (the default, or empty): no VideoLink element, never a placeholder
+    link; the package is still valid and reads back without a link."""
+    for xml in (build(make_signal()), build(make_signal(), link_template="")):
+        assert etree.fromstring(xml).find("VideoLink") is None
+        assert b"monitoring.example" not in xml
+        assert Package.from_xml(xml).video_link is None
 
 
 def test_template_with_unknown_field_is_refused() -> None:
@@ -226,10 +236,14 @@ def _signals(text_strategy: Any) -> Any:
     )
 
 
-@given(_signals(clean_text), st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,40}", fullmatch=True))
-def test_round_trip(signal: Signal, package_id: str) -> None:
+@given(
+    _signals(clean_text),
+    st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,40}", fullmatch=True),
+    st.sampled_from([None, LAUNCH]),
+)
+def test_round_trip(signal: Signal, package_id: str, template: str | None) -> None:
     """For any signal with clean text, parsing the built package gives the package back."""
-    package = Package.from_signal(signal, package_id)
+    package = Package.from_signal(signal, package_id, link_template=template)
     xml = package.to_xml()
     validate(xml)
     assert Package.from_xml(xml) == package

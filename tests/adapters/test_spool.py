@@ -31,6 +31,25 @@ async def test_each_package_becomes_one_file(tmp_path: Path) -> None:
     assert output.last_error is None
 
 
+async def test_an_output_without_link_template_writes_no_video_link(tmp_path: Path) -> None:
+    """An [[outputs]] table without link_template: the package at the sink has no VideoLink
+    (no placeholder link); with one, it has the link the template makes."""
+    plain = build_output(
+        OutputConfig(name="spool", kind="spool", settings={"directory": str(tmp_path / "a")})
+    )
+    settings = {"directory": str(tmp_path / "b"), "link_template": "https://v.example/{account}"}
+    linked = build_output(OutputConfig(name="linked", kind="spool", settings=settings))
+    await plain.deliver(make_signal(), "pkg-1")
+    await linked.deliver(make_signal(), "pkg-1")
+    bare = (tmp_path / "a" / "pkg-1.xml").read_bytes()
+    validate(bare)
+    assert b"VideoLink" not in bare
+    assert b"monitoring.example" not in bare
+    assert Package.from_xml((tmp_path / "b" / "pkg-1.xml").read_bytes()).video_link == (
+        "https://v.example/ABC1234"
+    )
+
+
 async def test_redelivery_overwrites_the_same_file(tmp_path: Path) -> None:
     """At-least-once: the same package id twice is still one file with the same content."""
     output = SpoolOutput("spool", tmp_path)

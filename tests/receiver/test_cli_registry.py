@@ -213,13 +213,25 @@ def test_library_and_bridges(capsys: pytest.CaptureFixture[str], cfg: Path) -> N
         "exterior_entry_exit  134   yes      builtin",
         "intercom_armed       420   yes      builtin",
     ]
+    # Each channel shows the code and on/off that apply, and the level they come from.
+    done = cli(capsys, cfg, "bridges", "set-channel", "AB:01", "4", "--zone-type", "Entry/Exit")
+    assert done.returncode == 0
     listed = cli(capsys, cfg, "bridges", "list", "--format", "csv")
     assert listed.stdout.splitlines() == [
-        "serial,model,site,account,channel,zone,zone_type,camera,code,enabled",
-        "AB:01,CKB304,Main St,ABC1234,1,001,instant,,,",
-        "AB:01,CKB304,Main St,ABC1234,2,012,24_hour,Gate,150,",
-        "AB:01,CKB304,Main St,ABC1234,3,003,instant,,,",
-        "AB:01,CKB304,Main St,ABC1234,4,004,instant,,,",
+        "serial,model,site,account,channel,zone,zone_type,camera,code,enabled,source",
+        "AB:01,CKB304,Main St,ABC1234,1,001,instant,,130,no,site",
+        "AB:01,CKB304,Main St,ABC1234,2,012,24_hour,Gate,150,yes,channel",
+        "AB:01,CKB304,Main St,ABC1234,3,003,instant,,130,no,site",
+        "AB:01,CKB304,Main St,ABC1234,4,004,entry_exit,,135,yes,dealer",
+    ]
+    done = cli(capsys, cfg, "bridges", "set-channel", "AB:01", "1", "--enable")
+    assert done.returncode == 0
+    as_json = json.loads(cli(capsys, cfg, "bridges", "list", "--format", "json").stdout)
+    assert [(r["code"], r["enabled"], r["source"]) for r in as_json] == [
+        ("130", True, "channel"),
+        ("150", True, "channel"),
+        ("130", False, "site"),
+        ("135", True, "dealer"),
     ]
     clash = cli(capsys, cfg, "bridges", "set-channel", "AB:01", "3", "--zone", "12")
     assert (clash.returncode, clash.stderr.count("\n")) == (1, 1)

@@ -379,7 +379,28 @@ def test_cli_exits_1_when_nothing_listens(capsys: pytest.CaptureFixture[str]) ->
         port = probe.getsockname()[1]
     code = sim_main(["bridge", "--target", f"127.0.0.1:{port}", "--serial", "S", "--token", "t"])
     assert code == 1
-    assert capsys.readouterr().err.count("\n") == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"receiver-sim bridge: bridge: cannot connect to 127.0.0.1:{port}: Connection refused"
+    ]
+
+
+def test_cli_fleet_that_cannot_connect_counts_connect_failures(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A fleet with nobody listening reports connect failures, not refused HELLOs, with one
+    line on stderr saying where and why; exit 1."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = ["bridge", "--target", f"127.0.0.1:{port}", "--serial", "S", "--token", "t"]
+    code = sim_main([*argv, "--bridges", "2", "--duration", "1"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "hello refused 0, connect failures 2," in out
+    assert err.splitlines() == [
+        f"receiver-sim bridge: bridge: cannot connect to 127.0.0.1:{port}: Connection refused "
+        "(2 bridges not connected)"
+    ]
 
 
 @pytest.mark.parametrize(

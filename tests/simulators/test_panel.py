@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -185,3 +186,74 @@ def test_account_numbers_count_up_keeping_width() -> None:
     assert account_numbers("10000A", 2) == ["10000A", "10000B"]
     with pytest.raises(InvalidInputError):
         account_numbers("xyz!", 2)
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def sim(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """``receiver-sim`` as typed, in a worker thread (the receiver runs in this trio loop)."""
+    capsys.readouterr()
+    code = await trio.to_thread.run_sync(sim_main, list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def test_a_second_run_is_not_taken_for_duplicates(
+    receiver: RunningReceiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two identical runs one after the other both reach the journal: each run starts from
+    its own random sequence, so the receiver does not absorb the second as retries of the
+    first; ``--sequence-start N`` starts every account at N."""
+    argv = ["panel", "--target", f"127.0.0.1:{receiver.ports.dc09}", "--account", "1234"]
+    argv += ["--count", "4", "--protocol", "sia", "--json"]
+    for _ in range(2):
+        code, out, _ = await sim(capsys, *argv)
+        assert code == 0, out
+    rows = journal(receiver.db)
+    assert len(rows) == 8
+    assert all(r["repeats"] == 0 for r in rows)
+    code, _, _ = await sim(capsys, *argv, "--sequence-start", "42")
+    assert code == 0
+    assert [r["sequence"] for r in journal(receiver.db)[8:]] == ["0042", "0043", "0044", "0045"]
+    code, _, err = await sim(capsys, *argv, "--sequence-start", "0")
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "sequence_start" in err
+
+
+async def test_a_refused_connection_reads_as_connect_failures(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Nobody listening: the summary counts connect failures, not timeouts, and stderr says
+    in one line where it could not connect and why; exit 1."""
+    port = closed_port()
+    argv = ["panel", "--target", f"127.0.0.1:{port}", "--account", "1234", "--count", "2"]
+    code, out, err = await sim(capsys, *argv, "--timeout", "0.2", "--retries", "1")
+    assert code == 1
+    assert "timeouts 0, connect failures 2," in out
+    assert err.splitlines() == [
+        f"receiver-sim panel: cannot connect to 127.0.0.1:{port}: Connection refused "
+        "(2 frames not sent)"
+    ]
+
+
+async def test_a_wrong_key_reads_as_wrong_key_naks_not_clock_corrections(
+    receiver: RunningReceiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The receiver NAKs frames it cannot decrypt, with its own (agreeing) time: that is
+    counted as a wrong-key NAK, the frame is not resent, and no clock is 'corrected'."""
+    argv = ["panel", "--target", f"127.0.0.1:{receiver.ports.dc09}", "--account", "5678"]
+    argv += ["--count", "3", "--protocol", "cid", "--key", "FF" * 16]
+    code, out, _ = await sim(capsys, *argv)
+    assert code == 1
+    assert "naked 3," in out
+    assert "retransmits 0, naks (wrong key?) 3, clock corrections 0," in out
+    code, out, _ = await sim(capsys, *argv, "--json")
+    summary = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+    assert (summary["naks_wrong_key"], summary["clock_corrections"]) == (3, 0)
+    assert journal(receiver.db) == []

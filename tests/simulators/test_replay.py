@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from protocols.errors import InvalidInputError
 from simulators.cli import main as sim_main
 from simulators.panel import LoadPlan, PanelOptions, run_load
 from simulators.replay import Scenario, recorded_frames, replay_journal, run_scenario
-from tests.receiver.conftest import RunningReceiver, start_receiver, write_config
+from tests.receiver.conftest import RunningReceiver, registry_setup, start_receiver, write_config
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "simulators" / "scenarios"
 
@@ -163,7 +164,7 @@ async def test_from_journal_resends_recorded_signals(
     async with trio.open_nursery() as nursery:
         second = await start_receiver(nursery, write_config(other))
         summary = await replay_journal(
-            frames, ("127.0.0.1", second.ports.dc09), PanelOptions(), speed=0
+            frames, ("127.0.0.1", second.ports.dc09), PanelOptions(sequence_start=1), speed=0
         )
         second.service.request_shutdown()
     assert summary.ok
@@ -174,3 +175,160 @@ async def test_from_journal_resends_recorded_signals(
         (r["token"], r["code"], r["sia_code"]) for r in original
     ]
     assert [r["sequence"] for r in replayed] == ["0001", "0002", "0003", "0004", "0005", "0006"]
+
+
+KEY_HEX = "000102030405060708090A0B0C0D0E0F"
+
+
+def with_accounts(config_path: Path) -> Path:
+    """Station S1 with plain account 1234 and keyed account 5678."""
+    registry_setup(
+        config_path,
+        ["stations", "add", "S1"],
+        ["dealers", "add", "D1"],
+        ["sites", "add", "Main", "--dealer", "D1"],
+        ["accounts", "add", "--station", "S1", "1234", "--site", "Main"],
+        ["accounts", "add", "--station", "S1", "5678", "--site", "Main", "--key", KEY_HEX],
+    )
+    return config_path
+
+
+async def sim(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = await trio.to_thread.run_sync(sim_main, list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def test_journal_with_encrypted_accounts_needs_the_key_before_anything_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Replaying a journal that holds encrypted frames without --key is one line naming the
+    account, exit 2, and no connection is made; --dry-run needs no --target; with --key the
+    encrypted frames go encrypted and the plain ones plain, and every one is ACKed."""
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    async with trio.open_nursery() as nursery:
+        first = await start_receiver(nursery, with_accounts(write_config(first_dir)))
+        source = ("127.0.0.1", first.ports.dc09)
+        plain = LoadPlan(accounts=["1234"], count=3, protocol="cid")
+        keyed = LoadPlan(accounts=["5678"], count=2, protocol="sia")
+        assert (await run_load(source, plain, PanelOptions())).ok
+        assert (await run_load(source, keyed, PanelOptions(key=bytes.fromhex(KEY_HEX)))).ok
+        first.service.request_shutdown()
+    journal = ["replay", "--from-journal", str(first.db)]
+
+    code, out, err = await sim(capsys, *journal, "--dry-run", "--account", "1234")
+    assert (code, out, err) == (0, "3 frames to re-send, 0 could not be rebuilt\n", "")
+    code, out, err = await sim(capsys, *journal, "--dry-run")
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1
+    assert "5678" in err
+    assert "--key" in err
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        code, _, err = await sim(capsys, *journal, "--target", f"127.0.0.1:{port}")
+        assert code == 2
+        assert err.count("\n") == 1
+        assert "5678" in err
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected
+
+    async with trio.open_nursery() as nursery:
+        second = await start_receiver(nursery, with_accounts(write_config(second_dir)))
+        target = f"127.0.0.1:{second.ports.dc09}"
+        code, out, _ = await sim(
+            capsys, *journal, "--target", target, "--speed", "0", "--key", KEY_HEX
+        )
+        second.service.request_shutdown()
+    assert code == 0, out
+    replayed = rows(second.db)
+    assert sorted((r["account"], "encrypted" in r["flags"]) for r in replayed) == [
+        ("1234", False),
+        ("1234", False),
+        ("1234", False),
+        ("5678", True),
+        ("5678", True),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('first_account = "7000"\n', ""), "phase 1 (traffic): first_account is required"),
+        (("panels = 3\n", 'panels = "many"\n'),
+         "phase 1 (traffic): panels must be a whole number, got 'many'"),
+        (("rate = 1\n", 'rate = "fast"\n'), "phase 1 (traffic): rate must be a number, got 'fast'"),
+        (("max_duration = 100", 'max_duration = "long"'),
+         "scenario: max_duration must be a number, got 'long'"),
+    ],
+)  # fmt: skip
+def test_a_scenario_missing_a_key_names_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: tuple[str, str], message: str
+) -> None:
+    """A missing or mistyped key in a scenario is one line naming the phase and the key, exit
+    2; not a Python constructor's complaint."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.replace(*change, 1), encoding="utf-8")
+    assert sim_main(["replay", str(path), "--dry-run"]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"receiver-sim replay: {message}"]
+
+
+def test_an_outage_sink_on_a_port_in_use_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The outage phase's sink cannot listen: one line naming the sink and the address, exit
+    1, no ExceptionGroup traceback."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        path = tmp_path / "outage.toml"
+        path.write_text(
+            f"""
+max_duration = 10
+max_frames = 10
+[[phase]]
+kind = "outage"
+at = 5
+duration = 1
+listen = "127.0.0.1:{port}"
+out = "{tmp_path / "sink"}"
+[[phase]]
+kind = "storm"
+at = 0
+duration = 1
+panels = 1
+first_account = "1234"
+""",
+            encoding="utf-8",
+        )
+        code = sim_main(["replay", str(path), "--target", f"127.0.0.1:{port}", "--speed", "10"])
+    assert code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"receiver-sim replay: sentinel sink: cannot listen on 127.0.0.1:{port}: "
+        "Address already in use"
+    ]
+
+
+def test_a_malformed_phase_with_nobody_listening_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Malformed frames need a connection: without one, one line naming the address, exit 1."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = tmp_path / "malformed.toml"
+    path.write_text(
+        'max_duration = 10\nmax_frames = 10\n[[phase]]\nkind = "malformed"\nat = 0\ncount = 2\n',
+        encoding="utf-8",
+    )
+    assert sim_main(["replay", str(path), "--target", f"127.0.0.1:{port}", "--speed", "10"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"receiver-sim replay: panel: cannot connect to 127.0.0.1:{port}: Connection refused"
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,29 @@ async def test_unanswered_frames_do_not_crash_the_sink(tmp_path: Path) -> None:
         code, _ = stop(process)
     assert code == 0
     assert (tmp_path / "pkg-9.xml").exists()
+
+
+def test_a_port_in_use_or_an_address_not_here_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """The sinks as typed: a port another program holds, or an address this host does not
+    have (TEST-NET, never sent to), is one line naming the sink and the address; exit 1."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        for kind, out, listen, expected in (
+            ("sentinel", tmp_path, f"127.0.0.1:{port}", "Address already in use"),
+            ("surgard", tmp_path / "sg.txt", f"127.0.0.1:{port}", "Address already in use"),
+            ("sentinel", tmp_path, "192.0.2.1:5100", "Cannot assign requested address"),
+        ):
+            command = [sys.executable, "-m", "simulators.cli", "sink", kind, "--out", str(out)]
+            done = subprocess.run(
+                [*command, "--listen", listen],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert (done.returncode, done.stdout) == (1, ""), done.stderr
+            assert done.stderr.splitlines() == [
+                f"receiver-sim sink: {kind} sink: cannot listen on {listen}: {expected}"
+            ]
