@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from typing import Any
 
 import structlog
@@ -39,6 +40,15 @@ def raw_text(raw: bytes, limit: int = 512) -> str:
     """Bytes as an escaped, replayable string (latin-1 keeps every byte one character)."""
     text = raw[:limit].decode("latin-1").encode("unicode_escape").decode("ascii")
     return text if len(raw) <= limit else text + f"...(+{len(raw) - limit} bytes)"
+
+
+def crash_site(exc: BaseException) -> str:
+    """Where an unexpected exception was raised (``file:line in function``), for its log line."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "unknown"
+    last = frames[-1]
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"
 
 
 def log_signal(log: Any, signal: Signal, *, duplicate: bool) -> None:
