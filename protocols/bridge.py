@@ -584,6 +584,7 @@ class NeedData(enum.Enum):
 
 
 NEED_DATA: Final = NeedData.NEED_DATA
+_MESSAGE_TYPES: Final = frozenset(int(t) for t in MessageType)
 
 
 class NotAuthenticatedError(RemoteProtocolError):
@@ -740,12 +741,15 @@ class BridgeConnection:
 
     def _bad_length(self, count: int, why: str) -> BridgeEvent:
         """Refuse the header at the start of the buffer (its ``count`` first bytes are the
-        report) and rescan from the next byte; answered NAK(bad_crc): the frame could not be
-        checked, so the bridge sends it again."""
-        raw = bytes(self._buffer[:count])
+        report) and rescan from the next byte. A header that looks like ours (version, type)
+        is answered NAK(bad_crc): the frame could not be checked, so the bridge sends it again;
+        a false magic in garbage is not answered."""
+        buf = self._buffer
+        plausible = buf[2] == VERSION and buf[3] in _MESSAGE_TYPES
+        raw = bytes(buf[:count])
         self._quiet = max(self._quiet, count)
         self._discard(1)
-        return LengthError(why, raw=raw, reply=Reply.NAK)
+        return LengthError(why, raw=raw, reply=Reply.NAK if plausible else Reply.NONE)
 
     def _probe_reset(self) -> None:
         self._probe_from = 1

@@ -371,6 +371,11 @@ def test_an_oversized_length_is_skipped_without_buffering() -> None:
     assert (out[1].reason, out[1].raw) == ("bad_length", bogus)
     nak = decode_frame(receiver.reply_to(out[1], now=T0) or b"").body
     assert nak == Nak(7, NakReason.BAD_CRC)
+    # "VB" in garbage, not followed by our version and a message type: refused, not answered.
+    junk = BridgeConnection("receiver")
+    [refused] = read_all(junk, [b"VB\x09\x7f\xff\xff" + bytes(18)])[:1]
+    assert isinstance(refused, LengthError)
+    assert junk.reply_to(refused, now=T0) is None
 
 
 def _grown(frame: bytes, extra: int) -> bytes:
