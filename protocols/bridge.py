@@ -32,6 +32,7 @@ from attrs import field, frozen, validators
 from protocols.errors import (
     ChecksumError,
     FramingError,
+    LengthError,
     LocalProtocolError,
     MalformedFrameError,
     PayloadError,
@@ -583,6 +584,7 @@ class NeedData(enum.Enum):
 
 
 NEED_DATA: Final = NeedData.NEED_DATA
+_MESSAGE_TYPES: Final = frozenset(int(t) for t in MessageType)
 
 
 class NotAuthenticatedError(RemoteProtocolError):
@@ -652,6 +654,9 @@ class BridgeConnection:
         self._buffer = bytearray()
         self._garbage = bytearray()
         self._quiet = 0  # bytes of a frame already reported as a ChecksumError
+        # Looking ahead while a header waits for its bytes (see ``_embedded_frame``).
+        self._probe_from = 1
+        self._probe_starts: list[int] = []
         self._eof = False
 
     # ---- receiving ----------------------------------------------------------------------
@@ -690,14 +695,28 @@ class BridgeConnection:
             length = int.from_bytes(buf[4:6], "big")
             if length > self.max_body:
                 # Not a frame we could ever accept: a false magic or a corrupted length field.
-                self._discard(1)
-                continue
+                # Refuse the header and rescan from the next byte.
+                if self._quiet:
+                    self._discard(1)  # inside bytes already reported
+                    continue
+                return self._bad_length(
+                    HEADER_SIZE, f"bridge frame length {length} exceeds max_body {self.max_body}"
+                )
             size = HEADER_SIZE + length + CRC_SIZE
             if len(buf) < size:
+                # A complete, valid frame inside the bytes this header claims proves its
+                # length field wrong: resynchronise there instead of waiting for them all.
+                embedded = self._embedded_frame(len(buf))
+                if embedded > 0:
+                    return self._bad_length(embedded, "bridge frame length runs into a frame")
                 return self._need_data()
             frame = bytes(buf[:size])
             end = HEADER_SIZE + length
             if zlib.crc32(frame[:end]) != int.from_bytes(frame[end:], "big"):
+                embedded = self._embedded_frame(size)
+                if embedded > 0:
+                    # The same report whether or not the rest had arrived (any chunking).
+                    return self._bad_length(embedded, "bridge frame length runs into a frame")
                 # Rescan from the next byte so that a good frame hidden behind a corrupted
                 # length still comes out; the rest of this frame is not reported again.
                 self._quiet = size
@@ -705,6 +724,7 @@ class BridgeConnection:
                 return ChecksumError("bridge frame CRC-32 mismatch", raw=frame, reply=Reply.NAK)
             del buf[:size]
             self._quiet = 0
+            self._probe_reset()
             try:
                 envelope = decode_frame(frame)
             except RemoteProtocolError as exc:
@@ -717,6 +737,51 @@ class BridgeConnection:
         self._quiet -= quiet
         self._garbage += self._buffer[quiet:count]
         del self._buffer[:count]
+        self._probe_reset()
+
+    def _bad_length(self, count: int, why: str) -> BridgeEvent:
+        """Refuse the header at the start of the buffer (its ``count`` first bytes are the
+        report) and rescan from the next byte. A header that looks like ours (version, type)
+        is answered NAK(bad_crc): the frame could not be checked, so the bridge sends it again;
+        a false magic in garbage is not answered."""
+        buf = self._buffer
+        plausible = buf[2] == VERSION and buf[3] in _MESSAGE_TYPES
+        raw = bytes(buf[:count])
+        self._quiet = max(self._quiet, count)
+        self._discard(1)
+        return LengthError(why, raw=raw, reply=Reply.NAK if plausible else Reply.NONE)
+
+    def _probe_reset(self) -> None:
+        self._probe_from = 1
+        self._probe_starts.clear()
+
+    def _embedded_frame(self, limit: int) -> int:
+        """Where the first complete, CRC-valid frame after byte 0 that ends by ``limit`` starts,
+        or -1. Incremental while the head frame waits for its bytes: each magic is found once
+        and its CRC computed once, when its frame is complete, so a trickling stream costs
+        linear time."""
+        buf = self._buffer
+        while (at := buf.find(MAGIC, self._probe_from, limit)) >= 0:
+            self._probe_starts.append(at)
+            self._probe_from = at + 1
+        # A magic may straddle ``limit``: look at its last byte again next time.
+        self._probe_from = max(self._probe_from, limit - 1)
+        waiting: list[int] = []
+        for at in self._probe_starts:
+            if at + HEADER_SIZE > limit:
+                waiting.append(at)
+                continue
+            length = int.from_bytes(buf[at + 4 : at + 6], "big")
+            end = at + HEADER_SIZE + length
+            if length > self.max_body:
+                continue
+            if end + CRC_SIZE > limit:
+                waiting.append(at)
+                continue
+            if zlib.crc32(buf[at:end]) == int.from_bytes(buf[end : end + CRC_SIZE], "big"):
+                return at  # the caller refuses the head, which resets the probe
+        self._probe_starts[:] = waiting
+        return -1
 
     def _report_garbage(self) -> FramingError:
         # Report at most MAX_GARBAGE_REPORT bytes at a time, so that the reports do not
@@ -732,6 +797,7 @@ class BridgeConnection:
             raw = bytes(self._garbage + self._buffer)
             self._garbage.clear()
             self._buffer.clear()
+            self._probe_reset()
             return FramingError(f"connection closed inside a frame ({len(raw)} bytes)", raw=raw)
         self.state = BridgeState.CLOSED
         return NEED_DATA
@@ -859,6 +925,7 @@ class BridgeConnection:
         try:
             reason = NakReason[error.reason.upper()]
         except KeyError:
-            reason = NakReason.MALFORMED
+            # A header whose length cannot be right: the frame could not be checked.
+            reason = NakReason.BAD_CRC if isinstance(error, LengthError) else NakReason.MALFORMED
         reply = self.envelope(Nak(sequence, reason), now=now, bridge_id=bridge_id)
         return encode_frame(reply)

@@ -676,10 +676,11 @@ def _fit(number: str, width: int) -> str | None:
         return "0" * width
     if not number.isdigit() or not number.isascii():
         return None
-    value = int(number)
-    if value >= 10**width:
+    # Bound the digits before converting: int() refuses more than 4,300 of them (ValueError).
+    significant = number.lstrip("0")
+    if len(significant) > width:
         return None
-    return str(value).zfill(width)
+    return significant.zfill(width)
 
 
 def describe(cid: ContactIdView | None, sia: SiaView | None) -> tuple[str | None, str | None]:

@@ -213,9 +213,13 @@ class FrameSplitter:
             return self._discard(buf.find(b"\n"), "garbage before a frame")
         if len(buf) < 10:
             return NEED_DATA
-        if buf[9] == 0x22:  # '"' after 4 hex CRC digits and 4 length digits
+        # The CRC and length fields are ASCII, except the two raw bytes of a binary CRC; an LF
+        # among them means a frame starts there (an LF and one byte before a binary-CRC frame
+        # put its '"' where a hex header has it). '"' follows 4 hex CRC digits and 4 length
+        # digits, or 2 raw CRC bytes and 4 length digits.
+        if buf[9] == 0x22 and buf.find(b"\n", 1, 9) < 0:
             body_start = 10
-        elif buf[7] == 0x22:  # '"' after 2 raw CRC bytes and 4 length digits
+        elif buf[7] == 0x22 and buf.find(b"\n", 3, 7) < 0:
             body_start = 8
         else:
             return self._discard(buf.find(b"\n", 1), "not a DC-09 header")
@@ -476,10 +480,11 @@ def _decrypt_tail(
             raw=raw,
             reason="bad_ciphertext",
         )
-    try:
-        ciphertext = bytes.fromhex(text)
-    except ValueError:
-        raise DecryptionError("ciphertext is not hex", raw=raw, reason="bad_ciphertext") from None
+    # bytes.fromhex skips whitespace: check every digit, or 30 digits and two spaces pass the
+    # length check above and reach AES as 15 bytes.
+    if not _HEX_DIGITS.issuperset(text):
+        raise DecryptionError("ciphertext is not hex", raw=raw, reason="bad_ciphertext")
+    ciphertext = bytes.fromhex(text)
     if not text.isupper() and not text.isdigit():
         quirks.append("lowercase_hex")
     decryptor = _cipher(key).decryptor()

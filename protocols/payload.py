@@ -3,7 +3,9 @@
 Rules:
 - ``token`` is ``SIA-DCS``, ``ADM-CID`` or ``NULL`` (without the ``*``); ``data`` is the data
   block between ``[`` and ``]``, decrypted, pad stripped. ``NULL`` gives no events, whatever
-  its data holds (tolerated). Any other token is UnsupportedError (DUH).
+  its data holds (tolerated), and so does a ``SIA-DCS`` frame with an empty data block (``[]``):
+  a valid frame carrying no event, a link test like ``NULL``. Any other token is
+  UnsupportedError (DUH).
 - Each event carries the view the device sent (authoritative) and the other one derived from
   the catalog where it maps, plus the catalog's name and category. An unknown code is kept and
   flagged ``unknown_code``, never dropped. PayloadError (DUH) only when nothing parses.
@@ -52,7 +54,7 @@ class Event:
 
 def parse_events(token: str, data: str) -> tuple[Event, ...]:
     """Every event in a DC-09 data block (see the module rules)."""
-    if token == NULL:
+    if token == NULL or (token == SIA_DCS and not data):
         return ()
     if token not in (SIA_DCS, ADM_CID):
         raise UnsupportedError(

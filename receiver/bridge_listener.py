@@ -70,7 +70,7 @@ from receiver.bridge_state import BridgeStateStore, bridge_link, trouble_link
 from receiver.config import BridgeConfig
 from receiver.connection_limits import ConnectionLimits, serve_connection
 from receiver.journal import Journal, JournalError, to_us
-from receiver.logs import RejectionLog, log_signal, raw_text
+from receiver.logs import RejectionLog, crash_site, log_signal, raw_text
 from receiver.metrics import Counters
 from receiver.registry_index import BridgeInfo, ChannelInfo, RegistryIndex
 from receiver.supervisor import Supervisor
@@ -218,10 +218,52 @@ class BridgeIntake:
             self.counters.inc("bridge_replies_nak")
         return Prepared(reply_now=reply)
 
+    def crashed(
+        self,
+        exc: Exception,
+        conn: BridgeConnection,
+        envelope: Envelope,
+        log: Any,
+        *,
+        close: bool = False,
+    ) -> Prepared:
+        """A bug while handling a frame costs that frame only: logged as ``frame_crashed``
+        with its raw bytes and the exception type, counted (``bridge_frames_internal_error``)
+        and answered NAK ``malformed`` (the protocol's "cannot process this message", not
+        resent unchanged). A HELLO that crashed is refused that way and the connection closed.
+        """
+        self.counters.inc("bridge_frames_internal_error")
+        log.error(
+            "frame_crashed",
+            error_type=type(exc).__name__,
+            error=str(exc),
+            where=crash_site(exc),
+            reply="NAK",
+            raw=raw_text(envelope.raw),
+        )
+        now = datetime.now(UTC)
+        if close:
+            return Prepared(
+                reply_now=conn.nak(envelope, NakReason.MALFORMED, now=now), close_after=True
+            )
+        nak = Nak(envelope.sequence, NakReason.MALFORMED)
+        self.counters.inc("bridge_replies_nak")
+        return Prepared(
+            reply_now=encode_frame(conn.envelope(nak, now=now, bridge_id=envelope.bridge_id))
+        )
+
     def hello(
         self, conn: BridgeConnection, envelope: Envelope, session: Session, peer: str, log: Any
     ) -> Prepared:
         """Accept or refuse a HELLO; the answer is built now (the codec needs it to read on)."""
+        try:
+            return self._hello(conn, envelope, session, peer, log)
+        except Exception as exc:  # a bug must cost one frame, not the process
+            return self.crashed(exc, conn, envelope, log, close=True)
+
+    def _hello(
+        self, conn: BridgeConnection, envelope: Envelope, session: Session, peer: str, log: Any
+    ) -> Prepared:
         hello = envelope.body
         assert isinstance(hello, Hello)
         now = datetime.now(UTC)
@@ -341,8 +383,20 @@ class BridgeIntake:
 
     # -- events and heartbeats --------------------------------------------------------------
 
-    def prepare(self, envelope: Envelope, session: Session, peer: str) -> Prepared:
-        """An EVENT or HEARTBEAT of the authenticated bridge: its Signal and link updates."""
+    def prepare(
+        self, envelope: Envelope, session: Session, peer: str, conn: BridgeConnection
+    ) -> Prepared:
+        """An EVENT or HEARTBEAT of the authenticated bridge: its Signal and link updates.
+
+        A bug while handling it costs this frame only (see ``crashed``).
+        """
+        try:
+            return self._prepare(envelope, session, peer)
+        except Exception as exc:  # a bug must cost one frame, not the process
+            serial = session.info.serial if session.info is not None else None
+            return self.crashed(exc, conn, envelope, self.log.bind(peer=peer, serial=serial))
+
+    def _prepare(self, envelope: Envelope, session: Session, peer: str) -> Prepared:
         info = session.info
         assert info is not None
         # A registry change (zone, zone type, library) applies from the next frame on.
@@ -645,7 +699,7 @@ class BridgeServer:
                             closing = prepared.close_after
                             batch.append(prepared)
                         else:
-                            batch.append(self.intake.prepare(event, session, peer))
+                            batch.append(self.intake.prepare(event, session, peer, conn))
                     if framed:
                         last_frame, garbage_since = now, None
                     elif data and garbage_since is None:

@@ -27,7 +27,7 @@ import structlog
 import trio
 
 from receiver.config import Config
-from receiver.logs import PeerRejectionLogs
+from receiver.logs import PeerRejectionLogs, crash_site
 from receiver.metrics import Counters
 
 # Descriptors kept free for everything that is not a connection.
@@ -116,7 +116,9 @@ async def serve_connection(
 ) -> None:
     """One accepted connection, for every listener: admit it under ``limits`` or refuse it
     (counted as ``<counter>_refused``, logged, closed at once), bind a process-wide ``conn_id``
-    and the peer to the log, run ``converse``, and always close the stream, even on cancel."""
+    and the peer to the log, run ``converse``, and always close the stream, even on cancel.
+    An unexpected exception from ``converse`` closes this connection (``connection_crashed``,
+    counted as ``<counter>_crashed``) and goes no further."""
     try:
         peer_host, peer_port = stream.socket.getpeername()[:2]
     except OSError:
@@ -137,6 +139,16 @@ async def serve_connection(
             await converse(stream, peer, log)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             log.info("connection_lost")
+        except Exception as exc:
+            # A bug in a codec or a listener costs this connection only, never the others
+            # and never the process (frames are guarded one by one before this).
+            counters.inc(f"{counter}_crashed")
+            log.error(
+                "connection_crashed",
+                error_type=type(exc).__name__,
+                error=str(exc),
+                where=crash_site(exc),
+            )
         finally:
             with trio.CancelScope(shield=True):
                 await stream.aclose()

@@ -35,7 +35,7 @@ from receiver import tcp_accept
 from receiver.config import Dc09Config
 from receiver.connection_limits import ConnectionLimits, serve_connection
 from receiver.journal import Journal, JournalError, to_us
-from receiver.logs import PeerRejectionLogs, RejectionLog, log_signal, raw_text
+from receiver.logs import PeerRejectionLogs, RejectionLog, crash_site, log_signal, raw_text
 from receiver.metrics import Counters
 from receiver.registry_index import RegistryIndex, ResolvedAccount
 from receiver.supervisor import Supervisor
@@ -133,7 +133,39 @@ class Dc09Intake:
         )
 
     def prepare(self, raw: bytes, peer: str, log: Any) -> Prepared:
-        """Decode one raw frame into signals and its ACK (sent only after the commit)."""
+        """Decode one raw frame into signals and its ACK (sent only after the commit).
+
+        A bug in decoding (any exception outside the project's error tree) costs this frame
+        only: it is logged as ``frame_crashed`` with its raw bytes and the exception type,
+        counted as ``frames_internal_error`` and answered DUH ("correctly received, cannot
+        process": the CRC held, the fault is ours), or not at all when not even its header
+        can be read (a DUH must echo the header). Never the connection, never the process.
+        """
+        try:
+            return self._prepare(raw, peer, log)
+        except Exception as exc:  # a codec bug must cost one frame, no more
+            return self._crashed(exc, raw, log)
+
+    def _crashed(self, exc: Exception, raw: bytes, log: Any) -> Prepared:
+        self.counters.inc("frames_internal_error")
+        try:
+            header: dc09.Dc09Header | None = dc09.read_header(raw)
+        except Exception:  # the header read may be what failed
+            header = None
+        reply = dc09.duh(header) if header is not None else None
+        log.error(
+            "frame_crashed",
+            error_type=type(exc).__name__,
+            error=str(exc),
+            where=crash_site(exc),
+            reply=Reply.DUH.value if reply is not None else Reply.NONE.value,
+            raw=raw_text(raw),
+        )
+        if reply is not None:
+            self.counters.inc("replies_duh")
+        return Prepared(reply_now=reply)
+
+    def _prepare(self, raw: bytes, peer: str, log: Any) -> Prepared:
         now = datetime.now(UTC)
         frame: dc09.Dc09Frame | None = None
         try:
@@ -188,6 +220,9 @@ class Dc09Intake:
         )
         prepared = Prepared(reply_after_commit=ack, link=link)
         self.counters.inc("frames_ok")
+        if not events:
+            # NULL, or SIA-DCS with an empty data block: a link test, ACKed, nothing stored.
+            self.counters.inc("frames_link_test")
         if frame.quirks:
             flags.update(f"quirk:{q}" for q in frame.quirks)
             if "late" in frame.quirks:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from collections import OrderedDict
 from typing import Any
 
@@ -45,6 +46,15 @@ def raw_text(raw: bytes, limit: int = 512) -> str:
     """Bytes as an escaped, replayable string (latin-1 keeps every byte one character)."""
     text = raw[:limit].decode("latin-1").encode("unicode_escape").decode("ascii")
     return text if len(raw) <= limit else text + f"...(+{len(raw) - limit} bytes)"
+
+
+def crash_site(exc: BaseException) -> str:
+    """Where an unexpected exception was raised (``file:line in function``), for its log line."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "unknown"
+    last = frames[-1]
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"
 
 
 def log_signal(log: Any, signal: Signal, *, duplicate: bool) -> None:
@@ -83,8 +93,10 @@ class RejectionLog:
     one ``rejections_suppressed`` warning (``rejected`` = the event, ``reason``, ``count``)
     reports them once their interval is over: on the next rejection after it, or at ``close``
     when the connection ends. The logged lines plus the counts are every rejection; the
-    listeners' counters are kept apart from this and stay exact. Other levels pass straight
-    through, so it can be handed to code that takes a logger (``Dc09Intake.prepare``).
+    listeners' counters are kept apart from this and stay exact. ``error`` (a frame that hit a
+    bug: ``frame_crashed``) is limited the same way, at error level, so a frame that crashes
+    the codec cannot flood the log either. Other levels pass straight through, so it can be
+    handed to code that takes a logger (``Dc09Intake.prepare``).
     """
 
     def __init__(self, log: Any, *, burst: int = 5, interval: float = 60.0) -> None:
@@ -95,7 +107,6 @@ class RejectionLog:
         self._due = float("inf")  # when the oldest window with suppressed lines is over
         self.debug = log.debug
         self.info = log.info
-        self.error = log.error
         self.exception = log.exception
         self.critical = log.critical
 
@@ -107,6 +118,12 @@ class RejectionLog:
         return bound
 
     def warning(self, event: str, **fields: Any) -> None:
+        self._limited(self._log.warning, event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._limited(self._log.error, event, fields)
+
+    def _limited(self, emit: Any, event: str, fields: dict[str, Any]) -> None:
         now = trio.current_time()
         if now >= self._due:
             self._report(now)
@@ -118,7 +135,7 @@ class RejectionLog:
             window.start, window.logged = now, 0
         if window.logged < self.burst:
             window.logged += 1
-            self._log.warning(event, **fields)
+            emit(event, **fields)
             return
         if not window.suppressed:
             self._due = min(self._due, window.start + self.interval)

@@ -3,7 +3,8 @@
 Rules: the frame is checked exactly as the listener checks it (same codec, same default
 timestamp window), and the reply shown is the one the listener would send. Output is JSON on
 stdout. Exit 0 when the frame is accepted; exit 2 when it is rejected, with one line on stderr
-saying why (the JSON then names the rejection and the reply, if any).
+saying why (the JSON then names the rejection and the reply, if any). A bug in the codec is
+one line on stderr and exit 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from protocols import dc09
-from protocols.errors import InvalidInputError, RemoteProtocolError, Reply
+from protocols.errors import InvalidInputError, ReceiverError, RemoteProtocolError, Reply
 from protocols.payload import Event, parse_events
 from receiver.cli import EXIT_BAD_INPUT, EXIT_OK, fail
 
@@ -171,6 +172,22 @@ def _decode(args: argparse.Namespace) -> int:
     key = dc09.parse_key(args.key, args.key_format) if args.key is not None else None
     now = parse_now(args.now) if args.now else datetime.now(UTC)
     window = dc09.TimestampWindow(check_plain=args.check_plain)
+    try:
+        return _decode_frame(raw, key, now, window)
+    except (ReceiverError, BrokenPipeError):
+        raise
+    except Exception as exc:
+        # A codec bug: one line, as the listener logs it (frame_crashed), not a traceback.
+        return fail(
+            f"internal error decoding the frame: {type(exc).__name__}: {exc} "
+            "(the receiver answers such a frame DUH and logs it as frame_crashed)",
+            EXIT_BAD_INPUT,
+        )
+
+
+def _decode_frame(
+    raw: bytes, key: bytes | None, now: datetime, window: dc09.TimestampWindow
+) -> int:
     if any(f'"{t}"'.encode() in raw[:16] for t in ("ACK", "*ACK", "NAK", "DUH")):
         try:
             return _show_reply(raw, key)

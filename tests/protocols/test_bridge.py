@@ -44,6 +44,7 @@ from protocols.bridge import (
 from protocols.errors import (
     ChecksumError,
     FramingError,
+    LengthError,
     LocalProtocolError,
     MalformedFrameError,
     PayloadError,
@@ -358,15 +359,63 @@ def test_a_corrupted_length_does_not_hide_the_next_frame() -> None:
 
 
 def test_an_oversized_length_is_skipped_without_buffering() -> None:
-    """A header announcing 65535 body bytes is skipped at once; the next frame comes out."""
+    """A header announcing 65535 body bytes is refused at once (bad_length, NAK bad_crc to the
+    sequence it names, so the bridge sends its frame again); the next frame comes out."""
     _, sent = bridge_stream([Heartbeat(ArmState.DISARMED, "1.0")])
     hello = encode_frame(sent[0])
-    bogus = b"VB\x01\x02\xff\xff" + bytes(18)
+    bogus = b"VB\x01\x02\xff\xff" + bytes(6) + (7).to_bytes(4, "big") + bytes(8)
     receiver = BridgeConnection("receiver")
     out = read_all(receiver, [hello, bogus + encode_frame(sent[1])])
     assert out == [sent[0], out[1], sent[1]]
-    assert isinstance(out[1], FramingError)
-    assert out[1].raw == bogus
+    assert isinstance(out[1], LengthError)
+    assert (out[1].reason, out[1].raw) == ("bad_length", bogus)
+    nak = decode_frame(receiver.reply_to(out[1], now=T0) or b"").body
+    assert nak == Nak(7, NakReason.BAD_CRC)
+    # "VB" in garbage, not followed by our version and a message type: refused, not answered.
+    junk = BridgeConnection("receiver")
+    [refused] = read_all(junk, [b"VB\x09\x7f\xff\xff" + bytes(18)])[:1]
+    assert isinstance(refused, LengthError)
+    assert junk.reply_to(refused, now=T0) is None
+
+
+def _grown(frame: bytes, extra: int) -> bytes:
+    """``frame`` with ``extra`` added to its length field (CRC left as it was)."""
+    damaged = bytearray(frame)
+    damaged[4:6] = (int.from_bytes(frame[4:6], "big") + extra).to_bytes(2, "big")
+    return bytes(damaged)
+
+
+def test_a_grown_length_resyncs_on_the_next_frame_without_waiting() -> None:
+    """A length field grown by 500 (still under max_body) no longer holds the stream until 500
+    more bytes arrive: the next good frame, once whole, proves the header wrong; the damaged
+    frame is refused as bad_length and the next frame comes out at once."""
+    _, sent = bridge_stream([Event(channel=1, kind=EventKind.INPUT_ALARM), Heartbeat(1, "1.0")])
+    hello, alarm, heartbeat = (encode_frame(e) for e in sent)
+    damaged = _grown(alarm, 500)
+    receiver = BridgeConnection("receiver")
+    out = read_all(receiver, [hello, damaged, heartbeat])
+    assert describe(out) == [sent[0], ("LengthError", "bad_length", damaged), sent[2]]
+    # Byte by byte, or all at once, it reads the same.
+    stream = hello + damaged + heartbeat
+    trickled = read_all(BridgeConnection("receiver"), [bytes([b]) for b in stream])
+    assert describe(trickled) == describe(out)
+    assert describe(read_all(BridgeConnection("receiver"), [stream])) == describe(out)
+
+
+def test_a_stalled_header_waits_only_while_nothing_proves_it_wrong() -> None:
+    """With no frame after it the grown header still waits (a timeout in the listener ends
+    that), and a frame that is not whole yet proves nothing."""
+    _, sent = bridge_stream([Event(channel=1, kind=EventKind.INPUT_ALARM), Heartbeat(1, "1.0")])
+    hello, alarm, heartbeat = (encode_frame(e) for e in sent)
+    receiver = BridgeConnection("receiver")
+    receiver.receive_data(hello)
+    assert receiver.next_event() == sent[0]
+    receiver.ack(sent[0], now=T0)
+    receiver.receive_data(_grown(alarm, 300) + heartbeat[:-1])
+    assert receiver.next_event() is NEED_DATA
+    receiver.receive_data(heartbeat[-1:])
+    assert isinstance(receiver.next_event(), LengthError)
+    assert receiver.next_event() == sent[2]
 
 
 def test_large_garbage_is_reported_in_bounded_pieces() -> None:

@@ -305,3 +305,13 @@ def test_describe() -> None:
     assert describe(None, SiaView("BA", "1")) == ("Burglary Alarm", "alarm")
     assert describe(ContactIdView("E", "999"), SiaView("RP", "")) == ("Automatic Test", "test")
     assert describe(ContactIdView("E", "999"), None) == (None, None)
+
+
+def test_an_address_of_thousands_of_digits_does_not_map_and_does_not_raise() -> None:
+    """Past 4,300 digits ``int()`` raised ValueError; any length is bounded before converting,
+    and leading zeros still fit the zone."""
+    assert cid_for_sia(SiaView("BA", "1" * 5000)) is None
+    assert cid_for_sia(SiaView("BA", "1", (("ri", "7" * 5000),))) is None
+    mapped = cid_for_sia(SiaView("BA", "0" * 5000 + "12"))
+    assert mapped is not None
+    assert mapped.zone == "012"

@@ -299,3 +299,19 @@ def test_a_wrong_key_is_always_a_nak_never_a_duh() -> None:
         with pytest.raises(RemoteProtocolError) as info:
             dc09.decode_frame(frame, key=bytes(range(16)), now=now)
         assert info.value.reply is Reply.NAK, info.value
+
+
+@pytest.mark.parametrize(
+    "ciphertext",
+    ["00" * 15 + "  ", "00" * 15 + "\t\n", " " + "00" * 15 + " ", "00" * 31 + "  "],
+)
+def test_whitespace_in_the_ciphertext_is_a_nak_not_a_crash(ciphertext: str) -> None:
+    """``bytes.fromhex`` skips whitespace: 30 hex digits and two spaces passed the block-size
+    check and AES raised ValueError. Now it is a bad ciphertext, answered NAK, in frames and
+    in an ``*ACK`` a panel reads alike."""
+    frame = _frame('"*SIA-DCS"0001L0#1234[' + ciphertext)
+    with pytest.raises(DecryptionError) as caught:
+        dc09.decode_frame(frame, key=KEY, now=NOW)
+    assert (caught.value.reason, caught.value.reply) == ("bad_ciphertext", Reply.NAK)
+    with pytest.raises(DecryptionError):
+        dc09.decode_reply(_frame('"*ACK"0001L0#1234[' + ciphertext), key=KEY)

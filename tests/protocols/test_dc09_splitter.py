@@ -66,3 +66,16 @@ def test_pending_bytes_counts_an_incomplete_frame() -> None:
     splitter.receive_data(GOOD[:20])
     assert splitter.next_event() is dc09.NEED_DATA
     assert splitter.pending_bytes == 20
+
+
+def test_binary_crc_frame_after_an_lf_and_one_byte_comes_out() -> None:
+    """An LF and one garbage byte before a binary-CRC frame put its '"' where a hex header has
+    it: the splitter took the three as one frame and the panel got no reply. Every frame comes
+    out, whatever the byte, whole or one byte at a time."""
+    for seq in range(40):
+        frame = dc09.encode_frame("SIA-DCS", seq, "1234", "#1234|Nri1/BA012", crc_form="binary")
+        for prefix in [b"\n", *(b"\n" + bytes([b]) for b in range(256))]:
+            whole = [e for e in _events(prefix + frame) if isinstance(e, bytes)]
+            assert whole == [frame], (prefix, frame)
+        trickled = _events(*(bytes([b]) for b in b"\nx" + frame))
+        assert [e for e in trickled if isinstance(e, bytes)] == [frame]

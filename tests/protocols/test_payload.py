@@ -83,6 +83,11 @@ def test_null_gives_no_events_even_with_data() -> None:
     assert parse_events("NULL", "#1234|junk") == ()
 
 
+def test_an_empty_sia_block_is_a_link_test() -> None:
+    """``SIA-DCS`` with ``[]`` carries no event (a link test, like NULL), not a DUH."""
+    assert parse_events("SIA-DCS", "") == ()
+
+
 def test_other_token_is_unsupported() -> None:
     """A token the receiver cannot handle answers DUH."""
     with pytest.raises(UnsupportedError) as info:
