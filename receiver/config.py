@@ -102,6 +102,25 @@ class JournalConfig:
 
 
 @frozen
+class ConsoleConfig:
+    # HOST:PORT of the operator console (HTTP API, pages, /metrics, /healthz); "" turns it off.
+    listen: str = "127.0.0.1:8080"
+    # An output down this long puts the alarms waiting for it into the operator's queue.
+    manual_after: float = field(default=60.0, validator=attrs.validators.ge(0))
+    # Whether /metrics needs a login (an API token or a session).
+    metrics_login: bool = False
+    # A login session ends this long after it began.
+    session_hours: float = field(default=12.0, validator=attrs.validators.gt(0))
+    # Failed logins allowed per user name and per address within login_window seconds.
+    max_failed_logins: int = field(default=5, validator=attrs.validators.ge(1))
+    login_window: float = field(default=300.0, validator=attrs.validators.gt(0))
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return _host_port(self.listen) if self.listen else None
+
+
+@frozen
 class OutputConfig:
     name: str
     kind: str = field(validator=attrs.validators.in_(("sentinel", "surgard", "spool")))
@@ -115,6 +134,7 @@ class Config:
     bridge: BridgeConfig = BridgeConfig()
     supervision: SupervisionConfig = SupervisionConfig()
     journal: JournalConfig = JournalConfig()
+    console: ConsoleConfig = ConsoleConfig()
     outputs: tuple[OutputConfig, ...] = (
         OutputConfig(name="spool", kind="spool", settings={"directory": "var/spool"}),
     )
@@ -127,6 +147,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "bridge": BridgeConfig,
     "supervision": SupervisionConfig,
     "journal": JournalConfig,
+    "console": ConsoleConfig,
 }
 
 

@@ -21,6 +21,7 @@ from adapters.output import build_output
 from receiver.bridge_listener import BridgeIntake, BridgeServer, watch_bridge
 from receiver.bridge_state import BridgeStateStore
 from receiver.config import Config
+from receiver.console import serve_console
 from receiver.dc09_listener import Dc09Intake, Dc09Server, account_link
 from receiver.dispatcher import Dispatcher
 from receiver.journal import Journal, load_links
@@ -73,6 +74,7 @@ class RegistryView:
 class Ports:
     dc09: int
     bridge: int | None = None
+    console: int | None = None
 
 
 class Service:
@@ -95,9 +97,15 @@ class Service:
         )
         self._shutdown = trio.Event()
         self.ports: Ports | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.servers: dict[str, Any] = {}
 
     def request_shutdown(self) -> None:
         self._shutdown.set()
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutdown.is_set()
 
     def supervise_accounts(self, index: RegistryIndex, stored: dict[str, tuple[int, bool]]) -> None:
         """Watch every account with a supervision interval; forget accounts that lost it."""
@@ -173,6 +181,7 @@ class Service:
                         self.journal,
                     )
                     await workers.start(dispatcher.run)
+                    self.dispatcher = dispatcher
                     intake = Dc09Intake(
                         self.config.dc09,
                         journal=self.journal,
@@ -190,10 +199,15 @@ class Service:
                         counters=self.counters,
                         log_signals=self.config.log_signals,
                     )
+                    self.servers = {
+                        "dc09": Dc09Server(intake),
+                        "bridge": BridgeServer(bridge_intake),
+                    }
                     async with trio.open_nursery() as listeners:
-                        dc09_port = await listeners.start(Dc09Server(intake).serve)
-                        bridge_port = await listeners.start(BridgeServer(bridge_intake).serve)
-                        self.ports = Ports(dc09=dc09_port, bridge=bridge_port)
+                        dc09_port = await listeners.start(self.servers["dc09"].serve)
+                        bridge_port = await listeners.start(self.servers["bridge"].serve)
+                        console_port = await workers.start(serve_console, self.config, self)
+                        self.ports = Ports(dc09=dc09_port, bridge=bridge_port, console=console_port)
                         task_status.started(self.ports)
                         await self._shutdown.wait()
                         self.log.info("shutting_down")

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "history",
     "report",
     "outputs",
+    "users",
 )
 
 Handler = Callable[[argparse.Namespace], int]

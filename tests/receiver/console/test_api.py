@@ -1,0 +1,211 @@
+"""The console's JSON API and its login rules, over real HTTP on loopback against a running
+receiver (real SQLite file, frames from the panel simulator)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import httpx
+import pytest
+import structlog.testing
+
+from tests.receiver.console.conftest import Console, add_user, send_sia
+
+
+async def test_healthz_answers_without_login(console: Console) -> None:
+    """/healthz is open to anyone and says the listeners and the store are up."""
+    async with console.client() as client:
+        answer = await client.get("/healthz")
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ok", "listeners": "up", "store": "up"}
+
+
+async def test_nothing_but_login_is_served_before_logging_in(console: Console) -> None:
+    """Pages redirect to the login page; the API answers 401 with a message."""
+    async with console.client() as client:
+        page = await client.get("/signals")
+        assert page.status_code == 303
+        assert page.headers["location"].startswith("/login")
+        for path in (
+            "/api/v1/signals",
+            "/api/v1/outputs",
+            "/api/v1/openapi.json",
+            "/events/signals",
+        ):
+            answer = await client.get(path)
+            assert answer.status_code == 401, path
+            assert answer.json() == {"error": "log in first"}
+        assert (await client.get("/login")).status_code == 200
+
+
+async def test_signal_sent_by_a_panel_is_listed_and_shown_in_full(console: Console) -> None:
+    """A frame from the panel simulator is in /api/v1/signals and its page holds the raw
+    frame, the peer and where each output stands."""
+    await send_sia(console.receiver, "BA", "012")
+    async with console.login("vera") as client:
+        listed = (await client.get("/api/v1/signals", params={"account": "1234"})).json()
+        [item] = listed["signals"]
+        assert (item["account"], item["sia"], item["category"]) == ("1234", "BA", "alarm")
+        detail = (await client.get(f"/api/v1/signals/{item['id']}")).json()
+    assert detail["peer"].startswith("127.0.0.1:")
+    assert '"SIA-DCS"0001L0#1234[#1234|NBA012]' in detail["raw"]
+    assert detail["deliveries"] == [{"output": "automation", "state": "waiting"}]
+
+
+async def test_filters_select_signals(console: Console) -> None:
+    """category, code and limit narrow the list; a bad filter is a 422 naming it."""
+    await send_sia(console.receiver, "BA", "001")
+    await send_sia(console.receiver, "OP", "002")
+    async with console.login("vera") as client:
+        alarms = (await client.get("/api/v1/signals", params={"category": "alarm"})).json()
+        assert [s["sia"] for s in alarms["signals"]] == ["BA"]
+        opening = (await client.get("/api/v1/signals", params={"code": "op"})).json()
+        assert [s["sia"] for s in opening["signals"]] == ["OP"]
+        one = (await client.get("/api/v1/signals", params={"limit": "1"})).json()
+        assert len(one["signals"]) == 1
+        bad = await client.get("/api/v1/signals", params={"category": "panic"})
+        assert bad.status_code == 422
+        assert "unknown category 'panic'" in bad.json()["error"]
+        assert (await client.get("/api/v1/signals", params={"limit": "x"})).status_code == 422
+        assert (await client.get("/api/v1/signals", params={"color": "red"})).status_code == 422
+
+
+async def test_unknown_signal_and_account_are_404(console: Console) -> None:
+    """An unknown signal, account or endpoint is a 404 with a message."""
+    async with console.login("vera") as client:
+        answer = await client.get("/api/v1/signals/nope")
+        assert answer.status_code == 404
+        assert answer.json() == {"error": "no signal 'nope'"}
+        answer = await client.get("/api/v1/accounts/S1/9999")
+        assert answer.status_code == 404
+        assert (await client.get("/api/v1/nothing")).status_code == 404
+
+
+async def test_accounts_outputs_bridges_troubles(console: Console) -> None:
+    """The registry, the outputs' state (down sink: manual mode at manual_after = 0)."""
+    async with console.login("vera") as client:
+        accounts = (await client.get("/api/v1/accounts", params={"q": "main"})).json()["accounts"]
+        assert [(a["station"], a["effective"]) for a in accounts] == [("S1", "1234")]
+        account = (await client.get("/api/v1/accounts/S1/1234")).json()
+        assert account["site"] == "Main Street"
+        [output] = (await client.get("/api/v1/outputs")).json()["outputs"]
+        assert output["name"] == "automation"
+        assert output["connected"] is False
+        assert output["manual_mode"] is True
+        assert (await client.get("/api/v1/bridges")).json() == {"bridges": []}
+        assert (await client.get("/api/v1/troubles")).json() == {"troubles": []}
+        spec = (await client.get("/api/v1/openapi.json")).json()
+        assert "/api/v1/signals/{signal_id}/acknowledge" in spec["paths"]
+
+
+async def test_operator_acknowledges_a_manual_mode_alarm_and_it_is_journaled(
+    console: Console, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the automation sink down, an operator acknowledges the alarm through the API
+    token; the acknowledgement and its audit row name the operator; a second try is 409."""
+    await send_sia(console.receiver, "BA", "012")
+    capsys.readouterr()
+    code = console.receiver.cli("users", "token", "otto", "--label", "automation bridge")
+    assert code == 0
+    async with console.login("vera") as client:
+        [item] = (await client.get("/api/v1/manual")).json()["queue"]
+    signal_id = item["id"]
+    token = capsys.readouterr().out.strip().splitlines()[0]
+    async with httpx.AsyncClient(
+        base_url=console.url, headers={"Authorization": f"Bearer {token}"}
+    ) as machine:
+        answer = await machine.post(f"/api/v1/signals/{signal_id}/acknowledge")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["acknowledged_by"] == "otto"
+        again = await machine.post(f"/api/v1/signals/{signal_id}/acknowledge")
+        assert again.status_code == 409
+        assert "already acknowledged by otto" in again.json()["error"]
+    conn = sqlite3.connect(console.receiver.db)
+    try:
+        assert conn.execute("SELECT user, outputs FROM manual_acks").fetchall() == [
+            ("otto", "automation")
+        ]
+        assert conn.execute(
+            "SELECT user, action, subject FROM audit WHERE action = 'acknowledge'"
+        ).fetchall() == [("otto", "acknowledge", signal_id)]
+    finally:
+        conn.close()
+
+
+async def test_viewer_cannot_acknowledge(console: Console) -> None:
+    """403 with the reason, a log line, and no acknowledgement stored."""
+    await send_sia(console.receiver, "BA", "012")
+    async with console.login("vera") as client:
+        [item] = (await client.get("/api/v1/manual")).json()["queue"]
+        with structlog.testing.capture_logs() as logs:
+            answer = await client.post(f"/api/v1/signals/{item['id']}/acknowledge")
+    assert answer.status_code == 403
+    assert answer.json() == {"error": "vera is a viewer; this needs an operator"}
+    assert any(e["event"] == "console_refused" and e["status"] == 403 for e in logs)
+    conn = sqlite3.connect(console.receiver.db)
+    try:
+        assert conn.execute("SELECT count(*) FROM manual_acks").fetchone() == (0,)
+    finally:
+        conn.close()
+
+
+async def test_session_changes_need_the_csrf_token(console: Console) -> None:
+    """An operator's session without the CSRF token is refused (403), with it accepted."""
+    await send_sia(console.receiver, "BA", "012")
+    async with console.login("otto") as client:
+        [item] = (await client.get("/api/v1/manual")).json()["queue"]
+        url = f"/api/v1/signals/{item['id']}/acknowledge"
+        refused = await client.post(url)
+        assert refused.status_code == 403
+        assert "CSRF" in refused.json()["error"]
+        page = (await client.get(f"/signals/{item['id']}")).text
+        csrf = page.split('name="csrf" value="')[1].split('"')[0]
+        assert (
+            await client.post(url, content=b"{not json", headers={"X-CSRF-Token": csrf})
+        ).status_code == 422
+        accepted = await client.post(url, headers={"X-CSRF-Token": csrf})
+        assert accepted.status_code == 200, accepted.text
+
+
+async def test_wrong_password_is_401_and_repeated_failures_are_rate_limited(
+    console: Console,
+) -> None:
+    """Five wrong passwords, then even the right one is refused with 429 for a while."""
+    async with console.client() as client:
+        for _ in range(5):
+            answer = await client.post("/login", data={"name": "otto", "password": "wrong"})
+            assert answer.status_code == 401
+            assert "wrong user name or password" in answer.text
+        answer = await client.post("/login", data={"name": "otto", "password": "otto-operator-pw"})
+        assert answer.status_code == 429
+        assert "too many failed logins" in answer.text
+        assert int(answer.headers["retry-after"]) > 0
+        assert "receiver_session" not in answer.cookies
+
+
+async def test_unknown_token_is_401(console: Console) -> None:
+    """A forged API token is refused."""
+    async with httpx.AsyncClient(
+        base_url=console.url, headers={"Authorization": "Bearer forged"}
+    ) as client:
+        answer = await client.get("/api/v1/signals")
+    assert answer.status_code == 401
+    assert answer.json() == {"error": "unknown or revoked API token"}
+
+
+async def test_users_cli_lists_users_and_refuses_short_passwords(
+    console: Console, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`receiver users add` reads the password from stdin, `receiver users list` shows each
+    user and role; a short password is refused (exit 2)."""
+    assert add_user(console.receiver.config_path, "carl", "operator", "carl-password") == 0
+    async with console.client() as client:
+        answer = await client.post("/login", data={"name": "carl", "password": "carl-password"})
+        assert answer.status_code == 303
+    assert add_user(console.receiver.config_path, "bob", "viewer", "short") == 2
+    assert "at least 8 characters" in capsys.readouterr().err
+    assert console.receiver.cli("users", "list", "--format", "csv") == 0
+    out = capsys.readouterr().out
+    for line in ("ada,admin", "carl,operator", "otto,operator", "vera,viewer"):
+        assert line in out
+    assert "bob" not in out
