@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import attrs
 import trio
@@ -41,10 +41,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from protocols.catalog import Category
-from protocols.errors import NotFoundError
+from protocols.errors import CollisionError, NotFoundError, RegistryError
 from receiver.bridge_state import bridge_report
 from receiver.dc09_listener import account_link
-from receiver.registry import Registry
+from receiver.registry import AccountCheck, AccountSpec, Registry
 from receiver.store import console_sql
 from receiver.store.console_sql import SignalFilter, User
 
@@ -97,6 +97,7 @@ def build_app(state: ConsoleState) -> Starlette:
             user=caller.user if caller else None,
             csrf=caller.csrf if caller else None,
             can_ack=bool(caller and auth.role_allows(caller.user.role, "operator")),
+            is_admin=bool(caller and auth.role_allows(caller.user.role, "admin")),
             **context,
         )
         return HTMLResponse(body, status_code=status)
@@ -524,6 +525,111 @@ def build_app(state: ConsoleState) -> Starlette:
             "signals": found["signals"],
         }
 
+    async def add_account(caller: Caller, fields: dict[str, Any]) -> AccountCheck:
+        """Add an account as `receiver accounts add` does: refused with the holder named."""
+        unknown = set(fields) - {"station", "line", "number", "site", "supervision"}
+        if unknown:
+            raise Refusal(422, f"unknown field: {', '.join(sorted(unknown))}")
+        station = fields.get("station")
+        number = fields.get("number")
+        if not isinstance(station, str) or not station.strip():
+            raise Refusal(422, "station is required")
+        if not isinstance(number, str) or not number.strip():
+            raise Refusal(422, "number is required")
+        for name in ("line", "site"):
+            if fields.get(name) is not None and not isinstance(fields[name], str):
+                raise Refusal(422, f"{name} must be text")
+        supervision = fields.get("supervision")
+        if supervision in ("", None):
+            supervision = None
+        else:
+            try:
+                supervision = float(supervision)
+            except (TypeError, ValueError):
+                raise Refusal(422, "supervision must be a number of seconds") from None
+        try:
+            spec = AccountSpec(
+                line=fields.get("line") or "0",
+                number=number,
+                site=fields.get("site") or None,
+                supervision=supervision,
+            )
+        except (TypeError, ValueError) as exc:
+            raise Refusal(422, str(exc)) from None
+
+        def write(conn: sqlite3.Connection) -> AccountCheck:
+            return Registry(conn).add_account(station.strip(), spec)
+
+        try:
+            added = await state.reader.run(write)
+        except NotFoundError as exc:
+            raise Refusal(404, str(exc)) from None
+        except CollisionError as exc:
+            raise Refusal(409, str(exc)) from None
+        except (RegistryError, ValueError) as exc:
+            raise Refusal(422, str(exc)) from None
+        await state.audit(
+            caller.user.name,
+            "account_add",
+            f"{added.station}/{added.effective}",
+            {"line": added.line, "number": added.number, "site": spec.site},
+        )
+        return added
+
+    async def api_add_account(request: Request) -> Response:
+        caller = await require(request, "admin")
+        try:
+            fields = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise Refusal(422, "the body must be a JSON object") from None
+        if not isinstance(fields, dict):
+            raise Refusal(422, "the body must be a JSON object")
+        await check_csrf(request, caller, None)
+        added = await add_account(caller, fields)
+        return JSONResponse(
+            {
+                "station": added.station,
+                "line": added.line,
+                "number": added.number,
+                "effective": added.effective,
+                "warnings": list(added.warnings),
+                "attached_bridges": list(added.attached_bridges),
+            },
+            201,
+        )
+
+    async def page_add_account(request: Request) -> Response:
+        caller = await require(request, "admin")
+        form = await request.form()
+        await check_csrf(request, caller, _text(form.get("csrf")))
+        fields = {
+            k: _text(form.get(k)) for k in ("station", "line", "number", "site", "supervision")
+        }
+        try:
+            added = await add_account(caller, fields)
+        except Refusal as exc:
+            if exc.status not in (404, 409, 422):
+                raise
+            log.warning(
+                "console_refused",
+                status=exc.status,
+                reason=exc.message,
+                user=caller.user.name,
+                path=request.url.path,
+            )
+            return render(
+                request,
+                "accounts.html",
+                caller,
+                status=exc.status,
+                accounts=await account_rows(None),
+                q="",
+                refused=exc.message,
+                form=fields,
+            )
+        target = f"/accounts/{quote(added.station, safe='')}/{quote(added.effective, safe='')}"
+        return RedirectResponse(target, 303)
+
     async def api_account(request: Request) -> Response:
         await require(request)
         p = request.path_params
@@ -532,7 +638,9 @@ def build_app(state: ConsoleState) -> Starlette:
     async def accounts_page(request: Request) -> Response:
         caller = await require(request)
         q = request.query_params.get("q") or ""
-        return render(request, "accounts.html", caller, accounts=await account_rows(q), q=q)
+        return render(
+            request, "accounts.html", caller, accounts=await account_rows(q), q=q, form={}
+        )
 
     async def account_page(request: Request) -> Response:
         caller = await require(request)
@@ -659,7 +767,8 @@ def build_app(state: ConsoleState) -> Starlette:
         Route("/signals/{signal_id}", signal_page),
         Route("/signals/{signal_id}/acknowledge", page_acknowledge, methods=["POST"]),
         Route("/events/signals", events),
-        Route("/accounts", accounts_page),
+        Route("/accounts", accounts_page, methods=["GET"]),
+        Route("/accounts", page_add_account, methods=["POST"]),
         Route("/accounts/{station}/{number}", account_page),
         Route("/status", status_page),
         Route("/manual", manual_page),
@@ -667,7 +776,8 @@ def build_app(state: ConsoleState) -> Starlette:
         Route("/api/v1/signals", api_signals),
         Route("/api/v1/signals/{signal_id}", api_signal),
         Route("/api/v1/signals/{signal_id}/acknowledge", api_acknowledge, methods=["POST"]),
-        Route("/api/v1/accounts", api_accounts),
+        Route("/api/v1/accounts", api_accounts, methods=["GET"]),
+        Route("/api/v1/accounts", api_add_account, methods=["POST"]),
         Route("/api/v1/accounts/{station}/{number}", api_account),
         Route("/api/v1/outputs", api_outputs),
         Route("/api/v1/bridges", api_bridges),

@@ -106,9 +106,36 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
-        "/api/v1/accounts": _get(
-            "Registry accounts", [_query("q", "search number, site or dealer")]
-        ),
+        "/api/v1/accounts": {
+            **_get("Registry accounts", [_query("q", "search number, site or dealer")]),
+            "post": {
+                "summary": "Add an account (admin); refused with the holder named on a collision",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["station", "number"],
+                                "properties": {
+                                    "station": {"type": "string"},
+                                    "line": {"type": "string"},
+                                    "number": {"type": "string"},
+                                    "site": {"type": "string"},
+                                    "supervision": {"type": "number"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": {"description": "added; journaled with the user's name"},
+                    **_REFUSALS,
+                    "404": {**_ERROR, "description": "unknown station or site"},
+                    "409": {**_ERROR, "description": "the number is taken: the holder is named"},
+                },
+            },
+        },
         "/api/v1/accounts/{station}/{number}": _get(
             "One account: registry entry, supervision, bridges, recent signals",
             [_path("station"), _path("number")],

@@ -4,11 +4,14 @@ receiver (real SQLite file, frames from the panel simulator)."""
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import httpx
 import pytest
 import structlog.testing
+import trio
 
+from simulators.sink import SentinelSink
 from tests.receiver.console.conftest import Console, add_user, send_sia
 
 
@@ -209,3 +212,89 @@ async def test_users_cli_lists_users_and_refuses_short_passwords(
     for line in ("ada,admin", "carl,operator", "otto,operator", "vera,viewer"):
         assert line in out
     assert "bob" not in out
+
+
+async def test_admin_adds_an_account_and_a_collision_names_the_holder(console: Console) -> None:
+    """An admin adds account 4321 through the API (audited); adding 1234 again is refused
+    with the holder named as the CLI names it; an operator may not add; bad bodies are 422."""
+    async with console.login("ada") as admin:
+        page = (await admin.get("/accounts")).text
+        csrf = page.split('name="csrf" value="')[1].split('"')[0]
+        headers = {"X-CSRF-Token": csrf}
+        added = await admin.post(
+            "/api/v1/accounts",
+            json={"station": "S1", "number": "4321", "site": "Main Street"},
+            headers=headers,
+        )
+        assert added.status_code == 201, added.text
+        assert added.json()["effective"] == "4321"
+        taken = await admin.post(
+            "/api/v1/accounts", json={"station": "S1", "number": "1234"}, headers=headers
+        )
+        assert taken.status_code == 409
+        assert taken.json()["error"] == (
+            'account 1234 is taken at station S1: held by site "Main Street" (line 0, number 1234)'
+        )
+        unknown = await admin.post(
+            "/api/v1/accounts", json={"station": "S9", "number": "1111"}, headers=headers
+        )
+        assert unknown.status_code == 404, unknown.text
+        for body in (
+            b"[1]",
+            b"{oops",
+            b'{"station": "S1"}',
+            b'{"station": "S1", "number": "5", "x": 1}',
+        ):
+            answer = await admin.post("/api/v1/accounts", content=body, headers=headers)
+            assert answer.status_code == 422, body
+        form = await admin.post("/accounts", data={"csrf": csrf, "station": "S1", "number": "1234"})
+        assert form.status_code == 409
+        assert "held by site" in form.text
+    async with console.login("otto") as operator:
+        refused = await operator.post("/api/v1/accounts", json={"station": "S1", "number": "77"})
+        assert refused.status_code == 403
+    conn = sqlite3.connect(console.receiver.db)
+    try:
+        assert conn.execute("SELECT effective FROM accounts ORDER BY effective").fetchall() == [
+            ("1234",),
+            ("4321",),
+        ]
+        assert conn.execute(
+            "SELECT user, action, subject FROM audit WHERE action = 'account_add'"
+        ).fetchall() == [("ada", "account_add", "S1/4321")]
+    finally:
+        conn.close()
+
+
+async def test_automation_still_gets_a_hand_acknowledged_alarm(
+    console: Console, tmp_path: Path
+) -> None:
+    """An alarm acknowledged by hand while the sink was down reaches the sink when it comes
+    back; the signal then shows delivered, and still shows who handled it by hand."""
+    await send_sia(console.receiver, "BA", "012")
+    async with console.login("otto") as client:
+        [item] = (await client.get("/api/v1/manual")).json()["queue"]
+        page = (await client.get(f"/signals/{item['id']}")).text
+        csrf = page.split('name="csrf" value="')[1].split('"')[0]
+        acked = await client.post(
+            f"/api/v1/signals/{item['id']}/acknowledge", headers={"X-CSRF-Token": csrf}
+        )
+        assert acked.status_code == 200
+        sink = SentinelSink(tmp_path / "sink")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sink.serve, "127.0.0.1", console.sink_port)
+            with trio.fail_after(20):
+                while not list((tmp_path / "sink").glob("*.xml")):
+                    await trio.sleep(0.05)
+            with trio.fail_after(10):
+                while True:
+                    detail = (await client.get(f"/api/v1/signals/{item['id']}")).json()
+                    if detail["deliveries"][0]["state"] == "delivered":
+                        break
+                    await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+        assert detail["manual_ack"]["user"] == "otto"
+        assert detail["waiting_for_manual"] == []
+        handled = (await client.get("/api/v1/manual")).json()
+        assert handled["queue"] == []
+        assert [h["handled_by"] for h in handled["handled"]] == ["otto"]
