@@ -29,6 +29,7 @@ import trio
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
@@ -39,6 +40,7 @@ from starlette.responses import (
 )
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protocols.catalog import Category
 from protocols.errors import CollisionError, NotFoundError, RegistryError
@@ -791,9 +793,35 @@ def build_app(state: ConsoleState) -> Starlette:
     app = Starlette(
         routes=routes,
         exception_handlers={Refusal: refused, HTTPException: http_error},
+        middleware=[Middleware(PageHeaders)],
     )
     app.state.templates = templates
     return app
+
+
+class PageHeaders:
+    """Headers on every answer: nothing from elsewhere runs in or frames a console page."""
+
+    HEADERS = (
+        (b"content-security-policy", b"default-src 'self'; frame-ancestors 'none'"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"same-origin"),
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 def _text(value: Any) -> str | None:

@@ -298,3 +298,35 @@ async def test_automation_still_gets_a_hand_acknowledged_alarm(
         handled = (await client.get("/api/v1/manual")).json()
         assert handled["queue"] == []
         assert [h["handled_by"] for h in handled["handled"]] == ["otto"]
+
+
+async def test_expired_session_is_401_and_logout_ends_the_session(console: Console) -> None:
+    """A session past its end answers 401 "expired"; after logging out the cookie is useless."""
+    async with console.login("vera") as client:
+        assert (await client.get("/api/v1/signals")).status_code == 200
+        conn = sqlite3.connect(console.receiver.db)
+        try:
+            conn.execute("UPDATE console_sessions SET expires_us = 0")
+            conn.commit()
+        finally:
+            conn.close()
+        expired = await client.get("/api/v1/signals")
+        assert expired.status_code == 401
+        assert expired.json() == {"error": "your session has expired: log in again"}
+    async with console.login("vera") as client:
+        page = (await client.get("/signals")).text
+        assert page.count("default-src") == 0  # the policy is a header, not in the page
+        csrf = page.split('name="csrf" value="')[1].split('"')[0]
+        cookie = client.cookies["receiver_session"]
+        out = await client.post("/logout", data={"csrf": csrf})
+        assert out.status_code == 303
+    async with console.client() as stale:
+        stale.cookies.set("receiver_session", cookie)
+        assert (await stale.get("/api/v1/signals")).status_code == 401
+
+
+async def test_pages_carry_a_content_security_policy(console: Console) -> None:
+    """No script from elsewhere may run in a console page, nor may another site frame it."""
+    async with console.client() as client:
+        answer = await client.get("/login")
+    assert answer.headers["content-security-policy"].startswith("default-src 'self'")

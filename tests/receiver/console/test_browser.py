@@ -77,10 +77,10 @@ def wait_for(driver: WebDriver, condition: Callable[[WebDriver], Any], what: str
     return WebDriverWait(driver, 15, poll_frequency=0.1).until(condition, message=what)
 
 
-def screenshot(driver: WebDriver, tmp_path: Path, name: str) -> None:
+def screenshot(driver: WebDriver, tmp_path: Path, name: str, *, publish: bool = True) -> None:
     driver.save_screenshot(str(tmp_path / f"{name}.png"))
     target = os.environ.get("RECEIVER_CONSOLE_SCREENSHOTS")
-    if target:
+    if target and publish:
         Path(target).mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(Path(target) / f"{name}.png"))
 
@@ -120,7 +120,7 @@ async def test_operator_sees_an_alarm_live_and_acknowledges_it_in_manual_mode(
     [row] = await in_browser(arrived)
     assert "1234" in row
     assert await in_browser(lambda: browser.execute_script("return window.sameDocument;")) == "yes"
-    await in_browser(lambda: screenshot(browser, tmp_path, "live-signals"))
+    await in_browser(lambda: screenshot(browser, tmp_path, "live-arrived", publish=False))
 
     def open_signal() -> str:
         browser.find_element(By.CSS_SELECTOR, "#signals tbody tr a").click()
@@ -148,8 +148,12 @@ async def test_operator_sees_an_alarm_live_and_acknowledges_it_in_manual_mode(
     finally:
         conn.close()
 
+    for code, zone in (("FA", "004"), ("OP", "001"), ("YT", "000"), ("BA", "007")):
+        await send_sia(console.receiver, code, zone)
+
     def other_pages() -> None:
         for path, name in (
+            ("/signals", "live-signals"),
             ("/manual", "manual-queue"),
             ("/status", "status"),
             ("/accounts?q=1234", "accounts"),
