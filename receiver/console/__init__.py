@@ -39,6 +39,15 @@ def _hypercorn_config(host: str, port: int) -> HypercornConfig:
     return config
 
 
+def _bind_error(exc: BaseException) -> OSError | None:
+    """The OSError that kept hypercorn from binding (it arrives inside exception groups)."""
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, OSError) else None
+
+
 async def serve_console(
     config: Config,
     service: Service,
@@ -57,8 +66,11 @@ async def serve_console(
         async with trio.open_nursery() as nursery:
             try:
                 binds = await nursery.start(serve, app, _hypercorn_config(host, port))
-            except OSError as exc:
-                log.error("console_unavailable", listen=config.console.listen, error=str(exc))
+            except (OSError, BaseExceptionGroup) as exc:
+                error = _bind_error(exc)
+                if error is None:
+                    raise
+                log.error("console_unavailable", listen=config.console.listen, error=str(error))
                 task_status.started(None)
                 return
             bound = int(binds[0].rsplit(":", 1)[1])

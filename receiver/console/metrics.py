@@ -14,9 +14,15 @@ from typing import Any
 
 import attrs
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
+from receiver.metrics import LATENCY_BOUNDS, Latency
 from receiver.store import console_sql
 
 from .state import ConsoleState
@@ -25,6 +31,7 @@ from .state import ConsoleState
 @attrs.frozen
 class Scrape:
     counters: dict[str, int]
+    latencies: dict[str, Latency]
     batches: int
     connections: dict[str, int]
     outputs: list[dict[str, Any]]
@@ -90,6 +97,17 @@ class ScrapeCollector(Collector):
         failed.add_metric([], s.counters.get("journal_commit_failed", 0))
         yield failed
 
+        for name, family, text in (
+            ("ack_seconds", "receiver_ack_latency_seconds", "Decoded DC-09 frame to its ACK"),
+            ("commit_seconds", "receiver_commit_latency_seconds", "One journal commit"),
+        ):
+            latency = s.latencies.get(name, Latency())
+            buckets, running = [], 0
+            for bound, count in zip((*LATENCY_BOUNDS, float("inf")), latency.buckets, strict=True):
+                running += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+            yield HistogramMetricFamily(family, text, buckets=buckets, sum_value=latency.sum)
+
         connections = GaugeMetricFamily(
             "receiver_connections", "Connections open now", labels=["listener"]
         )
@@ -150,6 +168,7 @@ async def scrape(state: ConsoleState) -> bytes:
     counters = state.service.counters
     figures = Scrape(
         counters=dict(counters.values),
+        latencies=dict(counters.latencies),
         batches=sum(counters.batch_sizes.values()),
         connections={k: v["connections"] for k, v in state.listener_state().items()},
         outputs=outputs,

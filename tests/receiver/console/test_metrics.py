@@ -56,6 +56,13 @@ async def test_metrics_count_the_traffic_sent(console: Console) -> None:
     assert found[("receiver_manual_queue", ())] == 4
     assert found[("receiver_registry_size", (("kind", "accounts"),))] == 1
     assert found[("receiver_open_troubles", ())] == 0
+    assert found[("receiver_ack_latency_seconds_count", ())] == 5
+    assert found[("receiver_ack_latency_seconds_bucket", (("le", "+Inf"),))] == 5
+    assert found[("receiver_ack_latency_seconds_sum", ())] > 0
+    assert (
+        found[("receiver_commit_latency_seconds_count", ())]
+        == found[("receiver_commits_total", ())]
+    )
 
 
 async def test_metrics_can_require_a_login(tmp_path: Path) -> None:
