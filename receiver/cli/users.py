@@ -74,6 +74,8 @@ def _add(args: argparse.Namespace) -> int:
         config.store.path,
         [
             (console_sql.INSERT_USER, (name, args.role, password_hash, at)),
+            # A new password or role ends the sessions opened under the old one.
+            (console_sql.DELETE_USER_SESSIONS, (name,)),
             console_sql.audit_statement(at, _who(), "user_add", name, {"role": args.role}),
         ],
     )

@@ -58,6 +58,7 @@ from .views import moment, signal_detail, signal_summary
 
 SESSION_COOKIE = "receiver_session"
 MAX_LIMIT = 500
+MAX_BODY = 64 * 1024
 
 
 class Refusal(Exception):  # noqa: N818 - it is the answer, not a bug
@@ -141,7 +142,7 @@ def build_app(state: ConsoleState) -> Starlette:
         if caller.csrf is None:
             return
         token = form_token or request.headers.get("x-csrf-token")
-        if not token or token != caller.csrf:
+        if not auth.same_secret(token, caller.csrf):
             raise Refusal(403, "missing or wrong CSRF token: reload the page and try again")
 
     # -- errors -----------------------------------------------------------------------------
@@ -793,10 +794,39 @@ def build_app(state: ConsoleState) -> Starlette:
     app = Starlette(
         routes=routes,
         exception_handlers={Refusal: refused, HTTPException: http_error},
-        middleware=[Middleware(PageHeaders)],
+        middleware=[Middleware(PageHeaders), Middleware(BodyLimit)],
     )
     app.state.templates = templates
     return app
+
+
+class BodyLimit:
+    """Request bodies are small (a login form, an acknowledgement, an account): anything past
+    ``MAX_BODY`` bytes is refused with 413 before it is read into memory."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY):
+                too_big = JSONResponse({"error": f"request body over {MAX_BODY} bytes"}, 413)
+                await too_big(scope, receive, send)
+                return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY:
+                raise Refusal(413, f"request body over {MAX_BODY} bytes")
+            return message
+
+        await self.app(scope, counted, send)
 
 
 class PageHeaders:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import secrets
 from collections import defaultdict, deque
 
@@ -50,6 +51,13 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def same_secret(given: str | None, expected: str | None) -> bool:
+    """Constant-time comparison of a CSRF token (no timing hint about how much matched)."""
+    if not given or not expected:
+        return False
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
 def role_allows(role: str, needed: str) -> bool:
     return role in ROLES and ROLES.index(role) >= ROLES.index(needed)
 
@@ -57,9 +65,13 @@ def role_allows(role: str, needed: str) -> bool:
 class LoginLimiter:
     """Counts recent failed logins per key (a user name, an address)."""
 
-    def __init__(self, max_failures: int = 5, window: float = 300.0) -> None:
+    def __init__(
+        self, max_failures: int = 5, window: float = 300.0, max_keys: int = 10_000
+    ) -> None:
         self.max_failures = max_failures
         self.window = window
+        # Bounded memory: someone trying a million invented names must not grow it forever.
+        self.max_keys = max_keys
         self._failures: defaultdict[str, deque[float]] = defaultdict(deque)
 
     def _recent(self, key: str, now: float) -> deque[float]:
@@ -81,6 +93,11 @@ class LoginLimiter:
         return wait
 
     def failed(self, keys: list[str], now: float) -> None:
+        if len(self._failures) >= self.max_keys:
+            for stale in [k for k, t in self._failures.items() if now - t[-1] > self.window]:
+                del self._failures[stale]
+            while len(self._failures) >= self.max_keys:  # still full: forget the oldest keys
+                del self._failures[next(iter(self._failures))]
         for key in keys:
             self._failures[key].append(now)
             # Bounded memory: only the last max_failures matter.

@@ -29,6 +29,9 @@ INSERT_SESSION = (
     "VALUES (?, ?, ?, ?, ?)"
 )
 DELETE_SESSION = "DELETE FROM console_sessions WHERE token_hash = ?"
+DELETE_USER_SESSIONS = (
+    "DELETE FROM console_sessions WHERE user_id = (SELECT id FROM users WHERE name = ?)"
+)
 DELETE_EXPIRED_SESSIONS = "DELETE FROM console_sessions WHERE expires_us < ?"
 SESSION = """
 SELECT u.id, u.name, u.role, s.csrf, s.expires_us

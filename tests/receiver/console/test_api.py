@@ -330,3 +330,19 @@ async def test_pages_carry_a_content_security_policy(console: Console) -> None:
     async with console.client() as client:
         answer = await client.get("/login")
     assert answer.headers["content-security-policy"].startswith("default-src 'self'")
+
+
+async def test_an_oversized_body_is_refused_unread(console: Console) -> None:
+    """A body over 64 KiB is a 413; nothing is parsed or stored."""
+    async with console.client() as client:
+        answer = await client.post("/login", content=b"x" * (70 * 1024))
+    assert answer.status_code == 413
+    assert answer.json() == {"error": "request body over 65536 bytes"}
+
+
+async def test_a_new_password_ends_the_old_sessions(console: Console) -> None:
+    """`receiver users add` on an existing user sets the new password and logs them out."""
+    async with console.login("vera") as client:
+        assert (await client.get("/api/v1/signals")).status_code == 200
+        assert add_user(console.receiver.config_path, "vera", "viewer", "a-new-password") == 0
+        assert (await client.get("/api/v1/signals")).status_code == 401
