@@ -15,13 +15,18 @@ from typing import Any
 from protocols.errors import InvalidInputError, NotFoundError
 from receiver.cli.output import add_format_option, emit
 from receiver.config import load_config
-from receiver.console.auth import ROLES, hash_password, new_token, token_hash
+from receiver.console.auth import (
+    MIN_PASSWORD,
+    ROLES,
+    hash_password,
+    new_token,
+    token_hash,
+    valid_user_name,
+)
 from receiver.console.state import now_us
 from receiver.journal import from_us
 from receiver.store import console_sql
 from receiver.store.sqlite import connect
-
-MIN_PASSWORD = 8
 
 
 def _who() -> str:
@@ -33,7 +38,7 @@ def _who() -> str:
 
 def _name(text: str) -> str:
     name = text.strip()
-    if not name or len(name) > 64 or not name.isprintable() or " " in name:
+    if not valid_user_name(name):
         raise InvalidInputError(
             f"user name must be 1-64 printable characters without spaces: {text!r}"
         )

@@ -746,6 +746,53 @@ def build_app(state: ConsoleState) -> Starlette:
             row["at"] = moment(row.pop("at_us"))
         return JSONResponse({"audit": rows})
 
+    async def api_users(request: Request) -> Response:
+        await require(request, "admin")
+        rows = await state.reader.run(console_sql.users)
+        return JSONResponse(
+            {
+                "users": [
+                    {
+                        "name": r["name"],
+                        "role": r["role"],
+                        "created": moment(r["created_us"]),
+                        "disabled": bool(r["disabled"]),
+                    }
+                    for r in rows
+                ]
+            }
+        )
+
+    async def api_add_user(request: Request) -> Response:
+        """Add a user, or set an existing user's role and password (ending their sessions)."""
+        caller = await require(request, "admin")
+        try:
+            fields = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise Refusal(422, "the body must be a JSON object") from None
+        if not isinstance(fields, dict) or set(fields) != {"name", "role", "password"}:
+            raise Refusal(422, "give exactly name, role and password")
+        name, role, password = fields["name"], fields["role"], fields["password"]
+        if not isinstance(name, str) or not auth.valid_user_name(name):
+            raise Refusal(422, "name must be 1-64 printable characters without spaces")
+        if role not in auth.ROLES:
+            raise Refusal(422, f"role must be one of {', '.join(auth.ROLES)}")
+        if not isinstance(password, str) or len(password) < auth.MIN_PASSWORD:
+            raise Refusal(422, f"password must have at least {auth.MIN_PASSWORD} characters")
+        await check_csrf(request, caller, None)
+        password_hash = await trio.to_thread.run_sync(auth.hash_password, password)
+        await state.audit(
+            caller.user.name,
+            "user_add",
+            name,
+            {"role": role},
+            [
+                (console_sql.INSERT_USER, (name, role, password_hash, now_us())),
+                (console_sql.DELETE_USER_SESSIONS, (name,)),
+            ],
+        )
+        return JSONResponse({"name": name, "role": role}, 201)
+
     async def openapi(request: Request) -> Response:
         await require(request)
         return JSONResponse(OPENAPI)
@@ -788,6 +835,8 @@ def build_app(state: ConsoleState) -> Starlette:
         Route("/api/v1/manual", api_manual),
         Route("/api/v1/status", api_status),
         Route("/api/v1/audit", api_audit),
+        Route("/api/v1/users", api_users, methods=["GET"]),
+        Route("/api/v1/users", api_add_user, methods=["POST"]),
         Route("/api/{rest:path}", api_unknown),
         Mount("/static", static, name="static"),
     ]

@@ -22,6 +22,7 @@ import argon2
 import argon2.exceptions
 
 ROLES = ("viewer", "operator", "admin")
+MIN_PASSWORD = 8
 
 _hasher = argon2.PasswordHasher()
 
@@ -30,6 +31,10 @@ _hasher = argon2.PasswordHasher()
 def _dummy_hash() -> str:
     """A hash to verify against when the user does not exist, so the answer takes as long."""
     return _hasher.hash("not a password anyone has")
+
+
+def valid_user_name(name: str) -> bool:
+    return 0 < len(name) <= 64 and name.isprintable() and " " not in name and name == name.strip()
 
 
 def hash_password(password: str) -> str:

@@ -151,5 +151,31 @@ OPENAPI: dict[str, Any] = {
         "/api/v1/audit": _get(
             "Changes made through the console (admin)", [_query("limit", "1 to 500", "integer")]
         ),
+        "/api/v1/users": {
+            **_get("The console's users (admin)"),
+            "post": {
+                "summary": "Add a user or set their role and password (admin); ends their sessions",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["name", "role", "password"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "role": {"enum": ["admin", "operator", "viewer"]},
+                                    "password": {"type": "string", "minLength": 8},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": {"description": "saved; journaled with the admin's name"},
+                    **_REFUSALS,
+                },
+            },
+        },
     },
 }

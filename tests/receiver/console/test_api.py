@@ -346,3 +346,30 @@ async def test_a_new_password_ends_the_old_sessions(console: Console) -> None:
         assert (await client.get("/api/v1/signals")).status_code == 200
         assert add_user(console.receiver.config_path, "vera", "viewer", "a-new-password") == 0
         assert (await client.get("/api/v1/signals")).status_code == 401
+
+
+async def test_admin_adds_a_user_through_the_api(console: Console) -> None:
+    """An admin adds an operator (audited) who can then log in; an operator may not add
+    users; a short password or unknown role is a 422."""
+    async with console.login("ada") as admin:
+        csrf = (await admin.get("/accounts")).text.split('name="csrf" value="')[1].split('"')[0]
+        headers = {"X-CSRF-Token": csrf}
+        new = {"name": "nina", "role": "operator", "password": "nina-password"}
+        added = await admin.post("/api/v1/users", json=new, headers=headers)
+        assert added.status_code == 201, added.text
+        short = await admin.post("/api/v1/users", json={**new, "password": "x"}, headers=headers)
+        assert short.status_code == 422
+        boss = await admin.post("/api/v1/users", json={**new, "role": "boss"}, headers=headers)
+        assert boss.status_code == 422
+        names = [u["name"] for u in (await admin.get("/api/v1/users")).json()["users"]]
+        assert "nina" in names
+        audit = (await admin.get("/api/v1/audit")).json()["audit"]
+        assert (audit[0]["user"], audit[0]["action"], audit[0]["subject"]) == (
+            "ada",
+            "user_add",
+            "nina",
+        )
+    async with console.client() as client:
+        login = await client.post("/login", data={"name": "nina", "password": "nina-password"})
+        assert login.status_code == 303
+        assert (await client.get("/api/v1/users")).status_code == 403

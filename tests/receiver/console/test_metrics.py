@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from protocols import dc09
 from receiver.config import parse_config
 from receiver.console.app import build_app
+from receiver.console.openapi import OPENAPI
 from receiver.console.state import ConsoleState
 from receiver.service import Service
 from tests.receiver.console.conftest import Console, console_config, send_sia
@@ -90,3 +91,13 @@ async def test_healthz_is_503_while_the_listeners_are_down(tmp_path: Path) -> No
     state.reader.close()
     assert answer.status_code == 503
     assert answer.json() == {"status": "down", "listeners": "down", "store": "up"}
+
+
+def test_openapi_document_names_every_api_route(tmp_path: Path) -> None:
+    """Every /api/v1 route is in /api/v1/openapi.json, and nothing else is."""
+    config = parse_config(console_config(tmp_path, 1).read_text())
+    app = build_app(ConsoleState(config, Service(config)))
+    routes = {
+        getattr(r, "path", "") for r in app.routes if getattr(r, "path", "").startswith("/api/v1/")
+    } - {"/api/v1/openapi.json"}
+    assert routes == set(OPENAPI["paths"])
