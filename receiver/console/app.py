@@ -721,6 +721,7 @@ def build_app(state: ConsoleState) -> Starlette:
     async def status() -> dict[str, Any]:
         counters = state.service.counters.snapshot()
         return {
+            "node": state.node_state(),
             "listeners": state.listener_state(),
             "counters": counters,
             "outputs": await state.outputs(),

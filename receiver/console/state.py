@@ -13,6 +13,7 @@ Rules:
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -70,6 +71,8 @@ class ConsoleState:
         self.limiter = LoginLimiter(config.console.max_failed_logins, config.console.login_window)
         self.log = structlog.get_logger("receiver.console")
         self._down_since: dict[str, float] = {}
+        self.started = datetime.now(UTC)
+        self.started_clock = trio.current_time()
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -166,15 +169,25 @@ class ConsoleState:
     # -- health -----------------------------------------------------------------------------------
 
     def listener_state(self) -> dict[str, Any]:
+        """Each listener's port, open connections and the peers holding them."""
         ports = self.service.ports
         servers = getattr(self.service, "servers", {})
+        found = {}
+        for name in ("dc09", "bridge"):
+            server = servers.get(name)
+            limits = server.limits if server is not None else None
+            found[name] = {
+                "port": getattr(ports, name) if ports else None,
+                "connections": limits.open if limits else 0,
+                "peers": dict(sorted(limits.by_peer.items())) if limits else {},
+            }
+        return found
+
+    def node_state(self) -> dict[str, Any]:
+        """This process: one node, one trio loop (workers and coordinators come later)."""
         return {
-            "dc09": {
-                "port": ports.dc09 if ports else None,
-                "connections": servers["dc09"].limits.open if "dc09" in servers else 0,
-            },
-            "bridge": {
-                "port": ports.bridge if ports else None,
-                "connections": servers["bridge"].limits.open if "bridge" in servers else 0,
-            },
+            "pid": os.getpid(),
+            "started": self.started.isoformat(timespec="seconds"),
+            "uptime_s": round(trio.current_time() - self.started_clock, 1),
+            "listening": self.service.ports is not None and not self.service.shutting_down,
         }

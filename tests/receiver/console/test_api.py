@@ -373,3 +373,20 @@ async def test_admin_adds_a_user_through_the_api(console: Console) -> None:
         login = await client.post("/login", data={"name": "nina", "password": "nina-password"})
         assert login.status_code == 303
         assert (await client.get("/api/v1/users")).status_code == 403
+
+
+async def test_status_shows_the_connected_panels(console: Console) -> None:
+    """A panel's open connection shows on the status: count and the address it comes from."""
+    stream = await trio.open_tcp_stream("127.0.0.1", console.receiver.ports.dc09)
+    async with console.login("vera") as client:
+        with trio.fail_after(5):
+            while True:
+                status = (await client.get("/api/v1/status")).json()
+                if status["listeners"]["dc09"]["connections"] == 1:
+                    break
+                await trio.sleep(0.05)
+        assert status["listeners"]["dc09"]["peers"] == {"127.0.0.1": 1}
+        assert status["node"]["listening"] is True
+        page = (await client.get("/status")).text
+        assert "127.0.0.1 (1)" in page
+    await stream.aclose()
