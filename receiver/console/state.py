@@ -72,7 +72,6 @@ class ConsoleState:
         self.log = structlog.get_logger("receiver.console")
         self._down_since: dict[str, float] = {}
         self.started = datetime.now(UTC)
-        self.started_clock = trio.current_time()
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -188,6 +187,6 @@ class ConsoleState:
         return {
             "pid": os.getpid(),
             "started": self.started.isoformat(timespec="seconds"),
-            "uptime_s": round(trio.current_time() - self.started_clock, 1),
+            "uptime_s": round((datetime.now(UTC) - self.started).total_seconds(), 1),
             "listening": self.service.ports is not None and not self.service.shutting_down,
         }
