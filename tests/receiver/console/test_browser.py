@@ -26,8 +26,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.receiver.console.conftest import PASSWORDS, Console, send_sia
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+# Debian's paths; another system may point at its own with these variables.
+CHROMIUM = os.environ.get("RECEIVER_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("RECEIVER_CHROMEDRIVER", "/usr/bin/chromedriver")
 T = TypeVar("T")
 
 pytestmark = pytest.mark.slow
