@@ -107,6 +107,12 @@ def _listen(_instance: Any, _attribute: attrs.Attribute[Any], value: Any) -> Non
         raise ValueError(str(exc)) from None
 
 
+def _console_listen(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """HOST:PORT, or "" for no console."""
+    if value != "":
+        _listen(instance, attribute, value)
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 OUTPUT_KINDS = ("sentinel", "surgard", "spool")
 # Checked by name in every section (kept off the field lines, whose defaults change apart).
@@ -213,6 +219,25 @@ class JournalConfig:
 
 
 @frozen
+class ConsoleConfig:
+    # HOST:PORT of the operator console (HTTP API, pages, /metrics, /healthz); "" turns it off.
+    listen: str = field(default="127.0.0.1:8080", validator=_console_listen)
+    # An output down this long puts the alarms waiting for it into the operator's queue.
+    manual_after: float = field(default=60.0, validator=_at_least(0))
+    # Whether /metrics needs a login (an API token or a session).
+    metrics_login: bool = False
+    # A login session ends this long after it began.
+    session_hours: float = field(default=12.0, validator=_positive)
+    # Failed logins allowed per user name and per address within login_window seconds.
+    max_failed_logins: int = field(default=5, validator=_between(1, 1_000_000))
+    login_window: float = field(default=300.0, validator=_positive)
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return _host_port(self.listen) if self.listen else None
+
+
+@frozen
 class OutputConfig:
     name: str = field(validator=_not_empty)
     kind: str = field(validator=_choice(*OUTPUT_KINDS))
@@ -227,6 +252,7 @@ class Config:
     bridge: BridgeConfig = BridgeConfig()
     supervision: SupervisionConfig = SupervisionConfig()
     journal: JournalConfig = JournalConfig()
+    console: ConsoleConfig = ConsoleConfig()
     outputs: tuple[OutputConfig, ...] = (
         OutputConfig(name="spool", kind="spool", settings={"directory": "var/spool"}),
     )
@@ -240,6 +266,7 @@ SECTIONS: Mapping[str, type[Any]] = {
     "bridge": BridgeConfig,
     "supervision": SupervisionConfig,
     "journal": JournalConfig,
+    "console": ConsoleConfig,
 }
 TOP_LEVEL_KEYS = ("log_signals", "outputs")
 # Output settings that are paths, by kind: relative ones are relative to the config file.

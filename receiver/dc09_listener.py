@@ -268,6 +268,7 @@ class Dc09Intake:
 
     async def commit_each(self, batch: list[Prepared], log: Any) -> list[bytes | None]:
         """Store the batch's signals in one append; return each frame's reply (None: none)."""
+        started = trio.current_time()
         signals = [s for p in batch for s in p.signals]
         keys = [k for p in batch for k in p.keys]
         links = {p.link for p in batch if p.link is not None}
@@ -301,6 +302,10 @@ class Dc09Intake:
                 self.counters.inc("replies_ack")
             else:
                 replies.append(None)
+        acked = sum(1 for p in batch if p.reply_now is None and p.reply_after_commit is not None)
+        if acked:
+            # Decoded frame to ACK ready: waiting for the writer and for the commit.
+            self.counters.observe("ack_seconds", trio.current_time() - started, acked)
         return replies
 
 

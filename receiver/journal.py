@@ -328,6 +328,7 @@ class Journal:
                 self._conn = None
 
     async def _commit_batch(self, batch: list[_Request]) -> None:
+        started = trio.current_time()
         try:
             # Not abandoned on cancel: we must learn the outcome before answering anyone.
             stored = await trio.to_thread.run_sync(self._commit, batch)
@@ -338,6 +339,7 @@ class Journal:
                 req.done.set()
             return
         self.counters.batch(len(batch))
+        self.counters.observe("commit_seconds", trio.current_time() - started)
         self.counters.inc("journal_signals_stored", stored)
         for req in batch:
             req.done.set()

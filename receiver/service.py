@@ -31,6 +31,7 @@ from receiver.bridge_listener import BridgeIntake, BridgeServer, watch_bridge
 from receiver.bridge_state import BridgeStateStore
 from receiver.config import Config, OutputConfig
 from receiver.connection_limits import fit_to_open_files, raise_open_file_limit
+from receiver.console import serve_console
 from receiver.dc09_listener import Dc09Intake, Dc09Server, account_link
 from receiver.dispatcher import Dispatcher
 from receiver.journal import Journal, load_links
@@ -134,6 +135,7 @@ async def _start_listener(
 class Ports:
     dc09: int
     bridge: int | None = None
+    console: int | None = None
 
 
 class Service:
@@ -165,9 +167,15 @@ class Service:
         )
         self._shutdown = trio.Event()
         self.ports: Ports | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.servers: dict[str, Any] = {}
 
     def request_shutdown(self) -> None:
         self._shutdown.set()
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutdown.is_set()
 
     def supervise_accounts(self, index: RegistryIndex, stored: dict[str, tuple[int, bool]]) -> None:
         """Watch every account with a supervision interval; forget accounts that lost it."""
@@ -251,6 +259,7 @@ class Service:
                         self.journal,
                     )
                     await workers.start(dispatcher.run)
+                    self.dispatcher = dispatcher
                     intake = Dc09Intake(
                         self.config.dc09,
                         journal=self.journal,
@@ -268,19 +277,27 @@ class Service:
                         counters=self.counters,
                         log_signals=self.config.log_signals,
                     )
+                    self.servers = {
+                        "dc09": Dc09Server(intake),
+                        "bridge": BridgeServer(bridge_intake),
+                    }
                     async with trio.open_nursery() as listeners:
                         dc09 = self.config.dc09
                         transports = "TCP and UDP" if dc09.udp else "TCP"
                         dc09_port = await _start_listener(
-                            listeners, Dc09Server(intake).serve, f"DC-09 {transports}", dc09.listen
+                            listeners,
+                            self.servers["dc09"].serve,
+                            f"DC-09 {transports}",
+                            dc09.listen,
                         )
                         bridge_port = await _start_listener(
                             listeners,
-                            BridgeServer(bridge_intake).serve,
+                            self.servers["bridge"].serve,
                             "video bridges",
                             self.config.bridge.listen,
                         )
-                        self.ports = Ports(dc09=dc09_port, bridge=bridge_port)
+                        console_port = await workers.start(serve_console, self.config, self)
+                        self.ports = Ports(dc09=dc09_port, bridge=bridge_port, console=console_port)
                         task_status.started(self.ports)
                         await self._shutdown.wait()
                         self.log.info("shutting_down")

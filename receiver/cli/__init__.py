@@ -41,6 +41,7 @@ COMMAND_MODULES = (
     "report",
     "outputs",
     "config",
+    "users",
 )
 
 Handler = Callable[[argparse.Namespace], int]

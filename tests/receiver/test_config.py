@@ -70,6 +70,14 @@ def test_no_file_is_the_embedded_default() -> None:
     assert config.store.path.startswith("var/")
     assert [o.kind for o in config.outputs] == ["spool"]
     assert config.log.level == "info"
+    assert config.console.address == ("127.0.0.1", 8080)
+
+
+def test_console_can_be_turned_off() -> None:
+    """`[console] listen = ""` means no console; a typo in the section is refused."""
+    assert parse_config('[console]\nlisten = ""\n').console.address is None
+    with pytest.raises(InvalidInputError, match="manual_afer: unknown key"):
+        parse_config("[console]\nmanual_afer = 5\n")
 
 
 @pytest.mark.parametrize(
