@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from adapters.output import DeliveryError, Settings
+from adapters.output import Settings, UnreachableError
 from adapters.sentinel.package import DEFAULT_LINK_TEMPLATE, Package, check_link_template
 from protocols.signal import Signal
 
@@ -141,7 +141,7 @@ class SpoolOutput:
         await self.deliver_batch([(signal, package_id)])
 
     async def deliver_batch(self, items: Sequence[tuple[Signal, str]]) -> int:
-        """Write every package durably; returns how many (all, or raises DeliveryError)."""
+        """Write every package durably; returns how many (all, or raises UnreachableError)."""
         files = [
             (
                 f"{package_id}.xml",
@@ -155,7 +155,8 @@ class SpoolOutput:
             await trio.to_thread.run_sync(write_all_atomically, self.directory, files)
         except OSError as exc:
             self._last_error = f"cannot write to {self.directory}: {exc.strerror or exc}"
-            raise DeliveryError(self._last_error) from exc
+            # Nothing was published; retrying costs one write attempt, so probe often.
+            raise UnreachableError(self._last_error) from exc
         self._last_error = None
         return len(files)
 
