@@ -27,7 +27,7 @@ from receiver.journal import Journal, load_links
 from receiver.metrics import Counters
 from receiver.registry_index import RegistryIndex
 from receiver.store.faults import STORE_ERRORS, StoreOutage
-from receiver.store.sqlite import connect
+from receiver.store.sqlite import connect, tighten_permissions
 from receiver.supervisor import Supervisor
 
 
@@ -162,6 +162,9 @@ class Service:
             self.log.info("counters", **self.counters.snapshot())
 
     async def run(self, *, task_status: trio.TaskStatus[Ports] = trio.TASK_STATUS_IGNORED) -> None:
+        for file, mode in tighten_permissions(self.config.store.path):
+            # It holds AES keys and bridge tokens: readable by the receiver's user only.
+            self.log.warning("store_permissions_tightened", file=str(file), mode_was=f"{mode:o}")
         async with trio.open_nursery() as root:
             await root.start(self.journal.run)
             await self.registry.open()

@@ -4,12 +4,19 @@ Rules: WAL journal, ``synchronous=FULL`` (a commit is on disk before we ACK), fo
 a busy timeout so several processes (CLI and service) can share the file. Migrations are the
 files ``migrations/NNNN_name.sql``, applied in order inside one ``BEGIN IMMEDIATE`` transaction
 each, so two processes opening a fresh file at once do not both migrate it.
+
+The store holds AES keys and bridge tokens: a new store file is created ``0600`` (SQLite gives
+its ``-wal`` and ``-shm`` files the store file's mode) in a folder created ``0700``;
+``tighten_permissions`` narrows an existing store's files (``receiver serve`` logs each one).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import sqlite3
+import stat
 from importlib import resources
 from pathlib import Path
 
@@ -85,7 +92,7 @@ def connect(path: str | Path, *, check_same_thread: bool = True) -> sqlite3.Conn
     """
     path = Path(path)
     if str(path) != ":memory:":
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
     conn.row_factory = sqlite3.Row
     configure(conn)
@@ -98,3 +105,33 @@ def connect(path: str | Path, *, check_same_thread: bool = True) -> sqlite3.Conn
         )
     migrate(conn)
     return conn
+
+
+PRIVATE_FILE = 0o600
+PRIVATE_FOLDER = 0o700
+
+
+def _create_private(path: Path) -> None:
+    """Create the store's folder and an empty store file, private, before SQLite creates them
+    with the umask's modes. Failures are left for ``sqlite3.connect`` to report."""
+    if not path.parent.is_dir():
+        path.parent.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+    if not path.exists():
+        with contextlib.suppress(OSError):  # a race, a read-only folder: SQLite will say
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+
+
+def tighten_permissions(path: str | Path) -> list[tuple[Path, int]]:
+    """Make the store file and its ``-wal``/``-shm`` readable by their owner only; each file
+    whose mode was wider, with that mode. Files that cannot be changed are left as they are."""
+    changed = []
+    base = Path(path)
+    for file in (base, base.with_name(base.name + "-wal"), base.with_name(base.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                file.chmod(mode & PRIVATE_FOLDER & ~0o111)
+                changed.append((file, mode))
+        except OSError:
+            continue
+    return changed
