@@ -15,7 +15,8 @@ Rules:
 - Retries: an output that cannot be reached (``UnreachableError``: nothing was sent) is probed
   every ``reconnect_interval`` (1 s, after a short ramp), so an automation that comes back gets
   its backlog within about a second; any other failure (NAK, a timeout mid-exchange) backs off
-  from 0.2 s up to ``max_backoff`` (30 s), so a far side that refuses is not hammered.
+  from 0.2 s up to ``max_backoff`` (30 s), so a far side that refuses is not hammered. A
+  repeated failure is logged once a minute with its count, not once a probe.
 - A store that cannot be read or written (a full disk) never ends the dispatcher: the cursor
   stays in memory (deliveries go on; a crash then redelivers, never skips), the save is
   retried with a backoff, and the fault is logged and counted (``receiver.store.faults``).
@@ -49,6 +50,10 @@ SAVE_STATE = (
     "last_error = ?, last_success_us = coalesce(?, last_success_us), updated_us = ? "
     "WHERE name = ?"
 )
+
+
+# The same delivery error is logged again at most this often (with the count of tries).
+FAILURE_LOG_INTERVAL = 60.0
 
 
 def _now_us() -> int:
@@ -87,6 +92,9 @@ class OutputCursor:
         self.log = structlog.get_logger("receiver.dispatcher").bind(output=output.name)
         self._conn: sqlite3.Connection | None = None
         self._saved_cursor = 0
+        self._logged_error: str | None = None
+        self._logged_at = -float("inf")
+        self._failures_unlogged = 0
         self._save_fault, self._read_fault, self._open_fault = (
             StoreOutage("dispatcher", operation, counters=counters, log=self.log)
             for operation in ("cursor_save", "journal_read", "open")
@@ -183,17 +191,32 @@ class OutputCursor:
                 else:
                     delay, backoff = backoff, min(backoff * 2, self.max_backoff)
                     probe = 0.2
-                self.log.warning(
-                    "delivery_failed", signal_id=items[0][1], error=str(exc), retry_in=delay
-                )
+                self._report_failure(items[0][1], str(exc), delay)
                 if self._save_fault.ready():
                     await self.save()  # `receiver outputs` shows the output down, and why
                 await trio.sleep(delay)
             else:
                 if acked > 0:
+                    self._logged_error = None  # the next failure is news again
                     return acked
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
+
+    def _report_failure(self, signal_id: str, error: str, retry_in: float) -> None:
+        """Log a failed delivery: each new error at once, the same error again once a minute
+        with how many tries it stands for (a probe a second must not flood the log)."""
+        self._failures_unlogged += 1
+        now = trio.current_time()
+        if error == self._logged_error and now - self._logged_at < FAILURE_LOG_INTERVAL:
+            return
+        self.log.warning(
+            "delivery_failed",
+            signal_id=signal_id,
+            error=error,
+            retry_in=retry_in,
+            attempts=self._failures_unlogged,
+        )
+        self._logged_error, self._logged_at, self._failures_unlogged = error, now, 0
 
     async def _open_cursor(self) -> bool:
         try:

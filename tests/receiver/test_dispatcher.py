@@ -17,6 +17,7 @@ import pytest
 import trio
 import trio.testing
 from lxml import etree
+from structlog.testing import capture_logs
 
 from adapters.sentinel.client import SentinelOutput
 from protocols import dc09
@@ -265,15 +266,15 @@ def real_time_limit(seconds: float) -> Iterator[trio.CancelScope]:
 async def test_automation_back_after_a_long_outage_is_served_within_seconds(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """Forty connect attempts with nothing listening: about one a second (no faster,
-    and no 30-second backoff), so the Sentinel sink started again gets the waiting alarm
-    within two seconds."""
+    """Forty connect attempts with nothing listening: about one a second (no faster, and
+    no 30-second backoff; one log line, not forty), so the Sentinel sink started again gets
+    the waiting alarm within two seconds."""
     port = closed_port()
     output = CountedOutput(port)
     journal = Journal(tmp_path / "j.sqlite3")
     cursor = OutputCursor(output, tmp_path / "j.sqlite3", journal)
     sink = TimedSink(tmp_path / "sink")
-    with real_time_limit(60):
+    with real_time_limit(60), capture_logs() as logs:
         async with trio.open_nursery() as nursery:
             await nursery.start(journal.run)
             await nursery.start(cursor.run)
@@ -282,6 +283,8 @@ async def test_automation_back_after_a_long_outage_is_served_within_seconds(
                 await output.tried.wait()
             gaps = [b - a for a, b in itertools.pairwise(output.connects)]
             assert all(0.9 <= gap <= 1.5 for gap in gaps[5:]), gaps
+            # The same error, probe after probe: logged once, not forty times.
+            assert [e["attempts"] for e in logs if e["event"] == "delivery_failed"] == [1]
             back = trio.current_time()
             await nursery.start(sink.serve, "127.0.0.1", port)
             await sink.filed.wait()
