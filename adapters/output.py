@@ -4,7 +4,10 @@ Rules:
 - The dispatcher holds one output per ``[[outputs]]`` table and calls ``deliver`` for one signal
   at a time, in journal order. ``deliver`` returns only once the far side acknowledged the
   package (or, for the spool, once it is durably written); otherwise it raises
-  :class:`DeliveryError` and the dispatcher retries the same package later.
+  :class:`DeliveryError` and the dispatcher retries the same package later:
+  :class:`UnreachableError` (nothing was sent, the far side cannot be reached) is retried
+  about every second, so a recovered automation is served at once; any other failure (a NAK,
+  a timeout mid-exchange) with a backoff that grows to ``max_backoff``.
 - Outputs that supervise their link (Sentinel, Sur-Gard) also have ``run_heartbeats()``, which
   the dispatcher starts in its nursery; it sends heartbeats when idle and never returns.
 - Settings are checked when the output is built: an unknown key or a bad value is an
@@ -28,6 +31,16 @@ class DeliveryError(ReceiverError, ConnectionError):
     """A package was not acknowledged; the message is the reason shown as the last error.
 
     Transient by contract: the dispatcher retries the same package later.
+    """
+
+
+class UnreachableError(DeliveryError):
+    """The far side could not be reached (connect refused or timed out, a spool that cannot
+    be written): nothing of the package was sent.
+
+    Trying again costs only a connect, so the dispatcher probes at a short fixed interval
+    (about a second) instead of backing off further: an automation that comes back gets its
+    backlog within a second or two, and a dead host sees one connect attempt a second.
     """
 
 

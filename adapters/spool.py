@@ -6,6 +6,9 @@ Rules:
   sees a half-written package; a crash leaves at most a ``.*.tmp`` file, never a torn ``.xml``.
 - The package id is the file name, so a redelivery after a crash overwrites the same file with
   the same content: at-least-once delivery never shows as two packages.
+- Packages name accounts and sites: files are created ``0600`` and a folder the spool creates
+  ``0700`` (``file_mode = 0o640`` lets an automation in the receiver's group read them; its
+  folder then gets ``0750``). Existing folders and files keep their modes.
 - The file work runs in a worker thread, one call per batch: the dispatcher hands over up to
   its window of packages, all written, then flushed together (``syncfs``), then renamed, with
   one directory fsync, so a backlog costs two flushes per batch instead of two per package.
@@ -17,13 +20,15 @@ import ctypes
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from adapters.output import DeliveryError, Settings
+from adapters.output import Settings, UnreachableError
 from adapters.sentinel.package import Package, check_link_template
+from protocols.errors import InvalidInputError
 from protocols.signal import Signal
 
 
@@ -53,25 +58,44 @@ def _sync_filesystem(fd: int) -> bool:
     return True
 
 
-def write_atomically(directory: Path, name: str, data: bytes, *, durable: bool = True) -> Path:
+PRIVATE_FILE = 0o600
+
+
+def folder_mode(file_mode: int) -> int:
+    """The mode of a folder holding files of ``file_mode``: whoever may read them may list it."""
+    readers = file_mode & 0o044
+    return 0o700 | readers | readers >> 2
+
+
+def write_atomically(
+    directory: Path, name: str, data: bytes, *, durable: bool = True, mode: int = PRIVATE_FILE
+) -> Path:
     """Write ``directory/name`` so that it appears whole or not at all, and (``durable``)
     survives a crash: the file and the directory entry are fsynced."""
-    return write_all_atomically(directory, [(name, data)], durable=durable)[0]
+    return write_all_atomically(directory, [(name, data)], durable=durable, mode=mode)[0]
 
 
 def write_all_atomically(
-    directory: Path, files: Sequence[tuple[str, bytes]], *, durable: bool = True
+    directory: Path,
+    files: Sequence[tuple[str, bytes]],
+    *,
+    durable: bool = True,
+    mode: int = PRIVATE_FILE,
 ) -> list[Path]:
     """``write_atomically`` for several files at once: every file is written, then all are
     flushed (one ``syncfs`` for the batch where Linux has it, else an fsync each), then each is
-    renamed over its final name, and the directory is fsynced once for all the renames."""
-    directory.mkdir(parents=True, exist_ok=True)
+    renamed over its final name, and the directory is fsynced once for all the renames.
+
+    New files get ``mode`` (0600: the receiver's user only), a folder created here
+    ``folder_mode(mode)``; the process umask can only narrow them."""
+    if not directory.is_dir():
+        directory.mkdir(mode=folder_mode(mode), parents=True, exist_ok=True)
     temporaries: list[tuple[Path, Path]] = []
     descriptors: list[int] = []
     try:
         for name, data in files:
             temporary = directory / f".{name}.{os.getpid()}.tmp"
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
             descriptors.append(fd)
             temporaries.append((temporary, directory / name))
             view = memoryview(data)
@@ -109,8 +133,15 @@ class SpoolOutput:
         *,
         link_template: str | None = None,
         station: str | None = None,
+        file_mode: int = PRIVATE_FILE,
     ) -> None:
+        if file_mode & ~0o666 or not file_mode & 0o600 == 0o600:
+            raise InvalidInputError(
+                f"output {name!r}: file_mode must give the owner read and write and no one "
+                f"execute (e.g. 0o600 or 0o640), got {file_mode:#o}"
+            )
         self.name = name
+        self.file_mode = file_mode
         self.directory = Path(directory)
         self.link_template = check_link_template(link_template)
         self.station = station
@@ -124,6 +155,7 @@ class SpoolOutput:
             read.text("directory", "var/spool") or "var/spool",
             link_template=read.text("link_template"),
             station=read.text("station"),
+            file_mode=read.integer("file_mode", PRIVATE_FILE, maximum=0o777),
         )
         read.finish()
         return output
@@ -140,7 +172,7 @@ class SpoolOutput:
         await self.deliver_batch([(signal, package_id)])
 
     async def deliver_batch(self, items: Sequence[tuple[Signal, str]]) -> int:
-        """Write every package durably; returns how many (all, or raises DeliveryError)."""
+        """Write every package durably; returns how many (all, or raises UnreachableError)."""
         files = [
             (
                 f"{package_id}.xml",
@@ -151,10 +183,13 @@ class SpoolOutput:
             for signal, package_id in items
         ]
         try:
-            await trio.to_thread.run_sync(write_all_atomically, self.directory, files)
+            await trio.to_thread.run_sync(
+                partial(write_all_atomically, self.directory, files, mode=self.file_mode)
+            )
         except OSError as exc:
             self._last_error = f"cannot write to {self.directory}: {exc.strerror or exc}"
-            raise DeliveryError(self._last_error) from exc
+            # Nothing was published; retrying costs one write attempt, so probe often.
+            raise UnreachableError(self._last_error) from exc
         self._last_error = None
         return len(files)
 

@@ -572,6 +572,35 @@ def decode_frame(frame: bytes) -> Envelope:
         raise _malformed(kind, frame, exc) from exc
 
 
+def redact_token(raw: bytes) -> bytes:
+    """``raw`` with a HELLO's token masked (each of its bytes ``*``), for logs and the journal.
+
+    Only a HELLO carries a secret; any other bytes come back unchanged. The mask keeps every
+    length, so the frame still reads as a HELLO (its CRC no longer matches). A HELLO whose body
+    cannot be walked to its token (truncated, lengths that disagree) has its whole body masked:
+    a malformed frame must not leak its token either.
+    """
+    if len(raw) < HEADER_SIZE or raw[:2] != MAGIC or raw[3] != MessageType.HELLO:
+        return raw
+    length = _HEADER.unpack_from(raw)[3]
+    end = HEADER_SIZE + length
+    masked = bytearray(raw)
+    start = stop = -1
+    if len(raw) == end + CRC_SIZE:
+        position = HEADER_SIZE
+        for field_size in (None, None, 1, None):  # serial, model, channels, firmware
+            if position >= end:
+                break
+            position += field_size if field_size is not None else 1 + raw[position]
+        else:
+            if position < end:
+                start, stop = position + 1, position + 1 + raw[position]
+    if not HEADER_SIZE < start <= stop <= end:
+        start, stop = HEADER_SIZE, len(raw)  # cannot tell where the token is: mask it all
+    masked[start:stop] = b"*" * (stop - start)
+    return bytes(masked)
+
+
 # --------------------------------------------------------------------------------------------
 # The sans-IO connection
 # --------------------------------------------------------------------------------------------

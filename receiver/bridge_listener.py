@@ -13,7 +13,8 @@ Rules:
   a suppressed alarm is suppressed too. A bridge whose arming state is not known yet counts as
   armed: when in doubt, an alarm goes out.
 - A repeated (bridge, sequence, frame) is ACKed again and stored once (journal dedupe key).
-- An unknown bridge or a bad token is refused, logged with the raw frame, and written as one
+- An unknown bridge or a bad token is refused, logged with the raw frame (its token masked, as
+  everywhere raw bytes are logged or journaled: ``redact_token``), and written as one
   receiver trouble per serial per ``refused_trouble_interval``: a misconfigured bridge retrying
   cannot flood the journal.
 - All frames of one TCP read are committed in one journal append; replies go out in order.
@@ -62,6 +63,7 @@ from protocols.bridge import (
     Nak,
     NakReason,
     encode_frame,
+    redact_token,
 )
 from protocols.errors import FramingError, RemoteProtocolError
 from protocols.signal import ContactIdView, Flag, SiaView, Signal, Source, new_signal_id
@@ -212,7 +214,7 @@ class BridgeIntake:
             reason=error.reason,
             error=error.message,
             reply="NAK" if reply else None,
-            raw=raw_text(error.raw),
+            raw=raw_text(redact_token(error.raw)),
         )
         if reply:
             self.counters.inc("bridge_replies_nak")
@@ -334,7 +336,7 @@ class BridgeIntake:
             reason=reason.reason,
             serial=serial,
             bridge_id=envelope.bridge_mac,
-            raw=raw_text(envelope.raw),
+            raw=raw_text(redact_token(envelope.raw)),
         )
         prepared = Prepared(reply_now=conn.nak(envelope, reason, now=now), close_after=True)
         if self._trouble_due(serial):
@@ -357,7 +359,7 @@ class BridgeIntake:
                     name=name,
                     category=category,
                     extended=(("reason", reason.reason), ("bridge_id", envelope.bridge_mac)),
-                    raw=envelope.raw,
+                    raw=redact_token(envelope.raw),  # the token it sent may be a valid one
                     **subject,
                 )
             )

@@ -30,6 +30,8 @@ import trio
 from protocols.bridge import ArmState
 from protocols.errors import NotFoundError
 from receiver.journal import Journal, from_us, to_us
+from receiver.metrics import Counters
+from receiver.store.faults import StoreOutage
 from receiver.store.sqlite import connect
 
 ARM_NAMES: Final[Mapping[ArmState, str]] = {
@@ -138,7 +140,13 @@ def load_states(conn: sqlite3.Connection) -> dict[str, BridgeStatus]:
 class BridgeStateStore:
     """In-memory bridge states, written to ``bridge_state`` by one coalescing writer task."""
 
-    def __init__(self, path: str | Path, journal: Journal | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        journal: Journal | None = None,
+        *,
+        counters: Counters | None = None,
+    ) -> None:
         self.path = Path(path)
         # With a journal, states are written in its transactions (the store's one writer), so
         # this writer never waits on SQLite's busy handler behind the journal's commits.
@@ -152,6 +160,7 @@ class BridgeStateStore:
         self._written = 0  # the generation the table holds
         self._failed = 0  # the generation whose write failed last (waiters give up)
         self.log = structlog.get_logger("receiver.bridge_state")
+        self._fault = StoreOutage("bridge_state", "state_write", counters=counters, log=self.log)
 
     def _open(self) -> dict[str, BridgeStatus]:
         self._conn = connect(self.path, check_same_thread=False)
@@ -219,8 +228,9 @@ class BridgeStateStore:
         except Exception as exc:  # keep the changes dirty; waiters must not ACK
             self._dirty.update(serials)
             self._failed = generation
-            self.log.error("bridge_state_write_failed", error=str(exc), bridges=len(rows))
+            self._fault.failed(exc)
         else:
+            self._fault.succeeded()
             self._written = max(self._written, generation)
         self._flushed.set()
         self._flushed = trio.Event()
@@ -237,7 +247,7 @@ class BridgeStateStore:
                 failed_before = self._failed
                 await self.flush()
                 if self._failed != failed_before:
-                    await trio.sleep(1.0)  # a failing disk: retry, but do not spin
+                    await self._fault.wait()  # a failing disk: retry, but do not spin
                     self._wake.set()
         finally:
             with trio.CancelScope(shield=True) as scope:

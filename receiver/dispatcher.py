@@ -12,6 +12,14 @@ Rules:
   much, which at-least-once allows; it never skips anything.
 - Suppressed signals (a zone type switched off) and absorbed duplicates are never sent.
 - A new output starts at the journal's end: adding an output does not replay old alarms.
+- Retries: an output that cannot be reached (``UnreachableError``: nothing was sent) is probed
+  every ``reconnect_interval`` (1 s, after a short ramp), so an automation that comes back gets
+  its backlog within about a second; any other failure (NAK, a timeout mid-exchange) backs off
+  from 0.2 s up to ``max_backoff`` (30 s), so a far side that refuses is not hammered. A
+  repeated failure is logged once a minute with its count, not once a probe.
+- A store that cannot be read or written (a full disk) never ends the dispatcher: the cursor
+  stays in memory (deliveries go on; a crash then redelivers, never skips), the save is
+  retried with a backoff, and the fault is logged and counted (``receiver.store.faults``).
 """
 
 from __future__ import annotations
@@ -25,9 +33,11 @@ from typing import Any
 import structlog
 import trio
 
-from adapters.output import Output, UndeliverableError
+from adapters.output import Output, UndeliverableError, UnreachableError
 from protocols.signal import Flag, Signal
-from receiver.journal import Journal, JournalError, read_after, to_us
+from receiver.journal import Journal, JournalClosedError, read_after, to_us
+from receiver.metrics import Counters
+from receiver.store.faults import STORE_ERRORS, StoreOutage
 from receiver.store.sqlite import connect
 
 ENSURE_OUTPUT = (
@@ -40,6 +50,10 @@ SAVE_STATE = (
     "last_error = ?, last_success_us = coalesce(?, last_success_us), updated_us = ? "
     "WHERE name = ?"
 )
+
+
+# The same delivery error is logged again at most this often (with the count of tries).
+FAILURE_LOG_INTERVAL = 60.0
 
 
 def _now_us() -> int:
@@ -57,14 +71,17 @@ class OutputCursor:
         *,
         save_interval: float = 0.25,
         max_backoff: float = 30.0,
+        reconnect_interval: float = 1.0,
         read_batch: int = 256,
         window: int = 64,
+        counters: Counters | None = None,
     ) -> None:
         self.output = output
         self.path = path
         self.journal = journal
         self.save_interval = save_interval
         self.max_backoff = max_backoff
+        self.reconnect_interval = reconnect_interval
         self.read_batch = read_batch
         self.window = window
         self.cursor = 0
@@ -75,6 +92,13 @@ class OutputCursor:
         self.log = structlog.get_logger("receiver.dispatcher").bind(output=output.name)
         self._conn: sqlite3.Connection | None = None
         self._saved_cursor = 0
+        self._logged_error: str | None = None
+        self._logged_at = -float("inf")
+        self._failures_unlogged = 0
+        self._save_fault, self._read_fault, self._open_fault = (
+            StoreOutage("dispatcher", operation, counters=counters, log=self.log)
+            for operation in ("cursor_save", "journal_read", "open")
+        )
 
     def _open(self) -> int:
         conn = connect(self.path, check_same_thread=False)
@@ -101,20 +125,33 @@ class OutputCursor:
         self.delivered_unsaved = self.undeliverable_unsaved = 0
         return params
 
-    async def save(self, *, direct: bool = False) -> None:
-        """Save the cursor through the journal's writer (the store's one writer).
+    async def save(self, *, direct: bool = False) -> bool:
+        """Save the cursor through the journal's writer (the store's one writer); False when
+        the store refused (reported, and retried by the next save).
 
         ``direct`` writes on our own connection instead: at shutdown the journal's writer may
         already be gone.
         """
         params = self._state()
-        if self.journal is not None and not direct:
-            try:
-                await self.journal.append([], statements=[(SAVE_STATE, params)])
-            except JournalError:
-                pass  # the journal is closing: write it ourselves below
+        try:
+            if self.journal is not None and not direct:
+                try:
+                    await self.journal.append([], statements=[(SAVE_STATE, params)])
+                except JournalClosedError:
+                    await self._save_direct(params)  # the receiver is stopping
             else:
-                return
+                await self._save_direct(params)
+        except STORE_ERRORS as exc:
+            # Not saved: keep the counts for the next save; the cursor stays in memory.
+            self.delivered_unsaved += params[1]
+            self.undeliverable_unsaved += params[2]
+            self._save_fault.failed(exc)
+            return False
+        self._save_fault.succeeded()
+        self._saved_cursor = max(self._saved_cursor, params[0])
+        return True
+
+    async def _save_direct(self, params: tuple[Any, ...]) -> None:
         assert self._conn is not None
         await trio.to_thread.run_sync(self._conn.execute, SAVE_STATE, params)
 
@@ -136,8 +173,9 @@ class OutputCursor:
         return 1
 
     async def _deliver(self, items: list[tuple[Signal, str]]) -> int:
-        """Deliver a prefix of ``items``, retrying with backoff until at least one is ACKed."""
-        backoff = 0.2
+        """Deliver a prefix of ``items``, retrying until at least one is ACKed."""
+        backoff = 0.2  # after a failed exchange: doubles up to max_backoff
+        probe = 0.2  # while the far side cannot be reached: doubles up to reconnect_interval
         while True:
             try:
                 acked = await self._send(items)
@@ -148,53 +186,59 @@ class OutputCursor:
                 self._skipped.add(items[0][1])
                 return 1
             except (OSError, ValueError) as exc:  # DeliveryError is a ConnectionError
-                self.log.warning(
-                    "delivery_failed", signal_id=items[0][1], error=str(exc), retry_in=backoff
-                )
-                await self.save()
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff)
+                if isinstance(exc, UnreachableError):
+                    delay, probe = probe, min(probe * 2, self.reconnect_interval)
+                else:
+                    delay, backoff = backoff, min(backoff * 2, self.max_backoff)
+                    probe = 0.2
+                self._report_failure(items[0][1], str(exc), delay)
+                if self._save_fault.ready():
+                    await self.save()  # `receiver outputs` shows the output down, and why
+                await trio.sleep(delay)
             else:
                 if acked > 0:
+                    self._logged_error = None  # the next failure is news again
                     return acked
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.cursor = self._saved_cursor = await trio.to_thread.run_sync(self._open)
-        task_status.started()
-        pending: deque[tuple[int, Signal]] = deque()
-        last_save = trio.current_time()
+    def _report_failure(self, signal_id: str, error: str, retry_in: float) -> None:
+        """Log a failed delivery: each new error at once, the same error again once a minute
+        with how many tries it stands for (a probe a second must not flood the log)."""
+        self._failures_unlogged += 1
+        now = trio.current_time()
+        if error == self._logged_error and now - self._logged_at < FAILURE_LOG_INTERVAL:
+            return
+        self.log.warning(
+            "delivery_failed",
+            signal_id=signal_id,
+            error=error,
+            retry_in=retry_in,
+            attempts=self._failures_unlogged,
+        )
+        self._logged_error, self._logged_at, self._failures_unlogged = error, now, 0
+
+    async def _open_cursor(self) -> bool:
         try:
-            while True:
-                if trio.current_time() - last_save >= self.save_interval:
-                    if self.delivered_unsaved or self.cursor != self._saved_cursor:
-                        self._saved_cursor = self.cursor
-                        await self.save()
-                    last_save = trio.current_time()
-                if not pending:
-                    batch = await trio.to_thread.run_sync(self._read)
-                    if not batch:
-                        await self._wait_for_more()
-                        continue
-                    pending.extend(batch)
-                # Up to `window` signals go out in one pipelined exchange (where the output
-                # can); the cursor then moves past every signal up to the last one ACKed.
-                group = [pending[i] for i in range(min(len(pending), self.window))]
-                to_send = [(s, s.id) for _, s in group if Flag.SUPPRESSED not in s.flags]
-                acked = await self._deliver(to_send) if to_send else 0
-                for seq, signal in group:
-                    if Flag.SUPPRESSED not in signal.flags:
-                        if not acked:
-                            break
-                        acked -= 1
-                        if signal.id in self._skipped:
-                            self._skipped.discard(signal.id)
-                        else:
-                            self.delivered_unsaved += 1
-                            self.last_success_us = _now_us()
-                    self.cursor = seq
-                    pending.popleft()
+            self.cursor = self._saved_cursor = await trio.to_thread.run_sync(self._open)
+        except STORE_ERRORS as exc:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            self._open_fault.failed(exc)
+            return False
+        self._open_fault.succeeded()
+        return True
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        opened = await self._open_cursor()
+        # Started even when the store cannot be opened yet: the listeners must not wait on it.
+        task_status.started()
+        try:
+            while not opened:
+                await self._open_fault.wait()
+                opened = await self._open_cursor()
+            await self._run()
         finally:
             with trio.CancelScope(shield=True):
                 if self._conn is not None:
@@ -202,12 +246,58 @@ class OutputCursor:
                     self._conn.close()
                 await self.output.aclose()
 
+    async def _run(self) -> None:
+        pending: deque[tuple[int, Signal]] = deque()
+        last_save = trio.current_time()
+        while True:
+            if trio.current_time() - last_save >= self.save_interval:
+                if (
+                    self.delivered_unsaved or self.cursor != self._saved_cursor
+                ) and self._save_fault.ready():
+                    await self.save()
+                last_save = trio.current_time()
+            if not pending:
+                try:
+                    batch = await trio.to_thread.run_sync(self._read)
+                except STORE_ERRORS as exc:
+                    await trio.sleep(self._read_fault.failed(exc))
+                    continue
+                self._read_fault.succeeded()
+                if not batch:
+                    await self._wait_for_more()
+                    continue
+                pending.extend(batch)
+            # Up to `window` signals go out in one pipelined exchange (where the output
+            # can); the cursor then moves past every signal up to the last one ACKed.
+            group = [pending[i] for i in range(min(len(pending), self.window))]
+            to_send = [(s, s.id) for _, s in group if Flag.SUPPRESSED not in s.flags]
+            acked = await self._deliver(to_send) if to_send else 0
+            for seq, signal in group:
+                if Flag.SUPPRESSED not in signal.flags:
+                    if not acked:
+                        break
+                    acked -= 1
+                    if signal.id in self._skipped:
+                        self._skipped.discard(signal.id)
+                    else:
+                        self.delivered_unsaved += 1
+                        self.last_success_us = _now_us()
+                self.cursor = seq
+                pending.popleft()
+
 
 class Dispatcher:
     """All outputs, each with its own cursor task (and heartbeats, where it has them)."""
 
-    def __init__(self, outputs: list[Output], path: str | Path, journal: Journal) -> None:
-        self.cursors = [OutputCursor(o, path, journal) for o in outputs]
+    def __init__(
+        self,
+        outputs: list[Output],
+        path: str | Path,
+        journal: Journal,
+        *,
+        counters: Counters | None = None,
+    ) -> None:
+        self.cursors = [OutputCursor(o, path, journal, counters=counters) for o in outputs]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

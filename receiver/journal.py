@@ -38,6 +38,10 @@ class JournalError(ReceiverError, OSError):
     """The commit failed or its outcome is unknown: do not ACK."""
 
 
+class JournalClosedError(JournalError):
+    """The journal no longer takes appends (the receiver is stopping)."""
+
+
 def to_us(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000)
 
@@ -334,6 +338,7 @@ class Journal:
             stored = await trio.to_thread.run_sync(self._commit, batch)
         except Exception as exc:  # the outcome is unknown to the appenders: no ACK
             self.counters.inc("journal_commit_failed")
+            self.counters.inc("store_errors")  # the same fault counter as every component
             for req in batch:
                 req.error = JournalError(f"journal commit failed: {exc}")
                 req.done.set()
@@ -380,7 +385,7 @@ class Journal:
         try:
             await self._send.send(req)
         except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
-            raise JournalError("journal is closed") from exc
+            raise JournalClosedError("journal is closed") from exc
         await req.done.wait()
         if req.error is not None:
             raise req.error

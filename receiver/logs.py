@@ -13,13 +13,36 @@ import logging
 import sys
 import traceback
 from collections import OrderedDict
-from typing import Any
+from typing import Any, TextIO, cast
 
 import attrs
 import structlog
 import trio
 
 from protocols.signal import Signal
+
+
+class LogStream:
+    """The stream log lines go to (stderr). A line that cannot be written (stderr redirected to
+    a file on a full disk, a closed pipe) is dropped and counted in ``lost``: logging must never
+    be what ends the receiver."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.lost = 0
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except (OSError, ValueError):  # ValueError: the stream was closed
+            self.lost += 1
+            return 0
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.lost += 1
 
 
 def configure(*, json: bool | None = None, level: int = logging.INFO) -> None:
@@ -37,7 +60,7 @@ def configure(*, json: bool | None = None, level: int = logging.INFO) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, LogStream(sys.stderr))),
         cache_logger_on_first_use=True,
     )
 

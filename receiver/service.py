@@ -37,17 +37,20 @@ from receiver.dispatcher import Dispatcher
 from receiver.journal import Journal, load_links
 from receiver.metrics import Counters
 from receiver.registry_index import RegistryIndex
-from receiver.store.sqlite import connect
+from receiver.store.faults import STORE_ERRORS, StoreOutage
+from receiver.store.sqlite import connect, tighten_permissions
 from receiver.supervisor import Supervisor
 
 
 class RegistryView:
     """The in-memory registry the hot path reads, refreshed when the store's counter moves."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, counters: Counters | None = None) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self.index: RegistryIndex | None = None
+        # A store that cannot be read keeps the last registry in use, and is retried.
+        self._fault = StoreOutage("registry", "refresh", counters=counters)
 
     def _open(self) -> RegistryIndex:
         self._conn = connect(self.path, check_same_thread=False)
@@ -70,7 +73,12 @@ class RegistryView:
         conn = self._conn
         while True:
             await trio.sleep(interval)
-            fresh = await trio.to_thread.run_sync(self.index.refresh_if_changed, conn)
+            try:
+                fresh = await trio.to_thread.run_sync(self.index.refresh_if_changed, conn)
+            except STORE_ERRORS as exc:
+                await trio.sleep(self._fault.failed(exc))
+                continue
+            self._fault.succeeded()
             if fresh is not self.index:
                 self.index = fresh
                 on_change(fresh)
@@ -159,11 +167,12 @@ class Service:
             duplicate_window=config.dc09.duplicate_window,
             counters=self.counters,
         )
-        self.registry = RegistryView(config.store.path)
+        self.registry = RegistryView(config.store.path, counters=self.counters)
         self.supervisor = Supervisor(
             self.journal,
             grace=config.supervision.grace_factor,
             trouble_code=config.supervision.trouble_code,
+            counters=self.counters,
         )
         self._shutdown = trio.Event()
         self.ports: Ports | None = None
@@ -234,6 +243,9 @@ class Service:
             self.log.info("counters", **self.counters.snapshot())
 
     async def run(self, *, task_status: trio.TaskStatus[Ports] = trio.TASK_STATUS_IGNORED) -> None:
+        for file, mode in tighten_permissions(self.config.store.path):
+            # It holds AES keys and bridge tokens: readable by the receiver's user only.
+            self.log.warning("store_permissions_tightened", file=str(file), mode_was=f"{mode:o}")
         async with trio.open_nursery() as root:
             await root.start(self.journal.run)
             try:
@@ -257,6 +269,7 @@ class Service:
                         [build_output(o) for o in self.config.outputs],
                         self.config.store.path,
                         self.journal,
+                        counters=self.counters,
                     )
                     await workers.start(dispatcher.run)
                     self.dispatcher = dispatcher
@@ -272,7 +285,9 @@ class Service:
                         self.config.bridge,
                         journal=self.journal,
                         registry=self.registry.current,
-                        state=BridgeStateStore(self.config.store.path, self.journal),
+                        state=BridgeStateStore(
+                            self.config.store.path, self.journal, counters=self.counters
+                        ),
                         supervisor=self.supervisor,
                         counters=self.counters,
                         log_signals=self.config.log_signals,

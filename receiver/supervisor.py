@@ -9,6 +9,8 @@ Rules:
 - On start every link gets a full fresh deadline (no flood of false troubles because the
   receiver itself was down); a trouble that was open stays open until traffic restores it.
 - Deadlines use trio's clock, so tests run a 90-second interval under the autojump clock.
+- A trouble or restore the journal cannot commit (a full disk) stays due: it is retried with a
+  backoff (``receiver.store.faults``) until it is stored; the supervisor never stops.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import attrs
+import structlog
 import trio
 
 from protocols.catalog import cid_entry
 from protocols.signal import ContactIdView, Signal, Source, new_signal_id
 from receiver.journal import AppendResult, to_us
+from receiver.metrics import Counters
+from receiver.store.faults import STORE_ERRORS, StoreOutage
 
 
 class SignalSink(Protocol):
@@ -59,6 +64,7 @@ class Supervisor:
         grace: float = 1.5,
         trouble_code: str = "356",
         wall_clock: Callable[[], datetime] = _now,
+        counters: Counters | None = None,
     ) -> None:
         self.sink = sink
         self.grace = grace
@@ -66,6 +72,8 @@ class Supervisor:
         self.wall_clock = wall_clock
         self.links: dict[str, Link] = {}
         self._wakeup = trio.Event()
+        self.log = structlog.get_logger("receiver.supervisor")
+        self._fault = StoreOutage("supervisor", "trouble_write", counters=counters, log=self.log)
 
     def watch(
         self,
@@ -123,17 +131,27 @@ class Supervisor:
         signal = self._signal(link, "E" if trouble else "R")
         await self.sink.append([signal], troubles=[(key, to_us(signal.received_at), trouble)])
 
+    async def _write_due(self) -> None:
+        """Write every due trouble and restore; stops at the first the journal refuses."""
+        now = trio.current_time()
+        for key, link in list(self.links.items()):
+            if link.restore_due:
+                await self._write(key, link, trouble=False)
+                link.trouble_open = link.restore_due = False
+            elif not link.trouble_open and link.deadline <= now:
+                await self._write(key, link, trouble=True)
+                link.trouble_open = True
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
-            now = trio.current_time()
-            for key, link in list(self.links.items()):
-                if link.restore_due:
-                    await self._write(key, link, trouble=False)
-                    link.trouble_open = link.restore_due = False
-                elif not link.trouble_open and link.deadline <= now:
-                    await self._write(key, link, trouble=True)
-                    link.trouble_open = True
+            try:
+                await self._write_due()
+            except STORE_ERRORS as exc:
+                # Still due (state changes only after a commit): try again after the backoff.
+                await trio.sleep(self._fault.failed(exc))
+                continue
+            self._fault.succeeded()
             pending = [
                 link.deadline
                 for link in self.links.values()

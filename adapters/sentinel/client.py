@@ -8,7 +8,10 @@ Rules:
   connection, an ACK naming another package or any framing error also raise it and drop the
   connection: after those nobody knows what the far side has, so the next try starts clean.
 - Each (re)connection tries the primary first, then the alternate, and opens with the passkey.
-  A refused passkey is a delivery error naming the address.
+  A refused passkey is a delivery error naming the address. When no address can be reached
+  (refused, timed out, no answer to AUTH) the error is an :class:`UnreachableError`: nothing
+  was sent, and the dispatcher probes again within about a second, so an automation that
+  comes back is served at once.
 - When idle for ``heartbeat`` seconds, ``run_heartbeats`` sends ``HB`` (connecting first if the
   link is down), so ``connected`` tells the truth even when no alarms flow.
 """
@@ -21,7 +24,7 @@ from typing import Any, NoReturn
 
 import trio
 
-from adapters.output import DeliveryError, Settings
+from adapters.output import DeliveryError, Settings, UnreachableError
 from adapters.sentinel.package import Package, check_link_template
 from adapters.sentinel.transport import (
     NEED_DATA,
@@ -229,6 +232,7 @@ class SentinelOutput:
         if self._stream is not None:
             return self._stream
         errors = []
+        refused = False  # a far side that answers and refuses us is not probed every second
         for address in self.addresses:
             try:
                 with trio.fail_after(self.timeout):
@@ -251,9 +255,10 @@ class SentinelOutput:
                     return stream
                 reason = answer.reason if isinstance(answer, AuthRefused) else repr(answer)
                 errors.append(f"{_where(address)}: passkey refused: {reason}")
+                refused = True
             await trio.aclose_forcefully(stream)
         self._last_error = "cannot connect: " + "; ".join(errors)
-        raise DeliveryError(self._last_error)
+        raise (DeliveryError if refused else UnreachableError)(self._last_error)
 
     async def _receive(self, stream: trio.SocketStream) -> Message:
         while True:

@@ -6,7 +6,9 @@ Rules (reference §4.1):
   spent the output reports itself down and raises :class:`DeliveryError`: the backlog waits
   in the journal, nothing is dropped.
 - While down, a delivery first sends one heartbeat; only an ACKed heartbeat brings the output
-  back up (the CPM "manual mode"). ``run_heartbeats`` sends a heartbeat whenever the link has
+  back up (the CPM "manual mode"). A heartbeat probe that fails is an
+  :class:`UnreachableError` (no alarm was sent), which the dispatcher retries about every
+  second. ``run_heartbeats`` sends a heartbeat whenever the link has
   been idle for ``heartbeat`` seconds, so a recovered automation is noticed without traffic.
 - Stale bytes are flushed before each send, so an answer always belongs to the message just
   sent (the format has no message id; a resend is a repeat, at-least-once).
@@ -27,7 +29,7 @@ from typing import Any, NoReturn
 import serial
 import trio
 
-from adapters.output import DeliveryError, Settings, UndeliverableError
+from adapters.output import DeliveryError, Settings, UndeliverableError, UnreachableError
 from protocols.errors import InvalidInputError
 from protocols.signal import Signal
 from protocols.surgard import (
@@ -176,7 +178,11 @@ class SurGardOutput:
             raise
         async with self._lock:
             if self.down:
-                await self._send(self.heartbeat_message.encode(), "heartbeat", attempts=1)
+                try:
+                    await self._send(self.heartbeat_message.encode(), "heartbeat", attempts=1)
+                except DeliveryError as exc:
+                    # Only a heartbeat went out: a cheap probe, retried about every second.
+                    raise UnreachableError(str(exc)) from exc
             await self._send(data, f"package {package_id}", attempts=1 + self.retries)
 
     async def run_heartbeats(self) -> NoReturn:

@@ -7,13 +7,19 @@ each, so two processes opening a fresh file at once do not both migrate it.
 
 A store that cannot be opened (its folder cannot be created, the file or folder is read-only,
 it is not a SQLite file) is a :class:`StoreOpenError`: one line naming the file and why.
+
+The store holds AES keys and bridge tokens: a new store file is created ``0600`` (SQLite gives
+its ``-wal`` and ``-shm`` files the store file's mode) in a folder created ``0700``;
+``tighten_permissions`` narrows an existing store's files (``receiver serve`` logs each one).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
+import stat
 from importlib import resources
 from pathlib import Path
 
@@ -99,6 +105,8 @@ def connect(
             where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
             raise StoreOpenError(f"store {path} does not exist{where}")
         make_store_folder(path)
+        if create:
+            _create_private(path)
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
     except sqlite3.Error as exc:
@@ -125,7 +133,7 @@ def connect(
 def make_store_folder(path: Path) -> None:
     """Create the store's folder (and its parents); one StoreOpenError line if it cannot be."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
     except OSError as exc:
         reason = exc.strerror
         for folder in (path.parent, *path.parent.parents):
@@ -160,3 +168,31 @@ def _reason(exc: sqlite3.Error, path: Path) -> str:
     if not os.access(path.parent, os.W_OK | os.X_OK):
         return f"{text} (its folder {path.parent} is not writable; SQLite needs it for -wal/-shm)"
     return text
+
+
+PRIVATE_FILE = 0o600
+PRIVATE_FOLDER = 0o700
+
+
+def _create_private(path: Path) -> None:
+    """Create the store's folder and an empty store file, private, before SQLite creates them
+    with the umask's modes. Failures are left for ``sqlite3.connect`` to report."""
+    if not path.exists():
+        with contextlib.suppress(OSError):  # a race, a read-only folder: SQLite will say
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+
+
+def tighten_permissions(path: str | Path) -> list[tuple[Path, int]]:
+    """Make the store file and its ``-wal``/``-shm`` readable by their owner only; each file
+    whose mode was wider, with that mode. Files that cannot be changed are left as they are."""
+    changed = []
+    base = Path(path)
+    for file in (base, base.with_name(base.name + "-wal"), base.with_name(base.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                file.chmod(mode & PRIVATE_FOLDER & ~0o111)
+                changed.append((file, mode))
+        except OSError:
+            continue
+    return changed

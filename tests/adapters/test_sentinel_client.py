@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from adapters.output import DeliveryError, Output, build_output
+from adapters.output import DeliveryError, Output, UnreachableError, build_output
 from adapters.sentinel import transport
 from adapters.sentinel.client import SentinelOutput
 from adapters.sentinel.package import Package, validate
@@ -267,3 +267,22 @@ async def test_pipelined_batch_counts_only_the_prefix_before_a_nak(tmp_path: Pat
             await output.deliver_batch(items[4:])
         await output.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_nothing_listening_is_unreachable_but_a_refusal_is_not(tmp_path: Path) -> None:
+    """Connection refused is an UnreachableError (the dispatcher probes again within a second);
+    a NAK or a refused passkey comes from a live far side and is an ordinary DeliveryError."""
+    output = SentinelOutput("sentinel", (LOCAL, closed_port()), timeout=2)
+    with pytest.raises(UnreachableError):
+        await output.deliver(make_signal(), "pkg-1")
+    async with running_sink(tmp_path, mode="nak") as (_, port):
+        output = SentinelOutput("sentinel", (LOCAL, port))
+        with pytest.raises(DeliveryError) as refused:
+            await output.deliver(make_signal(), "pkg-1")
+        assert not isinstance(refused.value, UnreachableError)
+        await output.aclose()
+    async with running_sink(tmp_path, passkey="right") as (_, port):
+        output = SentinelOutput("sentinel", (LOCAL, port), passkey="wrong")
+        with pytest.raises(DeliveryError) as refused:
+            await output.deliver(make_signal(), "pkg-1")
+        assert not isinstance(refused.value, UnreachableError)

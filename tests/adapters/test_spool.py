@@ -12,6 +12,7 @@ from adapters import spool
 from adapters.output import DeliveryError, build_output
 from adapters.sentinel.package import Package, validate
 from adapters.spool import SpoolOutput, write_atomically
+from protocols.errors import InvalidInputError
 from receiver.config import OutputConfig
 from tests.adapters.test_sentinel_package import make_signal
 
@@ -159,3 +160,25 @@ async def test_without_syncfs_every_file_is_fsynced(
     assert await output.deliver_batch([(make_signal(), f"p-{i}") for i in range(4)]) == 4
     assert len(fsyncs) == 5
     assert sorted(os.listdir(tmp_path)) == [f"p-{i}.xml" for i in range(4)]
+
+
+async def test_file_mode_lets_the_automation_group_read(tmp_path: Path) -> None:
+    """``file_mode = 0o640``: packages 0640 in a 0750 folder the spool creates; a mode that
+    would deny the receiver itself or make packages executable is refused at start."""
+    old = os.umask(0o022)
+    try:
+        output = build_output(
+            OutputConfig(
+                name="s",
+                kind="spool",
+                settings={"directory": str(tmp_path / "spool"), "file_mode": 0o640},
+            )
+        )
+        await output.deliver(make_signal(), "pkg-1")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "spool").stat().st_mode & 0o777 == 0o750
+    assert (tmp_path / "spool" / "pkg-1.xml").stat().st_mode & 0o777 == 0o640
+    for bad in (0o400, 0o755):
+        with pytest.raises(InvalidInputError, match="file_mode"):
+            SpoolOutput("s", tmp_path, file_mode=bad)

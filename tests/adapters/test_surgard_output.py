@@ -12,7 +12,7 @@ import attrs
 import pytest
 import trio
 
-from adapters.output import DeliveryError, build_output
+from adapters.output import DeliveryError, UnreachableError, build_output
 from adapters.surgard.output import SurGardOutput
 from protocols import surgard
 from protocols.errors import InvalidInputError
@@ -178,6 +178,9 @@ async def test_refused_tcp_connection_is_a_delivery_error() -> None:
     with pytest.raises(DeliveryError, match="socket://"):
         await output.deliver(make_signal(), "pkg-1")
     assert not output.connected
+    # Down now: the next try sends only a heartbeat, a probe the dispatcher repeats each second.
+    with pytest.raises(UnreachableError, match="heartbeat"):
+        await output.deliver(make_signal(), "pkg-1")
     await output.aclose()
 
 

@@ -40,6 +40,7 @@ from protocols.bridge import (
     decode_frame_spec,
     encode_frame,
     encode_frame_spec,
+    redact_token,
 )
 from protocols.errors import (
     ChecksumError,
@@ -627,3 +628,37 @@ def test_hello_validates_channel_count_and_time_must_be_aware() -> None:
         Hello("S", "M", 5, "1", "t")
     with pytest.raises(ValueError):
         Envelope(bridge_id=MAC, sequence=1, device_time=datetime(2024, 1, 1), body=Ack(1))
+
+
+@given(
+    st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-", min_size=1, max_size=64),
+    st.text("abcdefghijklmnopqrstuvwxyz", min_size=8, max_size=128),
+    st.integers(0, 200),
+)
+def test_redact_token_masks_the_token_and_nothing_else(serial: str, token: str, cut: int) -> None:
+    """A HELLO's token never survives ``redact_token``; the rest of the frame is unchanged and
+    the lengths still hold. Cut anywhere, not a byte of the token body is left readable."""
+    frame = encode_frame(
+        Envelope(
+            bridge_id=MAC,
+            sequence=7,
+            device_time=T0,
+            body=Hello(serial, "CKB312", 12, "2.4.1", token),
+        )
+    )
+    redacted = redact_token(frame)
+    assert len(redacted) == len(frame)
+    start = frame.index(token.encode())
+    assert redacted[start : start + len(token)] == b"*" * len(token)
+    assert redacted[:start] == frame[:start]
+    assert redacted[start + len(token) :] == frame[start + len(token) :]
+    damaged = redact_token(frame[: len(frame) - 1 - cut % len(frame)] + b"\x00" * (cut % 3))
+    assert token.encode()[:4] not in damaged
+
+
+def test_redact_token_leaves_other_frames_alone() -> None:
+    """Events, heartbeats and garbage carry no secret: they come back byte for byte."""
+    for body in (Event(channel=1, kind=EventKind.INPUT_ALARM), Heartbeat(ArmState.ARMED, "2.4.1")):
+        frame = encode_frame(Envelope(bridge_id=MAC, sequence=7, device_time=T0, body=body))
+        assert redact_token(frame) == frame
+    assert redact_token(b"garbage") == b"garbage"

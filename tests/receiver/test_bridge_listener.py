@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from structlog.testing import capture_logs
 
 from protocols.bridge import (
     NEED_DATA,
@@ -266,6 +267,36 @@ async def test_bad_token_and_unknown_bridge_are_refused_with_one_trouble_each(
     assert ("reason", "bad_token") in bad_token.extended
     assert (unknown.account, unknown.device) == ("NOPE-1", "NOPE-1")
     assert ("reason", "unknown_bridge") in unknown.extended
+
+
+async def test_refused_hellos_never_log_or_journal_the_token(
+    bridge_receiver: RunningReceiver,
+) -> None:
+    """A wrong token, and the bridge's valid token sent with a wrong serial: both are refused,
+    and neither token appears in the log lines or in the journal's raw bytes of the trouble."""
+    wrong = "wrong-secret-42"
+    with capture_logs() as logs:
+        client = await BridgeClient.open(bridge_receiver)
+        assert await client.hello(token=wrong) == Nak(1, NakReason.BAD_TOKEN)
+        await client.stream.aclose()
+        client = await BridgeClient.open(bridge_receiver, serial="NOPE-1")
+        assert await client.hello(token=TOKEN) == Nak(1, NakReason.UNKNOWN_BRIDGE)
+        await client.stream.aclose()
+    refused = [e for e in logs if e["event"] == "bridge_refused"]
+    assert [e["reason"] for e in refused] == ["bad_token", "unknown_bridge"]
+    assert all("raw" in e for e in refused)
+    for secret in (wrong, TOKEN):
+        assert not [e for e in logs if secret in repr(e)], f"{secret!r} logged"
+    conn = sqlite3.connect(bridge_receiver.db)
+    try:
+        raws = [bytes(r[0]) for r in conn.execute("SELECT raw FROM signals WHERE code = '354'")]
+    finally:
+        conn.close()
+    assert len(raws) == 2
+    for raw in raws:
+        assert raw.startswith(b"VB")
+        assert wrong.encode() not in raw
+        assert TOKEN.encode() not in raw
 
 
 async def test_retransmission_is_acked_again_and_stored_once(

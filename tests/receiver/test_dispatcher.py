@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal as os_signal
 import sqlite3
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from lxml import etree
+from structlog.testing import capture_logs
 
+from adapters.sentinel.client import SentinelOutput
 from protocols import dc09
-from receiver.dispatcher import output_status
+from receiver.dispatcher import OutputCursor, output_status
+from receiver.journal import Journal
 from simulators.sink import SentinelSink, SurGardSink
+from tests.adapters.test_sentinel_client import closed_port
+from tests.adapters.test_sentinel_package import make_signal
 from tests.receiver.conftest import start_receiver, write_config
 from tests.receiver.test_crash import free_port, wait_for_port
 
@@ -204,3 +214,79 @@ async def test_signal_an_output_cannot_carry_is_skipped_not_blocking(tmp_path: P
         assert "ABCDE" not in out.read_text()
         running.service.request_shutdown()
         nursery.cancel_scope.cancel()
+
+
+class TimedSink(SentinelSink):
+    """The Sentinel sink, noting on trio's clock when each package was filed."""
+
+    def __init__(self, out: Path) -> None:
+        super().__init__(out)
+        self.filed_at: list[float] = []
+        self.filed = trio.Event()
+
+    def _file(self, xml: bytes):  # type: ignore[no-untyped-def]
+        self.filed_at.append(trio.current_time())
+        self.filed.set()
+        return super()._file(xml)
+
+
+class CountedOutput(SentinelOutput):
+    """The Sentinel output, noting on trio's clock each time it tries to connect."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__("automation", ("127.0.0.1", port), timeout=5.0, heartbeat=0)
+        self.connects: list[float] = []
+        self.tried = trio.Event()
+
+    async def _connect(self) -> trio.SocketStream:
+        if self._stream is None:
+            self.connects.append(trio.current_time())
+            self.tried.set()
+            self.tried = trio.Event()
+        return await super()._connect()
+
+
+@contextmanager
+def real_time_limit(seconds: float) -> Iterator[trio.CancelScope]:
+    """Cancel the block after ``seconds`` of real time. Under the autojump clock a trio
+    timeout is no bound: while a worker thread runs, trio looks idle and jumps to it."""
+    token = trio.lowlevel.current_trio_token()
+    with trio.CancelScope() as scope:
+        timer = threading.Timer(
+            seconds, lambda: trio.from_thread.run_sync(scope.cancel, trio_token=token)
+        )
+        timer.start()
+        try:
+            yield scope
+        finally:
+            timer.cancel()
+    assert not scope.cancelled_caught, f"not done within {seconds} s of real time"
+
+
+async def test_automation_back_after_a_long_outage_is_served_within_seconds(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Forty connect attempts with nothing listening: about one a second (no faster, and
+    no 30-second backoff; one log line, not forty), so the Sentinel sink started again gets
+    the waiting alarm within two seconds."""
+    port = closed_port()
+    output = CountedOutput(port)
+    journal = Journal(tmp_path / "j.sqlite3")
+    cursor = OutputCursor(output, tmp_path / "j.sqlite3", journal)
+    sink = TimedSink(tmp_path / "sink")
+    with real_time_limit(60), capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(journal.run)
+            await nursery.start(cursor.run)
+            await journal.append([make_signal()])
+            while len(output.connects) < 40:
+                await output.tried.wait()
+            gaps = [b - a for a, b in itertools.pairwise(output.connects)]
+            assert all(0.9 <= gap <= 1.5 for gap in gaps[5:]), gaps
+            # The same error, probe after probe: logged once, not forty times.
+            assert [e["attempts"] for e in logs if e["event"] == "delivery_failed"] == [1]
+            back = trio.current_time()
+            await nursery.start(sink.serve, "127.0.0.1", port)
+            await sink.filed.wait()
+            assert sink.filed_at[0] - back <= 2.0
+            nursery.cancel_scope.cancel()
