@@ -9,7 +9,12 @@ Rules:
   and the dedupe key absorbs the retry.
 - A signal carrying a dedupe key that was committed within the window is not stored again: the
   original row counts the repeat, and ``append`` reports it as a duplicate (ACK it again, never
-  forward it again).
+  forward it again). The store decides (the ``dedupe`` table, read and written inside the
+  commit's transaction), not this process's memory: a retry landing on another ingest worker
+  is caught, memory does not grow with rate x window, and start-up loads nothing. Keys older
+  than the window are purged by ``purge_expired`` (the coordinator runs it).
+- Several processes share the file: the write lock is retried in sub-millisecond steps
+  instead of SQLite's busy handler (which sleeps 1, 2, 5, 10 … up to 100 ms).
 - Links named in an append get their last-seen time in the same transaction, so supervision
   deadlines survive a restart.
 """
@@ -17,9 +22,10 @@ Rules:
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import sqlite3
-from collections import OrderedDict
+import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,10 +80,58 @@ SET_TROUBLE = (
     "INSERT INTO links (link, last_seen_us, trouble_open) VALUES (?, ?, ?) ON CONFLICT (link) "
     "DO UPDATE SET trouble_open = excluded.trouble_open"
 )
-RECENT_KEYS = (
-    "SELECT dedupe_key, seq, received_us FROM signals "
-    "WHERE dedupe_key IS NOT NULL AND received_us >= ? ORDER BY seq"
+_DEDUPE_ROW = "(?, ?, ?)"
+PURGE_DEDUPE = (
+    "DELETE FROM dedupe WHERE key_hash IN "
+    "(SELECT key_hash FROM dedupe WHERE received_us < ? LIMIT ?)"
 )
+KEY_OF_SEQ = "SELECT dedupe_key FROM signals WHERE seq = ?"
+# Parameters per lookup statement (SQLite allows 32,766 since 3.32).
+_LOOKUP_CHUNK = 500
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_STATEMENT)
+def _dedupe_insert_sql(rows: int) -> str:
+    return "INSERT OR REPLACE INTO dedupe (key_hash, seq, received_us) VALUES " + ", ".join(
+        [_DEDUPE_ROW] * rows
+    )
+
+
+@functools.lru_cache(maxsize=_LOOKUP_CHUNK)
+def _dedupe_lookup_sql(keys: int) -> str:
+    return (
+        f"SELECT key_hash, seq, received_us FROM dedupe WHERE key_hash IN ({', '.join('?' * keys)})"
+    )
+
+
+def key_hash(key: str) -> int:
+    """The dedupe table's compact key: 64 bits of BLAKE2b, as a signed SQLite integer.
+
+    A hit is confirmed against the stored text key, so a collision never swallows a signal."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+# Waiting for another process's write lock: short sleeps, doubling up to this, for this long.
+_LOCK_STEP_MAX = 0.002
+_LOCK_TIMEOUT = 30.0
+
+
+def begin_immediate(conn: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``, retried in sub-millisecond steps while another process writes."""
+    deadline = time.monotonic() + _LOCK_TIMEOUT
+    step = 0.0001
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(step)
+        step = min(step * 2, _LOCK_STEP_MAX)
 
 
 def signal_row(signal: Signal, dedupe_key: str | None) -> tuple[Any, ...]:
@@ -188,6 +242,9 @@ class _Request:
     links: Sequence[tuple[str, int]]
     troubles: Sequence[tuple[str, int, bool]]
     statements: Sequence[tuple[str, tuple[Any, ...]]] = ()
+    purge_before_us: int | None = None
+    purge_limit: int = 0
+    purged: int = 0
     done: trio.Event = attrs.field(factory=trio.Event)
     result: AppendResult | None = None
     error: BaseException | None = None
@@ -211,7 +268,6 @@ class Journal:
         self.counters = counters or Counters()
         self._send, self._receive = trio.open_memory_channel[_Request](queue_size)
         self._conn: sqlite3.Connection | None = None
-        self._recent: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._committed = trio.Event()
         self.last_seq = 0
 
@@ -219,9 +275,8 @@ class Journal:
 
     def _open(self) -> None:
         conn = connect(self.path, check_same_thread=False)
-        since = to_us(datetime.now(UTC)) - self.window_us
-        for key, seq, received_us in conn.execute(RECENT_KEYS, (since,)):
-            self._recent[key] = (seq, received_us)
+        # Lock waits are ours (``begin_immediate``), not SQLite's coarse busy handler.
+        conn.execute("PRAGMA busy_timeout = 0")
         row = conn.execute("SELECT max(seq) FROM signals").fetchone()
         self.last_seq = int(row[0] or 0)
         self._conn = conn
@@ -230,44 +285,57 @@ class Journal:
         """Commit one batch in one transaction (runs in a worker thread)."""
         conn = self._conn
         assert conn is not None
+        # Built before taking the write lock (other processes wait while we hold it);
+        # duplicates are rare, so a row built for one is cheap waste.
         rows: list[tuple[Any, ...]] = []
-        pending: dict[str, int] = {}  # keys first seen in this batch -> index in rows
-        repeats: list[tuple[int, int]] = []
-        repeat_of_pending: list[tuple[int, int]] = []
-        outcomes: list[tuple[list[Signal], list[Signal]]] = []
+        keyed: list[tuple[int, str, int, int]] = []  # (row index, key, hash, received_us)
+        owners: list[tuple[_Request, int]] = []  # per row: its request and signal index
         for req in batch:
-            stored: list[Signal] = []
-            dups: list[Signal] = []
-            for signal, key in zip(req.signals, req.keys, strict=True):
-                received = to_us(signal.received_at)
+            for position, (signal, key) in enumerate(zip(req.signals, req.keys, strict=True)):
+                row = signal_row(signal, key)
                 if key is not None:
-                    hit = self._recent.get(key)
-                    if hit is not None and received - hit[1] <= self.window_us:
-                        repeats.append((received, hit[0]))
-                        dups.append(signal)
-                        continue
-                    if key in pending:
-                        repeat_of_pending.append((received, pending[key]))
-                        dups.append(signal)
-                        continue
-                    pending[key] = len(rows)
-                rows.append(signal_row(signal, key))
-                stored.append(signal)
-            outcomes.append((stored, dups))
+                    keyed.append((len(rows), key, key_hash(key), row[1]))
+                rows.append(row)
+                owners.append((req, position))
         links = [link for req in batch for link in req.links]
         troubles = [t for req in batch for t in req.troubles]
-        conn.execute("BEGIN IMMEDIATE")
+        begin_immediate(conn)
         try:
+            dup_of: dict[int, int | tuple[int]] = {}  # row index -> seq (or (row index,))
+            if keyed:
+                dup_of = self._find_duplicates(conn, keyed)
+            kept = [i for i in range(len(rows)) if i not in dup_of] if dup_of else None
+            stored_rows = rows if kept is None else [rows[i] for i in kept]
             first_seq = self.last_seq + 1
-            if rows:
-                for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-                    chunk = rows[start : start + _ROWS_PER_STATEMENT]
+            if stored_rows:
+                for start in range(0, len(stored_rows), _ROWS_PER_STATEMENT):
+                    chunk = stored_rows[start : start + _ROWS_PER_STATEMENT]
                     conn.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row])
                 last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-                first_seq = last - len(rows) + 1
-            for received, index in repeat_of_pending:
-                repeats.append((received, first_seq + index))
-            if repeats:
+                first_seq = last - len(stored_rows) + 1
+            seq_of = (
+                {index: first_seq + n for n, index in enumerate(kept)} if kept is not None else None
+            )
+
+            def seq_for(index: int) -> int:
+                return first_seq + index if seq_of is None else seq_of[index]
+
+            if keyed:
+                fresh = [
+                    (hashed, seq_for(index), received)
+                    for index, _, hashed, received in keyed
+                    if index not in dup_of
+                ]
+                for start in range(0, len(fresh), _ROWS_PER_STATEMENT):
+                    chunk = fresh[start : start + _ROWS_PER_STATEMENT]
+                    conn.execute(
+                        _dedupe_insert_sql(len(chunk)), [value for row in chunk for value in row]
+                    )
+            if dup_of:
+                repeats = [
+                    (rows[index][1], seq_for(target[0]) if isinstance(target, tuple) else target)
+                    for index, target in dup_of.items()
+                ]
                 conn.executemany(COUNT_REPEAT, repeats)
             if links:
                 conn.executemany(TOUCH_LINK, links)
@@ -276,30 +344,53 @@ class Journal:
             for req in batch:
                 for sql, params in req.statements:
                     conn.execute(sql, params)
+                if req.purge_before_us is not None:
+                    req.purged = conn.execute(
+                        PURGE_DEDUPE, (req.purge_before_us, req.purge_limit)
+                    ).rowcount
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        # Only a committed key may absorb later retries.
-        for key, index in pending.items():
-            self._recent[key] = (first_seq + index, rows[index][1])
-        if rows:
-            self.last_seq = first_seq + len(rows) - 1
-        self._prune()
-        for req, (stored, dups) in zip(batch, outcomes, strict=True):
+        if stored_rows:
+            self.last_seq = first_seq + len(stored_rows) - 1
+        results: dict[int, tuple[list[Signal], list[Signal]]] = {id(req): ([], []) for req in batch}
+        for index, (req, position) in enumerate(owners):
+            stored, dups = results[id(req)]
+            (dups if index in dup_of else stored).append(req.signals[position])
+        for req in batch:
+            stored, dups = results[id(req)]
             req.result = AppendResult(tuple(stored), tuple(dups))
-        return len(rows)
+        return len(stored_rows)
 
-    def _prune(self) -> None:
-        if not self._recent:
-            return
-        newest = next(reversed(self._recent.values()))[1]
-        while self._recent:
-            _, (_, received) = next(iter(self._recent.items()))
-            if newest - received <= self.window_us:
-                break
-            self._recent.popitem(last=False)
+    def _find_duplicates(
+        self, conn: sqlite3.Connection, keyed: list[tuple[int, str, int, int]]
+    ) -> dict[int, int | tuple[int]]:
+        """Rows whose key was committed within the window (row index -> the original's seq),
+        or repeats a key first seen earlier in this batch (row index -> (that row's index,)).
+        Runs inside the write transaction, so every process's committed keys are seen."""
+        hashes = list({hashed for _, _, hashed, _ in keyed})
+        known: dict[int, tuple[int, int]] = {}
+        for start in range(0, len(hashes), _LOOKUP_CHUNK):
+            chunk = hashes[start : start + _LOOKUP_CHUNK]
+            for hashed, seq, received in conn.execute(_dedupe_lookup_sql(len(chunk)), chunk):
+                known[hashed] = (seq, received)
+        dup_of: dict[int, int | tuple[int]] = {}
+        first_in_batch: dict[str, int] = {}
+        for index, key, hashed, received in keyed:
+            hit = known.get(hashed)
+            if hit is not None and received - hit[1] <= self.window_us:
+                original = conn.execute(KEY_OF_SEQ, (hit[0],)).fetchone()
+                if original is not None and original[0] == key:
+                    dup_of[index] = hit[0]
+                    continue
+                self.counters.inc("dedupe_hash_collisions")
+            if key in first_in_batch:
+                dup_of[index] = (first_in_batch[key],)
+                continue
+            first_in_batch[key] = index
+        return dup_of
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The writer loop. Returns once ``close()`` was called and every append was answered."""
@@ -345,6 +436,26 @@ class Journal:
             self._committed.set()
             self._committed = trio.Event()
 
+    async def purge_expired(self, *, now_us: int | None = None, limit: int = 5000) -> int:
+        """Forget dedupe keys older than the window, ``limit`` per transaction so ingest
+        commits interleave; returns how many were purged."""
+        if now_us is None:
+            now_us = to_us(datetime.now(UTC))
+        before = now_us - self.window_us
+        total = 0
+        while True:
+            req = _Request((), (), (), (), purge_before_us=before, purge_limit=limit)
+            await self._submit(req)
+            total += req.purged
+            if req.purged < limit:
+                return total
+
+    async def purge_periodically(self, interval: float = 60.0) -> None:
+        """The coordinator's task: purge expired dedupe keys every ``interval`` seconds."""
+        while True:
+            await self.purge_expired()
+            await trio.sleep(interval)
+
     def close(self) -> None:
         """Stop accepting appends; the writer commits what is queued, then ``run`` returns."""
         self._send.close()
@@ -375,6 +486,11 @@ class Journal:
             list(troubles),
             statements,
         )
+        await self._submit(req)
+        assert req.result is not None
+        return req.result
+
+    async def _submit(self, req: _Request) -> None:
         try:
             await self._send.send(req)
         except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
@@ -382,8 +498,6 @@ class Journal:
         await req.done.wait()
         if req.error is not None:
             raise req.error
-        assert req.result is not None
-        return req.result
 
     async def wait_committed(self) -> None:
         """Wait until the next commit that stores at least one signal."""

@@ -167,6 +167,7 @@ class Service:
                         self._registry_changed,
                     )
                     workers.start_soon(self._stats)
+                    workers.start_soon(self.journal.purge_periodically)
                     dispatcher = Dispatcher(
                         [build_output(o) for o in self.config.outputs],
                         self.config.store.path,
