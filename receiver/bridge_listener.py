@@ -550,8 +550,9 @@ def _sia_for(cid: ContactIdView) -> SiaView | None:
 class BridgeServer:
     """The bridge TCP port: connection limits, HELLO and idle timeouts, shielded commits."""
 
-    def __init__(self, intake: BridgeIntake) -> None:
+    def __init__(self, intake: BridgeIntake, *, reuse_port: bool = False) -> None:
         self.intake = intake
+        self.reuse_port = reuse_port  # share the port with the other ingest workers
         self.config = intake.config
         self.counters = intake.counters
         self.limits = ConnectionLimits(
@@ -564,7 +565,9 @@ class BridgeServer:
         host, port = self.config.address
         async with trio.open_nursery() as nursery:
             await nursery.start(self.intake.state.run)
-            listeners = await trio.open_tcp_listeners(port, host=host)
+            listeners = await tcp_accept.open_tcp_listeners(
+                port, host=host, reuse_port=self.reuse_port
+            )
             bound = listeners[0].socket.getsockname()[1]
             self.log.info("bridge_listening", host=host, port=bound)
             task_status.started(bound)

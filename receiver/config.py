@@ -6,6 +6,7 @@ Every limit has a safe default; every [U]-tagged protocol behaviour is a setting
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,26 @@ class JournalConfig:
     queue_size: int = 4096
 
 
+def _workers(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ValueError(f"{attribute.name} must be a whole number of at least 1, got {value!r}")
+
+
+@frozen
+class IngestConfig:
+    # Ingest processes sharing the DC-09 and bridge ports (SO_REUSEPORT); unset: one per core.
+    # 1 runs everything in one process.
+    workers: int | None = field(default=None, validator=_workers)
+
+    @property
+    def worker_count(self) -> int:
+        if self.workers is not None:
+            return self.workers
+        if hasattr(os, "sched_getaffinity"):  # the cores this process may run on
+            return max(1, len(os.sched_getaffinity(0)))
+        return max(1, os.cpu_count() or 1)
+
+
 @frozen
 class OutputConfig:
     name: str
@@ -115,6 +136,7 @@ class Config:
     bridge: BridgeConfig = BridgeConfig()
     supervision: SupervisionConfig = SupervisionConfig()
     journal: JournalConfig = JournalConfig()
+    ingest: IngestConfig = IngestConfig()
     outputs: tuple[OutputConfig, ...] = (
         OutputConfig(name="spool", kind="spool", settings={"directory": "var/spool"}),
     )
@@ -127,6 +149,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "bridge": BridgeConfig,
     "supervision": SupervisionConfig,
     "journal": JournalConfig,
+    "ingest": IngestConfig,
 }
 
 

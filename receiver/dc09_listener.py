@@ -274,8 +274,9 @@ _UDP_QUEUE = 4096
 class Dc09Server:
     """TCP and UDP on one port, with connection limits and timeouts."""
 
-    def __init__(self, intake: Dc09Intake) -> None:
+    def __init__(self, intake: Dc09Intake, *, reuse_port: bool = False) -> None:
         self.intake = intake
+        self.reuse_port = reuse_port  # share the port with the other ingest workers
         self.config = intake.config
         self.counters = intake.counters
         self.limits = ConnectionLimits(
@@ -291,7 +292,9 @@ class Dc09Server:
         """
         host, port = self.config.address
         for _ in range(20):
-            listeners = await trio.open_tcp_listeners(port, host=host)
+            listeners = await tcp_accept.open_tcp_listeners(
+                port, host=host, reuse_port=self.reuse_port
+            )
             if not self.config.udp:
                 return listeners, None
             bound = listeners[0].socket.getsockname()[1]
@@ -300,6 +303,8 @@ class Dc09Server:
             # A burst from many panels must queue in the kernel, not be dropped there: ask
             # for a large receive buffer (the kernel caps it at net.core.rmem_max).
             sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4 << 20)
+            if self.reuse_port:
+                sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
             try:
                 await sock.bind((host, bound))
             except OSError:

@@ -85,6 +85,8 @@ PURGE_DEDUPE = (
     "DELETE FROM dedupe WHERE key_hash IN "
     "(SELECT key_hash FROM dedupe WHERE received_us < ? LIMIT ?)"
 )
+LAST_SEQ = "SELECT max(seq) FROM signals"
+LINKS_SEEN_SINCE = "SELECT link, last_seen_us FROM links WHERE last_seen_us > ?"
 KEY_OF_SEQ = "SELECT dedupe_key FROM signals WHERE seq = ?"
 # Parameters per lookup statement (SQLite allows 32,766 since 3.32).
 _LOOKUP_CHUNK = 500
@@ -277,7 +279,7 @@ class Journal:
         conn = connect(self.path, check_same_thread=False)
         # Lock waits are ours (``begin_immediate``), not SQLite's coarse busy handler.
         conn.execute("PRAGMA busy_timeout = 0")
-        row = conn.execute("SELECT max(seq) FROM signals").fetchone()
+        row = conn.execute(LAST_SEQ).fetchone()
         self.last_seq = int(row[0] or 0)
         self._conn = conn
 
@@ -503,6 +505,25 @@ class Journal:
         """Wait until the next commit that stores at least one signal."""
         await self._committed.wait()
 
+    async def watch_other_writers(self, interval: float = 0.02) -> None:
+        """Wake ``wait_committed`` when other processes (the ingest workers) commit signals:
+        the coordinator's dispatcher then reads after its cursors as when it shares a journal."""
+        conn = await trio.to_thread.run_sync(
+            functools.partial(connect, self.path, check_same_thread=False)
+        )
+        try:
+            seen = self.last_seq
+            while True:
+                await trio.sleep(interval)
+                row = await trio.to_thread.run_sync(lambda: conn.execute(LAST_SEQ).fetchone())
+                newest = int(row[0] or 0)
+                if newest > seen:
+                    seen = newest
+                    self._committed.set()
+                    self._committed = trio.Event()
+        finally:
+            conn.close()
+
 
 def read_after(conn: sqlite3.Connection, seq: int, limit: int) -> list[tuple[int, Signal]]:
     """Signals committed after ``seq``, in journal order (the dispatcher's read)."""
@@ -518,3 +539,8 @@ def load_links(conn: sqlite3.Connection) -> dict[str, tuple[int, bool]]:
         row["link"]: (int(row["last_seen_us"]), bool(row["trouble_open"]))
         for row in conn.execute("SELECT link, last_seen_us, trouble_open FROM links")
     }
+
+
+def links_seen_since(conn: sqlite3.Connection, since_us: int) -> list[tuple[str, int]]:
+    """(link, last_seen_us) of every link with traffic after ``since_us``."""
+    return [(str(link), int(seen)) for link, seen in conn.execute(LINKS_SEEN_SINCE, (since_us,))]

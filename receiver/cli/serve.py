@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
 import trio
@@ -14,8 +15,9 @@ from receiver.service import serve_until_signalled
 
 def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    configure(json=True if args.json_logs else None)
-    trio.run(serve_until_signalled, config)
+    json_logs = True if args.json_logs else None
+    configure(json=json_logs)
+    trio.run(functools.partial(serve_until_signalled, config, json_logs=json_logs))
     return 0
 
 
