@@ -67,7 +67,7 @@ from receiver.bridge_state import BridgeStateStore, bridge_link, trouble_link
 from receiver.config import BridgeConfig
 from receiver.connection_limits import ConnectionLimits, serve_connection
 from receiver.journal import Journal, JournalError, to_us
-from receiver.logs import log_signal, raw_text
+from receiver.logs import log_signals, raw_text
 from receiver.metrics import Counters
 from receiver.registry_index import BridgeInfo, ChannelInfo, RegistryIndex
 from receiver.supervisor import Supervisor
@@ -498,9 +498,7 @@ class BridgeIntake:
                 if result.duplicates:
                     self.counters.inc("bridge_frames_duplicate", len(result.duplicates))
                 if self.log_signals:
-                    duplicate_ids = {s.id for s in result.duplicates}
-                    for signal in signals:
-                        log_signal(log, signal, duplicate=signal.id in duplicate_ids)
+                    log_signals(log, signals, result.duplicates)
                 if self.supervisor is not None:
                     for link in links:
                         self.supervisor.seen(link)

@@ -31,7 +31,7 @@ from receiver import tcp_accept
 from receiver.config import Dc09Config
 from receiver.connection_limits import ConnectionLimits, serve_connection
 from receiver.journal import Journal, JournalError, to_us
-from receiver.logs import log_signal, raw_text
+from receiver.logs import log_signals, raw_text
 from receiver.metrics import Counters
 from receiver.registry_index import RegistryIndex, ResolvedAccount
 from receiver.supervisor import Supervisor
@@ -247,9 +247,7 @@ class Dc09Intake:
             if result.duplicates:
                 self.counters.inc("frames_duplicate", len(result.duplicates))
             if self.log_signals:
-                duplicate_ids = {s.id for s in result.duplicates}
-                for signal in signals:
-                    log_signal(log, signal, duplicate=signal.id in duplicate_ids)
+                log_signals(log, signals, result.duplicates)
             if self.supervisor is not None:
                 for link in links:
                     self.supervisor.seen(link)

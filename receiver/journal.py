@@ -28,6 +28,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -136,11 +137,55 @@ def begin_immediate(conn: sqlite3.Connection) -> None:
         step = min(step * 2, _LOCK_STEP_MAX)
 
 
+# The JSON columns and the flags column repeat from signal to signal (the same modifiers, the
+# same flags): their text is cached, keyed by the immutable tuple / frozenset itself.
+@functools.lru_cache(maxsize=4096)
+def _cached_json(pairs: tuple[tuple[str, str], ...]) -> str:
+    return json.dumps(pairs)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_flags(flags: frozenset[str]) -> str:
+    return ",".join(sorted(flags))
+
+
+def _json_pairs(pairs: tuple[tuple[str, str], ...]) -> str:
+    try:
+        return _cached_json(pairs)
+    except TypeError:  # not hashable (a list where a tuple belongs): no cache, same text
+        return json.dumps(pairs)
+
+
+def _flags_text(flags: frozenset[str]) -> str:
+    try:
+        return _cached_flags(flags)
+    except TypeError:
+        return ",".join(sorted(flags))
+
+
 def signal_row(signal: Signal, dedupe_key: str | None) -> tuple[Any, ...]:
     cid, sia = signal.cid, signal.sia
+    device_time = signal.device_time
+    qualifier: str | None
+    code: str | None
+    group: str | None
+    zone: str | None
+    sia_code: str | None
+    sia_address: str | None
+    sia_text: str | None
+    modifiers: str | None
+    if cid is not None:
+        qualifier, code, group, zone = cid.qualifier, cid.code, cid.group, cid.zone
+    else:
+        qualifier = code = group = zone = None
+    if sia is not None:
+        sia_code, sia_address, sia_text = sia.code, sia.address, sia.text
+        modifiers = _json_pairs(sia.modifiers) if sia.modifiers else None
+    else:
+        sia_code = sia_address = sia_text = modifiers = None
     return (
         signal.id,
-        to_us(signal.received_at),
+        int(signal.received_at.timestamp() * 1_000_000),
         signal.source.value,
         signal.peer,
         signal.station,
@@ -153,22 +198,22 @@ def signal_row(signal: Signal, dedupe_key: str | None) -> tuple[Any, ...]:
         signal.site_name,
         signal.token,
         signal.sequence,
-        to_us(signal.device_time) if signal.device_time else None,
-        cid.qualifier if cid else None,
-        cid.code if cid else None,
-        cid.group if cid else None,
-        cid.zone if cid else None,
-        sia.code if sia else None,
-        sia.address if sia else None,
-        json.dumps(sia.modifiers) if sia and sia.modifiers else None,
-        sia.text if sia else None,
+        int(device_time.timestamp() * 1_000_000) if device_time is not None else None,
+        qualifier,
+        code,
+        group,
+        zone,
+        sia_code,
+        sia_address,
+        modifiers,
+        sia_text,
         signal.name,
         signal.category,
         signal.device,
         signal.channel,
         signal.zone_type,
-        json.dumps(signal.extended) if signal.extended else None,
-        ",".join(sorted(signal.flags)),
+        _json_pairs(signal.extended) if signal.extended else None,
+        _flags_text(signal.flags) if signal.flags else "",
         signal.raw,
         dedupe_key,
     )
@@ -312,7 +357,7 @@ class Journal:
             if stored_rows:
                 for start in range(0, len(stored_rows), _ROWS_PER_STATEMENT):
                     chunk = stored_rows[start : start + _ROWS_PER_STATEMENT]
-                    conn.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row])
+                    conn.execute(_insert_sql(len(chunk)), list(chain.from_iterable(chunk)))
                 last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
                 first_seq = last - len(stored_rows) + 1
             seq_of = (
@@ -330,9 +375,7 @@ class Journal:
                 ]
                 for start in range(0, len(fresh), _ROWS_PER_STATEMENT):
                     chunk = fresh[start : start + _ROWS_PER_STATEMENT]
-                    conn.execute(
-                        _dedupe_insert_sql(len(chunk)), [value for row in chunk for value in row]
-                    )
+                    conn.execute(_dedupe_insert_sql(len(chunk)), list(chain.from_iterable(chunk)))
             if dup_of:
                 repeats = [
                     (rows[index][1], seq_for(target[0]) if isinstance(target, tuple) else target)
@@ -357,6 +400,10 @@ class Journal:
             raise
         if stored_rows:
             self.last_seq = first_seq + len(stored_rows) - 1
+        if not dup_of:  # the usual case: everything stored
+            for req in batch:
+                req.result = AppendResult(tuple(req.signals), ())
+            return len(stored_rows)
         results: dict[int, tuple[list[Signal], list[Signal]]] = {id(req): ([], []) for req in batch}
         for index, (req, position) in enumerate(owners):
             stored, dups = results[id(req)]
