@@ -203,11 +203,17 @@ class OutputCursor:
                 await self.output.aclose()
 
 
+def _cursor(output: Output, path: str | Path, journal: Journal) -> OutputCursor:
+    """An output may ask for a larger window (the spool: one flush per that many packages)."""
+    window = int(getattr(output, "window", 64))
+    return OutputCursor(output, path, journal, window=window, read_batch=max(256, window))
+
+
 class Dispatcher:
     """All outputs, each with its own cursor task (and heartbeats, where it has them)."""
 
     def __init__(self, outputs: list[Output], path: str | Path, journal: Journal) -> None:
-        self.cursors = [OutputCursor(o, path, journal) for o in outputs]
+        self.cursors = [_cursor(o, path, journal) for o in outputs]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
