@@ -9,10 +9,11 @@ Rules:
   and the dedupe key absorbs the retry.
 - A signal carrying a dedupe key that was committed within the window is not stored again: the
   original row counts the repeat, and ``append`` reports it as a duplicate (ACK it again, never
-  forward it again). The store decides (the ``dedupe`` table, read and written inside the
-  commit's transaction), not this process's memory: a retry landing on another ingest worker
-  is caught, memory does not grow with rate x window, and start-up loads nothing. Keys older
-  than the window are purged by ``purge_expired`` (the coordinator runs it).
+  forward it again). The store decides (``signals.dedupe_hash`` under a unique partial index,
+  read and written inside the commit's transaction), not this process's memory: a retry
+  landing on another ingest worker is caught, memory does not grow with rate x window, and
+  start-up loads nothing. Keys older than the window are cleared by ``purge_expired`` (the
+  coordinator runs it), so the index holds only the window's keys.
 - Several processes share the file: the write lock is retried in sub-millisecond steps
   instead of SQLite's busy handler (which sleeps 1, 2, 5, 10 … up to 100 ms).
 - Links named in an append get their last-seen time in the same transaction, so supervision
@@ -57,10 +58,11 @@ _COLUMNS = (
     "id, received_us, source, peer, station, receiver_no, line, account, account_id, "
     "effective_account, site_id, site_name, token, sequence, device_us, qualifier, code, grp, "
     "zone, sia_code, sia_address, sia_modifiers, sia_text, name, category, device, channel, "
-    "zone_type, extended, flags, raw, dedupe_key"
+    "zone_type, extended, flags, raw, dedupe_key, dedupe_hash"
 )
-INSERT_SIGNAL = f"INSERT INTO signals ({_COLUMNS}) VALUES ({', '.join('?' * 32)})"
-_ROW = f"({', '.join('?' * 32)})"
+_KEY, _HASH = 31, 32  # positions in a signal row
+INSERT_SIGNAL = f"INSERT INTO signals ({_COLUMNS}) VALUES ({', '.join('?' * 33)})"
+_ROW = f"({', '.join('?' * 33)})"
 # Rows per INSERT statement: one statement per chunk, so the worker thread drops and retakes
 # the GIL once per chunk instead of once per row (each handoff costs a context switch while
 # the trio thread is busy, which made commits five times slower under load).
@@ -81,29 +83,25 @@ SET_TROUBLE = (
     "INSERT INTO links (link, last_seen_us, trouble_open) VALUES (?, ?, ?) ON CONFLICT (link) "
     "DO UPDATE SET trouble_open = excluded.trouble_open"
 )
-_DEDUPE_ROW = "(?, ?, ?)"
-PURGE_DEDUPE = (
-    "DELETE FROM dedupe WHERE key_hash IN "
-    "(SELECT key_hash FROM dedupe WHERE received_us < ? LIMIT ?)"
+# Purge: clear the hash of signals older than the window, a slice of the time index at a time
+# from a watermark (rows already cleared are not walked again).
+PURGE_SLICE = (
+    "SELECT seq, received_us FROM signals WHERE (received_us, seq) > (?, ?) "
+    "AND received_us < ? ORDER BY received_us, seq LIMIT ?"
 )
+FORGET_KEYS = "UPDATE signals SET dedupe_hash = NULL WHERE seq IN ({}) AND dedupe_hash IS NOT NULL"
+FORGET_KEY = "UPDATE signals SET dedupe_hash = NULL WHERE seq = ?"
 LAST_SEQ = "SELECT max(seq) FROM signals"
 LINKS_SEEN_SINCE = "SELECT link, last_seen_us FROM links WHERE last_seen_us > ?"
-KEY_OF_SEQ = "SELECT dedupe_key FROM signals WHERE seq = ?"
 # Parameters per lookup statement (SQLite allows 32,766 since 3.32).
 _LOOKUP_CHUNK = 500
-
-
-@functools.lru_cache(maxsize=_ROWS_PER_STATEMENT)
-def _dedupe_insert_sql(rows: int) -> str:
-    return "INSERT OR REPLACE INTO dedupe (key_hash, seq, received_us) VALUES " + ", ".join(
-        [_DEDUPE_ROW] * rows
-    )
 
 
 @functools.lru_cache(maxsize=_LOOKUP_CHUNK)
 def _dedupe_lookup_sql(keys: int) -> str:
     return (
-        f"SELECT key_hash, seq, received_us FROM dedupe WHERE key_hash IN ({', '.join('?' * keys)})"
+        "SELECT dedupe_hash, seq, received_us, dedupe_key FROM signals WHERE dedupe_hash IN "
+        f"({', '.join('?' * keys)})"
     )
 
 
@@ -216,6 +214,7 @@ def signal_row(signal: Signal, dedupe_key: str | None) -> tuple[Any, ...]:
         _flags_text(signal.flags) if signal.flags else "",
         signal.raw,
         dedupe_key,
+        key_hash(dedupe_key) if dedupe_key is not None else None,
     )
 
 
@@ -315,6 +314,8 @@ class Journal:
         self.counters = counters or Counters()
         self._send, self._receive = trio.open_memory_channel[_Request](queue_size)
         self._conn: sqlite3.Connection | None = None
+        # (received_us, seq) up to which signals have had their dedupe hash cleared.
+        self._purged_until = (0, 0)
         self._committed = trio.Event()
         self.last_seq = 0
 
@@ -335,14 +336,13 @@ class Journal:
         # Built before taking the write lock (other processes wait while we hold it);
         # duplicates are rare, so a row built for one is cheap waste.
         rows: list[tuple[Any, ...]] = []
-        keyed: list[tuple[int, str, int, int]] = []  # (row index, key, hash, received_us)
+        keyed: list[int] = []  # indexes of rows with a dedupe key
         owners: list[tuple[_Request, int]] = []  # per row: its request and signal index
         for req in batch:
             for position, (signal, key) in enumerate(zip(req.signals, req.keys, strict=True)):
-                row = signal_row(signal, key)
                 if key is not None:
-                    keyed.append((len(rows), key, key_hash(key), row[1]))
-                rows.append(row)
+                    keyed.append(len(rows))
+                rows.append(signal_row(signal, key))
                 owners.append((req, position))
         links = [link for req in batch for link in req.links]
         troubles = [t for req in batch for t in req.troubles]
@@ -350,7 +350,7 @@ class Journal:
         try:
             dup_of: dict[int, int | tuple[int]] = {}  # row index -> seq (or (row index,))
             if keyed:
-                dup_of = self._find_duplicates(conn, keyed)
+                dup_of = self._find_duplicates(conn, rows, keyed)
             kept = [i for i in range(len(rows)) if i not in dup_of] if dup_of else None
             stored_rows = rows if kept is None else [rows[i] for i in kept]
             first_seq = self.last_seq + 1
@@ -360,25 +360,11 @@ class Journal:
                     conn.execute(_insert_sql(len(chunk)), list(chain.from_iterable(chunk)))
                 last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
                 first_seq = last - len(stored_rows) + 1
-            seq_of = (
-                {index: first_seq + n for n, index in enumerate(kept)} if kept is not None else None
-            )
-
-            def seq_for(index: int) -> int:
-                return first_seq + index if seq_of is None else seq_of[index]
-
-            if keyed:
-                fresh = [
-                    (hashed, seq_for(index), received)
-                    for index, _, hashed, received in keyed
-                    if index not in dup_of
-                ]
-                for start in range(0, len(fresh), _ROWS_PER_STATEMENT):
-                    chunk = fresh[start : start + _ROWS_PER_STATEMENT]
-                    conn.execute(_dedupe_insert_sql(len(chunk)), list(chain.from_iterable(chunk)))
             if dup_of:
+                assert kept is not None
+                seq_of = {index: first_seq + n for n, index in enumerate(kept)}
                 repeats = [
-                    (rows[index][1], seq_for(target[0]) if isinstance(target, tuple) else target)
+                    (rows[index][1], seq_of[target[0]] if isinstance(target, tuple) else target)
                     for index, target in dup_of.items()
                 ]
                 conn.executemany(COUNT_REPEAT, repeats)
@@ -390,9 +376,7 @@ class Journal:
                 for sql, params in req.statements:
                     conn.execute(sql, params)
                 if req.purge_before_us is not None:
-                    req.purged = conn.execute(
-                        PURGE_DEDUPE, (req.purge_before_us, req.purge_limit)
-                    ).rowcount
+                    req.purged = self._forget_expired(conn, req.purge_before_us, req.purge_limit)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -414,32 +398,49 @@ class Journal:
         return len(stored_rows)
 
     def _find_duplicates(
-        self, conn: sqlite3.Connection, keyed: list[tuple[int, str, int, int]]
+        self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], keyed: list[int]
     ) -> dict[int, int | tuple[int]]:
         """Rows whose key was committed within the window (row index -> the original's seq),
-        or repeats a key first seen earlier in this batch (row index -> (that row's index,)).
-        Runs inside the write transaction, so every process's committed keys are seen."""
-        hashes = list({hashed for _, _, hashed, _ in keyed})
-        known: dict[int, tuple[int, int]] = {}
+        or repeat a key first seen earlier in this batch (row index -> (that row's index,)).
+        Runs inside the write transaction, so every process's committed keys are seen. A key
+        still indexed but older than the window (or a hash collision) loses its index entry
+        to the new signal, which the unique index would otherwise refuse."""
+        hashes = list({rows[index][_HASH] for index in keyed})
+        known: dict[int, tuple[int, int, str]] = {}
         for start in range(0, len(hashes), _LOOKUP_CHUNK):
             chunk = hashes[start : start + _LOOKUP_CHUNK]
-            for hashed, seq, received in conn.execute(_dedupe_lookup_sql(len(chunk)), chunk):
-                known[hashed] = (seq, received)
+            for hashed, seq, received, key in conn.execute(_dedupe_lookup_sql(len(chunk)), chunk):
+                known[hashed] = (seq, received, key)
         dup_of: dict[int, int | tuple[int]] = {}
         first_in_batch: dict[str, int] = {}
-        for index, key, hashed, received in keyed:
-            hit = known.get(hashed)
-            if hit is not None and received - hit[1] <= self.window_us:
-                original = conn.execute(KEY_OF_SEQ, (hit[0],)).fetchone()
-                if original is not None and original[0] == key:
-                    dup_of[index] = hit[0]
-                    continue
-                self.counters.inc("dedupe_hash_collisions")
+        for index in keyed:
+            row = rows[index]
+            key, received = row[_KEY], row[1]
             if key in first_in_batch:
                 dup_of[index] = (first_in_batch[key],)
                 continue
+            hit = known.get(row[_HASH])
+            if hit is not None:
+                if hit[2] == key and received - hit[1] <= self.window_us:
+                    dup_of[index] = hit[0]
+                    continue
+                if hit[2] != key:
+                    self.counters.inc("dedupe_hash_collisions")
+                conn.execute(FORGET_KEY, (hit[0],))
+                del known[row[_HASH]]
             first_in_batch[key] = index
         return dup_of
+
+    def _forget_expired(self, conn: sqlite3.Connection, before_us: int, limit: int) -> int:
+        """Clear the dedupe hash of up to ``limit`` signals older than ``before_us``."""
+        after_us, after_seq = self._purged_until
+        slice_ = conn.execute(PURGE_SLICE, (after_us, after_seq, before_us, limit)).fetchall()
+        if not slice_:
+            return 0
+        seqs = [row[0] for row in slice_]
+        conn.execute(FORGET_KEYS.format(", ".join("?" * len(seqs))), seqs)
+        self._purged_until = (int(slice_[-1][1]), int(slice_[-1][0]))
+        return len(slice_)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The writer loop. Returns once ``close()`` was called and every append was answered."""

@@ -301,8 +301,13 @@ def worker_main(
 
 
 async def _serve_worker(service: Service, ready: Connection) -> None:
-    """Run the worker's service until SIGTERM/SIGINT; tell the coordinator its ports."""
-    with trio.open_signal_receiver(os_signal.SIGINT, os_signal.SIGTERM) as signals:
+    """Run the worker's service until SIGTERM; tell the coordinator its ports.
+
+    SIGINT is ignored: a Ctrl-C on the terminal reaches the whole process group, and the
+    coordinator, not each worker, decides the shutdown (a worker stopping on its own would be
+    restarted)."""
+    os_signal.signal(os_signal.SIGINT, os_signal.SIG_IGN)
+    with trio.open_signal_receiver(os_signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 
             async def watch() -> None:

@@ -7,7 +7,7 @@ Rules:
 - Every worker binds the ports with ``SO_REUSEPORT`` (the kernel spreads connections and UDP
   peers among them), decodes, commits to the shared store and ACKs after its own commit. So a
   worker that dies loses nothing it ACKed; the coordinator starts another in its place.
-- A retry landing on another worker is still a duplicate: the store's dedupe table decides.
+- A retry landing on another worker is still a duplicate: the store's unique dedupe index decides.
 - Port 0 (tests) is resolved once by the coordinator, so every worker shares one port.
 - SIGTERM to the coordinator: each worker gets SIGTERM and shuts down gracefully (stops
   accepting, ACKs what is committed); a worker that outlives the deadline is killed. A worker

@@ -189,7 +189,7 @@ async def test_a_retry_on_another_worker_is_a_duplicate_and_old_keys_are_purged(
     assert again.is_duplicate
     assert purged == 1
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT count(*) FROM dedupe").fetchone() == (1,)
+    assert conn.execute("SELECT count(dedupe_hash) FROM signals").fetchone() == (1,)
     assert conn.execute("SELECT dedupe_key, repeats FROM signals ORDER BY seq").fetchall() == [
         ("old", 0),
         ("k", 2),
