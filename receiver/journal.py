@@ -9,11 +9,9 @@ Rules:
   and the dedupe key absorbs the retry.
 - A signal carrying a dedupe key that was committed within the window is not stored again: the
   original row counts the repeat, and ``append`` reports it as a duplicate (ACK it again, never
-  forward it again). The store decides (``signals.dedupe_hash`` under a unique partial index,
-  read and written inside the commit's transaction), not this process's memory: a retry
-  landing on another ingest worker is caught, memory does not grow with rate x window, and
-  start-up loads nothing. Keys older than the window are cleared by ``purge_expired`` (the
-  coordinator runs it), so the index holds only the window's keys.
+  forward it again). The store decides (the ``signals_by_dedupe`` index, read inside the
+  commit's write transaction), not this process's memory: a retry landing on another ingest
+  worker is caught, memory does not grow with rate x window, and start-up loads nothing.
 - Several processes share the file: the write lock is retried in sub-millisecond steps
   instead of SQLite's busy handler (which sleeps 1, 2, 5, 10 … up to 100 ms).
 - Links named in an append get their last-seen time in the same transaction, so supervision
@@ -23,7 +21,6 @@ Rules:
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import sqlite3
 import time
@@ -58,11 +55,11 @@ _COLUMNS = (
     "id, received_us, source, peer, station, receiver_no, line, account, account_id, "
     "effective_account, site_id, site_name, token, sequence, device_us, qualifier, code, grp, "
     "zone, sia_code, sia_address, sia_modifiers, sia_text, name, category, device, channel, "
-    "zone_type, extended, flags, raw, dedupe_key, dedupe_hash"
+    "zone_type, extended, flags, raw, dedupe_key"
 )
-_KEY, _HASH = 31, 32  # positions in a signal row
-INSERT_SIGNAL = f"INSERT INTO signals ({_COLUMNS}) VALUES ({', '.join('?' * 33)})"
-_ROW = f"({', '.join('?' * 33)})"
+_RECEIVED, _EFFECTIVE, _SEQUENCE, _KEY = 1, 9, 13, 31  # positions in a signal row
+INSERT_SIGNAL = f"INSERT INTO signals ({_COLUMNS}) VALUES ({', '.join('?' * 32)})"
+_ROW = f"({', '.join('?' * 32)})"
 # Rows per INSERT statement: one statement per chunk, so the worker thread drops and retakes
 # the GIL once per chunk instead of once per row (each handoff costs a context switch while
 # the trio thread is busy, which made commits five times slower under load).
@@ -83,34 +80,27 @@ SET_TROUBLE = (
     "INSERT INTO links (link, last_seen_us, trouble_open) VALUES (?, ?, ?) ON CONFLICT (link) "
     "DO UPDATE SET trouble_open = excluded.trouble_open"
 )
-# Purge: clear the hash of signals older than the window, a slice of the time index at a time
-# from a watermark (rows already cleared are not walked again).
-PURGE_SLICE = (
-    "SELECT seq, received_us FROM signals WHERE (received_us, seq) > (?, ?) "
-    "AND received_us < ? ORDER BY received_us, seq LIMIT ?"
-)
-FORGET_KEYS = "UPDATE signals SET dedupe_hash = NULL WHERE seq IN ({}) AND dedupe_hash IS NOT NULL"
-FORGET_KEY = "UPDATE signals SET dedupe_hash = NULL WHERE seq = ?"
 LAST_SEQ = "SELECT max(seq) FROM signals"
 LINKS_SEEN_SINCE = "SELECT link, last_seen_us FROM links WHERE last_seen_us > ?"
-# Parameters per lookup statement (SQLite allows 32,766 since 3.32).
-_LOOKUP_CHUNK = 500
+# Earlier signals that a batch's keyed signals may repeat: same account and sequence, within
+# the window (then the key itself is compared). Pairs per statement: SQLite allows 32,766
+# parameters since 3.32.
+_LOOKUP_CHUNK = 400
+_LOOKUP_ONE = (
+    "SELECT effective_account, sequence, seq, received_us, dedupe_key FROM signals "
+    "WHERE effective_account IS ? AND sequence IS ? AND dedupe_key IS NOT NULL "
+    "AND received_us >= ?"
+)
 
 
 @functools.lru_cache(maxsize=_LOOKUP_CHUNK)
-def _dedupe_lookup_sql(keys: int) -> str:
+def _lookup_sql(pairs: int) -> str:
     return (
-        "SELECT dedupe_hash, seq, received_us, dedupe_key FROM signals WHERE dedupe_hash IN "
-        f"({', '.join('?' * keys)})"
+        "SELECT s.effective_account, s.sequence, s.seq, s.received_us, s.dedupe_key "
+        f"FROM (VALUES {', '.join(['(?, ?)'] * pairs)}) AS k JOIN signals AS s "
+        "ON s.effective_account = k.column1 AND s.sequence = k.column2 "
+        "WHERE s.dedupe_key IS NOT NULL AND s.received_us >= ?"
     )
-
-
-def key_hash(key: str) -> int:
-    """The dedupe table's compact key: 64 bits of BLAKE2b, as a signed SQLite integer.
-
-    A hit is confirmed against the stored text key, so a collision never swallows a signal."""
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 # Waiting for another process's write lock: short sleeps, doubling up to this, for this long.
@@ -214,7 +204,6 @@ def signal_row(signal: Signal, dedupe_key: str | None) -> tuple[Any, ...]:
         _flags_text(signal.flags) if signal.flags else "",
         signal.raw,
         dedupe_key,
-        key_hash(dedupe_key) if dedupe_key is not None else None,
     )
 
 
@@ -288,9 +277,6 @@ class _Request:
     links: Sequence[tuple[str, int]]
     troubles: Sequence[tuple[str, int, bool]]
     statements: Sequence[tuple[str, tuple[Any, ...]]] = ()
-    purge_before_us: int | None = None
-    purge_limit: int = 0
-    purged: int = 0
     done: trio.Event = attrs.field(factory=trio.Event)
     result: AppendResult | None = None
     error: BaseException | None = None
@@ -314,8 +300,6 @@ class Journal:
         self.counters = counters or Counters()
         self._send, self._receive = trio.open_memory_channel[_Request](queue_size)
         self._conn: sqlite3.Connection | None = None
-        # (received_us, seq) up to which signals have had their dedupe hash cleared.
-        self._purged_until = (0, 0)
         self._committed = trio.Event()
         self.last_seq = 0
 
@@ -375,8 +359,6 @@ class Journal:
             for req in batch:
                 for sql, params in req.statements:
                     conn.execute(sql, params)
-                if req.purge_before_us is not None:
-                    req.purged = self._forget_expired(conn, req.purge_before_us, req.purge_limit)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -402,45 +384,37 @@ class Journal:
     ) -> dict[int, int | tuple[int]]:
         """Rows whose key was committed within the window (row index -> the original's seq),
         or repeat a key first seen earlier in this batch (row index -> (that row's index,)).
-        Runs inside the write transaction, so every process's committed keys are seen. A key
-        still indexed but older than the window (or a hash collision) loses its index entry
-        to the new signal, which the unique index would otherwise refuse."""
-        hashes = list({rows[index][_HASH] for index in keyed})
-        known: dict[int, tuple[int, int, str]] = {}
-        for start in range(0, len(hashes), _LOOKUP_CHUNK):
-            chunk = hashes[start : start + _LOOKUP_CHUNK]
-            for hashed, seq, received, key in conn.execute(_dedupe_lookup_sql(len(chunk)), chunk):
-                known[hashed] = (seq, received, key)
+        Runs inside the write transaction, so every process's committed signals are seen."""
+        since = min(rows[index][_RECEIVED] for index in keyed) - self.window_us
+        pairs = list({(rows[i][_EFFECTIVE], rows[i][_SEQUENCE]) for i in keyed})
+        found: list[tuple[Any, ...]] = []
+        plain = [pair for pair in pairs if pair[0] is not None and pair[1] is not None]
+        for start in range(0, len(plain), _LOOKUP_CHUNK):
+            chunk = plain[start : start + _LOOKUP_CHUNK]
+            found += conn.execute(
+                _lookup_sql(len(chunk)), [*chain.from_iterable(chunk), since]
+            ).fetchall()
+        for pair in pairs:
+            if pair[0] is None or pair[1] is None:
+                found += conn.execute(_LOOKUP_ONE, (*pair, since)).fetchall()
+        known: dict[str, tuple[int, int]] = {}  # key -> (seq, received_us) of the latest
+        for _, _, seq, received, key in found:
+            if key not in known or seq > known[key][0]:
+                known[key] = (seq, received)
         dup_of: dict[int, int | tuple[int]] = {}
         first_in_batch: dict[str, int] = {}
         for index in keyed:
             row = rows[index]
-            key, received = row[_KEY], row[1]
+            key = row[_KEY]
             if key in first_in_batch:
                 dup_of[index] = (first_in_batch[key],)
                 continue
-            hit = known.get(row[_HASH])
-            if hit is not None:
-                if hit[2] == key and received - hit[1] <= self.window_us:
-                    dup_of[index] = hit[0]
-                    continue
-                if hit[2] != key:
-                    self.counters.inc("dedupe_hash_collisions")
-                conn.execute(FORGET_KEY, (hit[0],))
-                del known[row[_HASH]]
+            hit = known.get(key)
+            if hit is not None and row[_RECEIVED] - hit[1] <= self.window_us:
+                dup_of[index] = hit[0]
+                continue
             first_in_batch[key] = index
         return dup_of
-
-    def _forget_expired(self, conn: sqlite3.Connection, before_us: int, limit: int) -> int:
-        """Clear the dedupe hash of up to ``limit`` signals older than ``before_us``."""
-        after_us, after_seq = self._purged_until
-        slice_ = conn.execute(PURGE_SLICE, (after_us, after_seq, before_us, limit)).fetchall()
-        if not slice_:
-            return 0
-        seqs = [row[0] for row in slice_]
-        conn.execute(FORGET_KEYS.format(", ".join("?" * len(seqs))), seqs)
-        self._purged_until = (int(slice_[-1][1]), int(slice_[-1][0]))
-        return len(slice_)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The writer loop. Returns once ``close()`` was called and every append was answered."""
@@ -485,26 +459,6 @@ class Journal:
         if stored:
             self._committed.set()
             self._committed = trio.Event()
-
-    async def purge_expired(self, *, now_us: int | None = None, limit: int = 5000) -> int:
-        """Forget dedupe keys older than the window, ``limit`` per transaction so ingest
-        commits interleave; returns how many were purged."""
-        if now_us is None:
-            now_us = to_us(datetime.now(UTC))
-        before = now_us - self.window_us
-        total = 0
-        while True:
-            req = _Request((), (), (), (), purge_before_us=before, purge_limit=limit)
-            await self._submit(req)
-            total += req.purged
-            if req.purged < limit:
-                return total
-
-    async def purge_periodically(self, interval: float = 60.0) -> None:
-        """The coordinator's task: purge expired dedupe keys every ``interval`` seconds."""
-        while True:
-            await self.purge_expired()
-            await trio.sleep(interval)
 
     def close(self) -> None:
         """Stop accepting appends; the writer commits what is queued, then ``run`` returns."""

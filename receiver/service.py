@@ -3,7 +3,7 @@ supervisor, the dispatcher and the listeners.
 
 Roles (``[ingest] workers``): with one worker everything runs in this process (``all``).
 With more, ``receiver serve`` is the ``coordinator`` (dispatcher, supervisor fed from the
-store's link times, registry refresh, dedupe purge, and the worker processes) and each worker
+store's link times, registry refresh, and the worker processes) and each worker
 process runs the listeners and its own journal writer (``worker``); see ``receiver.workers``.
 
 Shutdown order (SIGINT/SIGTERM or ``request_shutdown``): stop accepting and close connections
@@ -179,7 +179,7 @@ class Service:
             self.supervise_bridges(self.registry.current(), {link: (seen_us, False)})
 
     def _coordinate(self, nursery: trio.Nursery, stored: dict[str, tuple[int, bool]]) -> None:
-        """What runs once per node: supervision, registry refresh, dedupe purge (and, as
+        """What runs once per node: supervision and registry refresh (and, as
         coordinator, link activity and commits learnt from the store)."""
         if self.role == "coordinator":
             self.activity = LinkActivity(
@@ -194,7 +194,6 @@ class Service:
             nursery.start_soon(self.journal.watch_other_writers)
         nursery.start_soon(self.supervisor.run)
         nursery.start_soon(self.registry.run, self._registry_changed)
-        nursery.start_soon(self.journal.purge_periodically)
 
     async def _listen(self, nursery: trio.Nursery) -> Ports:
         """The DC-09 and bridge listeners of this process (shared ports for a worker)."""

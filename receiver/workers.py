@@ -2,12 +2,12 @@
 
 Rules:
 - The coordinator (the ``receiver serve`` process) starts ``[ingest] workers`` processes and
-  runs what must run once: dispatcher, supervisor, registry refresh of the supervised links,
-  dedupe purge. It holds no panel connection; the single-instance lock is its own.
+  runs what must run once: dispatcher, supervisor, registry refresh of the supervised links.
+  It holds no panel connection; the single-instance lock is its own.
 - Every worker binds the ports with ``SO_REUSEPORT`` (the kernel spreads connections and UDP
   peers among them), decodes, commits to the shared store and ACKs after its own commit. So a
   worker that dies loses nothing it ACKed; the coordinator starts another in its place.
-- A retry landing on another worker is still a duplicate: the store's unique dedupe index decides.
+- A retry landing on another worker is still a duplicate: the store decides (journal.py).
 - Port 0 (tests) is resolved once by the coordinator, so every worker shares one port.
 - SIGTERM to the coordinator: each worker gets SIGTERM and shuts down gracefully (stops
   accepting, ACKs what is committed); a worker that outlives the deadline is killed. A worker

@@ -166,11 +166,11 @@ async def test_dedupe_memory_does_not_grow_with_the_keys_in_the_window(tmp_path:
     assert retry.is_duplicate
 
 
-async def test_a_retry_on_another_worker_is_a_duplicate_and_old_keys_are_purged(
+async def test_a_retry_on_another_worker_is_a_duplicate_until_the_window_ends(
     tmp_path: Path,
 ) -> None:
     """Two journals on one file (two ingest workers): a retry landing on the other one is
-    absorbed; purging forgets only keys older than the window."""
+    absorbed; the same key after the window is a new signal, and its retries count on it."""
     db = tmp_path / "j.sqlite3"
     a, b = Journal(db, duplicate_window=600), Journal(db, duplicate_window=600)
     now = datetime.now(UTC)
@@ -178,19 +178,17 @@ async def test_a_retry_on_another_worker_is_a_duplicate_and_old_keys_are_purged(
     async with trio.open_nursery() as nursery:
         await nursery.start(a.run)
         await nursery.start(b.run)
-        first = await a.append([make_signal(when=old), make_signal(when=now)], keys=["old", "k"])
-        retry = await b.append([make_signal(when=now + timedelta(seconds=1))], keys=["k"])
-        purged = await b.purge_expired(now_us=int(now.timestamp() * 1_000_000), limit=1)
-        again = await b.append([make_signal(when=now + timedelta(seconds=2))], keys=["k"])
+        first = await a.append([make_signal(when=old)], keys=["k"])
+        fresh = await b.append([make_signal(when=now)], keys=["k"])
+        retry = await a.append([make_signal(when=now + timedelta(seconds=1))], keys=["k"])
+        other = await b.append([make_signal(when=now + timedelta(seconds=2))], keys=["k2"])
         a.close()
         b.close()
-    assert len(first.stored) == 2
+    assert len(first.stored) == len(fresh.stored) == len(other.stored) == 1
     assert retry.is_duplicate
-    assert again.is_duplicate
-    assert purged == 1
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT count(dedupe_hash) FROM signals").fetchone() == (1,)
     assert conn.execute("SELECT dedupe_key, repeats FROM signals ORDER BY seq").fetchall() == [
-        ("old", 0),
-        ("k", 2),
+        ("k", 0),
+        ("k", 1),
+        ("k2", 0),
     ]
