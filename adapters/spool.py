@@ -9,18 +9,19 @@ Rules:
 - Packages name accounts and sites: files are created ``0600`` and a folder the spool creates
   ``0700`` (``file_mode = 0o640`` lets an automation in the receiver's group read them; its
   folder then gets ``0750``). Existing folders and files keep their modes.
-- The file work runs in a worker thread, one call per batch: the dispatcher hands over up to
-  its window of packages, all written, then flushed together (``syncfs``), then renamed, with
-  one directory fsync, so a backlog costs two flushes per batch instead of two per package.
+- The work runs in a worker thread, one call per batch (XML built and validated there too, off
+  the event loop): the dispatcher hands over up to ``window`` packages, all written, then
+  flushed together (``syncfs``), then renamed, with one directory fsync, so a backlog costs two
+  flushes per batch instead of two per package.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -87,44 +88,54 @@ def write_all_atomically(
     renamed over its final name, and the directory is fsynced once for all the renames.
 
     New files get ``mode`` (0600: the receiver's user only), a folder created here
-    ``folder_mode(mode)``; the process umask can only narrow them."""
+    ``folder_mode(mode)``; the process umask can only narrow them. Names are resolved against
+    one open directory descriptor (``dir_fd``): no path walk per file, and the same descriptor
+    serves the directory's fsync."""
     if not directory.is_dir():
         directory.mkdir(mode=folder_mode(mode), parents=True, exist_ok=True)
-    temporaries: list[tuple[Path, Path]] = []
+    suffix = f".{os.getpid()}.tmp"
+    temporaries: list[tuple[str, str]] = []
     descriptors: list[int] = []
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        for name, data in files:
-            temporary = directory / f".{name}.{os.getpid()}.tmp"
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-            descriptors.append(fd)
-            temporaries.append((temporary, directory / name))
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        if durable and not (len(descriptors) > 1 and _sync_filesystem(descriptors[0])):
-            for fd in descriptors:
-                os.fsync(fd)
-    except BaseException:
-        for temporary, _ in temporaries:
-            temporary.unlink(missing_ok=True)
-        raise
-    finally:
-        for fd in descriptors:
-            os.close(fd)
-    for temporary, final in temporaries:
-        os.replace(temporary, final)
-    if durable and temporaries:
-        # The renames are durable only once the directory entry is.
-        dir_fd = os.open(directory, os.O_RDONLY)
         try:
-            os.fsync(dir_fd)
+            for name, data in files:
+                temporary = f".{name}{suffix}"
+                fd = os.open(temporary, _CREATE, mode, dir_fd=dir_fd)
+                descriptors.append(fd)
+                temporaries.append((temporary, name))
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            if durable and not (len(descriptors) > 1 and _sync_filesystem(descriptors[0])):
+                for fd in descriptors:
+                    os.fsync(fd)
+        except BaseException:
+            for temporary, _ in temporaries:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temporary, dir_fd=dir_fd)
+            raise
         finally:
-            os.close(dir_fd)
-    return [final for _, final in temporaries]
+            for fd in descriptors:
+                os.close(fd)
+        for temporary, final in temporaries:
+            os.replace(temporary, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        if durable and temporaries:
+            os.fsync(dir_fd)  # the renames are durable only once the directory entry is
+    finally:
+        os.close(dir_fd)
+    return [directory / final for _, final in temporaries]
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
 
 class SpoolOutput:
     """Writes packages to a directory (for an automation that picks files up)."""
+
+    # Packages the dispatcher may hand over in one call: a backlog costs two flushes per this
+    # many packages, so the spool drains faster than signals arrive at full ingest rate.
+    window = 512
 
     def __init__(
         self,
@@ -171,8 +182,9 @@ class SpoolOutput:
     async def deliver(self, signal: Signal, package_id: str) -> None:
         await self.deliver_batch([(signal, package_id)])
 
-    async def deliver_batch(self, items: Sequence[tuple[Signal, str]]) -> int:
-        """Write every package durably; returns how many (all, or raises UnreachableError)."""
+    def _write_batch(self, items: Sequence[tuple[Signal, str]]) -> int:
+        """Build and write the packages (in a worker thread: the XML is built and validated
+        there too, off the event loop, and lxml releases the GIL for much of it)."""
         files = [
             (
                 f"{package_id}.xml",
@@ -182,16 +194,19 @@ class SpoolOutput:
             )
             for signal, package_id in items
         ]
+        write_all_atomically(self.directory, files, mode=self.file_mode)
+        return len(files)
+
+    async def deliver_batch(self, items: Sequence[tuple[Signal, str]]) -> int:
+        """Write every package durably; returns how many (all, or raises UnreachableError)."""
         try:
-            await trio.to_thread.run_sync(
-                partial(write_all_atomically, self.directory, files, mode=self.file_mode)
-            )
+            written = await trio.to_thread.run_sync(self._write_batch, items)
         except OSError as exc:
             self._last_error = f"cannot write to {self.directory}: {exc.strerror or exc}"
             # Nothing was published; retrying costs one write attempt, so probe often.
             raise UnreachableError(self._last_error) from exc
         self._last_error = None
-        return len(files)
+        return written
 
     async def aclose(self) -> None:
         return None

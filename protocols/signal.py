@@ -87,8 +87,25 @@ class SiaView:
         return None
 
 
-_prefix = os.urandom(3).hex()
-_counter = itertools.count()
+class _SignalIds:
+    """Where ids come from: a per-process prefix and a counter."""
+
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        self.counter = itertools.count()
+        self.middle = f"-{os.urandom(3).hex()}-"
+
+    def new(self, received_at: datetime) -> str:
+        micros = int(received_at.timestamp() * 1_000_000)
+        # %-formatting: measured about twice as fast as the f-string with format specs.
+        return "%015x%s%06x" % (micros, self.middle, next(self.counter) & 0xFFFFFF)  # noqa: UP031
+
+
+_ids = _SignalIds()
+if hasattr(os, "register_at_fork"):  # a forked child must not repeat its parent's ids
+    os.register_at_fork(after_in_child=_ids.reseed)
 
 
 def new_signal_id(received_at: datetime) -> str:
@@ -96,8 +113,7 @@ def new_signal_id(received_at: datetime) -> str:
 
     Sorting ids sorts by receiver time first; ids made by two processes never collide.
     """
-    micros = int(received_at.timestamp() * 1_000_000)
-    return f"{micros:015x}-{_prefix}-{next(_counter) & 0xFFFFFF:06x}"
+    return _ids.new(received_at)
 
 
 @frozen(kw_only=True)

@@ -72,7 +72,7 @@ from receiver.bridge_state import BridgeStateStore, bridge_link, trouble_link
 from receiver.config import BridgeConfig
 from receiver.connection_limits import ConnectionLimits, serve_connection
 from receiver.journal import Journal, JournalError, to_us
-from receiver.logs import RejectionLog, crash_site, log_signal, raw_text
+from receiver.logs import RejectionLog, crash_site, log_signals, raw_text
 from receiver.metrics import Counters
 from receiver.registry_index import BridgeInfo, ChannelInfo, RegistryIndex
 from receiver.supervisor import Supervisor
@@ -557,9 +557,7 @@ class BridgeIntake:
                 if result.duplicates:
                     self.counters.inc("bridge_frames_duplicate", len(result.duplicates))
                 if self.log_signals:
-                    duplicate_ids = {s.id for s in result.duplicates}
-                    for signal in signals:
-                        log_signal(log, signal, duplicate=signal.id in duplicate_ids)
+                    log_signals(log, signals, result.duplicates)
                 if self.supervisor is not None:
                     for link in links:
                         self.supervisor.seen(link)
@@ -609,8 +607,9 @@ def _sia_for(cid: ContactIdView) -> SiaView | None:
 class BridgeServer:
     """The bridge TCP port: connection limits, HELLO and idle timeouts, shielded commits."""
 
-    def __init__(self, intake: BridgeIntake) -> None:
+    def __init__(self, intake: BridgeIntake, *, reuse_port: bool = False) -> None:
         self.intake = intake
+        self.reuse_port = reuse_port  # share the port with the other ingest workers
         self.config = intake.config
         self.counters = intake.counters
         self.log = intake.log
@@ -623,7 +622,9 @@ class BridgeServer:
         host, port = self.config.address
         async with trio.open_nursery() as nursery:
             await nursery.start(self.intake.state.run)
-            listeners = await trio.open_tcp_listeners(port, host=host)
+            listeners = await tcp_accept.open_tcp_listeners(
+                port, host=host, reuse_port=self.reuse_port
+            )
             bound = listeners[0].socket.getsockname()[1]
             self.log.info("bridge_listening", host=host, port=bound)
             task_status.started(bound)

@@ -238,6 +238,21 @@ class ConsoleConfig:
 
 
 @frozen
+class IngestConfig:
+    # Ingest processes sharing the DC-09 and bridge ports (SO_REUSEPORT); 0: one per core.
+    # 1 runs everything in one process.
+    workers: int = field(default=0, validator=_between(0, 256))
+
+    @property
+    def worker_count(self) -> int:
+        if self.workers:
+            return self.workers
+        if hasattr(os, "sched_getaffinity"):  # the cores this process may run on
+            return max(1, len(os.sched_getaffinity(0)))
+        return max(1, os.cpu_count() or 1)
+
+
+@frozen
 class OutputConfig:
     name: str = field(validator=_not_empty)
     kind: str = field(validator=_choice(*OUTPUT_KINDS))
@@ -253,6 +268,7 @@ class Config:
     supervision: SupervisionConfig = SupervisionConfig()
     journal: JournalConfig = JournalConfig()
     console: ConsoleConfig = ConsoleConfig()
+    ingest: IngestConfig = IngestConfig()
     outputs: tuple[OutputConfig, ...] = (
         OutputConfig(name="spool", kind="spool", settings={"directory": "var/spool"}),
     )
@@ -267,6 +283,7 @@ SECTIONS: Mapping[str, type[Any]] = {
     "supervision": SupervisionConfig,
     "journal": JournalConfig,
     "console": ConsoleConfig,
+    "ingest": IngestConfig,
 }
 TOP_LEVEL_KEYS = ("log_signals", "outputs")
 # Output settings that are paths, by kind: relative ones are relative to the config file.

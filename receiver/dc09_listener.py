@@ -35,7 +35,7 @@ from receiver import tcp_accept
 from receiver.config import Dc09Config
 from receiver.connection_limits import ConnectionLimits, serve_connection
 from receiver.journal import Journal, JournalError, to_us
-from receiver.logs import PeerRejectionLogs, RejectionLog, crash_site, log_signal, raw_text
+from receiver.logs import PeerRejectionLogs, RejectionLog, crash_site, log_signals, raw_text
 from receiver.metrics import Counters
 from receiver.registry_index import RegistryIndex, ResolvedAccount
 from receiver.supervisor import Supervisor
@@ -287,9 +287,7 @@ class Dc09Intake:
             if result.duplicates:
                 self.counters.inc("frames_duplicate", len(result.duplicates))
             if self.log_signals:
-                duplicate_ids = {s.id for s in result.duplicates}
-                for signal in signals:
-                    log_signal(log, signal, duplicate=signal.id in duplicate_ids)
+                log_signals(log, signals, result.duplicates)
             if self.supervisor is not None:
                 for link in links:
                     self.supervisor.seen(link)
@@ -318,8 +316,9 @@ _UDP_QUEUE = 4096
 class Dc09Server:
     """TCP and UDP on one port, with connection limits and timeouts."""
 
-    def __init__(self, intake: Dc09Intake) -> None:
+    def __init__(self, intake: Dc09Intake, *, reuse_port: bool = False) -> None:
         self.intake = intake
+        self.reuse_port = reuse_port  # share the port with the other ingest workers
         self.config = intake.config
         self.counters = intake.counters
         self.log = intake.log
@@ -335,7 +334,9 @@ class Dc09Server:
         """
         host, port = self.config.address
         for _ in range(20):
-            listeners = await trio.open_tcp_listeners(port, host=host)
+            listeners = await tcp_accept.open_tcp_listeners(
+                port, host=host, reuse_port=self.reuse_port
+            )
             if not self.config.udp:
                 return listeners, None
             bound = listeners[0].socket.getsockname()[1]
@@ -344,6 +345,8 @@ class Dc09Server:
             # A burst from many panels must queue in the kernel, not be dropped there: ask
             # for a large receive buffer (the kernel caps it at net.core.rmem_max).
             sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4 << 20)
+            if self.reuse_port:
+                sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
             try:
                 await sock.bind((host, bound))
             except OSError:

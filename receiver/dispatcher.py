@@ -286,6 +286,16 @@ class OutputCursor:
                 pending.popleft()
 
 
+def _cursor(
+    output: Output, path: str | Path, journal: Journal, counters: Counters | None
+) -> OutputCursor:
+    """An output may ask for a larger window (the spool: one flush per that many packages)."""
+    window = int(getattr(output, "window", 64))
+    return OutputCursor(
+        output, path, journal, window=window, read_batch=max(256, window), counters=counters
+    )
+
+
 class Dispatcher:
     """All outputs, each with its own cursor task (and heartbeats, where it has them)."""
 
@@ -297,7 +307,7 @@ class Dispatcher:
         *,
         counters: Counters | None = None,
     ) -> None:
-        self.cursors = [OutputCursor(o, path, journal, counters=counters) for o in outputs]
+        self.cursors = [_cursor(o, path, journal, counters) for o in outputs]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

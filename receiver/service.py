@@ -15,10 +15,12 @@ store, listeners, outputs) and warns for each listener that is not on loopback.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import signal as os_signal
 import sqlite3
 from collections.abc import Awaitable, Callable
-from typing import Any
+from multiprocessing.connection import Connection
+from typing import Any, Literal
 
 import attrs
 import structlog
@@ -35,11 +37,15 @@ from receiver.console import serve_console
 from receiver.dc09_listener import Dc09Intake, Dc09Server, account_link
 from receiver.dispatcher import Dispatcher
 from receiver.journal import Journal, load_links
+from receiver.logs import configure
 from receiver.metrics import Counters
 from receiver.registry_index import RegistryIndex
 from receiver.store.faults import STORE_ERRORS, StoreOutage
 from receiver.store.sqlite import connect, tighten_permissions
-from receiver.supervisor import Supervisor
+from receiver.supervisor import LinkActivity, Supervisor
+from receiver.workers import WorkerPool, die_with_parent
+
+Role = Literal["all", "coordinator", "worker"]
 
 
 class RegistryView:
@@ -58,6 +64,11 @@ class RegistryView:
 
     async def open(self) -> None:
         self.index = await trio.to_thread.run_sync(self._open)
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        assert self._conn is not None
+        return self._conn
 
     def current(self) -> RegistryIndex:
         assert self.index is not None
@@ -147,7 +158,11 @@ class Ports:
 
 
 class Service:
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self, config: Config, *, role: Role = "all", json_logs: bool | None = None
+    ) -> None:
+        self.role = role
+        self.json_logs = json_logs
         self.log = structlog.get_logger("receiver")
         open_files = raise_open_file_limit()
         fitted = fit_to_open_files(config, open_files)
@@ -174,6 +189,8 @@ class Service:
             trouble_code=config.supervision.trouble_code,
             counters=self.counters,
         )
+        self.activity: LinkActivity | None = None
+        self.pool: WorkerPool | None = None  # the coordinator's ingest workers
         self._shutdown = trio.Event()
         self.ports: Ports | None = None
         self.dispatcher: Dispatcher | None = None
@@ -242,6 +259,73 @@ class Service:
             await trio.sleep(60)
             self.log.info("counters", **self.counters.snapshot())
 
+    def _new_link(self, link: str, seen_us: int) -> None:
+        """A link first seen in the store (a bridge's first HELLO, on some worker)."""
+        if link.startswith("bridge:") and "/" not in link:
+            self.supervise_bridges(self.registry.current(), {link: (seen_us, False)})
+
+    def _coordinate(self, nursery: trio.Nursery, stored: dict[str, tuple[int, bool]]) -> None:
+        """What runs once per node: supervision and registry refresh (and, as
+        coordinator, link activity and commits learnt from the store)."""
+        if self.role == "coordinator":
+            self.activity = LinkActivity(
+                self.supervisor, self.journal, stored, on_new_link=self._new_link
+            )
+            self.supervisor.sink = self.activity
+            nursery.start_soon(
+                self.activity.run,
+                self.registry.connection,
+                self.config.supervision.check_interval,
+            )
+            nursery.start_soon(self.journal.watch_other_writers)
+        nursery.start_soon(self.supervisor.run)
+        nursery.start_soon(self.registry.run, self._registry_changed)
+
+    async def _listen(self, nursery: trio.Nursery) -> Ports:
+        """The DC-09 and bridge listeners of this process (shared ports for a worker)."""
+        supervisor = self.supervisor if self.role == "all" else None
+        reuse_port = self.role == "worker"
+        intake = Dc09Intake(
+            self.config.dc09,
+            journal=self.journal,
+            registry=self.registry.current,
+            supervisor=supervisor,
+            counters=self.counters,
+            log_signals=self.config.log_signals,
+        )
+        bridge_intake = BridgeIntake(
+            self.config.bridge,
+            journal=self.journal,
+            registry=self.registry.current,
+            state=BridgeStateStore(self.config.store.path, self.journal, counters=self.counters),
+            supervisor=supervisor,
+            counters=self.counters,
+            log_signals=self.config.log_signals,
+        )
+        self.servers = {
+            "dc09": Dc09Server(intake, reuse_port=reuse_port),
+            "bridge": BridgeServer(bridge_intake, reuse_port=reuse_port),
+        }
+        dc09 = self.config.dc09
+        transports = "TCP and UDP" if dc09.udp else "TCP"
+        dc09_port = await _start_listener(
+            nursery, self.servers["dc09"].serve, f"DC-09 {transports}", dc09.listen
+        )
+        bridge_port = await _start_listener(
+            nursery, self.servers["bridge"].serve, "video bridges", self.config.bridge.listen
+        )
+        return Ports(dc09=dc09_port, bridge=bridge_port)
+
+    async def _run_workers(self, nursery: trio.Nursery) -> Ports:
+        self.pool = WorkerPool(
+            self.config,
+            self.config.ingest.worker_count,
+            target=worker_main,
+            json_logs=self.json_logs,
+        )
+        dc09_port, bridge_port = await nursery.start(self.pool.run)
+        return Ports(dc09=dc09_port, bridge=bridge_port)
+
     async def run(self, *, task_status: trio.TaskStatus[Ports] = trio.TASK_STATUS_IGNORED) -> None:
         for file, mode in tighten_permissions(self.config.store.path):
             # It holds AES keys and bridge tokens: readable by the receiver's user only.
@@ -250,69 +334,38 @@ class Service:
             await root.start(self.journal.run)
             try:
                 await self.registry.open()
-                problem = station_problem(
-                    self.config.dc09.station, self.registry.current().stations()
-                )
-                if problem is not None:
-                    raise StartupError(problem)
-                stored_links = self.registry.links()
-                self.supervise_accounts(self.registry.current(), stored_links)
-                self.supervise_bridges(self.registry.current(), stored_links)
+                if self.role != "worker":
+                    problem = station_problem(
+                        self.config.dc09.station, self.registry.current().stations()
+                    )
+                    if problem is not None:
+                        raise StartupError(problem)
                 async with trio.open_nursery() as workers:
-                    workers.start_soon(self.supervisor.run)
-                    workers.start_soon(
-                        self.registry.run,
-                        self._registry_changed,
-                    )
                     workers.start_soon(self._stats)
-                    dispatcher = Dispatcher(
-                        [build_output(o) for o in self.config.outputs],
-                        self.config.store.path,
-                        self.journal,
-                        counters=self.counters,
-                    )
-                    await workers.start(dispatcher.run)
-                    self.dispatcher = dispatcher
-                    intake = Dc09Intake(
-                        self.config.dc09,
-                        journal=self.journal,
-                        registry=self.registry.current,
-                        supervisor=self.supervisor,
-                        counters=self.counters,
-                        log_signals=self.config.log_signals,
-                    )
-                    bridge_intake = BridgeIntake(
-                        self.config.bridge,
-                        journal=self.journal,
-                        registry=self.registry.current,
-                        state=BridgeStateStore(
-                            self.config.store.path, self.journal, counters=self.counters
-                        ),
-                        supervisor=self.supervisor,
-                        counters=self.counters,
-                        log_signals=self.config.log_signals,
-                    )
-                    self.servers = {
-                        "dc09": Dc09Server(intake),
-                        "bridge": BridgeServer(bridge_intake),
-                    }
+                    if self.role == "worker":
+                        # Keep the resolving index fresh; supervision is the coordinator's.
+                        workers.start_soon(self.registry.run, lambda index: None)
+                    else:
+                        stored_links = self.registry.links()
+                        self.supervise_accounts(self.registry.current(), stored_links)
+                        self.supervise_bridges(self.registry.current(), stored_links)
+                        self._coordinate(workers, stored_links)
+                        self.dispatcher = Dispatcher(
+                            [build_output(o) for o in self.config.outputs],
+                            self.config.store.path,
+                            self.journal,
+                            counters=self.counters,
+                        )
+                        await workers.start(self.dispatcher.run)
                     async with trio.open_nursery() as listeners:
-                        dc09 = self.config.dc09
-                        transports = "TCP and UDP" if dc09.udp else "TCP"
-                        dc09_port = await _start_listener(
-                            listeners,
-                            self.servers["dc09"].serve,
-                            f"DC-09 {transports}",
-                            dc09.listen,
-                        )
-                        bridge_port = await _start_listener(
-                            listeners,
-                            self.servers["bridge"].serve,
-                            "video bridges",
-                            self.config.bridge.listen,
-                        )
-                        console_port = await workers.start(serve_console, self.config, self)
-                        self.ports = Ports(dc09=dc09_port, bridge=bridge_port, console=console_port)
+                        if self.role == "coordinator":
+                            self.ports = await self._run_workers(listeners)
+                        else:
+                            self.ports = await self._listen(listeners)
+                        if self.role != "worker":
+                            self.ports.console = await workers.start(
+                                serve_console, self.config, self
+                            )
                         task_status.started(self.ports)
                         await self._shutdown.wait()
                         self.log.info("shutting_down")
@@ -359,9 +412,13 @@ def log_startup(log: Any, config: Config, config_file: str | None, ports: Ports)
             )
 
 
-async def serve_until_signalled(config: Config, config_file: str | None = None) -> None:
-    """Run the service until SIGINT or SIGTERM, then shut down gracefully."""
-    service = Service(config)
+async def serve_until_signalled(
+    config: Config, config_file: str | None = None, *, json_logs: bool | None = None
+) -> None:
+    """Run the service until SIGINT or SIGTERM, then shut down gracefully: with several
+    ingest workers this process is their coordinator and stops them first."""
+    role: Role = "coordinator" if config.ingest.worker_count > 1 else "all"
+    service = Service(config, role=role, json_logs=json_logs)
     with trio.open_signal_receiver(os_signal.SIGINT, os_signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 
@@ -380,3 +437,38 @@ async def serve_until_signalled(config: Config, config_file: str | None = None) 
             nursery.start_soon(watch)
             # Logged once it listens: a receiver that cannot start prints one line, its error.
             log_startup(service.log, config, config_file, await nursery.start(run))
+
+
+def worker_main(
+    config: Config, number: int, ready: Connection, json_logs: bool | None, coordinator: int
+) -> None:
+    """Entry point of a worker process (spawned: nothing is inherited but its arguments)."""
+    die_with_parent(coordinator)
+    configure(json=json_logs, level=logging.getLevelNamesMapping()[config.log.level.upper()])
+    structlog.contextvars.bind_contextvars(worker=number)
+    trio.run(_serve_worker, Service(config, role="worker"), ready)
+
+
+async def _serve_worker(service: Service, ready: Connection) -> None:
+    """Run the worker's service until SIGTERM; tell the coordinator its ports.
+
+    SIGINT is ignored: a Ctrl-C on the terminal reaches the whole process group, and the
+    coordinator, not each worker, decides the shutdown (a worker stopping on its own would be
+    restarted)."""
+    os_signal.signal(os_signal.SIGINT, os_signal.SIG_IGN)
+    with trio.open_signal_receiver(os_signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                async for _ in signals:
+                    service.request_shutdown()
+                    return
+
+            async def run(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+                await service.run(task_status=task_status)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            ports = await nursery.start(run)
+            ready.send((ports.dc09, ports.bridge))
+            ready.close()

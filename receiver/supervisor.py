@@ -11,11 +11,15 @@ Rules:
 - Deadlines use trio's clock, so tests run a 90-second interval under the autojump clock.
 - A trouble or restore the journal cannot commit (a full disk) stays due: it is retried with a
   backoff (``receiver.store.faults``) until it is stored; the supervisor never stops.
+- With several ingest workers the supervisor runs once, in the coordinator, and learns of
+  traffic from the store (``LinkActivity`` polls the links' last-seen times the workers commit);
+  in one process the intake tells it directly.
 """
 
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -26,7 +30,7 @@ import trio
 
 from protocols.catalog import cid_entry
 from protocols.signal import ContactIdView, Signal, Source, new_signal_id
-from receiver.journal import AppendResult, to_us
+from receiver.journal import AppendResult, links_seen_since, to_us
 from receiver.metrics import Counters
 from receiver.store.faults import STORE_ERRORS, StoreOutage
 
@@ -161,3 +165,56 @@ class Supervisor:
             self._wakeup = trio.Event()
             with trio.move_on_at(next_deadline):
                 await self._wakeup.wait()
+
+
+# How far back each poll looks: a worker stamps a link before its commit lands, and commits
+# from several workers land out of order; the per-link times make the overlap harmless.
+_ACTIVITY_OVERLAP_US = 30_000_000
+
+
+class LinkActivity:
+    """The coordinator's view of link traffic: the links table, polled.
+
+    It is also the supervisor's sink (troubles go through it to the journal), so a trouble row
+    written for a link that never reported is not mistaken for traffic on it."""
+
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        sink: SignalSink,
+        stored: Mapping[str, tuple[int, bool]],
+        *,
+        on_new_link: Callable[[str, int], None] = lambda link, seen_us: None,
+    ) -> None:
+        self.supervisor = supervisor
+        self.sink = sink
+        self.on_new_link = on_new_link
+        self.last_seen: dict[str, int] = {link: seen for link, (seen, _) in stored.items()}
+        self._newest = max(self.last_seen.values(), default=0)
+
+    async def append(
+        self, signals: list[Signal], *, troubles: list[tuple[str, int, bool]]
+    ) -> AppendResult:
+        for link, seen_us, _ in troubles:
+            self.last_seen.setdefault(link, seen_us)
+        return await self.sink.append(signals, troubles=troubles)
+
+    def notice(self, rows: list[tuple[str, int]]) -> None:
+        """Tell the supervisor of every link whose last-seen time moved."""
+        for link, seen_us in rows:
+            known = self.last_seen.get(link)
+            if known is not None and seen_us <= known:
+                continue
+            self.last_seen[link] = seen_us
+            self._newest = max(self._newest, seen_us)
+            if known is None:
+                self.on_new_link(link, seen_us)
+            self.supervisor.seen(link)
+
+    async def run(self, conn: sqlite3.Connection, interval: float = 1.0) -> None:
+        """Poll ``conn`` (a connection of the coordinator's own) every ``interval`` seconds."""
+        while True:
+            since = self._newest - _ACTIVITY_OVERLAP_US
+            rows = await trio.to_thread.run_sync(links_seen_since, conn, since)
+            self.notice(rows)
+            await trio.sleep(interval)

@@ -49,6 +49,38 @@ async def _accept_loop(
                 nursery.start_soon(handler, trio.SocketStream(trio.socket.from_stdlib_socket(conn)))
 
 
+async def open_tcp_listeners(
+    port: int, *, host: str, reuse_port: bool = False
+) -> list[trio.SocketListener]:
+    """``trio.open_tcp_listeners``, or with ``reuse_port`` sockets that share the port with the
+    other ingest workers (``SO_REUSEPORT``: the kernel spreads new connections among them)."""
+    if not reuse_port:
+        return await trio.open_tcp_listeners(port, host=host)
+    listeners: list[trio.SocketListener] = []
+    addresses = await trio.socket.getaddrinfo(
+        host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE
+    )
+    try:
+        for family, kind, proto, _, address in addresses:
+            sock = trio.socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+                sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+                if family == trio.socket.AF_INET6:
+                    sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
+                await sock.bind(address)
+                sock.listen(65535)  # the kernel caps it at net.core.somaxconn
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except BaseException:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+        raise
+    return listeners
+
+
 async def serve_listeners(handler: Handler, listeners: list[trio.SocketListener]) -> None:
     """Serve ``handler`` on every listener until cancelled; then close the listeners."""
     try:

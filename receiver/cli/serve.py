@@ -9,6 +9,7 @@ line on stderr and exit 1, never a traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 from typing import Any
 
@@ -38,14 +39,15 @@ def startup_error(exc: BaseException) -> StartupError | None:
 def _serve(args: argparse.Namespace) -> int:
     source = config_source(args)
     config = load_config(source)
-    configure(
-        json=True if args.json_logs else None,
-        level=logging.getLevelNamesMapping()[config.log.level.upper()],
-    )
+    json_logs = True if args.json_logs else None
+    configure(json=json_logs, level=logging.getLevelNamesMapping()[config.log.level.upper()])
     with StoreLock.acquire(config.store.path):
         connect(config.store.path).close()  # migrated and writable, or one line now
+        config_file = str(source.resolve()) if source else None
         try:
-            trio.run(serve_until_signalled, config, str(source.resolve()) if source else None)
+            trio.run(
+                functools.partial(serve_until_signalled, config, config_file, json_logs=json_logs)
+            )
         except BaseExceptionGroup as group:
             found = startup_error(group)
             if found is None:

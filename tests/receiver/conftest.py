@@ -29,11 +29,13 @@ def write_config(tmp_path: Path, extra: str = "") -> Path:
     """A config on a throwaway store; ``extra`` lines go in [dc09] and may open more sections.
 
     Both listeners use port 0 so test runs never collide (unless ``extra`` sets [bridge]); the
-    console is off unless ``extra`` opens [console].
+    console is off unless ``extra`` opens [console]; one ingest process unless ``extra`` opens
+    [ingest] (the worker tests do).
     """
     bridge = "" if "[bridge]" in extra else '[bridge]\nlisten = "127.0.0.1:0"\n'
     # The console is on in the embedded default (port 8080); tests that want it open [console].
     console = "" if "[console]" in extra else '[console]\nlisten = ""\n'
+    ingest = "" if "[ingest]" in extra else "[ingest]\nworkers = 1\n"
     path = tmp_path / "receiver.toml"
     path.write_text(
         f"""
@@ -41,7 +43,7 @@ log_signals = true
 outputs = []
 [store]
 path = "{tmp_path / "receiver.sqlite3"}"
-{bridge}{console}[dc09]
+{bridge}{console}{ingest}[dc09]
 listen = "127.0.0.1:0"
 {extra}
 """,

@@ -414,11 +414,13 @@ async def test_a_rejected_frame_is_logged_with_its_raw_bytes(receiver: RunningRe
 
 
 async def test_each_stored_signal_is_logged(receiver: RunningReceiver) -> None:
-    """With log_signals on (the default), every stored signal gets one 'signal' log line."""
+    """With log_signals on (the default), every stored signal is in the commit's 'signals'
+    log line."""
     with structlog.testing.capture_logs() as logs:
         stream = await connect(receiver)
         await stream.send_all(sia(31))
         await read_replies(stream, 1)
         await stream.aclose()
-    [entry] = [e for e in logs if e["event"] == "signal"]
+    [line] = [e for e in logs if e["event"] == "signals"]
+    [entry] = line["signals"]
     assert (entry["account"], entry["sia"], entry["zone"]) == ("1234", "BA", "012")

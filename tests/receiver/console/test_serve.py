@@ -30,7 +30,7 @@ async def test_a_console_port_in_use_leaves_the_receiver_running(tmp_path: Path)
     assert [e["event"] for e in logs if e["event"] == "console_unavailable"] == [
         "console_unavailable"
     ]
-    assert any(e["event"] == "signal" for e in logs)
+    assert any(e["event"] == "signals" for e in logs)
 
 
 async def test_listen_empty_turns_the_console_off(tmp_path: Path) -> None:

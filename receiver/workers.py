@@ -1,0 +1,241 @@
+"""Ingest workers: one process per core, sharing the DC-09 and bridge ports.
+
+Rules:
+- The coordinator (the ``receiver serve`` process) starts ``[ingest] workers`` processes and
+  runs what must run once: dispatcher, supervisor, registry refresh of the supervised links.
+  It holds no panel connection; the single-instance lock is its own.
+- Every worker binds the ports with ``SO_REUSEPORT`` (the kernel spreads connections and UDP
+  peers among them), decodes, commits to the shared store and ACKs after its own commit. So a
+  worker that dies loses nothing it ACKed; the coordinator starts another in its place.
+- A retry landing on another worker is still a duplicate: the store decides (journal.py).
+- Port 0 (tests) is resolved once by the coordinator, so every worker shares one port.
+- SIGTERM to the coordinator: each worker gets SIGTERM and shuts down gracefully (stops
+  accepting, ACKs what is committed); a worker that outlives the deadline is killed. A worker
+  dies with its coordinator (Linux ``PR_SET_PDEATHSIG``): a killed receiver is all gone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal as os_signal
+import socket
+import sys
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+
+import attrs
+import structlog
+import trio
+
+from protocols.errors import StartupError
+from receiver.config import Config
+
+# A worker that keeps dying is restarted at most this often.
+_RESTART_PAUSE = 0.5
+# How long a worker may take to start listening, and to finish at shutdown.
+_START_TIMEOUT = 60.0
+_STOP_TIMEOUT = 30.0
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Linux: this process gets SIGKILL when ``parent`` (its coordinator) dies."""
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, os_signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the coordinator died before the request took effect
+        os._exit(1)
+
+
+def _reserve_port(host: str, port: int, *, udp: bool) -> socket.socket:
+    """A TCP socket bound (not listening) with SO_REUSEPORT, holding the port the workers
+    will share; with ``udp``, the port is also free for UDP. Port 0: the kernel picks."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if port != 0:
+        # Without SO_REUSEPORT first: a port another receiver's workers already share must be
+        # refused as in use, never joined (the kernel would spread panels over both).
+        for kind in (socket.SOCK_STREAM, *((socket.SOCK_DGRAM,) if udp else ())):
+            with socket.socket(family, kind) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((host, port))
+    for _ in range(20):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        bound = int(sock.getsockname()[1])
+        if not udp:
+            return sock
+        probe = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            probe.bind((host, bound))
+        except OSError:
+            sock.close()
+            if port != 0:
+                raise
+            continue
+        finally:
+            probe.close()
+        return sock
+    raise OSError(f"no port free for both TCP and UDP on {host}")
+
+
+def _reserved(listen: str, what: str, host: str, port: int, *, udp: bool = False) -> socket.socket:
+    """``_reserve_port``, or one StartupError line naming the address."""
+    try:
+        return _reserve_port(host, port, udp=udp)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StartupError(f"cannot listen on {listen} ({what}): {reason}") from None
+
+
+def _with_port(listen: str, port: int) -> str:
+    host = listen.rpartition(":")[0]
+    return f"{host}:{port}"
+
+
+@attrs.define
+class _Slot:
+    number: int
+    process: BaseProcess | None = None
+
+
+class WorkerPool:
+    """The coordinator's ingest workers: started, watched, restarted, stopped."""
+
+    def __init__(
+        self,
+        config: Config,
+        count: int,
+        *,
+        target: Callable[[Config, int, Connection, bool | None, int], None],
+        json_logs: bool | None = None,
+    ) -> None:
+        """``target(config, number, ready, json_logs, coordinator_pid)`` runs in each worker
+        process; it sends (dc09 port, bridge port) on ``ready`` once it listens."""
+        self.count = count
+        self.target = target
+        self.json_logs = json_logs
+        self.log = structlog.get_logger("receiver.workers")
+        self._context = multiprocessing.get_context("spawn")
+        self._stopping = False
+        self.slots = [_Slot(number) for number in range(count)]
+        self.config = config
+        self.ports: tuple[int, int | None] | None = None
+
+    @property
+    def pids(self) -> list[int]:
+        return [s.process.pid for s in self.slots if s.process is not None and s.process.pid]
+
+    async def _start(self, slot: _Slot) -> tuple[int, int | None]:
+        receive, send = self._context.Pipe(duplex=False)
+        process = self._context.Process(
+            target=self.target,
+            args=(self.config, slot.number, send, self.json_logs, os.getpid()),
+            name=f"receiver-worker-{slot.number}",
+        )
+        process.start()
+        send.close()  # the worker holds the only writing end: its death reads as EOF
+        slot.process = process
+        try:
+            with trio.fail_after(_START_TIMEOUT):
+                await trio.lowlevel.wait_readable(receive.fileno())
+            ports: tuple[int, int | None] = receive.recv()
+        except (EOFError, OSError, trio.TooSlowError) as exc:
+            raise OSError(f"ingest worker {slot.number} did not start: {exc!r}") from exc
+        finally:
+            receive.close()
+        self.log.info("worker_started", worker=slot.number, pid=process.pid)
+        return ports
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[tuple[int, int | None]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Start every worker; report (dc09 port, bridge port); restart any that dies."""
+        dc09_host, dc09_port = self.config.dc09.address
+        bridge_host, bridge_port = self.config.bridge.address
+        reserved = [
+            _reserved(
+                self.config.dc09.listen,
+                "DC-09 TCP and UDP" if self.config.dc09.udp else "DC-09 TCP",
+                dc09_host,
+                dc09_port,
+                udp=self.config.dc09.udp,
+            )
+        ]
+        try:
+            reserved.append(
+                _reserved(self.config.bridge.listen, "video bridges", bridge_host, bridge_port)
+            )
+            self.config = attrs.evolve(
+                self.config,
+                dc09=attrs.evolve(
+                    self.config.dc09,
+                    listen=_with_port(self.config.dc09.listen, reserved[0].getsockname()[1]),
+                ),
+                bridge=attrs.evolve(
+                    self.config.bridge,
+                    listen=_with_port(self.config.bridge.listen, reserved[1].getsockname()[1]),
+                ),
+            )
+            try:
+                for slot in self.slots:
+                    self.ports = await self._start(slot)
+            finally:
+                for sock in reserved:
+                    sock.close()
+            reserved = []
+            assert self.ports is not None
+            task_status.started(self.ports)
+            async with trio.open_nursery() as nursery:
+                for slot in self.slots:
+                    nursery.start_soon(self._keep_running, slot)
+        finally:
+            for sock in reserved:
+                sock.close()
+            with trio.CancelScope(shield=True):
+                await self.stop()
+
+    async def _keep_running(self, slot: _Slot) -> None:
+        while True:
+            process = slot.process
+            assert process is not None
+            await trio.lowlevel.wait_readable(process.sentinel)
+            process.join()
+            if self._stopping:
+                return
+            self.log.error(
+                "worker_exited", worker=slot.number, pid=process.pid, exitcode=process.exitcode
+            )
+            await trio.sleep(_RESTART_PAUSE)
+            try:
+                await self._start(slot)
+            except OSError as exc:
+                self.log.error("worker_restart_failed", worker=slot.number, error=str(exc))
+
+    async def stop(self) -> None:
+        """SIGTERM every worker, wait for each to finish; kill any past the deadline."""
+        self._stopping = True
+        running = [s.process for s in self.slots if s.process is not None and s.process.is_alive()]
+        for process in running:
+            process.terminate()
+        with trio.move_on_after(_STOP_TIMEOUT):
+            for process in running:
+                await trio.lowlevel.wait_readable(process.sentinel)
+        for process in running:
+            if process.is_alive():
+                self.log.error("worker_killed", pid=process.pid)
+                process.kill()
+            process.join()

@@ -1,0 +1,224 @@
+"""Ingest workers: processes sharing the ports, one coordinator, the store deciding duplicates."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from protocols import dc09
+from protocols.errors import Reply
+from protocols.signal import Signal
+from receiver.config import parse_config
+from receiver.journal import SET_TROUBLE, TOUCH_LINK, AppendResult, links_seen_since
+from receiver.service import worker_main
+from receiver.store.sqlite import connect
+from receiver.supervisor import LinkActivity, Supervisor
+from tests.receiver.conftest import write_config
+from tests.receiver.test_crash import free_port, wait_for_port
+from tests.receiver.test_dc09_service import read_replies, sia
+from tests.receiver.test_supervisor import SUBJECT, Recorder
+
+
+def test_ingest_workers_setting(tmp_path: Path) -> None:
+    """`[ingest] workers` takes a count; 0 (the default) means one per core."""
+    assert parse_config("").ingest.worker_count >= 1
+    assert parse_config("[ingest]\nworkers = 0\n").ingest.worker_count >= 1
+    assert parse_config("[ingest]\nworkers = 3\n").ingest.worker_count == 3
+    with pytest.raises(ValueError, match="workers"):
+        parse_config("[ingest]\nworkers = -1\n")
+
+
+class StoreRecorder(Recorder):
+    """The coordinator's journal stand-in: keeps what the supervisor writes and writes the
+    trouble rows into the links table, as the journal does."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__()
+        self.conn = conn
+
+    async def append(
+        self, signals: list[Signal], *, troubles: list[tuple[str, int, bool]]
+    ) -> AppendResult:
+        for link, seen_us, open_ in troubles:
+            self.conn.execute(SET_TROUBLE, (link, seen_us, int(open_)))
+        return await super().append(signals, troubles=troubles)
+
+
+async def test_coordinator_supervisor_learns_of_traffic_from_the_store(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Link times a worker commits keep the coordinator's link quiet and restore its trouble;
+    the trouble row written for a link that never reported is not taken for traffic."""
+    conn = connect(tmp_path / "r.sqlite3")
+    recorder = StoreRecorder(conn)
+    supervisor = Supervisor(recorder, grace=1.5)
+    activity = LinkActivity(supervisor, recorder, {})
+    supervisor.sink = activity
+    clock_us = 1_000_000_000
+
+    def worker_commits(link: str) -> None:
+        nonlocal clock_us
+        clock_us += 1
+        conn.execute(TOUCH_LINK, (link, clock_us))
+
+    def poll() -> None:
+        activity.notice(links_seen_since(conn, 0))
+
+    def events() -> list[tuple[str, str]]:
+        return [(str(s.account_id), s.cid.qualifier) for s in recorder.signals if s.cid]
+
+    async with trio.open_nursery() as nursery:
+        supervisor.watch("account:7", 90.0, SUBJECT)
+        supervisor.watch("account:8", 90.0, {**SUBJECT, "account_id": 8})
+        await nursery.start(supervisor.run)
+        for _ in range(4):  # traffic on 7 every 100 s: inside its 135 s deadline
+            await trio.sleep(100)
+            worker_commits("account:7")
+            poll()
+        assert events() == [("8", "E")]
+        poll()  # account:8's trouble row is in the table now
+        await trio.sleep(1)
+        assert events() == [("8", "E")], "a trouble row is not traffic"
+        await trio.sleep(200)
+        assert events() == [("8", "E"), ("7", "E")]
+        worker_commits("account:7")
+        poll()
+        await trio.sleep(0.1)
+        assert events() == [("8", "E"), ("7", "E"), ("7", "R")]
+        nursery.cancel_scope.cancel()
+
+
+def _start_worker(config_path: Path, number: int) -> tuple[BaseProcess, int]:
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    config = parse_config(config_path.read_text(encoding="utf-8"))
+    process = context.Process(target=worker_main, args=(config, number, send, True, os.getpid()))
+    process.start()
+    send.close()
+    try:
+        assert receive.poll(60), "worker did not start"
+        dc09_port, _ = receive.recv()
+    finally:
+        receive.close()
+    return process, int(dc09_port)
+
+
+@pytest.mark.slow
+async def test_a_retry_landing_on_another_worker_is_acked_and_stored_once(
+    tmp_path: Path,
+) -> None:
+    """The same frame sent to two worker processes gets two ACKs and makes one journal row."""
+    config_path = write_config(tmp_path)
+    workers = [await trio.to_thread.run_sync(_start_worker, config_path, n) for n in (0, 1)]
+    try:
+        replies = []
+        for _, port in workers:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(sia(17))
+            replies += await read_replies(stream, 1)
+            await stream.aclose()
+    finally:
+        for process, _ in workers:
+            process.terminate()
+        for process, _ in workers:
+            await trio.to_thread.run_sync(process.join, 20)
+    assert [dc09.decode_reply(r).kind for r in replies] == [Reply.ACK, Reply.ACK]
+    assert [p.exitcode for p, _ in workers] == [0, 0]
+    conn = sqlite3.connect(tmp_path / "receiver.sqlite3")
+    assert conn.execute("SELECT account, sequence, repeats FROM signals").fetchall() == [
+        ("1234", "0017", 1)
+    ]
+
+
+async def _panel(port: int, account: str, acked: list[tuple[str, str]], count: int) -> None:
+    """A panel that reconnects and resends a frame whose ACK it did not get (as panels do)."""
+    seq = 1
+    stream: trio.SocketStream | None = None
+    while seq <= count:
+        try:
+            if stream is None:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(sia(seq, account=account))
+            [raw] = await read_replies(stream, 1)
+        except (OSError, trio.BrokenResourceError, ValueError):
+            stream = None
+            await trio.sleep(0.05)
+            continue
+        if dc09.decode_reply(raw).kind is Reply.ACK:
+            acked.append((account, f"{seq:04d}"))
+            seq += 1
+
+
+def _log_events(path: Path, event: str) -> list[dict[str, object]]:
+    found = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("event") == event:
+            found.append(entry)
+    return found
+
+
+@pytest.mark.slow
+async def test_sigkill_of_one_worker_loses_no_acked_frame_and_it_is_restarted(
+    tmp_path: Path,
+) -> None:
+    """Kill one of two workers under load: every frame the panels saw ACKed is in the journal,
+    the coordinator starts a new worker, and SIGTERM then stops everything cleanly."""
+    port = free_port()
+    db = tmp_path / "receiver.sqlite3"
+    config = tmp_path / "receiver.toml"
+    config.write_text(
+        f'log_signals = false\noutputs = []\n[store]\npath = "{db}"\n[ingest]\nworkers = 2\n'
+        f'[dc09]\nlisten = "127.0.0.1:{port}"\nudp = false\n[bridge]\nlisten = "127.0.0.1:0"\n',
+        encoding="utf-8",
+    )
+    log = tmp_path / "receiver.log"
+    command = [sys.executable, "-m", "receiver.cli", "--config", str(config), "serve"]
+    with log.open("wb") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=out)
+    acked: list[tuple[str, str]] = []
+    try:
+        await wait_for_port(port)
+        with trio.fail_after(60):
+            while len(_log_events(log, "worker_started")) < 2:
+                await trio.sleep(0.05)
+        victim = int(_log_events(log, "worker_started")[0]["pid"])  # type: ignore[call-overload]
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(_panel, port, f"{7000 + i}", acked, 9000)
+            with trio.fail_after(60):
+                while len(acked) < 300:
+                    await trio.sleep(0.01)
+                os.kill(victim, signal.SIGKILL)
+                while len(_log_events(log, "worker_started")) < 3:
+                    await trio.sleep(0.05)
+                after_restart = len(acked)
+                while len(acked) < after_restart + 300:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        server.send_signal(signal.SIGTERM)
+        assert await trio.to_thread.run_sync(server.wait, 30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+    [exited] = _log_events(log, "worker_exited")
+    assert exited["pid"] == victim
+    assert exited["exitcode"] == -signal.SIGKILL
+    stored = set(sqlite3.connect(db).execute("SELECT account, sequence FROM signals").fetchall())
+    missing = [pair for pair in acked if pair not in stored]
+    assert missing == [], f"{len(missing)} ACKed signals lost, e.g. {missing[:5]}"
