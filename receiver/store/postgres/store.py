@@ -338,24 +338,32 @@ class PostgresStore:
         return int(row["value"]) if row else 0
 
     def wait_registry_change(self, timeout: float) -> bool:
-        generation = self.registry_generation()
-        seen, self._seen_generation = self._seen_generation, generation
-        if seen is not None and generation != seen:
-            return True
         try:
-            if self._listener is None or self._listener.closed or self._listener.broken:
-                self._listener = connect(self.url, migrate_schema=False)
-                self._listener.execute("LISTEN registry_changed")
-                # A change committed before LISTEN took effect: do not wait for the next one.
-                if self.registry_generation() != generation:
-                    self._seen_generation = self.registry_generation()
-                    return True
-            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+            listener = self._listening()
+            for _ in listener.notifies(timeout=0):  # already counted below
+                pass
+            generation = self.registry_generation()
+            seen, self._seen_generation = self._seen_generation, generation
+            if seen is not None and generation != seen:
+                return True
+            for _ in listener.notifies(timeout=timeout, stop_after=1):
+                for _ in listener.notifies(timeout=0):
+                    pass
                 self._seen_generation = self.registry_generation()
                 return True
         except psycopg.Error as exc:
             raise StoreError(f"registry watch failed: {str(exc).strip()}") from exc
         return False
+
+    def _listening(self) -> PgConnection:
+        """The LISTEN connection (listening before the generation is read: no change lost)."""
+        listener = self._listener
+        if listener is None or listener.closed or listener.broken:
+            if listener is not None:
+                listener.close()
+            self._listener = listener = connect(self.url, migrate_schema=False)
+            listener.execute("LISTEN registry_changed")
+        return listener
 
     def _insert_id(self, what: str, sql: str, params: Sequence[Any]) -> int:
         with self._use(what) as conn:
