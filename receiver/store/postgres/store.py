@@ -50,18 +50,16 @@ if TYPE_CHECKING:
     from receiver.history import HistoryQuery
 
 _COLUMN_TYPES = {
-    "received_us": "bigint",
-    "account_id": "bigint",
-    "site_id": "bigint",
-    "device_us": "bigint",
-    "channel": "integer",
+    "received_us": "int8",
+    "account_id": "int8",
+    "site_id": "int8",
+    "device_us": "int8",
+    "channel": "int4",
     "raw": "bytea",
 }
-INSERT_SIGNALS = (
-    f"INSERT INTO signals ({', '.join(SIGNAL_COLUMNS)}) SELECT * FROM unnest("
-    + ", ".join(f"%s::{_COLUMN_TYPES.get(c, 'text')}[]" for c in SIGNAL_COLUMNS)
-    + ") RETURNING seq, id"
-)
+SIGNAL_TYPES = [_COLUMN_TYPES.get(c, "text") for c in SIGNAL_COLUMNS]
+# Binary COPY: the cheapest way in from Python (a 256-row batch costs a few ms to encode).
+COPY_SIGNALS = f"COPY signals ({', '.join(SIGNAL_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 # A key is new, or replaces one received longer than the window before it; else a duplicate.
 CLAIM_KEYS = """
 INSERT INTO dedupe_keys AS d (key, signal_id, received_us)
@@ -253,9 +251,19 @@ class PostgresStore:
                     repeats[key] = (count + 1, max(last, row[1]))
             seqs: dict[str, int] = {}
             if rows:
-                columns = [list(values) for values in zip(*rows, strict=True)]
-                cursor = conn.execute(INSERT_SIGNALS, columns)
+                # Under the journal lock nobody else inserts: ours are the rows after `before`.
+                found = conn.execute("SELECT coalesce(max(seq), 0) AS seq FROM signals")
+                before = found.fetchone()
+                assert before is not None
+                with conn.cursor() as cur, cur.copy(COPY_SIGNALS) as copy:
+                    copy.set_types(SIGNAL_TYPES)
+                    for row in rows:
+                        copy.write_row(row)
+                cursor = conn.execute(
+                    "SELECT seq, id FROM signals WHERE seq > %s ORDER BY seq", (before["seq"],)
+                )
                 seqs = {row["id"]: int(row["seq"]) for row in cursor.fetchall()}
+                assert len(seqs) == len(rows), "another writer inserted without the lock"
             if repeats:
                 keys = sorted(repeats)
                 conn.execute(
