@@ -429,3 +429,39 @@ def test_the_schema_mirrors_sqlite(pg_url: str) -> None:
             )
         ]
         assert pg == _columns_sqlite(table), table
+
+
+def test_a_cursor_reading_while_two_nodes_append_misses_nothing(pg_url: str) -> None:
+    """Journal order is commit order: a reader that moved past seq never finds a signal that
+    commits later below it (an output's cursor would skip it forever)."""
+    nodes = [PostgresStore(pg_url), PostgresStore(pg_url)]
+    reader = PostgresStore(pg_url)
+    stored: list[str] = []
+    lock = threading.Lock()
+
+    def write(node: PostgresStore) -> None:
+        for _ in range(30):
+            [outcome] = node.append([JournalWrite([make_signal() for _ in range(8)])])
+            with lock:
+                stored.extend(s.id for _, s in outcome.stored)
+
+    writers = [threading.Thread(target=write, args=(node,)) for node in nodes]
+    try:
+        for thread in writers:
+            thread.start()
+        cursor, seen = 0, []
+        for _ in range(100_000):  # bounded; ends once the writers are done and read through
+            done = not any(thread.is_alive() for thread in writers)
+            batch = reader.read_after(cursor, 1000)
+            seen += [s.id for _, s in batch]
+            if batch:
+                cursor = batch[-1][0]
+            elif done:
+                break
+        for thread in writers:
+            thread.join(timeout=60)
+        assert sorted(seen) == sorted(stored)
+        assert len(seen) == 2 * 30 * 8
+    finally:
+        for store in (*nodes, reader):
+            store.close()

@@ -43,7 +43,7 @@ from receiver.store.interface import (
     UserRole,
     WriteOutcome,
 )
-from receiver.store.postgres.schema import JOURNAL_LOCK, PgConnection, connect
+from receiver.store.postgres.schema import JOURNAL_LOCK, PgConnection, PostgresOpenError, connect
 from receiver.store.signal_rows import SIGNAL_COLUMNS, signal_from_row, signal_row, to_us
 
 if TYPE_CHECKING:
@@ -199,12 +199,15 @@ class PostgresStore:
 
     @contextmanager
     def _use(self, what: str) -> Iterator[PgConnection]:
-        """The connection, for one call; psycopg errors become StoreError naming ``what``."""
+        """The connection, for one call; a failure (the server unreachable, the connection
+        lost, a statement refused) is a StoreError naming ``what``."""
         with self._lock:
             try:
-                yield self._connection()
-            except pg_errors.UniqueViolation:
-                raise
+                conn = self._connection()
+            except PostgresOpenError as exc:
+                raise StoreError(f"{what} failed: {exc}") from exc
+            try:
+                yield conn
             except psycopg.Error as exc:
                 raise StoreError(f"{what} failed: {str(exc).strip()}") from exc
 
