@@ -1,0 +1,356 @@
+"""The store's interface: what the receiver asks of a database, with no SQL in it.
+
+Each backend (SQLite, the embedded default; PostgreSQL, for several receiver nodes) implements
+these protocols over its own SQL and numbered migrations. Every call is synchronous and made
+from a worker thread (``trio.to_thread.run_sync``), one call per batch, never one per signal.
+
+Rules every backend keeps:
+- ``JournalStore.append`` returns only after its transaction committed durably (SQLite
+  ``synchronous=FULL``, PostgreSQL ``synchronous_commit=on``); if it raises, the outcome is
+  unknown and nobody may ACK. Everything in one call (signals, link updates, cursor updates,
+  bridge state rows) commits together or not at all.
+- A dedupe key committed within the window is a duplicate, for every writer of the store (a
+  unique index, not a process's memory): the original row counts the repeat and the signal is
+  reported as a duplicate (ACK it again, never forward it again).
+- Journal order is commit order: a reader that has seen ``seq`` never later finds a newly
+  committed signal at or below it (the cursor of each output relies on it).
+- An account number is unique within its station on its effective form, enforced by the
+  database: of two writers racing, one wins and the other gets :class:`AccountTakenError`.
+- A lease has at most one holder; it is taken over only after it expired (database clock).
+
+The typed records below replace ``Journal.append(statements=[(sql, params)])``: a cursor update
+and a bridge state row ride in the journal's transaction without the caller writing SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import attrs
+
+from protocols.errors import CollisionError, ReceiverError
+from protocols.signal import Signal
+
+if TYPE_CHECKING:
+    from receiver.history import HistoryQuery
+
+
+class StoreError(ReceiverError, OSError):
+    """The store failed or its outcome is unknown (the caller must not ACK what it carried)."""
+
+
+class AccountTakenError(CollisionError):
+    """The database's unique index refused an account number another writer holds."""
+
+    def __init__(self, station_id: int, effective: str) -> None:
+        super().__init__(f"account {effective} is already taken at station {station_id}")
+        self.station_id = station_id
+        self.effective = effective
+
+
+# -- what rides in a journal append ----------------------------------------------------------
+
+
+@attrs.frozen
+class LinkSeen:
+    """Traffic on a supervised link (``account:<id>``, ``bridge:<serial>``...): last seen."""
+
+    link: str
+    seen_us: int
+
+
+@attrs.frozen
+class LinkTrouble:
+    """A supervised link's trouble opened (``open``) or closed, at ``seen_us``."""
+
+    link: str
+    seen_us: int
+    open: bool
+
+
+@attrs.frozen
+class CursorUpdate:
+    """An output's delivery state (today ``dispatcher.SAVE_STATE``): the cursor only moves on.
+
+    ``delivered`` and ``undeliverable`` are increments since the last update.
+    ``last_success_us`` None keeps the stored value.
+    """
+
+    output: str
+    cursor: int
+    delivered: int = 0
+    undeliverable: int = 0
+    connected: bool = False
+    last_error: str | None = None
+    last_success_us: int | None = None
+    updated_us: int = 0
+
+
+ArmName = Literal["armed", "disarmed", "partial"]
+
+
+@attrs.frozen
+class BridgeStateRow:
+    """What the receiver last heard from one video bridge (today ``bridge_state.UPSERT_STATE``)."""
+
+    serial: str
+    model: str | None
+    channels: int | None
+    firmware: str | None
+    armed: ArmName | None
+    armed_us: int | None
+    peer: str | None
+    connected_us: int | None
+    updated_us: int
+
+
+@attrs.frozen
+class JournalWrite:
+    """One caller's part of a grouped commit: its signals (with one dedupe key each, None: never
+    a duplicate) and the state that commits with them."""
+
+    signals: Sequence[Signal] = ()
+    keys: Sequence[str | None] = ()
+    links: Sequence[LinkSeen] = ()
+    troubles: Sequence[LinkTrouble] = ()
+    cursors: Sequence[CursorUpdate] = ()
+    bridge_states: Sequence[BridgeStateRow] = ()
+
+    def __attrs_post_init__(self) -> None:
+        if self.keys and len(self.keys) != len(self.signals):
+            raise ValueError("one dedupe key (or None) per signal")
+
+
+@attrs.frozen
+class WriteOutcome:
+    """What one :class:`JournalWrite` became: stored signals with their journal position, and the
+    signals absorbed as duplicates of a committed key."""
+
+    stored: tuple[tuple[int, Signal], ...]
+    duplicates: tuple[Signal, ...]
+
+
+# -- other records ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class OutputState:
+    """An output's stored delivery state (for ``receiver report`` and the console)."""
+
+    name: str
+    cursor: int
+    delivered: int
+    undeliverable: int
+    connected: bool
+    last_error: str | None
+    last_success_us: int | None
+    updated_us: int | None
+
+
+@attrs.frozen
+class Lease:
+    """Who handles ``name`` (an output, a supervised link) until ``expires_us`` (database clock).
+
+    ``epoch`` grows each time the lease changes hands: a fencing token for the new holder.
+    """
+
+    name: str
+    holder: str
+    expires_us: int
+    epoch: int
+
+
+@attrs.frozen
+class NodeBeat:
+    """A receiver node's last heartbeat (database clock)."""
+
+    name: str
+    started_us: int
+    heartbeat_us: int
+    info: Mapping[str, Any]
+
+
+@attrs.frozen
+class AccountRow:
+    """An account as the registry inserts it (numbers already normalized by the registry)."""
+
+    station_id: int
+    line_id: int
+    number: str
+    effective: str
+    site_id: int | None = None
+    key_text: str | None = None
+    key_format: Literal["hex", "ascii"] | None = None
+    supervision: float | None = None
+    window_past: float | None = None
+    window_future: float | None = None
+    window_policy: Literal["reject", "flag"] | None = None
+
+
+@attrs.frozen
+class AccountHolder:
+    """Who holds an effective account number (for the collision message)."""
+
+    account_id: int
+    number: str
+    effective: str
+    line: str
+    site: str | None
+
+
+UserRole = Literal["admin", "operator", "viewer"]
+
+
+@attrs.frozen
+class User:
+    """An operator console user; the password only as its hash."""
+
+    name: str
+    role: UserRole
+    password_hash: str
+
+
+# -- the protocols ---------------------------------------------------------------------------
+
+
+class JournalStore(Protocol):
+    def append(self, writes: Sequence[JournalWrite]) -> list[WriteOutcome]:
+        """Commit every write in one transaction (one call per batch); one outcome per write."""
+        ...
+
+    def read_after(self, seq: int, limit: int) -> list[tuple[int, Signal]]:
+        """Signals committed after ``seq``, in journal order, at most ``limit``."""
+        ...
+
+    def last_seq(self) -> int:
+        """The journal position of the newest signal (0 when empty)."""
+        ...
+
+    def recent_keys(self, since_us: int) -> list[tuple[str, int, int]]:
+        """(dedupe key, seq, received_us) of keyed signals received at or after ``since_us``."""
+        ...
+
+    def purge_keys(self, before_us: int) -> int:
+        """Forget dedupe keys received before ``before_us``; how many were forgotten."""
+        ...
+
+    def links(self) -> dict[str, tuple[int, bool]]:
+        """Last-seen time and open-trouble state of every supervised link."""
+        ...
+
+
+class RegistryStore(Protocol):
+    """The registry operations that need the database's own guarantees (the unique index, the
+    change generation); reads for the in-memory index go through ``accounts``."""
+
+    def registry_generation(self) -> int:
+        """A number that changes with every committed registry change."""
+        ...
+
+    def wait_registry_change(self, timeout: float) -> bool:
+        """Block (a worker thread) until a registry change is committed by anyone, at most
+        ``timeout`` seconds; whether one was seen."""
+        ...
+
+    def add_station(self, name: str) -> int: ...
+
+    def add_line(self, station_id: int, number: str, prefix: str) -> int: ...
+
+    def add_dealer(self, name: str) -> int: ...
+
+    def add_site(
+        self, name: str, dealer_id: int, address: str | None, arming_source: str | None
+    ) -> int: ...
+
+    def insert_accounts(self, rows: Sequence[AccountRow]) -> list[int]:
+        """Insert every row or none (an import is all-or-nothing); the new ids in order.
+
+        Raises :class:`AccountTakenError` when the unique index refuses one.
+        """
+        ...
+
+    def holder(self, station_id: int, effective: str) -> AccountHolder | None: ...
+
+    def accounts(self) -> list[dict[str, Any]]:
+        """Every account with what the receiver needs to act on a frame."""
+        ...
+
+
+class OutputCursorStore(Protocol):
+    def ensure_output(self, name: str, now_us: int) -> int:
+        """Create the output's cursor at the journal's end if it has none; return its cursor."""
+        ...
+
+    def save_cursor(self, update: CursorUpdate) -> None:
+        """Write a cursor update on its own (at shutdown, when the journal's writer is gone)."""
+        ...
+
+    def output_states(self, names: Sequence[str]) -> list[OutputState]: ...
+
+
+class LeaseStore(Protocol):
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        """Take ``name`` for ``ttl`` seconds if it is free, expired or already ours; None if
+        another node holds it."""
+        ...
+
+    def renew_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        """Extend our unexpired lease; None if it is not (or no longer) ours."""
+        ...
+
+    def release_lease(self, name: str, holder: str) -> bool:
+        """Give up our lease at once (clean shutdown); whether we held it."""
+        ...
+
+    def leases(self) -> list[Lease]: ...
+
+    def heartbeat(self, node: str, info: Mapping[str, Any]) -> NodeBeat: ...
+
+    def nodes(self) -> list[NodeBeat]: ...
+
+
+class BridgeStateStore(Protocol):
+    def write_bridge_states(self, rows: Sequence[BridgeStateRow]) -> None:
+        """Upsert rows on their own (when no journal writer carries them)."""
+        ...
+
+    def bridge_states(self) -> list[BridgeStateRow]: ...
+
+    def arming_since(self, since_us: int) -> list[tuple[str, str, str, int]]:
+        """(device, qualifier, code, received_us) of bridge arming signals since ``since_us``,
+        in receive order (to replay over a stale state row)."""
+        ...
+
+
+class HistoryStore(Protocol):
+    def history(self, query: HistoryQuery) -> list[tuple[int, Signal]]:
+        """Matching signals with their journal position, newest first, at most its limit."""
+        ...
+
+    def history_after(self, query: HistoryQuery, seq: int, limit: int) -> tuple[int, list[Signal]]:
+        """Matching signals committed after ``seq``, oldest first; and the position read to."""
+        ...
+
+
+class UserStore(Protocol):
+    def add_user(self, user: User) -> None: ...
+
+    def user(self, name: str) -> User | None: ...
+
+    def users(self) -> list[User]: ...
+
+
+class Store(
+    JournalStore,
+    RegistryStore,
+    OutputCursorStore,
+    LeaseStore,
+    BridgeStateStore,
+    HistoryStore,
+    UserStore,
+    Protocol,
+):
+    """Everything a receiver node asks of its database."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,650 @@
+"""The PostgreSQL store: the engine for several receiver nodes on one database.
+
+Rules:
+- Synchronous psycopg 3 connections (psycopg has no trio support), used from worker threads,
+  one call per batch. A store object owns one connection (and one more for LISTEN); calls on
+  one object are serialized by a lock. Each node's journal writer has its own store object.
+- ``append`` is one transaction with ``synchronous_commit = on``: durable on return. It takes
+  an advisory transaction lock first, so appends from every node serialize: seq order is commit
+  order (an output's cursor never passes a signal still committing elsewhere), and appenders
+  never deadlock on each other's dedupe keys or repeat counts.
+- Duplicates are caught by the primary key of ``dedupe_keys`` (INSERT ... ON CONFLICT), for
+  every node: a key committed within the window absorbs the retry; an older one is replaced.
+- A broken connection (server restarted, network cut) is reopened at the next call; the call
+  that saw it fail raises :class:`StoreError` (outcome unknown: no ACK).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, cast
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.types.json import Jsonb
+
+from protocols.signal import Signal
+from receiver.store.interface import (
+    AccountHolder,
+    AccountRow,
+    AccountTakenError,
+    ArmName,
+    BridgeStateRow,
+    CursorUpdate,
+    JournalWrite,
+    Lease,
+    NodeBeat,
+    OutputState,
+    StoreError,
+    User,
+    UserRole,
+    WriteOutcome,
+)
+from receiver.store.postgres.schema import JOURNAL_LOCK, PgConnection, PostgresOpenError, connect
+from receiver.store.signal_rows import SIGNAL_COLUMNS, signal_from_row, signal_row, to_us
+
+if TYPE_CHECKING:
+    from receiver.history import HistoryQuery
+
+_COLUMN_TYPES = {
+    "received_us": "int8",
+    "account_id": "int8",
+    "site_id": "int8",
+    "device_us": "int8",
+    "channel": "int4",
+    "raw": "bytea",
+}
+SIGNAL_TYPES = [_COLUMN_TYPES.get(c, "text") for c in SIGNAL_COLUMNS]
+# Binary COPY: the cheapest way in from Python (a 256-row batch costs a few ms to encode).
+COPY_SIGNALS = f"COPY signals ({', '.join(SIGNAL_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+# A key is new, or replaces one received longer than the window before it; else a duplicate.
+CLAIM_KEYS = """
+INSERT INTO dedupe_keys AS d (key, signal_id, received_us)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])
+ON CONFLICT (key) DO UPDATE SET signal_id = excluded.signal_id, received_us = excluded.received_us
+WHERE d.received_us < excluded.received_us - %s
+RETURNING key
+"""
+COUNT_REPEATS = """
+UPDATE signals s SET repeats = s.repeats + r.n,
+                     last_repeat_us = greatest(s.last_repeat_us, r.last_us)
+FROM (SELECT d.signal_id, u.n, u.last_us
+      FROM unnest(%s::text[], %s::integer[], %s::bigint[]) AS u (key, n, last_us)
+      JOIN dedupe_keys d ON d.key = u.key) AS r
+WHERE s.id = r.signal_id
+"""
+TOUCH_LINKS = """
+INSERT INTO links AS l (link, last_seen_us)
+SELECT * FROM unnest(%s::text[], %s::bigint[])
+ON CONFLICT (link) DO UPDATE SET last_seen_us = greatest(l.last_seen_us, excluded.last_seen_us)
+"""
+SET_TROUBLE = """
+INSERT INTO links (link, last_seen_us, trouble_open) VALUES (%s, %s, %s)
+ON CONFLICT (link) DO UPDATE SET trouble_open = excluded.trouble_open
+"""
+SAVE_CURSOR = """
+UPDATE outputs SET cursor = greatest(cursor, %s), delivered = delivered + %s,
+    undeliverable = undeliverable + %s, connected = %s, last_error = %s,
+    last_success_us = coalesce(%s, last_success_us), updated_us = %s
+WHERE name = %s
+"""
+ENSURE_OUTPUT = """
+INSERT INTO outputs (name, cursor, updated_us)
+VALUES (%s, (SELECT coalesce(max(seq), 0) FROM signals), %s) ON CONFLICT (name) DO NOTHING
+"""
+UPSERT_BRIDGE_STATE = """
+INSERT INTO bridge_state
+    (serial, model, channels, firmware, armed, armed_us, peer, connected_us, updated_us)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (serial) DO UPDATE SET
+    model = excluded.model, channels = excluded.channels, firmware = excluded.firmware,
+    armed = excluded.armed, armed_us = excluded.armed_us, peer = excluded.peer,
+    connected_us = excluded.connected_us, updated_us = excluded.updated_us
+"""
+ARMING_SINCE = """
+SELECT device, qualifier, code, received_us FROM signals
+WHERE received_us >= %s AND source = 'bridge' AND device IS NOT NULL
+  AND code IN ('401', '441') AND qualifier IN ('E', 'R')
+ORDER BY received_us, seq
+"""
+_LEASE_COLUMNS = (
+    "name, holder, (extract(epoch FROM expires_at) * 1000000)::bigint AS expires_us, epoch"
+)
+# Free, expired or already ours: take it. The upsert locks the row, so two takers serialize and
+# the second sees the first's unexpired lease: never two holders.
+ACQUIRE_LEASE = f"""
+INSERT INTO leases AS l (name, holder, acquired_at, expires_at)
+VALUES (%(name)s, %(holder)s, clock_timestamp(),
+        clock_timestamp() + %(ttl)s * interval '1 second')
+ON CONFLICT (name) DO UPDATE SET
+    holder = excluded.holder,
+    acquired_at = CASE WHEN l.holder = excluded.holder THEN l.acquired_at
+                       ELSE excluded.acquired_at END,
+    expires_at = excluded.expires_at,
+    epoch = CASE WHEN l.holder = excluded.holder THEN l.epoch ELSE l.epoch + 1 END
+WHERE l.holder = excluded.holder OR l.expires_at <= clock_timestamp()
+RETURNING {_LEASE_COLUMNS}
+"""
+RENEW_LEASE = f"""
+UPDATE leases SET expires_at = clock_timestamp() + %(ttl)s * interval '1 second'
+WHERE name = %(name)s AND holder = %(holder)s AND expires_at > clock_timestamp()
+RETURNING {_LEASE_COLUMNS}
+"""
+# Expire it now rather than delete it: the epoch keeps growing.
+RELEASE_LEASE = """
+UPDATE leases SET expires_at = clock_timestamp() - interval '1 microsecond'
+WHERE name = %(name)s AND holder = %(holder)s AND expires_at > clock_timestamp()
+RETURNING name
+"""
+LEASES = f"SELECT {_LEASE_COLUMNS} FROM leases WHERE expires_at > clock_timestamp() ORDER BY name"
+_NODE_COLUMNS = (
+    "name, (extract(epoch FROM started_at) * 1000000)::bigint AS started_us, "
+    "(extract(epoch FROM heartbeat_at) * 1000000)::bigint AS heartbeat_us, info"
+)
+HEARTBEAT = f"""
+INSERT INTO nodes AS n (name, started_at, heartbeat_at, info)
+VALUES (%s, clock_timestamp(), clock_timestamp(), %s)
+ON CONFLICT (name) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, info = excluded.info
+RETURNING {_NODE_COLUMNS}
+"""
+HOLDER = """
+SELECT a.id, a.number, a.effective, l.number AS line, s.name AS site
+FROM accounts a
+JOIN lines l ON l.id = a.line_id
+LEFT JOIN sites s ON s.id = a.site_id
+WHERE a.station_id = %s AND a.effective = %s
+"""
+INSERT_ACCOUNT = """
+INSERT INTO accounts (station_id, line_id, number, effective, site_id, key_text, key_format,
+                      supervision, window_past, window_future, window_policy)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id
+"""
+ACCOUNTS = """
+SELECT a.id, st.name AS station, l.number AS line, a.number, a.effective,
+       a.site_id, s.name AS site, d.name AS dealer,
+       a.key_text, a.key_format, a.supervision,
+       a.window_past, a.window_future, a.window_policy
+FROM accounts a
+JOIN stations st ON st.id = a.station_id
+JOIN lines l ON l.id = a.line_id
+LEFT JOIN sites s ON s.id = a.site_id
+LEFT JOIN dealers d ON d.id = s.dealer_id
+ORDER BY st.name, a.effective
+"""
+
+
+class PostgresStore:
+    """The store over one PostgreSQL database (``postgresql://USER@HOST:PORT/DB``)."""
+
+    def __init__(self, url: str, *, duplicate_window: float = 600.0) -> None:
+        self.url = url
+        self.window_us = int(duplicate_window * 1_000_000)
+        self._lock = threading.Lock()
+        self._conn: PgConnection | None = connect(url)
+        self._listener: PgConnection | None = None
+        self._seen_generation: int | None = None
+
+    # -- connections -----------------------------------------------------------------------
+
+    def _connection(self) -> PgConnection:
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                conn.close()
+            self._conn = conn = connect(self.url, migrate_schema=False)
+        return conn
+
+    @contextmanager
+    def _use(self, what: str) -> Iterator[PgConnection]:
+        """The connection, for one call; a failure (the server unreachable, the connection
+        lost, a statement refused) is a StoreError naming ``what``."""
+        with self._lock:
+            try:
+                conn = self._connection()
+            except PostgresOpenError as exc:
+                raise StoreError(f"{what} failed: {exc}") from exc
+            try:
+                yield conn
+            except psycopg.Error as exc:
+                raise StoreError(f"{what} failed: {str(exc).strip()}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in (self._conn, self._listener):
+                if conn is not None:
+                    conn.close()
+            self._conn = self._listener = None
+
+    # -- journal ---------------------------------------------------------------------------
+
+    def append(self, writes: Sequence[JournalWrite]) -> list[WriteOutcome]:
+        # Sort out repeats inside the batch first: a key's first signal is the candidate.
+        candidates: dict[str, Signal] = {}  # key -> the first signal carrying it
+        plan: list[list[tuple[Signal, str | None, bool]]] = []  # (signal, key, repeat in batch)
+        for write in writes:
+            keys = write.keys or [None] * len(write.signals)
+            entries = []
+            for signal, key in zip(write.signals, keys, strict=True):
+                repeat = key is not None and key in candidates
+                if key is not None and not repeat:
+                    candidates[key] = signal
+                entries.append((signal, key, repeat))
+            plan.append(entries)
+        with self._use("journal commit") as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (JOURNAL_LOCK,))
+            fresh: set[str] = set()
+            if candidates:
+                ordered = sorted(candidates)
+                received = [to_us(candidates[k].received_at) for k in ordered]
+                ids = [candidates[k].id for k in ordered]
+                cursor = conn.execute(CLAIM_KEYS, (ordered, ids, received, self.window_us))
+                fresh = {row["key"] for row in cursor.fetchall()}
+            rows: list[tuple[Any, ...]] = []
+            repeats: dict[str, tuple[int, int]] = {}  # key -> (count, last received_us)
+            for entries in plan:
+                for signal, key, repeat in entries:
+                    row = signal_row(signal, key)
+                    if key is None or (not repeat and key in fresh):
+                        rows.append(row)
+                        continue
+                    count, last = repeats.get(key, (0, 0))
+                    repeats[key] = (count + 1, max(last, row[1]))
+            seqs: dict[str, int] = {}
+            if rows:
+                # Under the journal lock nobody else inserts: ours are the rows after `before`.
+                found = conn.execute("SELECT coalesce(max(seq), 0) AS seq FROM signals")
+                before = found.fetchone()
+                assert before is not None
+                with conn.cursor() as cur, cur.copy(COPY_SIGNALS) as copy:
+                    copy.set_types(SIGNAL_TYPES)
+                    for row in rows:
+                        copy.write_row(row)
+                cursor = conn.execute(
+                    "SELECT seq, id FROM signals WHERE seq > %s ORDER BY seq", (before["seq"],)
+                )
+                seqs = {row["id"]: int(row["seq"]) for row in cursor.fetchall()}
+                assert len(seqs) == len(rows), "another writer inserted without the lock"
+            if repeats:
+                keys = sorted(repeats)
+                conn.execute(
+                    COUNT_REPEATS,
+                    (keys, [repeats[k][0] for k in keys], [repeats[k][1] for k in keys]),
+                )
+            self._write_state(conn, writes)
+        outcomes = []
+        for entries in plan:
+            stored = []
+            duplicates = []
+            for signal, _, _ in entries:
+                seq = seqs.get(signal.id)
+                if seq is not None:
+                    stored.append((seq, signal))
+                else:
+                    duplicates.append(signal)
+            outcomes.append(WriteOutcome(tuple(stored), tuple(duplicates)))
+        return outcomes
+
+    @staticmethod
+    def _write_state(conn: PgConnection, writes: Sequence[JournalWrite]) -> None:
+        """The link, cursor and bridge state updates that ride in the append's transaction."""
+        seen: dict[str, int] = {}
+        for write in writes:
+            for touch in write.links:
+                seen[touch.link] = max(seen.get(touch.link, touch.seen_us), touch.seen_us)
+        if seen:
+            links = sorted(seen)
+            conn.execute(TOUCH_LINKS, (links, [seen[k] for k in links]))
+        troubles = [(t.link, t.seen_us, int(t.open)) for w in writes for t in w.troubles]
+        cursors = [_cursor_params(c) for w in writes for c in w.cursors]
+        states = [_state_params(s) for w in writes for s in w.bridge_states]
+        with conn.cursor() as cur:
+            if troubles:
+                cur.executemany(SET_TROUBLE, troubles)
+            if cursors:
+                cur.executemany(SAVE_CURSOR, cursors)
+            if states:
+                cur.executemany(UPSERT_BRIDGE_STATE, states)
+
+    def read_after(self, seq: int, limit: int) -> list[tuple[int, Signal]]:
+        with self._use("journal read") as conn:
+            rows = conn.execute(
+                "SELECT * FROM signals WHERE seq > %s ORDER BY seq LIMIT %s", (seq, limit)
+            ).fetchall()
+        return [(int(row["seq"]), signal_from_row(row)) for row in rows]
+
+    def last_seq(self) -> int:
+        with self._use("journal read") as conn:
+            row = conn.execute("SELECT coalesce(max(seq), 0) AS seq FROM signals").fetchone()
+        return int(row["seq"]) if row else 0
+
+    def recent_keys(self, since_us: int) -> list[tuple[str, int, int]]:
+        with self._use("journal read") as conn:
+            rows = conn.execute(
+                "SELECT d.key, s.seq, d.received_us FROM dedupe_keys d "
+                "JOIN signals s ON s.id = d.signal_id WHERE d.received_us >= %s ORDER BY s.seq",
+                (since_us,),
+            ).fetchall()
+        return [(row["key"], int(row["seq"]), int(row["received_us"])) for row in rows]
+
+    def purge_keys(self, before_us: int) -> int:
+        with self._use("dedupe purge") as conn:
+            cursor = conn.execute("DELETE FROM dedupe_keys WHERE received_us < %s", (before_us,))
+            return cursor.rowcount
+
+    def links(self) -> dict[str, tuple[int, bool]]:
+        with self._use("links read") as conn:
+            rows = conn.execute("SELECT link, last_seen_us, trouble_open FROM links").fetchall()
+        return {r["link"]: (int(r["last_seen_us"]), bool(r["trouble_open"])) for r in rows}
+
+    # -- registry --------------------------------------------------------------------------
+
+    def registry_generation(self) -> int:
+        with self._use("registry read") as conn:
+            row = conn.execute(
+                "SELECT value FROM meta WHERE key = 'registry_generation'"
+            ).fetchone()
+        return int(row["value"]) if row else 0
+
+    def wait_registry_change(self, timeout: float) -> bool:
+        try:
+            listener = self._listening()
+            for _ in listener.notifies(timeout=0):  # already counted below
+                pass
+            generation = self.registry_generation()
+            seen, self._seen_generation = self._seen_generation, generation
+            if seen is not None and generation != seen:
+                return True
+            for _ in listener.notifies(timeout=timeout, stop_after=1):
+                for _ in listener.notifies(timeout=0):
+                    pass
+                self._seen_generation = self.registry_generation()
+                return True
+        except psycopg.Error as exc:
+            raise StoreError(f"registry watch failed: {str(exc).strip()}") from exc
+        return False
+
+    def _listening(self) -> PgConnection:
+        """The LISTEN connection (listening before the generation is read: no change lost)."""
+        listener = self._listener
+        if listener is None or listener.closed or listener.broken:
+            if listener is not None:
+                listener.close()
+            self._listener = listener = connect(self.url, migrate_schema=False)
+            listener.execute("LISTEN registry_changed")
+        return listener
+
+    def _insert_id(self, what: str, sql: str, params: Sequence[Any]) -> int:
+        with self._use(what) as conn:
+            row = conn.execute(sql, params).fetchone()
+        assert row is not None
+        return int(row["id"])
+
+    def add_station(self, name: str) -> int:
+        return self._insert_id(
+            "add station", "INSERT INTO stations (name) VALUES (%s) RETURNING id", (name,)
+        )
+
+    def add_line(self, station_id: int, number: str, prefix: str) -> int:
+        return self._insert_id(
+            "add line",
+            "INSERT INTO lines (station_id, number, prefix) VALUES (%s, %s, %s) RETURNING id",
+            (station_id, number, prefix),
+        )
+
+    def add_dealer(self, name: str) -> int:
+        return self._insert_id(
+            "add dealer", "INSERT INTO dealers (name) VALUES (%s) RETURNING id", (name,)
+        )
+
+    def add_site(
+        self, name: str, dealer_id: int, address: str | None, arming_source: str | None
+    ) -> int:
+        return self._insert_id(
+            "add site",
+            "INSERT INTO sites (name, dealer_id, address, arming_source) "
+            "VALUES (%s, %s, %s, %s) RETURNING id",
+            (name, dealer_id, address, arming_source),
+        )
+
+    def insert_accounts(self, rows: Sequence[AccountRow]) -> list[int]:
+        ids: list[int] = []
+        with self._use("add accounts") as conn:
+            row: AccountRow | None = None
+            try:
+                with conn.transaction():
+                    for row in rows:
+                        found = conn.execute(
+                            INSERT_ACCOUNT,
+                            (
+                                row.station_id,
+                                row.line_id,
+                                row.number,
+                                row.effective,
+                                row.site_id,
+                                row.key_text,
+                                row.key_format,
+                                row.supervision,
+                                row.window_past,
+                                row.window_future,
+                                row.window_policy,
+                            ),
+                        ).fetchone()
+                        assert found is not None
+                        ids.append(int(found["id"]))
+            except pg_errors.UniqueViolation as exc:
+                if row is None or exc.diag.constraint_name != "accounts_effective":
+                    raise StoreError(f"add accounts failed: {str(exc).strip()}") from exc
+                raise AccountTakenError(row.station_id, row.effective) from None
+        return ids
+
+    def holder(self, station_id: int, effective: str) -> AccountHolder | None:
+        with self._use("registry read") as conn:
+            row = conn.execute(HOLDER, (station_id, effective)).fetchone()
+        if row is None:
+            return None
+        return AccountHolder(
+            int(row["id"]), row["number"], row["effective"], row["line"], row["site"]
+        )
+
+    def accounts(self) -> list[dict[str, Any]]:
+        with self._use("registry read") as conn:
+            return [dict(row) for row in conn.execute(ACCOUNTS).fetchall()]
+
+    # -- output cursors --------------------------------------------------------------------
+
+    def ensure_output(self, name: str, now_us: int) -> int:
+        with self._use("output cursor") as conn:
+            conn.execute(ENSURE_OUTPUT, (name, now_us))
+            row = conn.execute("SELECT cursor FROM outputs WHERE name = %s", (name,)).fetchone()
+        assert row is not None
+        return int(row["cursor"])
+
+    def save_cursor(self, update: CursorUpdate) -> None:
+        with self._use("output cursor") as conn:
+            conn.execute(SAVE_CURSOR, _cursor_params(update))
+
+    def output_states(self, names: Sequence[str]) -> list[OutputState]:
+        with self._use("output read") as conn:
+            rows = conn.execute(
+                "SELECT * FROM outputs WHERE name = ANY(%s) ORDER BY name", (list(names),)
+            ).fetchall()
+        return [
+            OutputState(
+                name=r["name"],
+                cursor=int(r["cursor"]),
+                delivered=int(r["delivered"]),
+                undeliverable=int(r["undeliverable"]),
+                connected=bool(r["connected"]),
+                last_error=r["last_error"],
+                last_success_us=r["last_success_us"],
+                updated_us=r["updated_us"],
+            )
+            for r in rows
+        ]
+
+    # -- leases and nodes ------------------------------------------------------------------
+
+    def _lease(self, sql: str, name: str, holder: str, ttl: float) -> Lease | None:
+        with self._use("lease") as conn:
+            row = conn.execute(sql, {"name": name, "holder": holder, "ttl": ttl}).fetchone()
+        if row is None:
+            return None
+        return Lease(row["name"], row["holder"], int(row["expires_us"]), int(row["epoch"]))
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        return self._lease(ACQUIRE_LEASE, name, holder, ttl)
+
+    def renew_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        return self._lease(RENEW_LEASE, name, holder, ttl)
+
+    def release_lease(self, name: str, holder: str) -> bool:
+        with self._use("lease") as conn:
+            row = conn.execute(RELEASE_LEASE, {"name": name, "holder": holder}).fetchone()
+        return row is not None
+
+    def leases(self) -> list[Lease]:
+        with self._use("lease") as conn:
+            rows = conn.execute(LEASES).fetchall()
+        return [Lease(r["name"], r["holder"], int(r["expires_us"]), int(r["epoch"])) for r in rows]
+
+    def heartbeat(self, node: str, info: Mapping[str, Any]) -> NodeBeat:
+        with self._use("heartbeat") as conn:
+            row = conn.execute(HEARTBEAT, (node, Jsonb(dict(info)))).fetchone()
+        assert row is not None
+        return _node(row)
+
+    def nodes(self) -> list[NodeBeat]:
+        with self._use("nodes read") as conn:
+            rows = conn.execute(f"SELECT {_NODE_COLUMNS} FROM nodes ORDER BY name").fetchall()
+        return [_node(row) for row in rows]
+
+    # -- bridge state ----------------------------------------------------------------------
+
+    def write_bridge_states(self, rows: Sequence[BridgeStateRow]) -> None:
+        with self._use("bridge state write") as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(UPSERT_BRIDGE_STATE, [_state_params(r) for r in rows])
+
+    def bridge_states(self) -> list[BridgeStateRow]:
+        with self._use("bridge state read") as conn:
+            rows = conn.execute("SELECT * FROM bridge_state ORDER BY serial").fetchall()
+        return [
+            BridgeStateRow(
+                serial=r["serial"],
+                model=r["model"],
+                channels=r["channels"],
+                firmware=r["firmware"],
+                armed=cast("ArmName | None", r["armed"]),
+                armed_us=r["armed_us"],
+                peer=r["peer"],
+                connected_us=r["connected_us"],
+                updated_us=int(r["updated_us"]),
+            )
+            for r in rows
+        ]
+
+    def arming_since(self, since_us: int) -> list[tuple[str, str, str, int]]:
+        with self._use("journal read") as conn:
+            rows = conn.execute(ARMING_SINCE, (since_us,)).fetchall()
+        return [(r["device"], r["qualifier"], r["code"], int(r["received_us"])) for r in rows]
+
+    # -- history ---------------------------------------------------------------------------
+
+    def history(self, query: HistoryQuery) -> list[tuple[int, Signal]]:
+        where, params = _history_conditions(query)
+        sql = "SELECT * FROM signals"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY received_us DESC, seq DESC"
+        if query.limit > 0:
+            sql += " LIMIT %s"
+            params.append(query.limit)
+        with self._use("history") as conn:
+            rows = conn.execute(sql.encode(), params).fetchall()
+        return [(int(row["seq"]), signal_from_row(row)) for row in rows]
+
+    def history_after(self, query: HistoryQuery, seq: int, limit: int) -> tuple[int, list[Signal]]:
+        newest = self.last_seq()
+        if newest <= seq:
+            return seq, []
+        where, params = _history_conditions(query)
+        where = ["seq > %s", "seq <= %s", *where]
+        sql = f"SELECT * FROM signals WHERE {' AND '.join(where)} ORDER BY seq LIMIT %s"
+        with self._use("history") as conn:
+            rows = conn.execute(sql.encode(), (seq, newest, *params, limit)).fetchall()
+        if len(rows) == limit:
+            newest = int(rows[-1]["seq"])
+        return newest, [signal_from_row(row) for row in rows]
+
+    # -- users -----------------------------------------------------------------------------
+
+    def add_user(self, user: User) -> None:
+        with self._use("add user") as conn:
+            conn.execute(
+                "INSERT INTO users (name, role, password_hash) VALUES (%s, %s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET role = excluded.role, "
+                "password_hash = excluded.password_hash",
+                (user.name, user.role, user.password_hash),
+            )
+
+    def user(self, name: str) -> User | None:
+        with self._use("users read") as conn:
+            row = conn.execute("SELECT * FROM users WHERE name = %s", (name,)).fetchone()
+        return _user(row) if row else None
+
+    def users(self) -> list[User]:
+        with self._use("users read") as conn:
+            rows = conn.execute("SELECT * FROM users ORDER BY name").fetchall()
+        return [_user(row) for row in rows]
+
+
+def _cursor_params(update: CursorUpdate) -> tuple[Any, ...]:
+    return (
+        update.cursor,
+        update.delivered,
+        update.undeliverable,
+        int(update.connected),
+        update.last_error,
+        update.last_success_us,
+        update.updated_us,
+        update.output,
+    )
+
+
+def _state_params(row: BridgeStateRow) -> tuple[Any, ...]:
+    return (
+        row.serial,
+        row.model,
+        row.channels,
+        row.firmware,
+        row.armed,
+        row.armed_us,
+        row.peer,
+        row.connected_us,
+        row.updated_us,
+    )
+
+
+def _node(row: Mapping[str, Any]) -> NodeBeat:
+    info = row["info"]
+    return NodeBeat(
+        row["name"],
+        int(row["started_us"]),
+        int(row["heartbeat_us"]),
+        info if isinstance(info, dict) else json.loads(info),
+    )
+
+
+def _user(row: Mapping[str, Any]) -> User:
+    return User(row["name"], cast("UserRole", row["role"]), row["password_hash"])
+
+
+def _history_conditions(query: HistoryQuery) -> tuple[list[str], list[Any]]:
+    """The history filters (``receiver.history``'s, written for SQLite's ``?``) in psycopg's
+    placeholders; none of its conditions holds a literal ``?`` or ``%``."""
+    from receiver.history import _conditions  # noqa: PLC0415 (history imports the journal)
+
+    where, params = _conditions(query)
+    return [condition.replace("?", "%s") for condition in where], params
