@@ -22,8 +22,8 @@ from attrs import frozen
 
 from protocols.errors import InvalidInputError
 from receiver import alarm_library
+from receiver.account_numbers import DEFAULT_LINE, AccountKey, line_key
 from receiver.alarm_library import BUILTIN, LibraryEntry, LibraryOverride
-from receiver.registry import DEFAULT_LINE, AccountKey, line_key
 from receiver.store import registry_sql as sql
 
 __all__ = [

@@ -14,6 +14,10 @@ BEGIN_WRITE = "BEGIN IMMEDIATE"
 BEGIN_READ = "BEGIN"
 COMMIT = "COMMIT"
 ROLLBACK = "ROLLBACK"
+# One waiting bridge attached at a time: a zone collision skips that bridge only.
+SAVEPOINT_ATTACH = "SAVEPOINT attach_bridge"
+ROLLBACK_ATTACH = "ROLLBACK TO attach_bridge"
+RELEASE_ATTACH = "RELEASE attach_bridge"
 
 GENERATION = "SELECT value FROM meta WHERE key = 'registry_generation'"
 

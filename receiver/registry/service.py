@@ -1,328 +1,64 @@
-"""The station registry: stations and lines, dealers, sites, accounts, alarm library, bridges.
+"""The registry service over the store: stations and lines, dealers, sites, accounts, the alarm
+library, bridges, and their lifecycle (edit, move, remove, key and token rotation).
 
 Rules:
-- An account number is unique within its station on its *effective* form: the line's prefix
-  plus the number, trimmed and upper-cased; leading zeros are significant. ``1234`` on a line
-  with prefix ``ABC`` collides with ``ABC1234`` typed on a line without one. A collision is
-  refused with the holder named (site, line, number as typed).
-- A number typed with the very prefix its line adds (``ABC1234`` on line ``ABC``) is accepted
-  but flagged: it is almost always a mistake.
-- Every write runs check-then-insert inside one write transaction (SQLite ``BEGIN IMMEDIATE``),
-  so two writers racing serialize; the unique indexes are the last line of defence, and a
-  violation of one becomes a ``CollisionError`` naming the holder, never a traceback.
-- Imports are all-or-nothing: every problem is reported with its CSV line (header = line 1).
-- Line numbers are DC-09 ``L`` values, 1–6 hex digits, normalized: ``L000`` = ``0`` = ``L0``.
-  Every station has line ``0`` with no prefix.
+- An account number is unique within its station on its *effective* form (see
+  ``receiver.account_numbers``). A collision, on add or on any edit, is refused with the
+  holder named (site, line, number as typed).
+- Every write runs check-then-write inside one write transaction (SQLite ``BEGIN
+  IMMEDIATE``), so two writers racing serialize; the unique indexes are the last line of
+  defence, and a violation of one becomes a ``CollisionError`` naming the holder.
+- Removing keeps the row (signals keep pointing at it, history stays readable): it is marked
+  removed and its number, name or serial is freed (a removed row's key column becomes
+  ``\\x1f<id>``, which no typed name can be). A site with accounts or bridges, and a dealer
+  with sites, is removed only with ``cascade``.
+- Key and token rotation keep the previous key (token) until a grace deadline (epoch
+  seconds); the hot path accepts either until then, afterwards only the new one.
 - Zone numbers are unique within one account across all its bridges.
+- The SQL lives in ``receiver.store.registry_sql``.
 """
 
 from __future__ import annotations
 
-import csv
-import math
-import re
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any
 
 import attrs
-from attrs import frozen
 
 from protocols.errors import CollisionError, InvalidInputError, NotFoundError, RegistryError
 from receiver import alarm_library
+from receiver.account_numbers import (
+    DEFAULT_LINE,
+    account_number,
+    bridge_serial,
+    effective_number,
+    line_number,
+    line_prefix,
+    repeats_prefix,
+)
 from receiver.alarm_library import LibraryEntry, LibraryOverride
+from receiver.registry.csv_import import (
+    ImportProblem,
+    ImportReport,
+    ImportRow,
+    check_account_row,
+)
+from receiver.registry.records import (
+    ARMING_SOURCES,
+    BRIDGE_CHANNELS,
+    NAME_MAX,
+    AccountCheck,
+    AccountSpec,
+    Holder,
+    LineRecord,
+    StationRecord,
+    entity_name,
+)
 from receiver.store import registry_sql as sql
 from receiver.store.sqlite import connect
-
-KeyFormat = Literal["hex", "ascii"]
-KEY_FORMATS: tuple[KeyFormat, ...] = ("hex", "ascii")
-WINDOW_POLICIES = ("reject", "flag")
-ARMING_SOURCES = ("panel-primary", "panel-individual", "video-app", "alarm-com")
-BRIDGE_CHANNELS = (4, 8, 12, 16)
-DEFAULT_LINE = "0"
-
-_LINE = re.compile(r"[0-9A-F]{1,6}", re.ASCII)
-_NUMBER = re.compile(r"[0-9A-Za-z]{3,16}", re.ASCII)
-_PREFIX = re.compile(r"[0-9A-Za-z]{0,16}", re.ASCII)
-_SERIAL = re.compile(r"[0-9A-Za-z][0-9A-Za-z:._-]{0,63}", re.ASCII)
-_NAME_MAX = 200
-
-
-# -- normalization --------------------------------------------------------------------------
-
-
-def line_number(text: str) -> str:
-    """A DC-09 line (``L`` value) as stored: ``"L000"`` -> ``"0"``, ``"l1a"`` -> ``"1A"``."""
-    value = text.strip().upper().removeprefix("L")
-    if not _LINE.fullmatch(value):
-        raise InvalidInputError(f"line must be 1-6 hex digits (DC-09 L value), got {text!r}")
-    return value.lstrip("0") or "0"
-
-
-def line_key(text: str | None) -> str:
-    """Like ``line_number`` for a received frame: never raises; junk simply matches no line."""
-    if text is None:
-        return DEFAULT_LINE
-    value = text.strip().upper().removeprefix("L")
-    return value.lstrip("0") or "0"
-
-
-def line_prefix(text: str | None) -> str:
-    """A line's account prefix, upper-cased; empty means none."""
-    value = (text or "").strip()
-    if not _PREFIX.fullmatch(value):
-        raise InvalidInputError(f"line prefix must be up to 16 letters or digits, got {text!r}")
-    return value.upper()
-
-
-def account_number(text: str) -> str:
-    """An account number as typed, trimmed: 3-16 letters or digits (leading zeros kept)."""
-    value = text.strip()
-    if not _NUMBER.fullmatch(value):
-        raise InvalidInputError(f"account number must be 3-16 letters or digits, got {text!r}")
-    return value
-
-
-def effective_number(prefix: str, number: str) -> str:
-    """What the station knows the account as: line prefix + number, upper-cased."""
-    return prefix + number.strip().upper()
-
-
-def repeats_prefix(prefix: str, number: str) -> bool:
-    """True when the number was typed with the prefix its line adds anyway."""
-    return bool(prefix) and number.strip().upper().startswith(prefix)
-
-
-def _name(text: str, what: str) -> str:
-    value = text.strip()
-    if not value or len(value) > _NAME_MAX or not value.isprintable():
-        raise InvalidInputError(f"{what} name must be 1-{_NAME_MAX} printable characters")
-    return value
-
-
-def _positive(value: float | None, what: str) -> float | None:
-    if value is None:
-        return None
-    if not (math.isfinite(value) and value > 0):
-        raise InvalidInputError(f"{what} must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def _non_negative(value: float | None, what: str) -> float | None:
-    if value is None:
-        return None
-    if not (math.isfinite(value) and value >= 0):
-        raise InvalidInputError(f"{what} must be zero or more seconds, got {value!r}")
-    return float(value)
-
-
-def _seconds(text: str | None, what: str) -> float | None:
-    if text is None or not text.strip():
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise InvalidInputError(f"{what} must be a number of seconds, got {text!r}") from None
-
-
-# -- value classes --------------------------------------------------------------------------
-
-
-def _key_valid(instance: AccountKey, _: attrs.Attribute[str], text: str) -> None:
-    instance.parse_raw(text, instance.format)
-
-
-@frozen
-class AccountKey:
-    """A DC-09 AES key as typed (hex digits or ASCII text) and its format."""
-
-    format: KeyFormat = attrs.field(validator=attrs.validators.in_(KEY_FORMATS))
-    text: str = attrs.field(validator=_key_valid)
-
-    @classmethod
-    def parse(cls, text: str, key_format: str = "hex") -> AccountKey:
-        if key_format not in KEY_FORMATS:
-            raise InvalidInputError(f"key format must be hex or ascii, got {key_format!r}")
-        fmt: KeyFormat = "hex" if key_format == "hex" else "ascii"
-        return cls(fmt, text.strip() if fmt == "hex" else text)
-
-    @staticmethod
-    def parse_raw(text: str, key_format: str) -> bytes:
-        if key_format == "hex":
-            if not re.fullmatch(r"[0-9A-Fa-f]+", text, re.ASCII):
-                raise InvalidInputError("hex key must hold only hex digits")
-            raw = bytes.fromhex(text)
-        else:
-            if not text.isascii() or not text.isprintable():
-                raise InvalidInputError("ascii key must hold printable ASCII characters only")
-            raw = text.encode("ascii")
-        if len(raw) not in (16, 24, 32):
-            raise InvalidInputError(
-                f"key must be 16, 24 or 32 bytes (AES-128/192/256), got {len(raw)}"
-            )
-        return raw
-
-    @property
-    def raw(self) -> bytes:
-        return self.parse_raw(self.text, self.format)
-
-
-@frozen(kw_only=True)
-class AccountSpec:
-    """An account to add: everything but the station, validated on construction."""
-
-    line: str = attrs.field(default=DEFAULT_LINE, converter=line_number)
-    number: str = attrs.field(converter=account_number)
-    site: str | None = None
-    key: AccountKey | None = None
-    supervision: float | None = attrs.field(default=None)
-    window_past: float | None = None
-    window_future: float | None = None
-    window_policy: str | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.in_(WINDOW_POLICIES))
-    )
-
-    def __attrs_post_init__(self) -> None:
-        _positive(self.supervision, "supervision")
-        _non_negative(self.window_past, "window past")
-        _non_negative(self.window_future, "window future")
-
-
-@frozen
-class Holder:
-    """The account that holds an effective number."""
-
-    account_id: int
-    station: str
-    line: str
-    number: str
-    effective: str
-    site: str | None
-
-    def describe(self) -> str:
-        site = f'site "{self.site}"' if self.site else "no site"
-        return f"held by {site} (line {self.line}, number {self.number})"
-
-
-@frozen
-class AccountCheck:
-    """The outcome of checking a number: its effective form, its holder if taken, warnings."""
-
-    station: str
-    line: str
-    number: str
-    effective: str
-    holder: Holder | None
-    warnings: tuple[str, ...] = ()
-    attached_bridges: tuple[str, ...] = ()  # waiting bridges that got this account (add only)
-
-    @property
-    def free(self) -> bool:
-        return self.holder is None
-
-
-@frozen
-class ImportProblem:
-    """One problem in an import file, at its CSV line (the header is line 1)."""
-
-    line: int
-    kind: Literal["collision", "not_found", "invalid", "warning"]
-    message: str
-
-    def describe(self) -> str:
-        label = "warning: " if self.kind == "warning" else ""
-        return f"line {self.line}: {label}{self.message}"
-
-
-@frozen
-class ImportReport:
-    station: str
-    rows: int
-    imported: int
-    dry_run: bool
-    problems: tuple[ImportProblem, ...]
-
-    @property
-    def errors(self) -> tuple[ImportProblem, ...]:
-        return tuple(p for p in self.problems if p.kind != "warning")
-
-    @property
-    def warnings(self) -> tuple[ImportProblem, ...]:
-        return tuple(p for p in self.problems if p.kind == "warning")
-
-    @property
-    def refused(self) -> bool:
-        return bool(self.errors)
-
-
-@frozen
-class ImportRow:
-    """One CSV data row and the line it ends on."""
-
-    line: int
-    values: Mapping[str, str]
-
-
-IMPORT_REQUIRED = ("line", "number")
-IMPORT_OPTIONAL = (
-    "site",
-    "key",
-    "key_format",
-    "supervision",
-    "window_past",
-    "window_future",
-    "window_policy",
-)
-
-
-def read_import_csv(stream: TextIO) -> list[ImportRow]:
-    """The rows of an account import file; the header must name ``line`` and ``number``."""
-    reader = csv.reader(stream)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise InvalidInputError("import file is empty (a header row is required)") from None
-    except csv.Error as exc:
-        raise InvalidInputError(f"line 1: not valid CSV: {exc}") from None
-    columns = [c.strip().lower().lstrip("\ufeff") for c in header]
-    missing = [c for c in IMPORT_REQUIRED if c not in columns]
-    if missing:
-        raise InvalidInputError(f"line 1: import header lacks column(s) {', '.join(missing)}")
-    unknown = [c for c in columns if c not in IMPORT_REQUIRED + IMPORT_OPTIONAL]
-    if unknown:
-        raise InvalidInputError(f"line 1: unknown column(s) {', '.join(unknown)}")
-    rows = []
-    try:
-        for record in reader:
-            if not any(cell.strip() for cell in record):
-                continue
-            if len(record) != len(columns):
-                raise InvalidInputError(
-                    f"line {reader.line_num}: {len(record)} fields, header has {len(columns)}"
-                )
-            rows.append(ImportRow(reader.line_num, dict(zip(columns, record, strict=True))))
-    except csv.Error as exc:
-        raise InvalidInputError(f"line {reader.line_num}: not valid CSV: {exc}") from None
-    return rows
-
-
-# -- the service ----------------------------------------------------------------------------
-
-
-@frozen
-class _Line:
-    id: int
-    number: str
-    prefix: str
-
-
-@frozen
-class _Station:
-    id: int
-    name: str
-
 
 Progress = Callable[[int, int], None]
 
@@ -360,17 +96,17 @@ class Registry:
 
     # -- lookups (inside a transaction) -------------------------------------------------------
 
-    def _station(self, name: str) -> _Station:
+    def _station(self, name: str) -> StationRecord:
         row = self.conn.execute(sql.STATION_BY_NAME, (name.strip(),)).fetchone()
         if row is None:
             raise NotFoundError(f"no station named {name.strip()!r}")
-        return _Station(row["id"], row["name"])
+        return StationRecord(row["id"], row["name"])
 
-    def _line(self, station: _Station, number: str) -> _Line:
+    def _line(self, station: StationRecord, number: str) -> LineRecord:
         row = self.conn.execute(sql.LINE, (station.id, number)).fetchone()
         if row is None:
             raise NotFoundError(f"station {station.name!r} has no line {number}")
-        return _Line(row["id"], row["number"], row["prefix"])
+        return LineRecord(row["id"], row["number"], row["prefix"])
 
     def _dealer_id(self, name: str) -> int:
         row = self.conn.execute(sql.DEALER_BY_NAME, (name.strip(),)).fetchone()
@@ -384,7 +120,7 @@ class Registry:
             raise NotFoundError(f"no site named {name.strip()!r}")
         return row  # type: ignore[no-any-return]
 
-    def _holder(self, station: _Station, effective: str) -> Holder | None:
+    def _holder(self, station: StationRecord, effective: str) -> Holder | None:
         row = self.conn.execute(sql.HOLDER, (station.id, effective)).fetchone()
         if row is None:
             return None
@@ -396,7 +132,7 @@ class Registry:
 
     def add_station(self, name: str) -> None:
         """Create a station with its line 0 (no prefix)."""
-        name = _name(name, "station")
+        name = entity_name(name, "station")
         with self._write() as conn:
             if conn.execute(sql.STATION_BY_NAME, (name,)).fetchone() is not None:
                 raise RegistryError(f"station {name!r} already exists")
@@ -427,7 +163,7 @@ class Registry:
             ]
 
     def add_dealer(self, name: str) -> None:
-        name = _name(name, "dealer")
+        name = entity_name(name, "dealer")
         with self._write() as conn:
             if conn.execute(sql.DEALER_BY_NAME, (name,)).fetchone() is not None:
                 raise RegistryError(f"dealer {name!r} already exists")
@@ -445,7 +181,7 @@ class Registry:
         address: str | None = None,
         arming_source: str | None = None,
     ) -> None:
-        name = _name(name, "site")
+        name = entity_name(name, "site")
         if arming_source is not None and arming_source not in ARMING_SOURCES:
             raise InvalidInputError(
                 f"arming source must be one of {', '.join(ARMING_SOURCES)}, got {arming_source!r}"
@@ -464,7 +200,7 @@ class Registry:
 
     # -- accounts -----------------------------------------------------------------------------
 
-    def _check(self, station: _Station, spec_line: str, number: str) -> AccountCheck:
+    def _check(self, station: StationRecord, spec_line: str, number: str) -> AccountCheck:
         line = self._line(station, spec_line)
         effective = effective_number(line.prefix, number)
         warnings = []
@@ -554,7 +290,7 @@ class Registry:
             with self._write() as conn:
                 st = self._station(station)
                 lines = {
-                    r["number"]: _Line(r["id"], r["number"], r["prefix"])
+                    r["number"]: LineRecord(r["id"], r["number"], r["prefix"])
                     for r in conn.execute(sql.LINES_OF_STATION, (st.id,))
                 }
                 sites = {r["name"]: int(r["id"]) for r in conn.execute(sql.SITE_IDS)}
@@ -567,7 +303,7 @@ class Registry:
                 in_file: dict[str, tuple[int, str, str]] = {}
                 params = []
                 for done, row in enumerate(rows, start=1):
-                    found = _import_row(
+                    found = check_account_row(
                         row,
                         station=st,
                         lines=lines,
@@ -577,7 +313,7 @@ class Registry:
                         problems=problems,
                     )
                     if found is not None:
-                        params.append(found)
+                        params.append(_account_params(st, found.line, found.spec, found.site_id))
                     if progress is not None and (done % 500 == 0 or done == len(rows)):
                         progress(done, len(rows))
                 # A refused import or a dry run writes nothing; committing the empty
@@ -748,7 +484,7 @@ class Registry:
         code = alarm_library.event_code(code) if code is not None else None
         if zone is not None and not 1 <= zone <= 999:
             raise InvalidInputError(f"zone must be 1-999, got {zone}")
-        if camera is not None and (len(camera) > _NAME_MAX or not camera.isprintable()):
+        if camera is not None and (len(camera) > NAME_MAX or not camera.isprintable()):
             raise InvalidInputError("camera name must be printable and at most 200 characters")
         try:
             with self._write() as conn:
@@ -817,16 +553,6 @@ class Registry:
         return rows
 
 
-def bridge_serial(text: str) -> str:
-    """A bridge serial or MAC, upper-cased."""
-    value = text.strip()
-    if not _SERIAL.fullmatch(value):
-        raise InvalidInputError(
-            f"bridge serial must be letters, digits, ':', '.', '-', got {text!r}"
-        )
-    return value.upper()
-
-
 def _flag(value: bool | None) -> int | None:
     return None if value is None else int(value)
 
@@ -839,7 +565,7 @@ def _collision(effective: str, station: str, holder: Holder) -> CollisionError:
 
 
 def _account_params(
-    station: _Station, line: _Line, spec: AccountSpec, site_id: int | None
+    station: StationRecord, line: LineRecord, spec: AccountSpec, site_id: int | None
 ) -> tuple[Any, ...]:
     return (
         station.id,
@@ -886,95 +612,13 @@ def _attach_waiting_bridges(conn: sqlite3.Connection, site_id: int) -> tuple[str
     account_id = int(accounts[0]["id"])
     attached = []
     for bridge in conn.execute(sql.WAITING_BRIDGES, (site_id,)).fetchall():
-        conn.execute("SAVEPOINT attach_bridge")
+        conn.execute(sql.SAVEPOINT_ATTACH)
         try:
             conn.execute(sql.ATTACH_BRIDGE, (account_id, bridge["id"]))
             conn.execute(sql.ATTACH_CHANNELS, (account_id, bridge["id"]))
         except sqlite3.IntegrityError:
-            conn.execute("ROLLBACK TO attach_bridge")
+            conn.execute(sql.ROLLBACK_ATTACH)
         else:
             attached.append(str(bridge["serial"]))
-        conn.execute("RELEASE attach_bridge")
+        conn.execute(sql.RELEASE_ATTACH)
     return tuple(attached)
-
-
-def _import_row(
-    row: ImportRow,
-    *,
-    station: _Station,
-    lines: Mapping[str, _Line],
-    sites: Mapping[str, int],
-    held: Mapping[str, Holder],
-    in_file: dict[str, tuple[int, str, str]],
-    problems: list[ImportProblem],
-) -> tuple[Any, ...] | None:
-    """Validate one import row; append its problems; return its insert parameters if clean."""
-    values = row.values
-    try:
-        spec = AccountSpec(
-            line=values.get("line", "").strip() or DEFAULT_LINE,
-            number=values.get("number", ""),
-            site=values.get("site", "").strip() or None,
-            key=(
-                AccountKey.parse(values["key"], values.get("key_format", "").strip() or "hex")
-                if values.get("key", "").strip()
-                else None
-            ),
-            supervision=_seconds(values.get("supervision"), "supervision"),
-            window_past=_seconds(values.get("window_past"), "window_past"),
-            window_future=_seconds(values.get("window_future"), "window_future"),
-            window_policy=values.get("window_policy", "").strip() or None,
-        )
-    except (InvalidInputError, ValueError) as exc:
-        problems.append(ImportProblem(row.line, "invalid", str(exc)))
-        return None
-    line = lines.get(spec.line)
-    if line is None:
-        problems.append(
-            ImportProblem(
-                row.line, "not_found", f"station {station.name!r} has no line {spec.line}"
-            )
-        )
-        return None
-    site_id = None
-    if spec.site is not None:
-        site_id = sites.get(spec.site)
-        if site_id is None:
-            problems.append(ImportProblem(row.line, "not_found", f"no site named {spec.site!r}"))
-            return None
-    effective = effective_number(line.prefix, spec.number)
-    if repeats_prefix(line.prefix, spec.number):
-        problems.append(
-            ImportProblem(
-                row.line,
-                "warning",
-                f"number {spec.number} already starts with {line.prefix}, the prefix line "
-                f"{line.number} adds (likely a mistake)",
-            )
-        )
-    holder = held.get(effective)
-    clean = True
-    if holder is not None:
-        problems.append(
-            ImportProblem(
-                row.line,
-                "collision",
-                f"account {effective} (line {line.number}, number {spec.number}) is taken at "
-                f"station {station.name}: {holder.describe()}",
-            )
-        )
-        clean = False
-    first = in_file.get(effective)
-    if first is not None:
-        problems.append(
-            ImportProblem(
-                row.line,
-                "collision",
-                f"account {effective} (line {line.number}, number {spec.number}) collides with "
-                f"CSV line {first[0]} (line {first[1]}, number {first[2]})",
-            )
-        )
-        clean = False
-    else:
-        in_file[effective] = (row.line, line.number, spec.number)
-    return _account_params(station, line, spec, site_id) if clean else None
