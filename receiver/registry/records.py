@@ -5,6 +5,7 @@ Pure: no SQL, no I/O. Names are 1-200 printable characters; durations are finite
 
 from __future__ import annotations
 
+import enum
 import math
 
 import attrs
@@ -17,6 +18,15 @@ WINDOW_POLICIES = ("reject", "flag")
 ARMING_SOURCES = ("panel-primary", "panel-individual", "video-app", "alarm-com")
 BRIDGE_CHANNELS = (4, 8, 12, 16)
 NAME_MAX = 200
+
+
+class Keep(enum.Enum):
+    """An edit's "leave this as it is" (None means "clear it")."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
 
 
 def entity_name(text: str, what: str) -> str:
