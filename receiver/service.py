@@ -15,6 +15,7 @@ store, listeners, outputs) and warns for each listener that is not on loopback.
 from __future__ import annotations
 
 import ipaddress
+import math
 import signal as os_signal
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -41,12 +42,18 @@ from receiver.supervisor import Supervisor
 
 
 class RegistryView:
-    """The in-memory registry the hot path reads, refreshed when the store's counter moves."""
+    """The in-memory registry the hot path reads, refreshed when the store's counter moves:
+    every ``interval`` and, through ``refresh``, when a listener meets a bridge it does not
+    know (a CLI change takes effect at once). One check at a time on the one connection; asks
+    that arrive while a check runs share the next one."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self.index: RegistryIndex | None = None
+        self._on_change: Callable[[RegistryIndex], None] | None = None
+        self._lock = trio.Lock()
+        self._checked_at = -math.inf
 
     def _open(self) -> RegistryIndex:
         self._conn = connect(self.path, check_same_thread=False)
@@ -63,16 +70,27 @@ class RegistryView:
         assert self._conn is not None
         return load_links(self._conn)
 
-    async def run(self, on_change: Callable[[RegistryIndex], None], interval: float = 1.0) -> None:
-        assert self._conn is not None
-        assert self.index is not None
-        conn = self._conn
+    async def refresh(self) -> RegistryIndex:
+        """The index as of a store read that began after this call (one SELECT of the
+        counter unless it moved)."""
+        asked = trio.current_time()
+        async with self._lock:
+            if self._checked_at < asked:
+                assert self._conn is not None
+                assert self.index is not None
+                self._checked_at = trio.current_time()
+                fresh = await trio.to_thread.run_sync(self.index.refresh_if_changed, self._conn)
+                if fresh is not self.index:
+                    self.index = fresh
+                    if self._on_change is not None:
+                        self._on_change(fresh)
+        return self.current()
+
+    async def run(self, on_change: Callable[[RegistryIndex], None], interval: float = 0.25) -> None:
+        self._on_change = on_change
         while True:
             await trio.sleep(interval)
-            fresh = await trio.to_thread.run_sync(self.index.refresh_if_changed, conn)
-            if fresh is not self.index:
-                self.index = fresh
-                on_change(fresh)
+            await self.refresh()
 
     def close(self) -> None:
         if self._conn is not None:
@@ -267,6 +285,7 @@ class Service:
                         supervisor=self.supervisor,
                         counters=self.counters,
                         log_signals=self.config.log_signals,
+                        refresh=self.registry.refresh,
                     )
                     async with trio.open_nursery() as listeners:
                         dc09 = self.config.dc09
