@@ -38,7 +38,6 @@ Event kinds to Contact ID (group 01; zone = the channel's zone, 3 digits, or the
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -206,13 +205,12 @@ class BridgeIntake:
     # -- errors and HELLO -----------------------------------------------------------------
 
     async def before_hello(self, hello: Hello) -> None:
-        """A serial or token the index does not know may have been registered a moment ago
-        (``receiver bridges add`` just before the bridge connects): ask the store once, then
-        decide. ``refresh`` coalesces concurrent asks into one read."""
-        if self.refresh is None:
-            return
-        info = self.registry().bridge(hello.serial)
-        if info is None or not info.accepts_token(hello.token, time.time()):
+        """Decide a HELLO on the registry as of now: a bridge added a moment ago (``receiver
+        bridges add`` just before it connects) is let in, a token rotated without grace a
+        moment ago no longer is. One SELECT of the store's counter (a reload only when it
+        moved); ``refresh`` coalesces concurrent HELLOs into one read."""
+        del hello  # every HELLO asks: a stale index could also let a revoked token in
+        if self.refresh is not None:
             await self.refresh()
 
     def refuse(self, conn: BridgeConnection, error: RemoteProtocolError, log: Any) -> Prepared:
