@@ -44,6 +44,10 @@ def station(config_path: Path) -> Path:
     return config_path
 
 
+def bridge_add(site: str, serial: str) -> list[str]:
+    return ["bridges", "add", "--site", site, "--serial", serial, "--token", "t", "--channels", "4"]
+
+
 def accounts(config: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
     capsys.readouterr()
     assert cli(config, "accounts", "list", "--format", "json") == 0
@@ -64,10 +68,9 @@ def test_edits_that_would_collide_are_refused_with_the_holder_named(
     assert "held by another site" in capsys.readouterr().err
     registry_setup(
         station,
-        ["bridges", "add", "--site", "Main St", "--serial", "B1", "--token", "t", "--channels", "4"],
-        ["bridges", "add", "--site", "Main St", "--serial", "B2", "--token", "t", "--channels",
-         "4", "--first-zone", "5"],
-    )  # fmt: skip
+        bridge_add("Main St", "B1"),
+        [*bridge_add("Main St", "B2"), "--first-zone", "5"],
+    )
     assert cli(station, "bridges", "edit", "B2", "--serial", "B1") == 1
     assert "serial B1 is held by another bridge" in capsys.readouterr().err
     assert cli(station, "bridges", "edit", "B2", "--first-zone", "3") == 1
@@ -87,7 +90,7 @@ def test_site_with_accounts_is_removed_only_with_cascade(
 ) -> None:
     registry_setup(
         station,
-        ["bridges", "add", "--site", "Elm St", "--serial", "B9", "--token", "t", "--channels", "4"],
+        bridge_add("Elm St", "B9"),
     )
     assert cli(station, "sites", "remove", "Elm St") == 1
     err = capsys.readouterr().err
@@ -97,14 +100,15 @@ def test_site_with_accounts_is_removed_only_with_cascade(
     assert "still has 2 site(s)" in capsys.readouterr().err
     assert cli(station, "sites", "remove", "Elm St", "--cascade") == 0
     out = capsys.readouterr().out
-    assert "removed bridge B9" in out and "removed account ABC555" in out
+    assert "removed bridge B9" in out
+    assert "removed account ABC555" in out
     assert [a["effective"] for a in accounts(station, capsys)] == ["1234"]
     # Every name and number is free again.
     registry_setup(
         station,
         ["sites", "add", "Elm St", "--dealer", "D1"],
         ["accounts", "add", "--station", "S1", "--line", "1", "555", "--site", "Elm St"],
-        ["bridges", "add", "--site", "Elm St", "--serial", "B9", "--token", "t", "--channels", "4"],
+        bridge_add("Elm St", "B9"),
     )
 
 
@@ -113,7 +117,7 @@ def test_account_move_and_bridge_move_follow_the_customer(
 ) -> None:
     registry_setup(
         station,
-        ["bridges", "add", "--site", "Main St", "--serial", "B1", "--token", "t", "--channels", "4"],
+        bridge_add("Main St", "B1"),
     )
     assert cli(station, "bridges", "move", "B1", "--site", "Elm St") == 0
     capsys.readouterr()
@@ -146,7 +150,8 @@ def test_stations_show_lists_lines_prefixes_outputs_and_account_counts(
     assert cli(config, "stations", "show", "S1") == 0
     out = capsys.readouterr().out
     assert "xml receiver: sentinel (sentinel 127.0.0.1:5100)" in out
-    assert "passkey: set" in out and "K3y" not in out
+    assert "passkey: set" in out
+    assert "K3y" not in out
     assert "accounts: 3" in out
     assert [line.split() for line in out.splitlines()[-2:]] == [["0", "1"], ["2", "XY", "2"]]
     assert cli(config, "stations", "edit", "S1", "--xml-output", "other", "--passkey", "") == 0
@@ -195,7 +200,8 @@ async def test_key_rotation_accepts_both_keys_in_grace_and_only_the_new_after(
         while view.current().generation == before:
             await trio.sleep(0.05)
     account = view.current().resolve("S1", "0", "5678")
-    assert account is not None and account.key_grace_until is not None
+    assert account is not None
+    assert account.key_grace_until is not None
     stream = await connect(receiver)
     for seq, key in ((1, old), (2, new)):
         await stream.send_all(sia(seq, "5678", key=key, timestamp=datetime.now(UTC)))
