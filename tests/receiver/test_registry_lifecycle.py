@@ -4,7 +4,10 @@ receiver on loopback sockets for key/token rotation and changes made while it ru
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -274,4 +277,40 @@ async def test_bridge_added_while_running_is_let_in_on_its_first_hello(tmp_path:
         client = await BridgeClient.open(running, serial)
         assert isinstance(await client.hello(token="t3"), Ack)
         await client.stream.aclose()
+        running.service.request_shutdown()
+
+
+def readme_fleet_block() -> str:
+    text = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    after = text.split("Register the fleet in one command first", 1)[1]
+    return after.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.slow
+async def test_readme_fleet_registration_works_as_written(tmp_path: Path) -> None:
+    """The README's fleet commands, run by a shell as a user pastes them, register LOAD-0001..
+    LOAD-0200; a running receiver then lets any of them in with the fleet's token."""
+    config = write_bridge_config(tmp_path)
+    env = {
+        **os.environ,
+        "RECEIVER_CONFIG": str(config),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", readme_fleet_block()],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "imported 200 bridge(s)" in done.stdout
+    async with trio.open_nursery() as nursery:
+        running = await start_receiver(nursery, config)
+        for serial in ("LOAD-0001", "LOAD-0200"):
+            client = await BridgeClient.open(running, serial)
+            assert isinstance(await client.hello(token="s3cret"), Ack), serial
+            await client.stream.aclose()
         running.service.request_shutdown()
