@@ -10,6 +10,11 @@ Instant.
 ``list`` shows, per channel, the code and on/off that apply (what the receiver reports), and
 where they come from: the channel's override, the site's or the dealer's library, or the
 built-in default (the highest level that set either).
+
+``edit`` / ``move --site`` re-check zones on the account the bridge ends up under (refused
+with the holding bridge and channel named); ``remove`` keeps the row marked removed (signals
+stay, the serial is free); ``set-token --grace`` keeps the previous token valid that long;
+``import`` is all-or-nothing with every problem by CSV line, as ``accounts import``.
 """
 
 from __future__ import annotations

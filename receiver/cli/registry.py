@@ -5,6 +5,14 @@ holder; something not found), 2 bad input. Warnings (a number typed with its lin
 go to stderr and do not change the exit code. ``accounts import`` is all-or-nothing and prints
 every problem with its CSV line (the header is line 1); progress goes to stderr only when
 stderr is a terminal.
+
+Lifecycle: ``edit`` (collision-checked like ``add``: refused, exit 1, with the holder named),
+``accounts move``, ``remove`` (the row is kept and marked removed: signals and history stay
+readable, the number or name is free again; a site with accounts or bridges, a dealer with
+sites, only with ``--cascade``), ``accounts set-key --grace SECONDS`` (the previous key stays
+accepted that long). ``stations show`` prints a station's XML receiver (the ``[[outputs]]``
+name it delivers through, checked against the configuration), whether a passkey is set (never
+the passkey), its lines with prefixes and account counts.
 """
 
 from __future__ import annotations
