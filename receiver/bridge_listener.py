@@ -38,9 +38,8 @@ Event kinds to Contact ID (group 01; zone = the channel's zone, 3 digits, or the
 
 from __future__ import annotations
 
-import hmac
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -192,10 +191,12 @@ class BridgeIntake:
         supervisor: Supervisor | None = None,
         counters: Counters | None = None,
         log_signals: bool = True,
+        refresh: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.config = config
         self.journal = journal
         self.registry = registry
+        self.refresh = refresh
         self.state = state
         self.supervisor = supervisor
         self.counters = counters or Counters()
@@ -204,6 +205,15 @@ class BridgeIntake:
         self.log = structlog.get_logger("receiver.bridge")
 
     # -- errors and HELLO -----------------------------------------------------------------
+
+    async def before_hello(self, hello: Hello) -> None:
+        """Decide a HELLO on the registry as of now: a bridge added a moment ago (``receiver
+        bridges add`` just before it connects) is let in, a token rotated without grace a
+        moment ago no longer is. One SELECT of the store's counter (a reload only when it
+        moved); ``refresh`` coalesces concurrent HELLOs into one read."""
+        del hello  # every HELLO asks: a stale index could also let a revoked token in
+        if self.refresh is not None:
+            await self.refresh()
 
     def refuse(self, conn: BridgeConnection, error: RemoteProtocolError, log: Any) -> Prepared:
         """A frame the codec refused: log it with its raw bytes, count it, NAK it if due."""
@@ -273,7 +283,7 @@ class BridgeIntake:
         reason: NakReason | None = None
         if info is None:
             reason = NakReason.UNKNOWN_BRIDGE
-        elif not hmac.compare_digest(info.token.encode("utf-8"), hello.token.encode("utf-8")):
+        elif not info.accepts_token(hello.token, now.timestamp()):
             reason = NakReason.BAD_TOKEN
         elif session.info is not None and session.info.serial != info.serial:
             # A second HELLO on an open connection must not switch to another bridge.
@@ -695,6 +705,7 @@ class BridgeServer:
                         assert isinstance(event, Envelope)
                         framed = True
                         if isinstance(event.body, Hello):
+                            await self.intake.before_hello(event.body)
                             prepared = self.intake.hello(conn, event, session, peer, rejections)
                             if prepared.serial is not None:
                                 log = log.bind(serial=prepared.serial)

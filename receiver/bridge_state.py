@@ -272,7 +272,8 @@ JOIN dealers d ON d.id = s.dealer_id
 LEFT JOIN accounts a ON a.id = b.account_id  -- none while the site has no account
 LEFT JOIN bridge_state st ON st.serial = b.serial
 LEFT JOIN links l ON l.link = 'bridge:' || b.serial
-WHERE (:dealer IS NULL OR d.name = :dealer) AND (:site IS NULL OR s.name = :site)
+WHERE b.removed_at IS NULL
+  AND (:dealer IS NULL OR d.name = :dealer) AND (:site IS NULL OR s.name = :site)
 ORDER BY s.name, b.serial
 """
 OPEN_BRIDGE_TROUBLES = (

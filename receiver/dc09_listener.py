@@ -194,7 +194,9 @@ class Dc09Intake:
                 return Prepared(reply_now=reply)
             flags.add(Flag.UNKNOWN_ACCOUNT)
         key = account.key if account is not None else None
-        if key is not None and not header.encrypted:
+        # Key rotation: the previous key (None: plaintext) is still accepted in its grace.
+        in_grace = account.keys_in_grace(now.timestamp()) if account is not None else ()
+        if key is not None and not header.encrypted and None not in in_grace:
             refused = RemoteProtocolError(
                 "plaintext frame for an account that has a key",
                 raw=raw,
@@ -205,7 +207,7 @@ class Dc09Intake:
         window = self._window_for(account)
         try:
             if frame is None or (window is not self.window and window.check_plain):
-                frame = dc09.decode_frame(raw, key=key, now=now, window=window)
+                frame, key = _decode_rotating(raw, key, in_grace, now, window)
             events = parse_events(frame.header.token, frame.data)
         except RemoteProtocolError as exc:
             return self._refuse(exc, header, raw, now, log)
@@ -540,3 +542,26 @@ class Dc09Server:
                         peer_log.warning(
                             "udp_send_failed", reason="send_failed", peer=peer, error=str(exc)
                         )
+
+
+def _decode_rotating(
+    raw: bytes,
+    key: bytes | None,
+    in_grace: tuple[bytes | None, ...],
+    now: datetime,
+    window: dc09.TimestampWindow,
+) -> tuple[dc09.Dc09Frame, bytes | None]:
+    """Decode under the account's key, then under a previous key still in its grace; the
+    frame and the key it decrypted under (the ACK is encrypted with it). The first error is
+    the one reported."""
+    try:
+        return dc09.decode_frame(raw, key=key, now=now, window=window), key
+    except RemoteProtocolError:
+        for old in in_grace:
+            if old is None or old == key:
+                continue
+            try:
+                return dc09.decode_frame(raw, key=old, now=now, window=window), old
+            except RemoteProtocolError:
+                continue
+        raise

@@ -14,6 +14,7 @@ Rules:
 
 from __future__ import annotations
 
+import hmac
 import sqlite3
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
@@ -22,8 +23,8 @@ from attrs import frozen
 
 from protocols.errors import InvalidInputError
 from receiver import alarm_library
+from receiver.account_numbers import DEFAULT_LINE, AccountKey, line_key
 from receiver.alarm_library import BUILTIN, LibraryEntry, LibraryOverride
-from receiver.registry import DEFAULT_LINE, AccountKey, line_key
 from receiver.store import registry_sql as sql
 
 __all__ = [
@@ -54,6 +55,16 @@ class ResolvedAccount:
     window_past: float | None  # None: the receiver's default
     window_future: float | None
     window_policy: str | None
+    # Key rotation: the key before the last ``set-key`` (None: the account had none, so
+    # plaintext) stays accepted until ``key_grace_until`` (epoch seconds).
+    previous_key: bytes | None = None
+    key_grace_until: float | None = None
+
+    def keys_in_grace(self, now: float) -> tuple[bytes | None, ...]:
+        """The previous key while its grace lasts (None in it: plaintext), else nothing."""
+        if self.key_grace_until is None or now >= self.key_grace_until:
+            return ()
+        return (self.previous_key,)
 
 
 @frozen(kw_only=True)
@@ -75,6 +86,20 @@ class BridgeInfo:
     site_name: str
     account: ResolvedAccount | None  # None: the site has no account yet (signals flagged)
     channel_map: Mapping[int, ChannelInfo]
+    previous_token: str | None = None  # accepted until token_grace_until (epoch seconds)
+    token_grace_until: float | None = None
+
+    def accepts_token(self, token: str, now: float) -> bool:
+        """The bridge's token, or its previous one while the rotation's grace lasts."""
+        given = token.encode("utf-8")
+        if hmac.compare_digest(self.token.encode("utf-8"), given):
+            return True
+        return (
+            self.previous_token is not None
+            and self.token_grace_until is not None
+            and now < self.token_grace_until
+            and hmac.compare_digest(self.previous_token.encode("utf-8"), given)
+        )
 
 
 @frozen
@@ -160,6 +185,12 @@ class RegistryIndex:
                 window_past=row["window_past"],
                 window_future=row["window_future"],
                 window_policy=row["window_policy"],
+                previous_key=(
+                    AccountKey.parse_raw(row["previous_key_text"], row["previous_key_format"])
+                    if row["previous_key_text"] is not None
+                    else None
+                ),
+                key_grace_until=row["key_grace_until"],
             )
             accounts[account.account_id] = account
             by_station.setdefault(account.station, {})[account.effective] = account
@@ -211,6 +242,8 @@ class RegistryIndex:
                 site_name=row["site"],
                 account=accounts.get(row["account_id"]),
                 channel_map=MappingProxyType(channels.get(row["id"], {})),
+                previous_token=row["previous_token"],
+                token_grace_until=row["token_grace_until"],
             )
         serials = {b.bridge_id: b.serial for b in bridges.values()}
         for (bridge_id, channel), override in channel_overrides.items():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import signal as os_signal
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -49,7 +50,10 @@ Role = Literal["all", "coordinator", "worker"]
 
 
 class RegistryView:
-    """The in-memory registry the hot path reads, refreshed when the store's counter moves."""
+    """The in-memory registry the hot path reads, refreshed when the store's counter moves:
+    every ``interval`` and, through ``refresh``, when a listener meets a bridge it does not
+    know (a CLI change takes effect at once). One check at a time on the one connection; asks
+    that arrive while a check runs share the next one."""
 
     def __init__(self, path: str, *, counters: Counters | None = None) -> None:
         self.path = path
@@ -57,6 +61,10 @@ class RegistryView:
         self.index: RegistryIndex | None = None
         # A store that cannot be read keeps the last registry in use, and is retried.
         self._fault = StoreOutage("registry", "refresh", counters=counters)
+        self._on_change: Callable[[RegistryIndex], None] | None = None
+        self._lock = trio.Lock()
+        self._checked_at = -math.inf
+        self._backoff = 0.0  # extra wait after a failed refresh
 
     def _open(self) -> RegistryIndex:
         self._conn = connect(self.path, check_same_thread=False)
@@ -78,21 +86,36 @@ class RegistryView:
         assert self._conn is not None
         return load_links(self._conn)
 
-    async def run(self, on_change: Callable[[RegistryIndex], None], interval: float = 1.0) -> None:
-        assert self._conn is not None
-        assert self.index is not None
-        conn = self._conn
+    async def refresh(self) -> RegistryIndex:
+        """The index as of a store read that began after this call (one SELECT of the
+        counter unless it moved)."""
+        asked = trio.current_time()
+        async with self._lock:
+            if self._checked_at < asked:
+                assert self._conn is not None
+                assert self.index is not None
+                self._checked_at = trio.current_time()
+                try:
+                    fresh = await trio.to_thread.run_sync(self.index.refresh_if_changed, self._conn)
+                except STORE_ERRORS as exc:
+                    # A store that cannot be read keeps the last registry in use.
+                    self._backoff = self._fault.failed(exc)
+                    return self.current()
+                self._backoff = 0.0
+                self._fault.succeeded()
+                if fresh is not self.index:
+                    self.index = fresh
+                    if self._on_change is not None:
+                        self._on_change(fresh)
+        return self.current()
+
+    async def run(self, on_change: Callable[[RegistryIndex], None], interval: float = 0.25) -> None:
+        self._on_change = on_change
         while True:
             await trio.sleep(interval)
-            try:
-                fresh = await trio.to_thread.run_sync(self.index.refresh_if_changed, conn)
-            except STORE_ERRORS as exc:
-                await trio.sleep(self._fault.failed(exc))
-                continue
-            self._fault.succeeded()
-            if fresh is not self.index:
-                self.index = fresh
-                on_change(fresh)
+            await self.refresh()
+            if self._backoff:
+                await trio.sleep(self._backoff)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -301,6 +324,7 @@ class Service:
             supervisor=supervisor,
             counters=self.counters,
             log_signals=self.config.log_signals,
+            refresh=self.registry.refresh,
         )
         self.servers = {
             "dc09": Dc09Server(intake, reuse_port=reuse_port),

@@ -10,18 +10,26 @@ Instant.
 ``list`` shows, per channel, the code and on/off that apply (what the receiver reports), and
 where they come from: the channel's override, the site's or the dealer's library, or the
 built-in default (the highest level that set either).
+
+``edit`` / ``move --site`` re-check zones on the account the bridge ends up under (refused
+with the holding bridge and channel named); ``remove`` keeps the row marked removed (signals
+stay, the serial is free); ``set-token --grace`` keeps the previous token valid that long;
+``import`` is all-or-nothing with every problem by CSV line, as ``accounts import``.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
+from protocols.errors import InvalidInputError
 from receiver.alarm_library import ZONE_TYPES
 from receiver.cli.library import add_switch_options
 from receiver.cli.output import add_format_option, emit
 from receiver.cli.registry import open_registry, warn
-from receiver.registry import BRIDGE_CHANNELS
+from receiver.registry import BRIDGE_CHANNELS, read_bridge_csv
+from receiver.registry.records import KEEP
 from receiver.registry_index import RegistryIndex
 
 BRIDGE_COLUMNS = (
@@ -79,6 +87,80 @@ def _set_channel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _edit(args: argparse.Namespace) -> int:
+    with open_registry(args) as registry:
+        serial = registry.edit_bridge(
+            args.serial,
+            new_serial=args.new_serial,
+            model=KEEP if args.model is None else args.model,
+            account=args.account,
+            first_zone=args.first_zone,
+        )
+    print(f"updated bridge {serial}")
+    return 0
+
+
+def _move(args: argparse.Namespace) -> int:
+    with open_registry(args) as registry:
+        serial = registry.move_bridge(
+            args.serial, site=args.site, account=args.account, first_zone=args.first_zone
+        )
+        waiting = any(
+            row["account"] is None for row in registry.list_bridges() if row["serial"] == serial
+        )
+    if waiting:
+        warn(f"site {args.site.strip()!r} has no account yet: bridge {serial} waits for one")
+    print(f"moved bridge {serial} to site {args.site.strip()}")
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    with open_registry(args) as registry:
+        serial = registry.remove_bridge(args.serial)
+    print(f"removed bridge {serial} (its serial is free; signals and history are kept)")
+    return 0
+
+
+def _set_token(args: argparse.Namespace) -> int:
+    with open_registry(args) as registry:
+        until = registry.set_token(args.serial, args.token, grace=args.grace)
+    serial = args.serial.strip().upper()
+    if until is None:
+        print(f"new token for bridge {serial}: only the new token is accepted")
+    else:
+        print(
+            f"new token for bridge {serial}: the previous one is accepted for {args.grace:g} s more"
+        )
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    try:
+        with open(args.file, encoding="utf-8-sig", newline="") as stream:
+            rows = read_bridge_csv(stream)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {args.file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"{args.file} is not UTF-8 text") from None
+    with open_registry(args) as registry:
+        report = registry.import_bridges(rows, dry_run=args.dry_run)
+    for problem in report.problems:
+        print(f"receiver: {problem.describe()}", file=sys.stderr)
+    if report.refused:
+        print(
+            f"receiver: import refused: {len(report.errors)} problem(s) in {args.file}; "
+            "nothing imported",
+            file=sys.stderr,
+        )
+        refused = any(p.kind in ("collision", "not_found") for p in report.errors)
+        return 1 if refused else 2
+    if report.dry_run:
+        print(f"dry run: {report.rows} bridge(s) would be imported")
+    else:
+        print(f"imported {report.imported} bridge(s)")
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     with open_registry(args) as registry:
         rows = registry.list_bridges()
@@ -132,6 +214,49 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--camera", metavar="NAME", help="camera name (empty to clear)")
     add_switch_options(p)
     p.set_defaults(handler=_set_channel)
+    p = bsub.add_parser(
+        "edit", help="change a bridge's serial, model, account or zones (collision-checked)"
+    )
+    p.add_argument("serial", metavar="SERIAL")
+    p.add_argument("--serial", dest="new_serial", metavar="NEW", help="new serial or MAC")
+    p.add_argument("--model", help="model (empty to clear)")
+    p.add_argument("--account", metavar="NUMBER", help="the site's account to report under")
+    p.add_argument(
+        "--first-zone", type=int, metavar="N", help="renumber zones: channel k gets N+k-1"
+    )
+    p.set_defaults(handler=_edit)
+    p = bsub.add_parser("move", help="move a bridge to another site (a new customer)")
+    p.add_argument("serial", metavar="SERIAL")
+    p.add_argument("--site", required=True, help="the new site")
+    p.add_argument("--account", metavar="NUMBER", help="that site's account (if several)")
+    p.add_argument(
+        "--first-zone", type=int, metavar="N", help="renumber zones: channel k gets N+k-1"
+    )
+    p.set_defaults(handler=_move)
+    p = bsub.add_parser("remove", help="remove a bridge (its serial is free; signals are kept)")
+    p.add_argument("serial", metavar="SERIAL")
+    p.set_defaults(handler=_remove)
+    p = bsub.add_parser(
+        "set-token", help="rotate a bridge's token (with --grace, the old one works longer)"
+    )
+    p.add_argument("serial", metavar="SERIAL")
+    p.add_argument("--token", required=True, help="the new token")
+    p.add_argument(
+        "--grace", type=float, metavar="SECONDS", help="accept the previous token this long"
+    )
+    p.set_defaults(handler=_set_token)
+    p = bsub.add_parser(
+        "import",
+        help="add bridges from CSV, all or nothing",
+        description=(
+            "CSV with a header row: columns site, serial, token and channels required; model, "
+            "account and first_zone optional. On any problem nothing is imported and every "
+            "problem is reported with its CSV line (the header is line 1)."
+        ),
+    )
+    p.add_argument("file", metavar="FILE.csv")
+    p.add_argument("--dry-run", action="store_true", help="only check and report")
+    p.set_defaults(handler=_import)
     p = bsub.add_parser("list", help="list bridges, one row per channel")
     add_format_option(p)
     p.set_defaults(handler=_list)

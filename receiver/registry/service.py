@@ -1,0 +1,1219 @@
+"""The registry service over the store: stations and lines, dealers, sites, accounts, the alarm
+library, bridges, and their lifecycle (edit, move, remove, key and token rotation).
+
+Rules:
+- An account number is unique within its station on its *effective* form (see
+  ``receiver.account_numbers``). A collision, on add or on any edit, is refused with the
+  holder named (site, line, number as typed).
+- Every write runs check-then-write inside one write transaction (SQLite ``BEGIN
+  IMMEDIATE``), so two writers racing serialize; the unique indexes are the last line of
+  defence, and a violation of one becomes a ``CollisionError`` naming the holder.
+- Removing keeps the row (signals keep pointing at it, history stays readable): it is marked
+  removed and its number, name or serial is freed (a removed row's key column becomes
+  ``\\x1f<id>``, which no typed name can be). A site with accounts or bridges, and a dealer
+  with sites, is removed only with ``cascade``.
+- Key and token rotation keep the previous key (token) until a grace deadline (epoch
+  seconds); the hot path accepts either until then, afterwards only the new one.
+- Zone numbers are unique within one account across all its bridges.
+- The SQL lives in ``receiver.store.registry_sql``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from protocols.errors import CollisionError, InvalidInputError, NotFoundError, RegistryError
+from receiver import alarm_library
+from receiver.account_numbers import (
+    DEFAULT_LINE,
+    AccountKey,
+    account_number,
+    bridge_serial,
+    effective_number,
+    line_number,
+    line_prefix,
+    repeats_prefix,
+)
+from receiver.alarm_library import LibraryEntry, LibraryOverride
+from receiver.registry.csv_import import (
+    ImportProblem,
+    ImportReport,
+    ImportRow,
+    check_account_row,
+)
+from receiver.registry.records import (
+    ARMING_SOURCES,
+    BRIDGE_CHANNELS,
+    KEEP,
+    NAME_MAX,
+    WINDOW_POLICIES,
+    AccountCheck,
+    AccountSpec,
+    Holder,
+    Keep,
+    LineRecord,
+    StationRecord,
+    bridge_token,
+    entity_name,
+    non_negative,
+    positive,
+)
+from receiver.store import registry_sql as sql
+from receiver.store.sqlite import connect
+
+Progress = Callable[[int, int], None]
+
+
+class Registry:
+    """The registry service over one store connection (autocommit; explicit transactions)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    @classmethod
+    def open(cls, path: str | Path) -> Registry:
+        return cls(connect(path))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute(sql.BEGIN_WRITE)
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute(sql.ROLLBACK)
+            raise
+        self.conn.execute(sql.COMMIT)
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute(sql.BEGIN_READ)
+        try:
+            yield self.conn
+        finally:
+            self.conn.execute(sql.ROLLBACK)
+
+    # -- lookups (inside a transaction) -------------------------------------------------------
+
+    def _station(self, name: str) -> StationRecord:
+        row = self.conn.execute(sql.STATION_BY_NAME, (name.strip(),)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no station named {name.strip()!r}")
+        return StationRecord(row["id"], row["name"])
+
+    def _line(self, station: StationRecord, number: str) -> LineRecord:
+        row = self.conn.execute(sql.LINE, (station.id, number)).fetchone()
+        if row is None:
+            raise NotFoundError(f"station {station.name!r} has no line {number}")
+        return LineRecord(row["id"], row["number"], row["prefix"])
+
+    def _dealer_id(self, name: str) -> int:
+        row = self.conn.execute(sql.DEALER_BY_NAME, (name.strip(),)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no dealer named {name.strip()!r}")
+        return int(row["id"])
+
+    def _site(self, name: str) -> sqlite3.Row:
+        row = self.conn.execute(sql.SITE_BY_NAME, (name.strip(),)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no site named {name.strip()!r}")
+        return row  # type: ignore[no-any-return]
+
+    def _holder(self, station: StationRecord, effective: str) -> Holder | None:
+        row = self.conn.execute(sql.HOLDER, (station.id, effective)).fetchone()
+        if row is None:
+            return None
+        return Holder(
+            row["id"], station.name, row["line"], row["number"], row["effective"], row["site"]
+        )
+
+    # -- stations, dealers, sites -----------------------------------------------------------
+
+    def add_station(
+        self, name: str, *, xml_output: str | None = None, passkey: str | None = None
+    ) -> None:
+        """Create a station with its line 0 (no prefix), its XML receiver (the output it
+        delivers through) and passkey."""
+        name = entity_name(name, "station")
+        output = _optional_text(xml_output, "XML output")
+        key = _optional_text(passkey, "passkey")
+        with self._write() as conn:
+            if conn.execute(sql.STATION_BY_NAME, (name,)).fetchone() is not None:
+                raise RegistryError(f"station {name!r} already exists")
+            cur = conn.execute(sql.INSERT_STATION, (name, output, key))
+            conn.execute(sql.INSERT_LINE, (cur.lastrowid, DEFAULT_LINE, ""))
+
+    def add_line(self, station: str, number: str, prefix: str | None = None) -> str:
+        """Add a line to a station; returns the line number in its stored form."""
+        number = line_number(number)
+        pfx = line_prefix(prefix)
+        with self._write() as conn:
+            st = self._station(station)
+            if conn.execute(sql.LINE, (st.id, number)).fetchone() is not None:
+                raise RegistryError(f"station {st.name!r} already has line {number}")
+            conn.execute(sql.INSERT_LINE, (st.id, number, pfx))
+        return number
+
+    def lines(self) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            return [
+                {
+                    "station": r["station"],
+                    "line": r["number"],
+                    "prefix": r["prefix"],
+                    "accounts": r["accounts"],
+                }
+                for r in conn.execute(sql.ALL_LINES)
+            ]
+
+    def add_dealer(self, name: str) -> None:
+        name = entity_name(name, "dealer")
+        with self._write() as conn:
+            if conn.execute(sql.DEALER_BY_NAME, (name,)).fetchone() is not None:
+                raise RegistryError(f"dealer {name!r} already exists")
+            conn.execute(sql.INSERT_DEALER, (name,))
+
+    def dealers(self) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            return [{"name": r["name"]} for r in conn.execute(sql.DEALERS)]
+
+    def add_site(
+        self,
+        name: str,
+        *,
+        dealer: str,
+        address: str | None = None,
+        arming_source: str | None = None,
+    ) -> None:
+        name = entity_name(name, "site")
+        if arming_source is not None and arming_source not in ARMING_SOURCES:
+            raise InvalidInputError(
+                f"arming source must be one of {', '.join(ARMING_SOURCES)}, got {arming_source!r}"
+            )
+        with self._write() as conn:
+            dealer_id = self._dealer_id(dealer)
+            if conn.execute(sql.SITE_BY_NAME, (name,)).fetchone() is not None:
+                raise RegistryError(f"site {name!r} already exists")
+            conn.execute(
+                sql.INSERT_SITE, (name, dealer_id, (address or "").strip() or None, arming_source)
+            )
+
+    def sites(self) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            return [dict(r) for r in conn.execute(sql.SITES)]
+
+    # -- accounts -----------------------------------------------------------------------------
+
+    def _check(self, station: StationRecord, spec_line: str, number: str) -> AccountCheck:
+        line = self._line(station, spec_line)
+        effective = effective_number(line.prefix, number)
+        warnings = []
+        if repeats_prefix(line.prefix, number):
+            warnings.append(
+                f"number {number} already starts with {line.prefix}, the prefix line "
+                f"{line.number} adds: the station will know it as {effective} (likely a mistake)"
+            )
+        return AccountCheck(
+            station.name,
+            line.number,
+            number,
+            effective,
+            self._holder(station, effective),
+            tuple(warnings),
+        )
+
+    def check_account(self, station: str, line: str, number: str) -> AccountCheck:
+        """Whether ``number`` on ``line`` is free at ``station``, and who holds it if not."""
+        line = line_number(line)
+        number = account_number(number)
+        with self._read():
+            return self._check(self._station(station), line, number)
+
+    def add_account(self, station: str, spec: AccountSpec) -> AccountCheck:
+        """Add an account; refused with the holder named if its effective number is taken."""
+        try:
+            with self._write() as conn:
+                st = self._station(station)
+                check = self._check(st, spec.line, spec.number)
+                if check.holder is not None:
+                    raise _collision(check.effective, st.name, check.holder)
+                site_id = int(self._site(spec.site)["id"]) if spec.site else None
+                line = self._line(st, spec.line)
+                conn.execute(sql.INSERT_ACCOUNT, _account_params(st, line, spec, site_id))
+                if site_id is not None:
+                    check = attrs.evolve(
+                        check, attached_bridges=_attach_waiting_bridges(conn, site_id)
+                    )
+        except sqlite3.IntegrityError:
+            # Only reachable if another writer slipped past the check (another node).
+            with self._read():
+                st = self._station(station)
+                line = self._line(st, spec.line)
+                holder = self._holder(st, effective_number(line.prefix, spec.number))
+            if holder is None:
+                raise
+            raise _collision(holder.effective, holder.station, holder) from None
+        return check
+
+    def list_accounts(self, station: str | None = None) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            if station is not None:
+                self._station(station)
+                rows = conn.execute(sql.ACCOUNTS_OF_STATION, (station.strip(),))
+            else:
+                rows = conn.execute(sql.ACCOUNTS_ORDERED)
+            return [
+                {
+                    "station": r["station"],
+                    "line": r["line"],
+                    "number": r["number"],
+                    "effective": r["effective"],
+                    "site": r["site"],
+                    "dealer": r["dealer"],
+                    "key_format": r["key_format"],  # never print the key itself
+                    "supervision": r["supervision"],
+                    "window_past": r["window_past"],
+                    "window_future": r["window_future"],
+                    "window_policy": r["window_policy"],
+                }
+                for r in rows
+            ]
+
+    def import_accounts(
+        self,
+        station: str,
+        rows: Iterable[ImportRow],
+        *,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> ImportReport:
+        """Import accounts all-or-nothing; every problem is reported with its CSV line."""
+        rows = list(rows)
+        problems: list[ImportProblem] = []
+        try:
+            with self._write() as conn:
+                st = self._station(station)
+                lines = {
+                    r["number"]: LineRecord(r["id"], r["number"], r["prefix"])
+                    for r in conn.execute(sql.LINES_OF_STATION, (st.id,))
+                }
+                sites = {r["name"]: int(r["id"]) for r in conn.execute(sql.SITE_IDS)}
+                held = {
+                    r["effective"]: Holder(
+                        r["id"], st.name, r["line"], r["number"], r["effective"], r["site"]
+                    )
+                    for r in conn.execute(sql.HOLDERS_OF_STATION, (st.id,))
+                }
+                in_file: dict[str, tuple[int, str, str]] = {}
+                params = []
+                for done, row in enumerate(rows, start=1):
+                    found = check_account_row(
+                        row,
+                        station=st,
+                        lines=lines,
+                        sites=sites,
+                        held=held,
+                        in_file=in_file,
+                        problems=problems,
+                    )
+                    if found is not None:
+                        params.append(_account_params(st, found.line, found.spec, found.site_id))
+                    if progress is not None and (done % 500 == 0 or done == len(rows)):
+                        progress(done, len(rows))
+                # A refused import or a dry run writes nothing; committing the empty
+                # transaction just releases the lock.
+                if not dry_run and not any(p.kind != "warning" for p in problems):
+                    conn.executemany(sql.INSERT_ACCOUNT, params)
+                    for site_id in {r["site_id"] for r in conn.execute(sql.SITES_WAITING)}:
+                        _attach_waiting_bridges(conn, int(site_id))
+        except sqlite3.IntegrityError as exc:
+            raise CollisionError(
+                f"import refused: an account number was taken while importing ({exc})"
+            ) from None
+        imported = 0 if (dry_run or any(p.kind != "warning" for p in problems)) else len(rows)
+        return ImportReport(st.name, len(rows), imported, dry_run, tuple(problems))
+
+    # -- alarm library --------------------------------------------------------------------------
+
+    def set_library(
+        self,
+        zone_type: str,
+        *,
+        dealer: str | None = None,
+        site: str | None = None,
+        code: str | None = None,
+        enabled: bool | None = None,
+        inherit: bool = False,
+    ) -> None:
+        """Set (or with ``inherit``, remove) a dealer's or a site's override for a zone type."""
+        key = alarm_library.zone_type_key(zone_type)
+        code = alarm_library.event_code(code) if code is not None else None
+        if (dealer is None) == (site is None):
+            raise InvalidInputError("give exactly one of --dealer or --site")
+        if not inherit and code is None and enabled is None:
+            raise InvalidInputError("nothing to set: give --code, --enable/--disable or --inherit")
+        with self._write() as conn:
+            owner: tuple[int | None, int | None]
+            if dealer is not None:
+                owner = (self._dealer_id(dealer), None)
+                row = conn.execute(sql.DEALER_OVERRIDE, (owner[0], key)).fetchone()
+            else:
+                assert site is not None
+                owner = (None, int(self._site(site)["id"]))
+                row = conn.execute(sql.SITE_OVERRIDE, (owner[1], key)).fetchone()
+            if inherit:
+                if row is not None:
+                    conn.execute(sql.DELETE_OVERRIDE, (row["id"],))
+                return
+            if row is None:
+                conn.execute(sql.INSERT_OVERRIDE, (*owner, key, code, _flag(enabled)))
+                return
+            conn.execute(
+                sql.UPDATE_OVERRIDE,
+                (
+                    code if code is not None else row["code"],
+                    _flag(enabled) if enabled is not None else row["enabled"],
+                    row["id"],
+                ),
+            )
+
+    def library(self, *, site: str | None = None, dealer: str | None = None) -> list[LibraryEntry]:
+        """The effective library of a site (or of a dealer), one entry per zone type."""
+        if (dealer is None) == (site is None):
+            raise InvalidInputError("give exactly one of --dealer or --site")
+        with self._read() as conn:
+            site_overrides: dict[str, LibraryOverride] = {}
+            if site is not None:
+                row = self._site(site)
+                dealer_id = int(row["dealer_id"])
+                site_overrides = _overrides(conn, sql.SITE_OVERRIDES, int(row["id"]))
+            else:
+                assert dealer is not None
+                dealer_id = self._dealer_id(dealer)
+            dealer_overrides = _overrides(conn, sql.DEALER_OVERRIDES, dealer_id)
+        return alarm_library.resolve_all(dealer=dealer_overrides, site=site_overrides)
+
+    # -- bridges --------------------------------------------------------------------------------
+
+    def add_bridge(
+        self,
+        *,
+        site: str,
+        serial: str,
+        token: str,
+        channels: int,
+        model: str | None = None,
+        account: str | None = None,
+        first_zone: int | None = None,
+    ) -> str:
+        """Add a bridge to a site's account; channel N gets zone ``first_zone + N - 1``."""
+        new = _new_bridge(serial, token, channels, model, first_zone)
+        try:
+            with self._write():
+                self._insert_bridge(new, site, account)
+        except sqlite3.IntegrityError as exc:
+            raise CollisionError(f"bridge {new.serial} refused: {exc}") from None
+        return new.serial
+
+    def _insert_bridge(self, new: _NewBridge, site: str, account: str | None) -> None:
+        conn = self.conn
+        site_row = self._site(site)
+        account_id, account_label = self._site_account(site_row, account)
+        holder = conn.execute(sql.BRIDGE_BY_SERIAL, (new.serial,)).fetchone()
+        if holder is not None:
+            raise RegistryError(f"bridge {new.serial} already exists")
+        zones = range(new.first_zone, new.first_zone + new.channels)
+        _refuse_zone_collision(conn, account_id, account_label, zones, own_bridge=None)
+        cur = conn.execute(
+            sql.INSERT_BRIDGE,
+            (new.serial, new.token, new.model, new.channels, site_row["id"], account_id),
+        )
+        conn.executemany(
+            sql.INSERT_CHANNEL,
+            [
+                (cur.lastrowid, ch, account_id, new.first_zone + ch - 1, "instant")
+                for ch in range(1, new.channels + 1)
+            ],
+        )
+
+    def _site_account(
+        self, site_row: sqlite3.Row, account: str | None
+    ) -> tuple[int | None, str | None]:
+        """The account a new bridge reports under: the site's only one, or ``account``; (None,
+        None) when the site has none yet (the bridge waits for it)."""
+        accounts = self.conn.execute(sql.ACCOUNTS_OF_SITE, (site_row["id"],)).fetchall()
+        if not accounts and account is None:
+            return None, None
+        if account is None:
+            if len(accounts) > 1:
+                numbers = ", ".join(a["effective"] for a in accounts)
+                raise InvalidInputError(
+                    f"site {site_row['name']!r} has several accounts ({numbers}); "
+                    "give --account NUMBER"
+                )
+            return int(accounts[0]["id"]), accounts[0]["effective"]
+        wanted = account.strip().upper()
+        matches = [a for a in accounts if wanted in (a["effective"], a["number"].upper())]
+        if len(matches) != 1:
+            raise NotFoundError(f"site {site_row['name']!r} has no account {account.strip()!r}")
+        return int(matches[0]["id"]), matches[0]["effective"]
+
+    def set_channel(
+        self,
+        serial: str,
+        channel: int,
+        *,
+        zone: int | None = None,
+        zone_type: str | None = None,
+        camera: str | None = None,
+        code: str | None = None,
+        enabled: bool | None = None,
+        inherit: bool = False,
+    ) -> None:
+        """Change a channel's zone, zone type, camera, or its alarm library override."""
+        serial = bridge_serial(serial)
+        key = alarm_library.zone_type_key(zone_type) if zone_type is not None else None
+        code = alarm_library.event_code(code) if code is not None else None
+        if zone is not None and not 1 <= zone <= 999:
+            raise InvalidInputError(f"zone must be 1-999, got {zone}")
+        if camera is not None and (len(camera) > NAME_MAX or not camera.isprintable()):
+            raise InvalidInputError("camera name must be printable and at most 200 characters")
+        try:
+            with self._write() as conn:
+                bridge = conn.execute(sql.BRIDGE_BY_SERIAL, (serial,)).fetchone()
+                if bridge is None:
+                    raise NotFoundError(f"no bridge {serial}")
+                if not 1 <= channel <= bridge["channels"]:
+                    raise InvalidInputError(
+                        f"bridge {serial} has channels 1-{bridge['channels']}, not {channel}"
+                    )
+                current = conn.execute(sql.CHANNEL, (bridge["id"], channel)).fetchone()
+                if zone is not None and zone != current["zone"]:
+                    holder = _zone_holders(conn, bridge["account_id"], bridge["id"]).get(zone)
+                    if holder is not None:
+                        raise CollisionError(
+                            f"zone {zone:03d} is already held by bridge "
+                            f"{holder[0]} channel {holder[1]}",
+                            holder=f"{holder[0]}/{holder[1]}",
+                        )
+                new_code = None if inherit else (code if code is not None else current["code"])
+                new_enabled = (
+                    None
+                    if inherit
+                    else (_flag(enabled) if enabled is not None else current["enabled"])
+                )
+                conn.execute(
+                    sql.UPDATE_CHANNEL,
+                    (
+                        zone if zone is not None else current["zone"],
+                        key or current["zone_type"],
+                        (camera.strip() or None) if camera is not None else current["camera"],
+                        new_code,
+                        new_enabled,
+                        bridge["id"],
+                        channel,
+                    ),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise CollisionError(f"channel {channel} of bridge {serial} refused: {exc}") from None
+
+    def list_bridges(self) -> list[dict[str, Any]]:
+        """One row per channel: bridge, site, account, zone (three digits), type, camera, and
+        the channel's own library override (``code``/``enabled``, None when it inherits)."""
+        with self._read() as conn:
+            accounts = {r["id"]: r["effective"] for r in conn.execute(sql.ACCOUNTS)}
+            bridges = {r["id"]: r for r in conn.execute(sql.BRIDGES)}
+            rows = []
+            for c in conn.execute(sql.CHANNELS):
+                b = bridges[c["bridge_id"]]
+                rows.append(
+                    {
+                        "serial": b["serial"],
+                        "model": b["model"],
+                        "site": b["site"],
+                        "site_id": b["site_id"],
+                        "account": accounts.get(b["account_id"]),
+                        "channel": c["channel"],
+                        "zone": f"{c['zone']:03d}",
+                        "zone_type": c["zone_type"],
+                        "camera": c["camera"],
+                        "code": c["code"],
+                        "enabled": None if c["enabled"] is None else bool(c["enabled"]),
+                    }
+                )
+        rows.sort(key=lambda r: (r["serial"], r["channel"]))
+        return rows
+
+    # -- station records --------------------------------------------------------------------
+
+    def _station_or_only(self, name: str | None) -> StationRecord:
+        """The named station, or the registry's only one when no name is given."""
+        if name is not None:
+            return self._station(name)
+        rows = self.conn.execute(sql.STATIONS).fetchall()
+        if len(rows) != 1:
+            raise InvalidInputError(f"the registry has {len(rows)} stations: give --station NAME")
+        return StationRecord(rows[0]["id"], rows[0]["name"])
+
+    def edit_station(
+        self,
+        name: str,
+        *,
+        new_name: str | None = None,
+        xml_output: str | Keep | None = KEEP,
+        passkey: str | Keep | None = KEEP,
+    ) -> str:
+        """Rename a station or set its XML receiver (output name) and passkey; its name."""
+        renamed = entity_name(new_name, "station") if new_name is not None else None
+        output = _optional_text(xml_output, "XML output") if xml_output is not KEEP else KEEP
+        key = _optional_text(passkey, "passkey") if passkey is not KEEP else KEEP
+        with self._write() as conn:
+            row = conn.execute(sql.STATION_BY_NAME, (name.strip(),)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no station named {name.strip()!r}")
+            if (
+                renamed is not None
+                and renamed != row["name"]
+                and conn.execute(sql.STATION_BY_NAME, (renamed,)).fetchone() is not None
+            ):
+                raise CollisionError(
+                    f"station name {renamed!r} is held by another station",
+                    holder=f"station {renamed}",
+                )
+            final = renamed or row["name"]
+            conn.execute(
+                sql.UPDATE_STATION,
+                (
+                    final,
+                    row["xml_output"] if output is KEEP else output,
+                    row["passkey"] if key is KEEP else key,
+                    row["id"],
+                ),
+            )
+        return str(final)
+
+    def show_station(self, name: str) -> dict[str, Any]:
+        """A station's record: XML receiver, whether a passkey is set, lines, prefixes and
+        account counts (the passkey itself is never shown)."""
+        with self._read() as conn:
+            row = conn.execute(sql.STATION_BY_NAME, (name.strip(),)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no station named {name.strip()!r}")
+            lines = [
+                {"line": r["number"], "prefix": r["prefix"], "accounts": r["accounts"]}
+                for r in conn.execute(sql.STATION_LINES, (row["id"],))
+            ]
+        return {
+            "name": row["name"],
+            "xml_output": row["xml_output"],
+            "passkey_set": row["passkey"] is not None,
+            "lines": lines,
+            "accounts": sum(int(line["accounts"]) for line in lines),
+        }
+
+    # -- dealer and site lifecycle ----------------------------------------------------------
+
+    def edit_dealer(self, name: str, *, new_name: str) -> str:
+        renamed = entity_name(new_name, "dealer")
+        with self._write() as conn:
+            dealer_id = self._dealer_id(name)
+            holder = conn.execute(sql.DEALER_BY_NAME, (renamed,)).fetchone()
+            if holder is not None and int(holder["id"]) != dealer_id:
+                raise CollisionError(
+                    f"dealer name {renamed!r} is held by another dealer",
+                    holder=f"dealer {renamed}",
+                )
+            conn.execute(sql.RENAME_DEALER, (renamed, dealer_id))
+        return renamed
+
+    def remove_dealer(self, name: str, *, cascade: bool = False) -> Removed:
+        """Mark a dealer removed (its name is free again); with ``cascade`` its sites, their
+        accounts and bridges too. Signals and history are kept."""
+        with self._write() as conn:
+            dealer_id = self._dealer_id(name)
+            sites = [r["name"] for r in conn.execute(sql.SITES_OF_DEALER, (dealer_id,))]
+            if sites and not cascade:
+                raise RegistryError(
+                    f"dealer {name.strip()!r} still has {len(sites)} site(s) "
+                    f"({', '.join(sites)}); remove them first or give --cascade"
+                )
+            removed = Removed()
+            for site in sites:
+                removed = removed.plus(self._remove_site(site, cascade=True))
+            conn.execute(sql.REMOVE_DEALER, (time.time(), dealer_id))
+        return removed
+
+    def edit_site(
+        self,
+        name: str,
+        *,
+        new_name: str | None = None,
+        dealer: str | None = None,
+        address: str | Keep | None = KEEP,
+        arming_source: str | Keep | None = KEEP,
+    ) -> str:
+        renamed = entity_name(new_name, "site") if new_name is not None else None
+        if arming_source is not KEEP and arming_source is not None:
+            _arming_source(arming_source)
+        with self._write() as conn:
+            row = self._site(name)
+            if renamed is not None and renamed != row["name"]:
+                holder = conn.execute(sql.SITE_BY_NAME, (renamed,)).fetchone()
+                if holder is not None:
+                    raise CollisionError(
+                        f"site name {renamed!r} is held by another site "
+                        f"(dealer {holder['dealer']})",
+                        holder=f"site {renamed}",
+                    )
+            dealer_id = self._dealer_id(dealer) if dealer is not None else row["dealer_id"]
+            current = conn.execute(sql.SITE_DETAILS, (row["id"],)).fetchone()
+            conn.execute(
+                sql.UPDATE_SITE,
+                (
+                    renamed or row["name"],
+                    dealer_id,
+                    current["address"] if address is KEEP else ((address or "").strip() or None),
+                    current["arming_source"] if arming_source is KEEP else arming_source,
+                    row["id"],
+                ),
+            )
+        return str(renamed or row["name"])
+
+    def remove_site(self, name: str, *, cascade: bool = False) -> Removed:
+        """Mark a site removed (its name is free again). Refused while it has accounts or
+        bridges, unless ``cascade`` removes them too. Signals and history are kept."""
+        with self._write():
+            return self._remove_site(name, cascade=cascade)
+
+    def _remove_site(self, name: str, *, cascade: bool) -> Removed:
+        conn = self.conn
+        row = self._site(name)
+        accounts = conn.execute(sql.ACCOUNTS_OF_SITE, (row["id"],)).fetchall()
+        bridges = conn.execute(sql.BRIDGES_OF_SITE, (row["id"],)).fetchall()
+        if (accounts or bridges) and not cascade:
+            raise RegistryError(
+                f"site {row['name']!r} still has {len(accounts)} account(s) "
+                f"({', '.join(a['effective'] for a in accounts) or 'none'}) and "
+                f"{len(bridges)} bridge(s) ({', '.join(b['serial'] for b in bridges) or 'none'})"
+                "; remove them first or give --cascade"
+            )
+        now = time.time()
+        for bridge in bridges:
+            conn.execute(sql.DELETE_BRIDGE_CHANNELS, (bridge["id"],))
+            conn.execute(sql.REMOVE_BRIDGE, (now, bridge["id"]))
+        for account in accounts:
+            conn.execute(sql.REMOVE_ACCOUNT, (now, account["id"]))
+        conn.execute(sql.REMOVE_SITE, (now, row["id"]))
+        return Removed(
+            sites=(str(row["name"]),),
+            accounts=tuple(str(a["effective"]) for a in accounts),
+            bridges=tuple(str(b["serial"]) for b in bridges),
+        )
+
+    # -- account lifecycle --------------------------------------------------------------------
+
+    def _account(
+        self, station: str | None, line: str, number: str
+    ) -> tuple[StationRecord, sqlite3.Row]:
+        st = self._station_or_only(station)
+        ln = self._line(st, line_number(line))
+        effective = effective_number(ln.prefix, account_number(number))
+        row = self.conn.execute(sql.ACCOUNT_BY_EFFECTIVE, (st.id, effective)).fetchone()
+        if row is None:
+            raise NotFoundError(f"station {st.name!r} has no account {effective}")
+        return st, row
+
+    def edit_account(
+        self,
+        station: str | None,
+        line: str,
+        number: str,
+        *,
+        new_line: str | None = None,
+        new_number: str | None = None,
+        site: str | Keep | None = KEEP,
+        supervision: float | Keep | None = KEEP,
+        window_past: float | Keep | None = KEEP,
+        window_future: float | Keep | None = KEEP,
+        window_policy: str | Keep | None = KEEP,
+    ) -> AccountEdit:
+        """Change an account's line, number, site or settings. A new number is checked as
+        ``add`` checks it: a collision is refused with the holder named."""
+        if supervision is not KEEP:
+            positive(supervision, "supervision")
+        if window_past is not KEEP:
+            non_negative(window_past, "window past")
+        if window_future is not KEEP:
+            non_negative(window_future, "window future")
+        if window_policy not in (KEEP, None, *WINDOW_POLICIES):
+            raise InvalidInputError(f"window policy must be reject or flag, got {window_policy!r}")
+        try:
+            with self._write() as conn:
+                st, row = self._account(station, line, number)
+                old_line = conn.execute(sql.LINE_BY_ID, (row["line_id"],)).fetchone()
+                target_line = line_number(new_line) if new_line is not None else old_line["number"]
+                target_number = (
+                    account_number(new_number) if new_number is not None else row["number"]
+                )
+                check = self._check(st, target_line, target_number)
+                if check.holder is not None and check.holder.account_id != row["id"]:
+                    raise _collision(check.effective, st.name, check.holder)
+                ln = self._line(st, target_line)
+                site_id = row["site_id"]
+                if site is not KEEP:
+                    site_id = int(self._site(site)["id"]) if site is not None else None
+                current = conn.execute(sql.ACCOUNT_SETTINGS, (row["id"],)).fetchone()
+                conn.execute(
+                    sql.UPDATE_ACCOUNT,
+                    (
+                        ln.id,
+                        target_number,
+                        check.effective,
+                        site_id,
+                        current["supervision"] if supervision is KEEP else supervision,
+                        current["window_past"] if window_past is KEEP else window_past,
+                        current["window_future"] if window_future is KEEP else window_future,
+                        current["window_policy"] if window_policy is KEEP else window_policy,
+                        row["id"],
+                    ),
+                )
+                detached: tuple[str, ...] = ()
+                attached: tuple[str, ...] = ()
+                if site_id != row["site_id"]:
+                    detached = _detach_bridges(conn, int(row["id"]))
+                    if row["site_id"] is not None:
+                        attached += _attach_waiting_bridges(conn, int(row["site_id"]))
+                    if site_id is not None:
+                        attached += _attach_waiting_bridges(conn, int(site_id))
+        except sqlite3.IntegrityError:
+            raise CollisionError(
+                f"account {number.strip()} refused: its new number was taken meanwhile"
+            ) from None
+        return AccountEdit(
+            station=st.name,
+            was=str(row["effective"]),
+            check=check,
+            detached_bridges=tuple(b for b in detached if b not in attached),
+            attached_bridges=attached,
+        )
+
+    def remove_account(self, station: str | None, line: str, number: str) -> AccountEdit:
+        """Mark an account removed: its number is free again; its signals stay in the journal.
+        Bridges reporting under it wait for the site's next account."""
+        with self._write() as conn:
+            st, row = self._account(station, line, number)
+            conn.execute(sql.REMOVE_ACCOUNT, (time.time(), row["id"]))
+            detached = _detach_bridges(conn, int(row["id"]))
+            attached: tuple[str, ...] = ()
+            if row["site_id"] is not None:
+                attached = _attach_waiting_bridges(conn, int(row["site_id"]))
+        check = AccountCheck(st.name, "", str(row["number"]), str(row["effective"]), None)
+        return AccountEdit(
+            station=st.name,
+            was=str(row["effective"]),
+            check=check,
+            detached_bridges=tuple(b for b in detached if b not in attached),
+            attached_bridges=attached,
+        )
+
+    def set_key(
+        self,
+        station: str | None,
+        line: str,
+        number: str,
+        key: AccountKey,
+        *,
+        grace: float | None = None,
+    ) -> float | None:
+        """Give an account a new AES key. With ``grace`` seconds, frames under the previous
+        key (or plaintext, if it had none) are still accepted until then; returns that
+        deadline (epoch seconds), None without grace."""
+        grace = non_negative(grace, "grace")
+        with self._write() as conn:
+            _, row = self._account(station, line, number)
+            until = time.time() + grace if grace else None
+            conn.execute(
+                sql.SET_ACCOUNT_KEY,
+                (
+                    key.text,
+                    key.format,
+                    row["key_text"] if until is not None else None,
+                    row["key_format"] if until is not None else None,
+                    until,
+                    row["id"],
+                ),
+            )
+        return until
+
+    # -- bridge lifecycle --------------------------------------------------------------------
+
+    def _bridge(self, serial: str) -> sqlite3.Row:
+        serial = bridge_serial(serial)
+        row = self.conn.execute(sql.BRIDGE_BY_SERIAL, (serial,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no bridge {serial}")
+        return row  # type: ignore[no-any-return]
+
+    def edit_bridge(
+        self,
+        serial: str,
+        *,
+        new_serial: str | None = None,
+        model: str | Keep | None = KEEP,
+        account: str | None = None,
+        first_zone: int | None = None,
+    ) -> str:
+        """Change a bridge's serial, model, the site account it reports under, or shift its
+        zones (``first_zone``); collisions are refused with the holder named."""
+        return self._relocate_bridge(
+            serial,
+            site=None,
+            new_serial=new_serial,
+            model=model,
+            account=account,
+            first_zone=first_zone,
+        )
+
+    def move_bridge(
+        self,
+        serial: str,
+        *,
+        site: str,
+        account: str | None = None,
+        first_zone: int | None = None,
+    ) -> str:
+        """Move a bridge to another site (a new customer), under that site's account (it
+        waits if the site has none)."""
+        return self._relocate_bridge(
+            serial, site=site, new_serial=None, model=KEEP, account=account, first_zone=first_zone
+        )
+
+    def _relocate_bridge(
+        self,
+        serial: str,
+        *,
+        site: str | None,
+        new_serial: str | None,
+        model: str | Keep | None,
+        account: str | None,
+        first_zone: int | None,
+    ) -> str:
+        renamed = bridge_serial(new_serial) if new_serial is not None else None
+        try:
+            with self._write() as conn:
+                row = self._bridge(serial)
+                final = renamed or str(row["serial"])
+                if renamed is not None and renamed != row["serial"]:
+                    holder = conn.execute(sql.BRIDGE_BY_SERIAL, (renamed,)).fetchone()
+                    if holder is not None:
+                        raise CollisionError(
+                            f"serial {renamed} is held by another bridge", holder=renamed
+                        )
+                site_row = (
+                    self._site(site)
+                    if site is not None
+                    else conn.execute(sql.SITE_BY_ID, (row["site_id"],)).fetchone()
+                )
+                if site is None and account is None:
+                    account_id = row["account_id"]
+                    label = None
+                    if account_id is not None:
+                        label = conn.execute(sql.ACCOUNT_BY_ID, (account_id,)).fetchone()[0]
+                else:
+                    account_id, label = self._site_account(site_row, account)
+                zones = {
+                    int(r["channel"]): int(r["zone"])
+                    for r in conn.execute(sql.BRIDGE_ZONES, (row["id"],))
+                }
+                if first_zone is not None:
+                    _zones_in_range(first_zone, int(row["channels"]))
+                    zones = {ch: first_zone + ch - 1 for ch in zones}
+                _refuse_zone_collision(
+                    conn, account_id, label, zones.values(), own_bridge=str(row["serial"])
+                )
+                conn.execute(
+                    sql.UPDATE_BRIDGE,
+                    (
+                        final,
+                        row["model"] if model is KEEP else ((model or "").strip() or None),
+                        site_row["id"],
+                        account_id,
+                        row["id"],
+                    ),
+                )
+                # Through NULL, so the (account, zone) index never sees a half-shifted bridge.
+                conn.execute(sql.DETACH_CHANNELS, (row["id"],))
+                if first_zone is not None:
+                    conn.execute(sql.SHIFT_BRIDGE_ZONES, (first_zone, row["id"]))
+                conn.execute(sql.BRIDGE_CHANNELS_ACCOUNT, (account_id, row["id"]))
+        except sqlite3.IntegrityError as exc:
+            raise CollisionError(f"bridge {serial.strip().upper()} refused: {exc}") from None
+        return final
+
+    def remove_bridge(self, serial: str) -> str:
+        """Mark a bridge removed: its serial is free again, its zones too; signals stay."""
+        with self._write() as conn:
+            row = self._bridge(serial)
+            conn.execute(sql.DELETE_BRIDGE_CHANNELS, (row["id"],))
+            conn.execute(sql.REMOVE_BRIDGE, (time.time(), row["id"]))
+        return str(row["serial"])
+
+    def set_token(self, serial: str, token: str, *, grace: float | None = None) -> float | None:
+        """Give a bridge a new token; with ``grace`` seconds its previous token still lets it
+        in until then (returned, epoch seconds)."""
+        token = bridge_token(token)
+        grace = non_negative(grace, "grace")
+        with self._write() as conn:
+            row = self._bridge(serial)
+            until = time.time() + grace if grace else None
+            conn.execute(
+                sql.SET_BRIDGE_TOKEN,
+                (token, row["token"] if until is not None else None, until, row["id"]),
+            )
+        return until
+
+    def import_bridges(self, rows: Iterable[ImportRow], *, dry_run: bool = False) -> ImportReport:
+        """Add bridges from CSV rows all-or-nothing; every problem is reported with its line."""
+        rows = list(rows)
+        problems: list[ImportProblem] = []
+        seen: dict[str, int] = {}
+        self.conn.execute(sql.BEGIN_WRITE)
+        try:
+            for row in rows:
+                problem = self._import_bridge(row, seen)
+                if problem is not None:
+                    problems.append(problem)
+        except BaseException:
+            self.conn.execute(sql.ROLLBACK)
+            raise
+        # A dry run or a refused import writes nothing.
+        self.conn.execute(sql.ROLLBACK if (dry_run or problems) else sql.COMMIT)
+        imported = 0 if (dry_run or problems) else len(rows)
+        return ImportReport("", len(rows), imported, dry_run, tuple(problems))
+
+    def _import_bridge(self, row: ImportRow, seen: dict[str, int]) -> ImportProblem | None:
+        values = row.values
+        try:
+            new = _new_bridge(
+                values.get("serial", ""),
+                values.get("token", ""),
+                _whole(values.get("channels"), "channels") or 0,
+                values.get("model"),
+                _whole(values.get("first_zone"), "first_zone"),
+            )
+            first = seen.get(new.serial)
+            if first is not None:
+                return ImportProblem(
+                    row.line, "collision", f"bridge {new.serial} is also on CSV line {first}"
+                )
+            seen[new.serial] = row.line
+            self._insert_bridge(
+                new, values.get("site", ""), values.get("account", "").strip() or None
+            )
+        except CollisionError as exc:
+            return ImportProblem(row.line, "collision", str(exc))
+        except NotFoundError as exc:
+            return ImportProblem(row.line, "not_found", str(exc))
+        except RegistryError as exc:
+            return ImportProblem(row.line, "collision", str(exc))
+        except InvalidInputError as exc:
+            return ImportProblem(row.line, "invalid", str(exc))
+        except sqlite3.IntegrityError as exc:
+            return ImportProblem(row.line, "collision", f"refused by the store: {exc}")
+        return None
+
+
+def _flag(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _collision(effective: str, station: str, holder: Holder) -> CollisionError:
+    return CollisionError(
+        f"account {effective} is taken at station {station}: {holder.describe()}",
+        holder=holder.describe(),
+    )
+
+
+def _account_params(
+    station: StationRecord, line: LineRecord, spec: AccountSpec, site_id: int | None
+) -> tuple[Any, ...]:
+    return (
+        station.id,
+        line.id,
+        spec.number,
+        effective_number(line.prefix, spec.number),
+        site_id,
+        spec.key.text if spec.key else None,
+        spec.key.format if spec.key else None,
+        spec.supervision,
+        spec.window_past,
+        spec.window_future,
+        spec.window_policy,
+    )
+
+
+def _overrides(conn: sqlite3.Connection, query: str, owner: int) -> dict[str, LibraryOverride]:
+    found = {}
+    for row in conn.execute(query):
+        if row[0] == owner:
+            enabled = None if row["enabled"] is None else bool(row["enabled"])
+            found[row["zone_type"]] = LibraryOverride(code=row["code"], enabled=enabled)
+    return found
+
+
+def _zone_holders(
+    conn: sqlite3.Connection, account_id: int | None, bridge_id: int | None = None
+) -> dict[int, tuple[str, int]]:
+    """Zone number -> (serial, channel) on an account; for a bridge still waiting for its
+    site's account (``account_id`` None), on that bridge alone."""
+    if account_id is None:
+        rows = conn.execute(sql.ZONE_HOLDERS_OF_BRIDGE, (bridge_id,)) if bridge_id else []
+    else:
+        rows = conn.execute(sql.ZONE_HOLDERS, (account_id,))
+    return {int(r["zone"]): (r["serial"], int(r["channel"])) for r in rows}
+
+
+def _attach_waiting_bridges(conn: sqlite3.Connection, site_id: int) -> tuple[str, ...]:
+    """Give a site's waiting bridges its account, once it has exactly one. A bridge whose zones
+    collide with another bridge on that account keeps waiting (``set-channel`` its zones)."""
+    accounts = conn.execute(sql.ACCOUNTS_OF_SITE, (site_id,)).fetchall()
+    if len(accounts) != 1:
+        return ()
+    account_id = int(accounts[0]["id"])
+    attached = []
+    for bridge in conn.execute(sql.WAITING_BRIDGES, (site_id,)).fetchall():
+        conn.execute(sql.SAVEPOINT_ATTACH)
+        try:
+            conn.execute(sql.ATTACH_BRIDGE, (account_id, bridge["id"]))
+            conn.execute(sql.ATTACH_CHANNELS, (account_id, bridge["id"]))
+        except sqlite3.IntegrityError:
+            conn.execute(sql.ROLLBACK_ATTACH)
+        else:
+            attached.append(str(bridge["serial"]))
+        conn.execute(sql.RELEASE_ATTACH)
+    return tuple(attached)
+
+
+@attrs.frozen
+class _NewBridge:
+    serial: str
+    token: str
+    channels: int
+    model: str | None
+    first_zone: int
+
+
+def _new_bridge(
+    serial: str, token: str, channels: int, model: str | None, first_zone: int | None
+) -> _NewBridge:
+    """A bridge to add, validated (serial, token, channel count, zones within 1-999)."""
+    serial = bridge_serial(serial)
+    token = bridge_token(token)
+    if channels not in BRIDGE_CHANNELS:
+        raise InvalidInputError(f"a bridge has 4, 8, 12 or 16 channels, got {channels}")
+    first = 1 if first_zone is None else first_zone
+    _zones_in_range(first, channels)
+    return _NewBridge(serial, token, channels, (model or "").strip() or None, first)
+
+
+def _zones_in_range(first: int, channels: int) -> None:
+    if first < 1 or first + channels - 1 > 999:
+        raise InvalidInputError(f"zones {first}..{first + channels - 1} are not within 1-999")
+
+
+def _refuse_zone_collision(
+    conn: sqlite3.Connection,
+    account_id: int | None,
+    account_label: str | None,
+    zones: Iterable[int],
+    *,
+    own_bridge: str | None,
+) -> None:
+    """Refuse, naming the holder, zones another bridge on the account already holds."""
+    if account_id is None:
+        return  # a waiting bridge's zones are its own
+    taken = _zone_holders(conn, account_id)
+    for zone in zones:
+        held = taken.get(zone)
+        if held is not None and held[0] != own_bridge:
+            raise CollisionError(
+                f"zone {zone:03d} on account {account_label} is held by bridge "
+                f"{held[0]} channel {held[1]}; give --first-zone so this "
+                "bridge's zones do not collide",
+                holder=f"{held[0]}/{held[1]}",
+            )
+
+
+@attrs.frozen
+class Removed:
+    """What a removal marked removed."""
+
+    sites: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()
+    bridges: tuple[str, ...] = ()
+
+    def plus(self, other: Removed) -> Removed:
+        return Removed(
+            self.sites + other.sites,
+            self.accounts + other.accounts,
+            self.bridges + other.bridges,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class AccountEdit:
+    """An edited (or removed) account: its number before, its check after, and the bridges
+    that stopped reporting under it (they wait) or were attached by the change."""
+
+    station: str
+    was: str
+    check: AccountCheck
+    detached_bridges: tuple[str, ...] = ()
+    attached_bridges: tuple[str, ...] = ()
+
+
+def _optional_text(value: str | None, what: str) -> str | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if len(text) > NAME_MAX or not text.isprintable():
+        raise InvalidInputError(f"{what} must be 1-{NAME_MAX} printable characters")
+    return text
+
+
+def _arming_source(value: str) -> str:
+    if value not in ARMING_SOURCES:
+        raise InvalidInputError(
+            f"arming source must be one of {', '.join(ARMING_SOURCES)}, got {value!r}"
+        )
+    return value
+
+
+def _whole(text: str | None, what: str) -> int | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise InvalidInputError(f"{what} must be a whole number, got {text!r}") from None
+
+
+def _detach_bridges(conn: sqlite3.Connection, account_id: int) -> tuple[str, ...]:
+    """Bridges reporting under an account stop doing so (they wait for their site's)."""
+    detached = []
+    for bridge in conn.execute(sql.BRIDGES_OF_ACCOUNT, (account_id,)).fetchall():
+        conn.execute(sql.DETACH_BRIDGE, (bridge["id"],))
+        conn.execute(sql.DETACH_CHANNELS, (bridge["id"],))
+        detached.append(str(bridge["serial"]))
+    return tuple(detached)
