@@ -30,6 +30,7 @@ import trio
 
 from protocols.errors import ReceiverError
 from protocols.signal import ContactIdView, SiaView, Signal, Source
+from receiver.journal_chain import chain_head, chain_rows
 from receiver.metrics import Counters
 from receiver.store.sqlite import connect
 
@@ -52,8 +53,12 @@ _COLUMNS = (
     "zone, sia_code, sia_address, sia_modifiers, sia_text, name, category, device, channel, "
     "zone_type, extended, flags, raw, dedupe_key"
 )
-INSERT_SIGNAL = f"INSERT INTO signals ({_COLUMNS}) VALUES ({', '.join('?' * 32)})"
-_ROW = f"({', '.join('?' * 32)})"
+# What a row's chain hash covers (receiver/journal_chain.py): every column inserted before it.
+CHAINED_COLUMNS = _COLUMNS
+_COLUMNS += ", chain_hash"
+_COLUMN_COUNT = _COLUMNS.count(",") + 1
+INSERT_SIGNAL = f"INSERT INTO signals ({_COLUMNS}) VALUES ({', '.join('?' * _COLUMN_COUNT)})"
+_ROW = f"({', '.join('?' * _COLUMN_COUNT)})"
 # Rows per INSERT statement: one statement per chunk, so the worker thread drops and retakes
 # the GIL once per chunk instead of once per row (each handoff costs a context switch while
 # the trio thread is busy, which made commits five times slower under load).
@@ -214,6 +219,7 @@ class Journal:
         self._recent: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._committed = trio.Event()
         self.last_seq = 0
+        self._chain_head = b""  # the hash the next stored row follows (journal_chain.py)
 
     # -- writer side ---------------------------------------------------------------------
 
@@ -224,6 +230,7 @@ class Journal:
             self._recent[key] = (seq, received_us)
         row = conn.execute("SELECT max(seq) FROM signals").fetchone()
         self.last_seq = int(row[0] or 0)
+        self._chain_head = chain_head(conn)
         self._conn = conn
 
     def _commit(self, batch: list[_Request]) -> int:
@@ -256,6 +263,7 @@ class Journal:
             outcomes.append((stored, dups))
         links = [link for req in batch for link in req.links]
         troubles = [t for req in batch for t in req.troubles]
+        rows, chain_head_after = chain_rows(rows, self._chain_head)
         conn.execute("BEGIN IMMEDIATE")
         try:
             first_seq = self.last_seq + 1
@@ -281,6 +289,7 @@ class Journal:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self._chain_head = chain_head_after
         # Only a committed key may absorb later retries.
         for key, index in pending.items():
             self._recent[key] = (first_seq + index, rows[index][1])

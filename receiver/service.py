@@ -36,6 +36,7 @@ from receiver.dispatcher import Dispatcher
 from receiver.journal import Journal, load_links
 from receiver.metrics import Counters
 from receiver.registry_index import RegistryIndex
+from receiver.retention import Retention
 from receiver.store.sqlite import connect
 from receiver.supervisor import Supervisor
 
@@ -245,6 +246,11 @@ class Service:
                         self._registry_changed,
                     )
                     workers.start_soon(self._stats)
+                    workers.start_soon(
+                        Retention(
+                            self.config.store.path, self.journal, self.config.journal.keep_days
+                        ).run
+                    )
                     dispatcher = Dispatcher(
                         [build_output(o) for o in self.config.outputs],
                         self.config.store.path,

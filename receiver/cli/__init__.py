@@ -41,6 +41,8 @@ COMMAND_MODULES = (
     "report",
     "outputs",
     "config",
+    "journal",
+    "backup",
 )
 
 Handler = Callable[[argparse.Namespace], int]
