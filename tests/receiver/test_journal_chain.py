@@ -31,6 +31,7 @@ async def send_sia(receiver: RunningReceiver, *sequences: int, account: str = "1
 
 
 def verify(config: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
+    capsys.readouterr()  # what came before (registry setup, the service's logs) is not ours
     code = receiver_cli(["--config", str(config), "journal", "verify", *extra])
     return code, capsys.readouterr().out
 
