@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from receiver.cli import main as receiver_cli
+from receiver.config import ConfigError, parse_config
 from tests.receiver.conftest import RunningReceiver, registry_setup, start_receiver, write_config
 from tests.receiver.test_journal_chain import send_sia
 
@@ -135,3 +136,11 @@ async def test_the_running_receiver_removes_signals_older_than_keep_days(
     code, out = cli(config, capsys, "journal", "verify")
     assert code == 0, out
     assert "verified 2 journal rows (seq 3..4)" in out
+
+
+def test_keep_days_is_checked_like_every_setting() -> None:
+    """keep_days = 0 would empty the journal: refused with one line naming the key."""
+    with pytest.raises(ConfigError) as refused:
+        parse_config("[journal]\nkeep_days = 0\n")
+    assert refused.value.errors == ("[journal] keep_days: must be 1 to 36500, got 0",)
+    assert parse_config("").journal.keep_days == 400
