@@ -216,6 +216,7 @@ class SupervisionConfig:
 class JournalConfig:
     max_batch: int = field(default=512, validator=_between(1, 100_000))
     queue_size: int = field(default=4096, validator=_between(1, 10_000_000))
+    keep_days: int = field(default=400, validator=_between(1, 36_500))
 
 
 @frozen

@@ -35,6 +35,7 @@ import trio
 
 from protocols.errors import ReceiverError
 from protocols.signal import ContactIdView, SiaView, Signal, Source
+from receiver.journal_chain import chain_head, chain_rows
 from receiver.metrics import Counters
 from receiver.store.sqlite import connect
 
@@ -62,8 +63,12 @@ _COLUMNS = (
     "zone_type, extended, flags, raw, dedupe_key"
 )
 _RECEIVED, _EFFECTIVE, _SEQUENCE, _KEY = 1, 9, 13, 31  # positions in a signal row
-INSERT_SIGNAL = f"INSERT INTO signals ({_COLUMNS}) VALUES ({', '.join('?' * 32)})"
-_ROW = f"({', '.join('?' * 32)})"
+# What a row's chain hash covers (receiver/journal_chain.py): every column inserted before it.
+CHAINED_COLUMNS = _COLUMNS
+_COLUMNS += ", chain_hash"
+_COLUMN_COUNT = _COLUMNS.count(",") + 1
+INSERT_SIGNAL = f"INSERT INTO signals ({_COLUMNS}) VALUES ({', '.join('?' * _COLUMN_COUNT)})"
+_ROW = f"({', '.join('?' * _COLUMN_COUNT)})"
 # Rows per INSERT statement: one statement per chunk, so the worker thread drops and retakes
 # the GIL once per chunk instead of once per row (each handoff costs a context switch while
 # the trio thread is busy, which made commits five times slower under load).
@@ -343,6 +348,10 @@ class Journal:
                 dup_of = self._find_duplicates(conn, rows, keyed)
             kept = [i for i in range(len(rows)) if i not in dup_of] if dup_of else None
             stored_rows = rows if kept is None else [rows[i] for i in kept]
+            if stored_rows:
+                # The chain follows the newest committed row, read under the write lock, so
+                # several writers (ingest workers) extend one chain in commit order.
+                stored_rows, _ = chain_rows(stored_rows, chain_head(conn))
             first_seq = self.last_seq + 1
             if stored_rows:
                 for start in range(0, len(stored_rows), _ROWS_PER_STATEMENT):

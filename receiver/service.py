@@ -41,6 +41,7 @@ from receiver.journal import Journal, load_links
 from receiver.logs import configure
 from receiver.metrics import Counters
 from receiver.registry_index import RegistryIndex
+from receiver.retention import Retention
 from receiver.store.faults import STORE_ERRORS, StoreOutage
 from receiver.store.sqlite import connect, tighten_permissions
 from receiver.supervisor import LinkActivity, Supervisor
@@ -381,6 +382,11 @@ class Service:
                             counters=self.counters,
                         )
                         await workers.start(self.dispatcher.run)
+                        workers.start_soon(
+                            Retention(
+                                self.config.store.path, self.journal, self.config.journal.keep_days
+                            ).run
+                        )
                     async with trio.open_nursery() as listeners:
                         if self.role == "coordinator":
                             self.ports = await self._run_workers(listeners)

@@ -42,6 +42,8 @@ COMMAND_MODULES = (
     "outputs",
     "config",
     "users",
+    "journal",
+    "backup",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -4,6 +4,11 @@
 online/offline and last seen, arming state, the site's state and open troubles. A bridge is
 offline when its offline trouble is open or it has been silent longer than
 ``[bridge] heartbeat_interval * heartbeat_grace``; ``never`` when it never connected.
+
+``report usage --dealer D --month YYYY-MM``: per site and account, the month's signals by
+category, the bridges and channels that reported and the days online; the invoice details a
+billing system needs (``--format csv``). The counts add up to ``receiver history`` for the
+same month (receiver/usage.py says how each is counted).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from receiver.bridge_state import REPORT_COLUMNS, bridge_report
 from receiver.cli.config import configured
 from receiver.cli.output import add_format_option, emit
 from receiver.store.sqlite import connect
+from receiver.usage import USAGE_COLUMNS, usage_report
 
 
 def _bridges(args: argparse.Namespace) -> int:
@@ -35,6 +41,17 @@ def _bridges(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usage(args: argparse.Namespace) -> int:
+    config = configured(args)
+    conn = connect(config.store.path, create=False)
+    try:
+        rows = usage_report(conn, args.dealer, args.month)
+    finally:
+        conn.close()
+    emit(rows, USAGE_COLUMNS, args.format)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     report = sub.add_parser("report", help="status reports")
     rsub = report.add_subparsers(dest="report_command", metavar="REPORT")
@@ -47,3 +64,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--site", help="only this site")
     add_format_option(p)
     p.set_defaults(handler=_bridges)
+    p = rsub.add_parser(
+        "usage",
+        help="a dealer's monthly usage per site and account (invoice details for billing)",
+    )
+    p.add_argument("--dealer", required=True, help="the dealer")
+    p.add_argument("--month", required=True, help="calendar month, UTC: YYYY-MM (2026-11)")
+    add_format_option(p)
+    p.set_defaults(handler=_usage)

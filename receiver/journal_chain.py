@@ -1,0 +1,171 @@
+"""The journal's hash chain: a tamper-evident trail of what arrived when.
+
+Rules:
+- Each journal row's ``chain_hash`` is ``SHA-256(previous chain_hash || encoding(row))`` where
+  the row is the tuple of fields the journal inserts (``receiver.journal._COLUMNS`` without
+  ``chain_hash``, in that order) and the previous hash is that of the node's previous row in
+  ``seq`` order; the first row of a chain follows ``GENESIS`` (32 zero bytes), or the anchor
+  retention left in ``journal_chain``.
+- The encoding is canonical and simple to re-implement elsewhere (a court expert's script):
+  per field, ``n`` for NULL, ``i<decimal>;`` for an integer, ``s<length>:<UTF-8 bytes>`` for
+  text, ``b<length>:<bytes>`` for a blob (lengths in bytes, decimal).
+- The counters a retry updates later (``repeats``, ``last_repeat_us``) are not covered: they
+  change after the commit by design. Everything stored at the commit is.
+- The chain is computed by the journal's writer inside the commit (:func:`chain_rows`); its
+  head moves only once that commit succeeded. Nothing else writes signal rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import attrs
+
+GENESIS = bytes(32)
+NODE = ""  # the single-node SQLite store's chain
+
+
+def encode_row(row: Sequence[Any]) -> bytes:
+    """The canonical encoding of one row's fields (see the module's rules)."""
+    parts: list[bytes] = []
+    add = parts.append
+    for value in row:
+        kind = value.__class__
+        if kind is str:
+            data = value.encode("utf-8")
+            add(b"s%d:" % len(data))
+            add(data)
+        elif value is None:
+            add(b"n")
+        elif kind is int:
+            add(b"i%d;" % value)
+        else:  # a blob (bytes from us, bytes or memoryview from SQLite)
+            data = bytes(value)
+            add(b"b%d:" % len(data))
+            add(data)
+    return b"".join(parts)
+
+
+def chain_rows(rows: Sequence[tuple[Any, ...]], head: bytes) -> tuple[list[tuple[Any, ...]], bytes]:
+    """The rows with their chain hash appended, and the new head (the last row's hash)."""
+    chained = []
+    sha256 = hashlib.sha256
+    for row in rows:
+        head = sha256(head + encode_row(row)).digest()
+        chained.append((*row, head))
+    return chained, head
+
+
+def chain_head(conn: sqlite3.Connection, node: str = NODE) -> bytes:
+    """The hash the node's next row follows: its newest row's, else its anchor's, else GENESIS."""
+    row = conn.execute(
+        "SELECT chain_hash FROM signals WHERE node = ? ORDER BY seq DESC LIMIT 1", (node,)
+    ).fetchone()
+    if row is not None:
+        return bytes(row[0]) if row[0] is not None else GENESIS
+    anchor = conn.execute(
+        "SELECT anchor_hash FROM journal_chain WHERE node = ?", (node,)
+    ).fetchone()
+    return bytes(anchor[0]) if anchor is not None and anchor[0] is not None else GENESIS
+
+
+@attrs.frozen
+class Mismatch:
+    """The first row whose stored hash is not what its fields and predecessor give."""
+
+    seq: int
+    id: str
+    received_us: int
+    node: str
+    reason: str
+
+
+@attrs.frozen
+class Verification:
+    verified: int
+    unchained: int  # rows stored before the chain existed (chain_hash NULL), not covered
+    first_seq: int | None
+    last_seq: int | None
+    mismatch: Mismatch | None = None
+
+
+def _rows(conn: sqlite3.Connection, columns: str, since_us: int | None) -> Iterator[sqlite3.Row]:
+    sql = f"SELECT seq, node, chain_hash, {columns} FROM signals"
+    params: tuple[Any, ...] = ()
+    if since_us is not None:
+        first = conn.execute(
+            "SELECT min(seq) FROM signals WHERE received_us >= ?", (since_us,)
+        ).fetchone()[0]
+        sql += " WHERE seq >= ?"
+        params = (first if first is not None else 1 << 62,)
+    yield from conn.execute(sql + " ORDER BY seq", params)
+
+
+def verify_chain(
+    conn: sqlite3.Connection, columns: str, *, since_us: int | None = None
+) -> Verification:
+    """Recompute every chain in ``seq`` order; stop at the first row that does not match.
+
+    ``columns`` are the hashed fields, as the journal inserts them. With ``since_us`` the walk
+    starts at the first row received then, trusting the hash of the row before it.
+    """
+    heads: dict[str, bytes] = {}  # per node: the hash its next row must follow
+    previous: dict[str, int] = {}  # per node: seq of its previous row (or anchor)
+    chained: set[str] = set()  # nodes whose chain has begun: a NULL hash now is tampering
+    for node, anchor_seq, anchor_hash in conn.execute(
+        "SELECT node, anchor_seq, anchor_hash FROM journal_chain"
+    ):
+        heads[node] = bytes(anchor_hash) if anchor_hash is not None else GENESIS
+        previous[node] = int(anchor_seq)
+        if anchor_hash is not None:
+            chained.add(node)
+    verified = unchained = 0
+    first: int | None = None
+    last: int | None = None
+    seen: set[str] = set()
+    for row in _rows(conn, columns, since_us):
+        seq, node, stored = int(row[0]), str(row[1]), row[2]
+        if since_us is not None and node not in seen:
+            before = conn.execute(
+                "SELECT seq, chain_hash FROM signals WHERE node = ? AND seq < ? "
+                "ORDER BY seq DESC LIMIT 1",
+                (node, seq),
+            ).fetchone()
+            if before is not None:
+                previous[node] = int(before[0])
+                if before[1] is not None:
+                    heads[node] = bytes(before[1])
+                    chained.add(node)
+        seen.add(node)
+        first = seq if first is None else first
+        last = seq
+        if stored is None:
+            if node in chained:
+                return _failed(row, node, "its chain hash was removed", verified, unchained)
+            unchained += 1
+            previous[node] = seq
+            continue
+        _, expected = chain_rows([tuple(row)[3:]], heads.get(node, GENESIS))
+        if bytes(stored) != expected:
+            reason = "its fields or its chain hash differ from what was committed"
+            before_seq = previous.get(node)
+            if before_seq is not None and seq != before_seq + 1:
+                reason += f" (or rows {before_seq + 1}..{seq - 1} before it were removed)"
+            elif before_seq is None and seq != 1:
+                reason += " (or rows before it were removed)"
+            return _failed(row, node, reason, verified, unchained)
+        heads[node] = expected
+        previous[node] = seq
+        chained.add(node)
+        verified += 1
+    return Verification(verified, unchained, first, last)
+
+
+def _failed(
+    row: sqlite3.Row, node: str, reason: str, verified: int, unchained: int
+) -> Verification:
+    mismatch = Mismatch(int(row["seq"]), str(row["id"]), int(row["received_us"]), node, reason)
+    return Verification(verified, unchained, None, None, mismatch)
