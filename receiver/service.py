@@ -33,7 +33,7 @@ from receiver.config import Config, OutputConfig
 from receiver.connection_limits import fit_to_open_files, raise_open_file_limit
 from receiver.console import serve_console
 from receiver.dc09_listener import Dc09Intake, Dc09Server, account_link
-from receiver.dispatcher import Dispatcher
+from receiver.dispatcher import Dispatcher, TroublePolicy
 from receiver.journal import Journal, load_links
 from receiver.metrics import Counters
 from receiver.registry_index import RegistryIndex
@@ -270,6 +270,7 @@ class Service:
                         self.config.store.path,
                         self.journal,
                         counters=self.counters,
+                        policy=TroublePolicy(**attrs.asdict(self.config.delivery)),
                     )
                     await workers.start(dispatcher.run)
                     self.dispatcher = dispatcher
