@@ -341,36 +341,33 @@ class OutputCursor:
         """Open or close the output's trouble and failover signals as its state says."""
         now = trio.current_time()
         since = self._down_since()
-        if not self.trouble_open and since is not None:
-            if now - since >= self.policy.trouble_after:
-                if await self._journal_trouble(
-                    output_link(self.output.name), self.policy.trouble_code, "output", trouble=True
-                ):
-                    self.trouble_open = True
-                    self.log.warning(
-                        "output_trouble",
-                        down_for=round(now - since, 1),
-                        error=self.output.last_error,
-                        code=self.policy.trouble_code,
-                    )
+        link, code = output_link(self.output.name), self.policy.trouble_code
+        opening = not self.trouble_open and since is not None
+        if opening and since is not None and now - since >= self.policy.trouble_after:
+            if await self._journal_trouble(link, code, "output", trouble=True):
+                self.trouble_open = True
+                self.log.warning(
+                    "output_trouble",
+                    down_for=round(now - since, 1),
+                    error=self.output.last_error,
+                    code=code,
+                )
         elif self.trouble_open and since is None and self._works():
-            if await self._journal_trouble(
-                output_link(self.output.name), self.policy.trouble_code, "output", trouble=False
-            ):
+            if await self._journal_trouble(link, code, "output", trouble=False):
                 self.trouble_open = False
-                self.log.info("output_restored", code=self.policy.trouble_code)
+                self.log.info("output_restored", code=code)
         on_alternate = getattr(self.output, "on_alternate", None)
-        if isinstance(on_alternate, bool) and self.output.connected:
-            if on_alternate != self.failover_open:
-                link = failover_link(self.output.name)
-                code = self.policy.failover_code
-                if await self._journal_trouble(link, code, "failover", trouble=on_alternate):
-                    self.failover_open = on_alternate
-                    self.log.warning(
-                        "output_failover" if on_alternate else "output_back_on_primary",
-                        peer=str(getattr(self.output, "peer", None)),
-                        code=code,
-                    )
+        if not isinstance(on_alternate, bool) or not self.output.connected:
+            return
+        if on_alternate != self.failover_open:
+            link, code = failover_link(self.output.name), self.policy.failover_code
+            if await self._journal_trouble(link, code, "failover", trouble=on_alternate):
+                self.failover_open = on_alternate
+                self.log.warning(
+                    "output_failover" if on_alternate else "output_back_on_primary",
+                    peer=str(getattr(self.output, "peer", None)),
+                    code=code,
+                )
 
     async def watch_troubles(self) -> None:
         """Check the output's state about every second (or trouble_after / 4, if shorter)."""

@@ -70,6 +70,10 @@ def status(running: RunningReceiver) -> dict[str, object]:
     return row
 
 
+def trouble_is_open(running: RunningReceiver) -> bool:
+    return status(running)["trouble"] is True
+
+
 async def test_output_down_is_a_trouble_delivered_elsewhere_then_restored(tmp_path: Path) -> None:
     port = closed_port()
     config = two_outputs(tmp_path, port)
@@ -82,7 +86,7 @@ async def test_output_down_is_a_trouble_delivered_elsewhere_then_restored(tmp_pa
         # Journaled once the alarm had waited trouble_after (1 s), not before.
         assert trouble[5] - first_received_us(running.db) >= 1_000_000
         assert status(running)["trouble"] is True
-        await eventually(lambda: (tmp_path / "spool" / f"{trouble[0]}.xml").exists())
+        await eventually((tmp_path / "spool" / f"{trouble[0]}.xml").exists)
         await nursery.start(sink.serve, "127.0.0.1", port)
         await eventually(lambda: len(receiver_troubles(running.db)) == 2)
         troubles = receiver_troubles(running.db)
@@ -103,7 +107,7 @@ async def test_a_trouble_open_before_a_restart_is_not_opened_again(tmp_path: Pat
         async with trio.open_nursery() as nursery:
             running = await start_receiver(nursery, config)
             await send_alarms(running.ports.dc09, ["1001"], 1)
-            await eventually(lambda: status(running)["trouble"])
+            await eventually(lambda r=running: status(r)["trouble"])
             await trio.sleep(1.5)  # past trouble_after again: no second trouble
             running.service.request_shutdown()
     assert [t[1:5] for t in receiver_troubles(running.db)] == [("E", "354", "001", "automation")]
