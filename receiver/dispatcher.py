@@ -353,9 +353,7 @@ class OutputCursor:
                     code=code,
                 )
         elif self.trouble_open and since is None and self._works():
-            if await self._journal_trouble(link, code, "output", trouble=False):
-                self.trouble_open = False
-                self.log.info("output_restored", code=code)
+            await self._restore(link, code)
         on_alternate = getattr(self.output, "on_alternate", None)
         if not isinstance(on_alternate, bool) or not self.output.connected:
             return
@@ -368,6 +366,11 @@ class OutputCursor:
                     peer=str(getattr(self.output, "peer", None)),
                     code=code,
                 )
+
+    async def _restore(self, link: str, code: str) -> None:
+        if await self._journal_trouble(link, code, "output", trouble=False):
+            self.trouble_open = False
+            self.log.info("output_restored", code=code)
 
     async def watch_troubles(self) -> None:
         """Check the output's state about every second (or trouble_after / 4, if shorter)."""
