@@ -107,7 +107,7 @@ async def test_a_trouble_open_before_a_restart_is_not_opened_again(tmp_path: Pat
         async with trio.open_nursery() as nursery:
             running = await start_receiver(nursery, config)
             await send_alarms(running.ports.dc09, ["1001"], 1)
-            await eventually(lambda r=running: status(r)["trouble"])
+            await eventually(functools.partial(trouble_is_open, running))
             await trio.sleep(1.5)  # past trouble_after again: no second trouble
             running.service.request_shutdown()
     assert [t[1:5] for t in receiver_troubles(running.db)] == [("E", "354", "001", "automation")]
