@@ -4,6 +4,7 @@ output delivers again; a failover to the alternate address is journaled too."""
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
