@@ -36,6 +36,7 @@ from receiver.dc09_listener import Dc09Intake, Dc09Server, account_link
 from receiver.dispatcher import Dispatcher, TroublePolicy
 from receiver.journal import Journal, load_links
 from receiver.metrics import Counters
+from receiver.notify import Notifier
 from receiver.registry_index import RegistryIndex
 from receiver.store.faults import STORE_ERRORS, StoreOutage
 from receiver.store.sqlite import connect, tighten_permissions
@@ -274,6 +275,14 @@ class Service:
                     )
                     await workers.start(dispatcher.run)
                     self.dispatcher = dispatcher
+                    workers.start_soon(
+                        Notifier(
+                            self.config.notify,
+                            self.config.store.path,
+                            self.journal,
+                            counters=self.counters,
+                        ).run
+                    )
                     intake = Dc09Intake(
                         self.config.dc09,
                         journal=self.journal,
