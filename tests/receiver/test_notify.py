@@ -11,6 +11,7 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -20,7 +21,7 @@ from structlog.testing import capture_logs
 from protocols.signal import ContactIdView, Signal, Source, new_signal_id
 from receiver.config import NotifyConfig
 from receiver.journal import Journal
-from receiver.notify import Notifier
+from receiver.notify import Notifier, event_of
 from receiver.store.sqlite import connect
 from tests.adapters.test_sentinel_client import closed_port
 from tests.receiver.conftest import start_receiver
@@ -194,3 +195,51 @@ async def test_an_smtp_server_down_is_logged_and_retried(tmp_path: Path) -> None
             assert "account 1001" in body(message)
             assert "account 1002" in body(message)
             nursery.cancel_scope.cancel()
+
+
+def test_each_trouble_is_the_event_a_target_names() -> None:
+    """What the journal holds becomes the event names a [[notify]] target lists."""
+    panel = lost_panel("1001", "S1")
+    bridge = attrs.evolve(panel, device="BR-1", cid=ContactIdView("R", "350", "00", "000"))
+    refused = attrs.evolve(
+        panel, source=Source.RECEIVER, extended=(("reason", "bad_token"), ("bridge_id", "AA"))
+    )
+    failover = attrs.evolve(
+        panel, source=Source.RECEIVER, extended=(("trouble", "failover"), ("output", "a"))
+    )
+    restored = attrs.evolve(
+        panel,
+        source=Source.RECEIVER,
+        cid=ContactIdView("R", "354", "00", "001"),
+        extended=(("trouble", "output"), ("output", "a")),
+    )
+    alarm = attrs.evolve(panel, source=Source.DC09)
+    assert [event_of(s) for s in (panel, bridge, refused, failover, restored, alarm)] == [
+        "panel_lost",
+        "bridge_restored",
+        "bridge_refused",
+        "failover",
+        "output_restored",
+        None,
+    ]
+
+
+async def test_a_dealer_target_hears_of_its_own_sites_only(
+    smtp: tuple[Inbox, int], tmp_path: Path
+) -> None:
+    inbox, port = smtp
+    db = tmp_path / "r.sqlite3"
+    conn = connect(db)
+    conn.execute("INSERT INTO dealers (id, name) VALUES (1, 'D1'), (2, 'D2')")
+    conn.execute("INSERT INTO sites (id, name, dealer_id) VALUES (10, 'Mine', 1), (20, 'Other', 2)")
+    conn.close()
+    targets = [target(port, dealer="D1", batch_interval=1.0)]
+    async with trio.open_nursery() as nursery:
+        journal, _ = await run_notifier(db, targets, nursery, gather=0.5)
+        mine = attrs.evolve(lost_panel("1001", "S1"), site_id=10, site_name="Mine")
+        other = attrs.evolve(lost_panel("2002", "S1"), site_id=20, site_name="Other")
+        await journal.append([other, mine, lost_panel("3003", "S1")])
+        [message] = await inbox.received(1)
+        assert body(message).splitlines()[0].endswith("account 1001 | site Mine | station S1")
+        assert message["Subject"] == "receiver: 1 event"
+        nursery.cancel_scope.cancel()
