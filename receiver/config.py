@@ -254,6 +254,64 @@ class IngestConfig:
 
 
 @frozen
+class DeliveryConfig:
+    # An output that cannot deliver this long is a receiver trouble (E, zone = the output's
+    # number in the file) journaled and sent to the other outputs; R when it delivers again.
+    trouble_after: float = field(default=60.0, validator=_positive)
+    trouble_code: str = field(default="354", validator=_cid_code)
+    # An output that connected to its alternate address: E; back on its primary: R.
+    failover_code: str = field(default="350", validator=_cid_code)
+
+
+NOTIFY_EVENTS = (
+    "output_down",
+    "output_restored",
+    "failover",
+    "panel_lost",
+    "panel_restored",
+    "bridge_lost",
+    "bridge_restored",
+    "bridge_refused",
+)
+
+
+def _events(_instance: Any, _attribute: attrs.Attribute[Any], value: Any) -> None:
+    for event in value:
+        if event not in NOTIFY_EVENTS:
+            raise ValueError(f"{_shown(event)} is not one of {', '.join(NOTIFY_EVENTS)}")
+
+
+def _recipients(_instance: Any, _attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not value:
+        raise ValueError("needs at least one address")
+    for address in value:
+        if "@" not in address:
+            raise ValueError(f"{_shown(address)} is not an e-mail address")
+
+
+@frozen
+class NotifyConfig:
+    """One ``[[notify]]`` target: who gets an e-mail, through which SMTP server, about what."""
+
+    name: str = field(validator=_not_empty)
+    to: tuple[str, ...] = field(validator=_recipients)
+    # The TOML key is ``from``.
+    sender: str = field(default="receiver@localhost", validator=_not_empty)
+    smtp_host: str = field(default="127.0.0.1", validator=_not_empty)
+    smtp_port: int = field(default=25, validator=_between(1, 65535))
+    starttls: bool = False
+    username: str = ""
+    password: str = field(default="", repr=False)
+    # What it wants (every event when empty) and whose signals: a registry station name,
+    # a dealer name; empty: every station, every dealer.
+    events: tuple[str, ...] = field(default=(), validator=_events)
+    station: str = ""
+    dealer: str = ""
+    # At most one message per this many seconds, listing what happened meanwhile.
+    batch_interval: float = field(default=60.0, validator=_positive)
+
+
+@frozen
 class OutputConfig:
     name: str = field(validator=_not_empty)
     kind: str = field(validator=_choice(*OUTPUT_KINDS))
@@ -270,10 +328,12 @@ class Config:
     journal: JournalConfig = JournalConfig()
     console: ConsoleConfig = ConsoleConfig()
     ingest: IngestConfig = IngestConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
     outputs: tuple[OutputConfig, ...] = (
         OutputConfig(name="spool", kind="spool", settings={"directory": "var/spool"}),
     )
     log_signals: bool = True
+    notify: tuple[NotifyConfig, ...] = ()
 
 
 SECTIONS: Mapping[str, type[Any]] = {
@@ -285,8 +345,9 @@ SECTIONS: Mapping[str, type[Any]] = {
     "journal": JournalConfig,
     "console": ConsoleConfig,
     "ingest": IngestConfig,
+    "delivery": DeliveryConfig,
 }
-TOP_LEVEL_KEYS = ("log_signals", "outputs")
+TOP_LEVEL_KEYS = ("log_signals", "outputs", "notify")
 # Output settings that are paths, by kind: relative ones are relative to the config file.
 _PATH_SETTINGS: Mapping[str, tuple[tuple[str, str], ...]] = {"spool": (("directory", "var/spool"),)}
 
@@ -314,6 +375,10 @@ def _typed(kind: str, value: Any) -> tuple[Any, str | None]:
         if isinstance(value, str):
             return value, None
         return value, f"must be a string, got {_shown(value)}"
+    if kind == "tuple[str, ...]":
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value), None
+        return value, f"must be a list of strings, got {_shown(value)}"
     return value, None
 
 
@@ -402,6 +467,34 @@ def _outputs(raw: Any, base: Path | None, errors: list[str]) -> tuple[OutputConf
     return tuple(outputs)
 
 
+def _notify(raw: Any, errors: list[str]) -> tuple[NotifyConfig, ...]:
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        errors.append("notify: must be [[notify]] tables")
+        return ()
+    targets: list[NotifyConfig] = []
+    seen: set[str] = set()
+    for number, table in enumerate(raw, start=1):
+        values = dict(table)
+        if "from" in values:
+            values["sender"] = values.pop("from")
+        name = values.get("name")
+        label = f"[[notify]] {name}" if isinstance(name, str) and name else f"[[notify]] #{number}"
+        missing = [key for key in ("name", "to") if key not in values]
+        if missing:
+            errors.append(f"{label}: needs {' and '.join(missing)}")
+            continue
+        if name in seen:
+            errors.append(f"{label} name: two [[notify]] targets are named {name!r}")
+            continue
+        seen.add(str(name))
+        inner: list[str] = []
+        target = _section(NotifyConfig, "notify", values, inner)
+        errors.extend(label + line.removeprefix("[notify]") for line in inner)
+        if target is not None:
+            targets.append(target)
+    return tuple(targets)
+
+
 def _output_problem(output: OutputConfig) -> str | None:
     """The output driver's own check of its settings (it does no I/O when built)."""
     from adapters.output import build_output  # noqa: PLC0415 (adapters import this module)
@@ -433,6 +526,8 @@ def parse_config(text: str, *, base: str | Path | None = None, source: str | Non
                 kwargs[name] = section
         elif name == "outputs":
             kwargs["outputs"] = _outputs(value, folder, errors)
+        elif name == "notify":
+            kwargs["notify"] = _notify(value, errors)
         elif name == "log_signals":
             typed, problem = _typed("bool", value)
             if problem:
@@ -521,4 +616,10 @@ def to_toml(config: Config) -> str:
             f"kind = {_toml_value(output.kind)}",
         ]
         lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in output.settings.items()]
+    for target in config.notify:
+        lines += ["", "[[notify]]"]
+        lines += [
+            f"{'from' if a.name == 'sender' else a.name} = {_toml_value(getattr(target, a.name))}"
+            for a in attrs.fields(NotifyConfig)
+        ]
     return "\n".join(lines) + "\n"

@@ -20,6 +20,13 @@ Rules:
 - A store that cannot be read or written (a full disk) never ends the dispatcher: the cursor
   stays in memory (deliveries go on; a crash then redelivers, never skips), the save is
   retried with a backoff, and the fault is logged and counted (``receiver.store.faults``).
+- Automation failure is an event: an output that cannot deliver for ``trouble_after`` seconds
+  (``[delivery]``) gets a receiver trouble journaled (source receiver, E ``trouble_code``,
+  zone = the output's number in the configuration, account 0000), which the other outputs
+  deliver like any signal; the first delivery after it journals the restore (R). An output
+  that connects to its alternate address journals E ``failover_code``, back on its primary R.
+  The open/closed state is stored in ``links`` (``output:<name>``, ``output:<name>/failover``)
+  in the same transaction, so a restart never opens a trouble twice.
 """
 
 from __future__ import annotations
@@ -30,12 +37,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
 import structlog
 import trio
 
 from adapters.output import Output, UndeliverableError, UnreachableError
-from protocols.signal import Flag, Signal
-from receiver.journal import Journal, JournalClosedError, read_after, to_us
+from protocols import catalog
+from protocols.signal import ContactIdView, Flag, Signal, Source, new_signal_id
+from receiver.journal import Journal, JournalClosedError, load_links, read_after, to_us
 from receiver.metrics import Counters
 from receiver.store.faults import STORE_ERRORS, StoreOutage
 from receiver.store.sqlite import connect
@@ -60,6 +69,29 @@ def _now_us() -> int:
     return to_us(datetime.now(UTC))
 
 
+def output_link(name: str) -> str:
+    """The link row holding an output's delivery trouble (open or closed)."""
+    return f"output:{name}"
+
+
+def failover_link(name: str) -> str:
+    """The link row holding whether an output is on its alternate address."""
+    return f"output:{name}/failover"
+
+
+# The account receiver troubles carry (the receiver's own, as Sur-Gard receivers use).
+RECEIVER_ACCOUNT = "0000"
+
+
+@attrs.frozen
+class TroublePolicy:
+    """When an output's failure becomes a journaled trouble, and with which codes."""
+
+    trouble_after: float = 60.0
+    trouble_code: str = "354"
+    failover_code: str = "350"
+
+
 class OutputCursor:
     """Delivery of the journal to one output."""
 
@@ -75,8 +107,19 @@ class OutputCursor:
         read_batch: int = 256,
         window: int = 64,
         counters: Counters | None = None,
+        policy: TroublePolicy | None = None,
+        number: int = 1,
     ) -> None:
         self.output = output
+        self.policy = policy or TroublePolicy()
+        self.number = number  # the output's place in the configuration: its troubles' zone
+        self.trouble_open = False
+        self.failover_open = False
+        self._failing_since: float | None = None  # first failed try of the current streak
+        self._delivered = False  # an ACK since the last failure (evidence it works)
+        self._opened = trio.Event()
+        self._supervised = getattr(output, "run_heartbeats", None) is not None
+        self._unlinked_since: float | None = None
         self.path = path
         self.journal = journal
         self.save_interval = save_interval
@@ -95,15 +138,18 @@ class OutputCursor:
         self._logged_error: str | None = None
         self._logged_at = -float("inf")
         self._failures_unlogged = 0
-        self._save_fault, self._read_fault, self._open_fault = (
+        self._save_fault, self._read_fault, self._open_fault, self._trouble_fault = (
             StoreOutage("dispatcher", operation, counters=counters, log=self.log)
-            for operation in ("cursor_save", "journal_read", "open")
+            for operation in ("cursor_save", "journal_read", "open", "trouble_write")
         )
 
     def _open(self) -> int:
         conn = connect(self.path, check_same_thread=False)
         conn.execute(ENSURE_OUTPUT, (self.output.name, _now_us()))
         self._conn = conn
+        links = load_links(conn)
+        self.trouble_open = links.get(output_link(self.output.name), (0, False))[1]
+        self.failover_open = links.get(failover_link(self.output.name), (0, False))[1]
         row = conn.execute("SELECT cursor FROM outputs WHERE name = ?", (self.output.name,))
         return int(row.fetchone()[0])
 
@@ -191,6 +237,9 @@ class OutputCursor:
                 else:
                     delay, backoff = backoff, min(backoff * 2, self.max_backoff)
                     probe = 0.2
+                if self._failing_since is None:
+                    self._failing_since = trio.current_time()
+                self._delivered = False
                 self._report_failure(items[0][1], str(exc), delay)
                 if self._save_fault.ready():
                     await self.save()  # `receiver outputs` shows the output down, and why
@@ -198,6 +247,8 @@ class OutputCursor:
             else:
                 if acked > 0:
                     self._logged_error = None  # the next failure is news again
+                    self._failing_since = None
+                    self._delivered = True
                     return acked
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
@@ -228,7 +279,108 @@ class OutputCursor:
             self._open_fault.failed(exc)
             return False
         self._open_fault.succeeded()
+        self._opened.set()
         return True
+
+    # -- automation failure as a signal ----------------------------------------------------
+
+    def _down_since(self) -> float | None:
+        """Since when the output cannot deliver (trio time), or None while it can."""
+        if self._failing_since is not None:
+            return self._failing_since
+        if self._supervised and not self.output.connected and self.output.last_error:
+            # Its heartbeats fail while no alarm waits: it could not deliver one either.
+            if self._unlinked_since is None:
+                self._unlinked_since = trio.current_time()
+            return self._unlinked_since
+        self._unlinked_since = None
+        return None
+
+    def _works(self) -> bool:
+        """Evidence that the output delivers: an ACK, or a link its heartbeats proved."""
+        return self._delivered or (self._supervised and self.output.connected)
+
+    def _trouble_signal(self, code: str, qualifier: str, what: str) -> Signal:
+        now = datetime.now(UTC)
+        cid = ContactIdView(qualifier, code, "00", f"{min(self.number, 999):03d}")
+        name, category = catalog.describe(cid, None)
+        extended: tuple[tuple[str, str], ...] = (("trouble", what), ("output", self.output.name))
+        if qualifier == "E" and self.output.last_error:
+            extended += (("error", self.output.last_error),)
+        station = getattr(self.output, "station", None)
+        return Signal(
+            id=new_signal_id(now),
+            received_at=now,
+            source=Source.RECEIVER,
+            account=RECEIVER_ACCOUNT,
+            station=station if isinstance(station, str) else None,
+            cid=cid,
+            name=name,
+            category=category,
+            device=self.output.name,
+            extended=extended,
+        )
+
+    async def _journal_trouble(self, link: str, code: str, what: str, *, trouble: bool) -> bool:
+        """Journal one trouble or restore with its link state; False when not stored."""
+        assert self.journal is not None
+        signal = self._trouble_signal(code, "E" if trouble else "R", what)
+        try:
+            await self.journal.append(
+                [signal], troubles=[(link, to_us(signal.received_at), trouble)]
+            )
+        except JournalClosedError:
+            return False  # the receiver is stopping: still due at the next start
+        except STORE_ERRORS as exc:
+            self._trouble_fault.failed(exc)
+            return False
+        self._trouble_fault.succeeded()
+        return True
+
+    async def check_troubles(self) -> None:
+        """Open or close the output's trouble and failover signals as its state says."""
+        now = trio.current_time()
+        since = self._down_since()
+        link, code = output_link(self.output.name), self.policy.trouble_code
+        opening = not self.trouble_open and since is not None
+        if opening and since is not None and now - since >= self.policy.trouble_after:
+            if await self._journal_trouble(link, code, "output", trouble=True):
+                self.trouble_open = True
+                self.log.warning(
+                    "output_trouble",
+                    down_for=round(now - since, 1),
+                    error=self.output.last_error,
+                    code=code,
+                )
+        elif self.trouble_open and since is None and self._works():
+            await self._restore(link, code)
+        on_alternate = getattr(self.output, "on_alternate", None)
+        if not isinstance(on_alternate, bool) or not self.output.connected:
+            return
+        if on_alternate != self.failover_open:
+            link, code = failover_link(self.output.name), self.policy.failover_code
+            if await self._journal_trouble(link, code, "failover", trouble=on_alternate):
+                self.failover_open = on_alternate
+                self.log.warning(
+                    "output_failover" if on_alternate else "output_back_on_primary",
+                    peer=str(getattr(self.output, "peer", None)),
+                    code=code,
+                )
+
+    async def _restore(self, link: str, code: str) -> None:
+        if await self._journal_trouble(link, code, "output", trouble=False):
+            self.trouble_open = False
+            self.log.info("output_restored", code=code)
+
+    async def watch_troubles(self) -> None:
+        """Check the output's state about every second (or trouble_after / 4, if shorter)."""
+        if self.journal is None:
+            return
+        await self._opened.wait()
+        interval = min(1.0, self.policy.trouble_after / 4)
+        while True:
+            await self.check_troubles()
+            await trio.sleep(interval)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         opened = await self._open_cursor()
@@ -287,12 +439,22 @@ class OutputCursor:
 
 
 def _cursor(
-    output: Output, path: str | Path, journal: Journal, counters: Counters | None
+    output: Output,
+    path: str | Path,
+    journal: Journal,
+    counters: Counters | None,
+    **options: Any,
 ) -> OutputCursor:
     """An output may ask for a larger window (the spool: one flush per that many packages)."""
     window = int(getattr(output, "window", 64))
     return OutputCursor(
-        output, path, journal, window=window, read_batch=max(256, window), counters=counters
+        output,
+        path,
+        journal,
+        window=window,
+        read_batch=max(256, window),
+        counters=counters,
+        **options,
     )
 
 
@@ -306,13 +468,18 @@ class Dispatcher:
         journal: Journal,
         *,
         counters: Counters | None = None,
+        policy: TroublePolicy | None = None,
     ) -> None:
-        self.cursors = [_cursor(o, path, journal, counters) for o in outputs]
+        self.cursors = [
+            _cursor(o, path, journal, counters, policy=policy, number=number)
+            for number, o in enumerate(outputs, start=1)
+        ]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             for cursor in self.cursors:
                 await nursery.start(cursor.run)
+                nursery.start_soon(cursor.watch_troubles)
                 heartbeats: Any = getattr(cursor.output, "run_heartbeats", None)
                 if heartbeats is not None:
                     nursery.start_soon(heartbeats)
@@ -320,8 +487,10 @@ class Dispatcher:
 
 
 def output_status(conn: sqlite3.Connection, names: list[str]) -> list[dict[str, Any]]:
-    """Per output: connected, backlog size, age of the oldest undelivered signal, last error."""
+    """Per output: connected, backlog size, age of the oldest undelivered signal, last error,
+    whether its delivery trouble is open and whether it is on its alternate address."""
     now = _now_us()
+    links = load_links(conn)
     rows = []
     for name in names:
         state = conn.execute("SELECT * FROM outputs WHERE name = ?", (name,)).fetchone()
@@ -346,6 +515,8 @@ def output_status(conn: sqlite3.Connection, names: list[str]) -> list[dict[str, 
                 "undeliverable": int(state["undeliverable"]) if state else 0,
                 "cursor": cursor,
                 "last_error": state["last_error"] if state else None,
+                "trouble": links.get(output_link(name), (0, False))[1],
+                "failover": links.get(failover_link(name), (0, False))[1],
             }
         )
     return rows

@@ -36,10 +36,11 @@ from receiver.config import Config, OutputConfig
 from receiver.connection_limits import fit_to_open_files, raise_open_file_limit
 from receiver.console import serve_console
 from receiver.dc09_listener import Dc09Intake, Dc09Server, account_link
-from receiver.dispatcher import Dispatcher
+from receiver.dispatcher import Dispatcher, TroublePolicy
 from receiver.journal import Journal, load_links
 from receiver.logs import configure
 from receiver.metrics import Counters
+from receiver.notify import Notifier
 from receiver.registry_index import RegistryIndex
 from receiver.retention import Retention
 from receiver.store.faults import STORE_ERRORS, StoreOutage
@@ -380,8 +381,17 @@ class Service:
                             self.config.store.path,
                             self.journal,
                             counters=self.counters,
+                            policy=TroublePolicy(**attrs.asdict(self.config.delivery)),
                         )
                         await workers.start(self.dispatcher.run)
+                        workers.start_soon(
+                            Notifier(
+                                self.config.notify,
+                                self.config.store.path,
+                                self.journal,
+                                counters=self.counters,
+                            ).run
+                        )
                         workers.start_soon(
                             Retention(
                                 self.config.store.path, self.journal, self.config.journal.keep_days

@@ -12,6 +12,7 @@ Rules:
   (refused, timed out, no answer to AUTH) the error is an :class:`UnreachableError`: nothing
   was sent, and the dispatcher probes again within about a second, so an automation that
   comes back is served at once.
+- ``on_alternate`` says the link is on the alternate address (the dispatcher journals it).
 - When idle for ``heartbeat`` seconds, ``run_heartbeats`` sends ``HB`` (connecting first if the
   link is down), so ``connected`` tells the truth even when no alarms flow.
 """
@@ -110,6 +111,11 @@ class SentinelOutput:
     @property
     def last_error(self) -> str | None:
         return self._last_error
+
+    @property
+    def on_alternate(self) -> bool:
+        """Connected to the alternate address (the primary could not be reached)."""
+        return len(self.addresses) > 1 and self.peer == self.addresses[1]
 
     async def deliver(self, signal: Signal, package_id: str) -> None:
         xml = Package.from_signal(

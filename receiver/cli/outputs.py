@@ -25,6 +25,8 @@ COLUMNS = (
     "oldest_age_s",
     "delivered",
     "undeliverable",
+    "trouble",
+    "failover",
     "last_error",
 )
 
@@ -51,7 +53,7 @@ def _outputs(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser = sub.add_parser(
         "outputs",
-        help="show each output: connected, backlog, oldest undelivered, last error",
+        help="show each output: connected, backlog, oldest undelivered, trouble, last error",
     )
     add_format_option(parser)
     parser.set_defaults(handler=_outputs)

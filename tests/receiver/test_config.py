@@ -19,6 +19,7 @@ from receiver.config import (
     TOP_LEVEL_KEYS,
     Config,
     ConfigError,
+    NotifyConfig,
     config_file,
     load_config,
     parse_config,
@@ -215,3 +216,42 @@ def test_receiver_config_names_the_file(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv(CONFIG_ENV, "/etc/receiver.toml")
     assert config_file(None) == Path("/etc/receiver.toml")
     assert config_file("mine.toml") == Path("mine.toml")
+
+
+def test_example_notify_target_claims_every_key() -> None:
+    """The example's [[notify]] table shows every key a target has ("from" for the sender)."""
+    example = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    keys = {"from" if a.name == "sender" else a.name for a in attrs.fields(NotifyConfig)}
+    assert [set(t) for t in example["notify"]] == [keys]
+    target = load_config(EXAMPLE).notify[0]
+    assert target.sender == "receiver@station.example"
+    assert target.to == ("it@station.example",)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('[[notify]]\nname = "a"\n', "[[notify]] a: needs to"),
+        (
+            '[[notify]]\nname = "a"\nto = ["x@y"]\nevents = ["fire"]\n',
+            '[[notify]] a events: "fire" is not one of output_down',
+        ),
+        ('[[notify]]\nname = "a"\nto = "x@y"\n', "[[notify]] a to: must be a list of strings"),
+        ('[[notify]]\nname = "a"\nto = ["nobody"]\n', '[[notify]] a to: "nobody" is not an e-mail'),
+        ('[[notify]]\nname = "a"\nto = ["x@y"]\nsmtp_port = 0\n', "[[notify]] a smtp_port:"),
+        ("[delivery]\ntrouble_after = 0\n", "[delivery] trouble_after: must be more than 0"),
+    ],
+)
+def test_notify_mistakes_are_one_line_each(text: str, error: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert len(caught.value.errors) == 1
+    assert caught.value.errors[0].startswith(error), caught.value.errors
+
+
+def test_notify_targets_read_back_the_same() -> None:
+    config = parse_config(
+        '[[notify]]\nname = "a"\nto = ["x@y", "z@w"]\nfrom = "r@s"\nevents = ["failover"]\n'
+    )
+    assert parse_config(to_toml(config)) == config
+    assert config.notify[0].events == ("failover",)
