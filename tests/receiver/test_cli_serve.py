@@ -23,6 +23,7 @@ from receiver import __version__
 from receiver.cli import main
 from receiver.config import parse_config
 from receiver.service import Ports, log_startup
+from tests.conftest import unavailable
 
 SCRIPT = Path(sys.executable).with_name("receiver")
 
@@ -124,7 +125,7 @@ def test_read_only_store_is_one_line(tmp_path: Path) -> None:
         [*mount, f"mount --bind -o ro {store} {store}"], capture_output=True, check=False
     )
     if probe.returncode != 0:
-        pytest.skip("no private mount namespace here (unshare -rm)")
+        unavailable("no private mount namespace here (unshare -rm)")
     result = serve(config, *mount, f'mount --bind -o ro {store} {store} && exec "$0" "$@"')
     line = only_line(result)
     assert line.startswith("receiver: cannot ")

@@ -35,6 +35,7 @@ from protocols.signal import Signal, Source, new_signal_id
 from receiver.journal import Journal, JournalError
 from receiver.metrics import Counters
 from receiver.supervisor import Supervisor
+from tests.conftest import unavailable
 from tests.receiver.conftest import registry_setup, write_config
 from tests.receiver.test_crash import free_port, wait_for_port
 
@@ -121,7 +122,7 @@ def fill_disk(pid: int) -> None:
         hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)[1]
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (1, hard))
     except PermissionError:  # a sandbox that forbids prlimit(2) on another process
-        pytest.skip("prlimit(2) on a child process is not permitted here")
+        unavailable("prlimit(2) on a child process is not permitted here")
 
 
 def free_disk(pid: int) -> None:

@@ -24,6 +24,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.conftest import unavailable
 from tests.receiver.console.conftest import PASSWORDS, Console, send_sia
 
 # Debian's paths; another system may point at its own with these variables.
@@ -34,18 +35,12 @@ T = TypeVar("T")
 pytestmark = pytest.mark.slow
 
 
-def _under_ci() -> bool:
-    return bool(os.environ.get("CI")) or os.environ.get("HYPOTHESIS_PROFILE") == "ci"
-
-
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[WebDriver]:
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
     if missing:
         message = f"{', '.join(missing)} missing: apt-get install -y chromium chromium-driver"
-        if _under_ci():
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
