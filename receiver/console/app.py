@@ -47,6 +47,7 @@ from protocols.errors import CollisionError, NotFoundError, RegistryError
 from receiver.bridge_state import bridge_report
 from receiver.dc09_listener import account_link
 from receiver.registry import AccountCheck, AccountSpec, Registry
+from receiver.registry.service import AccountEdit
 from receiver.store import console_sql
 from receiver.store.console_sql import SignalFilter, User
 
@@ -633,6 +634,78 @@ def build_app(state: ConsoleState) -> Starlette:
         target = f"/accounts/{quote(added.station, safe='')}/{quote(added.effective, safe='')}"
         return RedirectResponse(target, 303)
 
+    async def edit_account(
+        caller: Caller, station: str, effective: str, fields: dict[str, Any]
+    ) -> AccountEdit:
+        """Change an account as `receiver accounts edit` does: a new number or line is checked
+        as `add` checks it, and a collision is refused with the holder named."""
+        unknown = set(fields) - {"number", "line", "site", "supervision"}
+        if unknown or not fields:
+            what = ", ".join(sorted(unknown)) if unknown else "nothing to change"
+            raise Refusal(422, f"unknown field: {what}" if unknown else what)
+        for name in ("number", "line", "site"):
+            if fields.get(name) is not None and not isinstance(fields[name], str):
+                raise Refusal(422, f"{name} must be text")
+        options: dict[str, Any] = {}
+        if fields.get("number"):
+            options["new_number"] = fields["number"]
+        if fields.get("line"):
+            options["new_line"] = fields["line"]
+        if "site" in fields:
+            options["site"] = fields["site"] or None
+        if "supervision" in fields:
+            value = fields["supervision"]
+            try:
+                options["supervision"] = None if value in ("", None) else float(value)
+            except (TypeError, ValueError):
+                raise Refusal(422, "supervision must be a number of seconds") from None
+        current = await account_detail(station, effective)
+
+        def write(conn: sqlite3.Connection) -> AccountEdit:
+            return Registry(conn).edit_account(
+                station, str(current["line"]), str(current["number"]), **options
+            )
+
+        try:
+            edited = await state.reader.run(write)
+        except NotFoundError as exc:
+            raise Refusal(404, str(exc)) from None
+        except CollisionError as exc:
+            raise Refusal(409, str(exc)) from None
+        except (RegistryError, ValueError) as exc:
+            raise Refusal(422, str(exc)) from None
+        await state.audit(
+            caller.user.name,
+            "account_edit",
+            f"{edited.station}/{edited.check.effective}",
+            {"was": edited.was, **{k: v for k, v in fields.items() if k != "supervision"}},
+        )
+        await state.service.registry.refresh()
+        return edited
+
+    async def api_edit_account(request: Request) -> Response:
+        caller = await require(request, "admin")
+        try:
+            fields = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise Refusal(422, "the body must be a JSON object") from None
+        if not isinstance(fields, dict):
+            raise Refusal(422, "the body must be a JSON object")
+        await check_csrf(request, caller, None)
+        p = request.path_params
+        edited = await edit_account(caller, p["station"], p["number"], fields)
+        return JSONResponse(
+            {
+                "station": edited.station,
+                "was": edited.was,
+                "effective": edited.check.effective,
+                "line": edited.check.line,
+                "number": edited.check.number,
+                "detached_bridges": list(edited.detached_bridges),
+                "attached_bridges": list(edited.attached_bridges),
+            }
+        )
+
     async def api_account(request: Request) -> Response:
         await require(request)
         p = request.path_params
@@ -644,6 +717,39 @@ def build_app(state: ConsoleState) -> Starlette:
         return render(
             request, "accounts.html", caller, accounts=await account_rows(q), q=q, form={}
         )
+
+    async def page_edit_account(request: Request) -> Response:
+        caller = await require(request, "admin")
+        form = await request.form()
+        await check_csrf(request, caller, _text(form.get("csrf")))
+        p = request.path_params
+        current = await account_detail(p["station"], p["number"])
+        fields: dict[str, Any] = {}
+        number = _text(form.get("number"))
+        if number and number.strip().upper() != str(current["number"]).upper():
+            fields["number"] = number
+        site = _text(form.get("site"))
+        if (site or None) != current["site"]:
+            fields["site"] = site or None
+        if not fields:
+            return RedirectResponse(request.url.path, 303)
+        try:
+            edited = await edit_account(caller, p["station"], p["number"], fields)
+        except Refusal as exc:
+            if exc.status not in (404, 409, 422):
+                raise
+            log.warning(
+                "console_refused",
+                status=exc.status,
+                reason=exc.message,
+                user=caller.user.name,
+                path=request.url.path,
+            )
+            return render(
+                request, "account.html", caller, status=exc.status, a=current, refused=exc.message
+            )
+        station, effective = quote(edited.station, safe=""), quote(edited.check.effective, safe="")
+        return RedirectResponse(f"/accounts/{station}/{effective}", 303)
 
     async def account_page(request: Request) -> Response:
         caller = await require(request)
@@ -820,7 +926,8 @@ def build_app(state: ConsoleState) -> Starlette:
         Route("/events/signals", events),
         Route("/accounts", accounts_page, methods=["GET"]),
         Route("/accounts", page_add_account, methods=["POST"]),
-        Route("/accounts/{station}/{number}", account_page),
+        Route("/accounts/{station}/{number}", account_page, methods=["GET"]),
+        Route("/accounts/{station}/{number}", page_edit_account, methods=["POST"]),
         Route("/status", status_page),
         Route("/manual", manual_page),
         Route("/api/v1/openapi.json", openapi),
@@ -829,7 +936,8 @@ def build_app(state: ConsoleState) -> Starlette:
         Route("/api/v1/signals/{signal_id}/acknowledge", api_acknowledge, methods=["POST"]),
         Route("/api/v1/accounts", api_accounts, methods=["GET"]),
         Route("/api/v1/accounts", api_add_account, methods=["POST"]),
-        Route("/api/v1/accounts/{station}/{number}", api_account),
+        Route("/api/v1/accounts/{station}/{number}", api_account, methods=["GET"]),
+        Route("/api/v1/accounts/{station}/{number}", api_edit_account, methods=["PATCH"]),
         Route("/api/v1/outputs", api_outputs),
         Route("/api/v1/bridges", api_bridges),
         Route("/api/v1/troubles", api_troubles),

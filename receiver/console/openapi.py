@@ -136,11 +136,38 @@ OPENAPI: dict[str, Any] = {
                 },
             },
         },
-        "/api/v1/accounts/{station}/{number}": _get(
-            "One account: registry entry, supervision, bridges, recent signals",
-            [_path("station"), _path("number")],
-            not_found=True,
-        ),
+        "/api/v1/accounts/{station}/{number}": {
+            **_get(
+                "One account: registry entry, supervision, bridges, recent signals",
+                [_path("station"), _path("number")],
+                not_found=True,
+            ),
+            "patch": {
+                "summary": "Change an account's number, line, site or supervision (admin); a "
+                "new number taken by another account is refused (409) with the holder named",
+                "parameters": [_path("station"), _path("number")],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "number": {"type": "string"},
+                                    "line": {"type": "string"},
+                                    "site": {"type": ["string", "null"]},
+                                    "supervision": {"type": ["number", "null"]},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {"description": "changed; journaled with the admin's name"},
+                    **_REFUSALS,
+                },
+            },
+        },
         "/api/v1/outputs": _get(
             "Outputs: connected, backlog, oldest undelivered, last error, manual mode"
         ),

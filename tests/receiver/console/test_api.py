@@ -391,3 +391,43 @@ async def test_status_shows_the_connected_panels(console: Console) -> None:
         page = (await client.get("/status")).text
         assert "127.0.0.1 (1)" in page
     await stream.aclose()
+
+
+async def test_admin_changes_an_account_and_a_collision_names_the_holder(console: Console) -> None:
+    """An admin renumbers account 1234 to 5678 (audited, and the running receiver resolves the
+    new number); renumbering another account onto 5678 is refused with the holder named, as
+    `receiver accounts edit` refuses it; an operator may not change accounts."""
+    async with console.login("ada") as admin:
+        page = (await admin.get("/accounts")).text
+        csrf = page.split('name="csrf" value="')[1].split('"')[0]
+        headers = {"X-CSRF-Token": csrf}
+        added = await admin.post(
+            "/api/v1/accounts", json={"station": "S1", "number": "4321"}, headers=headers
+        )
+        assert added.status_code == 201, added.text
+        changed = await admin.patch(
+            "/api/v1/accounts/S1/1234", json={"number": "5678"}, headers=headers
+        )
+        assert changed.status_code == 200, changed.text
+        assert (changed.json()["was"], changed.json()["effective"]) == ("1234", "5678")
+        assert (await admin.get("/api/v1/accounts/S1/5678")).status_code == 200
+        assert (await admin.get("/api/v1/accounts/S1/1234")).status_code == 404
+        taken = await admin.patch(
+            "/api/v1/accounts/S1/4321", json={"number": "5678"}, headers=headers
+        )
+        assert taken.status_code == 409
+        assert "5678 is taken at station S1" in taken.json()["error"]
+        assert (await admin.get("/api/v1/accounts/S1/4321")).status_code == 200
+        for body in ({}, {"colour": "red"}, {"number": 5}):
+            bad = await admin.patch("/api/v1/accounts/S1/4321", json=body, headers=headers)
+            assert bad.status_code == 422, (body, bad.text)
+        audit = (await admin.get("/api/v1/audit")).json()
+        actions = [(row["user"], row["action"]) for row in audit["audit"]]
+        assert ("ada", "account_edit") in actions
+    async with console.login("otto") as operator:
+        page = (await operator.get("/signals")).text
+        csrf = page.split('name="csrf" value="')[1].split('"')[0] if 'name="csrf"' in page else ""
+        refused = await operator.patch(
+            "/api/v1/accounts/S1/4321", json={"number": "9999"}, headers={"X-CSRF-Token": csrf}
+        )
+        assert refused.status_code == 403

@@ -62,3 +62,32 @@ async def test_page_form_without_csrf_changes_nothing(console: Console) -> None:
         assert "CSRF" in answer.text
         [still] = (await client.get("/api/v1/manual")).json()["queue"]
         assert still["handled_by"] is None
+
+
+async def test_admin_changes_an_account_on_its_page(console: Console) -> None:
+    """The account page has a change form for admins only: renumbering 1234 to 2345 moves the
+    page; a number another account holds is shown refused (409) with the holder named, and
+    nothing changes."""
+    async with console.login("vera") as viewer:
+        assert 'id="edit-account"' not in (await viewer.get("/accounts/S1/1234")).text
+    async with console.login("ada") as admin:
+        page = (await admin.get("/accounts/S1/1234")).text
+        assert 'id="edit-account"' in page
+        csrf = page.split('name="csrf" value="')[1].split('"')[0]
+        added = await admin.post(
+            "/api/v1/accounts",
+            json={"station": "S1", "number": "7777"},
+            headers={"X-CSRF-Token": csrf},
+        )
+        assert added.status_code == 201, added.text
+        moved = await admin.post(
+            "/accounts/S1/1234", data={"csrf": csrf, "number": "2345", "site": "Main Street"}
+        )
+        assert moved.status_code == 303
+        assert moved.headers["location"] == "/accounts/S1/2345"
+        refused = await admin.post(
+            "/accounts/S1/2345", data={"csrf": csrf, "number": "7777", "site": "Main Street"}
+        )
+        assert refused.status_code == 409
+        assert "7777 is taken at station S1" in refused.text
+        assert (await admin.get("/accounts/S1/2345")).status_code == 200
