@@ -25,6 +25,7 @@ from benchmarks.harness import (
     BUILD,
     ReceiverProcess,
     build_blast,
+    cpu_seconds,
     free_port,
     median_run,
     pinned,
@@ -131,8 +132,17 @@ class BaselineServer:
             self.process.wait()
 
 
+def process_cpu(server: ReceiverProcess | BaselineServer) -> float:
+    return cpu_seconds(server.process.pid)
+
+
 def compare(
-    connections: list[int], messages: int, runs: int, *, udp: bool = False
+    connections: list[int],
+    messages: int,
+    runs: int,
+    *,
+    udp: bool = False,
+    embedded_default: bool = False,
 ) -> list[dict[str, Any]]:
     """Median figures for ours and pysiaalarm's at each connection count, and ours / theirs."""
     blast = build_blast()
@@ -146,10 +156,17 @@ def compare(
         figures: dict[str, dict[str, Any]] = {}
         for name in ("ours", "pysiaalarm"):
             server: ReceiverProcess | BaselineServer = (
-                ReceiverProcess() if name == "ours" else BaselineServer(python, accounts, udp=udp)
+                ReceiverProcess(embedded_default=embedded_default)
+                if name == "ours"
+                else BaselineServer(python, accounts, udp=udp, core=None if embedded_default else 0)
             )
+            # With the embedded default both servers may use both cores (the generator too).
+            blast_core = None if embedded_default else 1
             try:
-                run_blast(blast, server.port, connections=conns, messages=5, udp=udp)
+                run_blast(
+                    blast, server.port, connections=conns, messages=5, udp=udp, core=blast_core
+                )
+                cpu_before = process_cpu(server)
                 figures[name] = median_run(
                     [
                         run_blast(
@@ -158,11 +175,15 @@ def compare(
                             connections=conns,
                             messages=messages,
                             udp=udp,
+                            core=blast_core,
                             line=f"L{run + 1:X}",  # fresh signals for us, not retries
                         )
                         for run in range(runs)
                     ]
                 )
+                figures[name]["cpu_s"] = round(process_cpu(server) - cpu_before, 2)
+                if isinstance(server, ReceiverProcess):
+                    figures[name] |= server.memory()
             finally:
                 server.stop()
         ours, theirs = figures["ours"], figures["pysiaalarm"]
@@ -171,6 +192,7 @@ def compare(
             "transport": "udp" if udp else "tcp",
             "connections": conns,
             "messages": messages,
+            "config": "embedded default, unpinned" if embedded_default else "lean, pinned",
             "ours": ours,
             "pysiaalarm": theirs,
             "throughput_ratio": round(ratio, 2) if ratio is not None else None,
@@ -181,7 +203,8 @@ def compare(
             f"p99 {ours['p99_ms']} ms ({ours['acked']}/{ours['frames']} acked, durable)  "
             f"pysiaalarm {theirs['events_per_s']:8.0f} ev/s p99 {theirs['p99_ms']} ms "
             f"({theirs['acked']}/{theirs['frames']} acked, in memory)  "
-            f"ours/theirs {row['throughput_ratio']}",
+            f"ours/theirs {row['throughput_ratio']}  cpu s ours {ours['cpu_s']} theirs "
+            f"{theirs['cpu_s']}  rss ours {ours.get('peak_rss_kib', 0) // 1024} MiB",
             flush=True,
         )
     return rows
@@ -212,17 +235,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=200, help="frames per connection")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--udp", action="store_true", help="also compare over UDP")
+    parser.add_argument(
+        "--embedded-default",
+        action="store_true",
+        help="ours on what `make serve` runs (signal log, spool output, a worker per core), "
+        "both servers and the generator free to use both cores",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     args = parser.parse_args(argv)
     connections = [int(c) for c in args.connections.split(",")]
     if args.dry_run:
         print(f"baseline: {PYSIAALARM} in {VENV}; connections {connections}, {args.runs} runs")
         return 0
-    rows = compare(connections, args.messages, args.runs)
+    default = args.embedded_default
+    rows = compare(connections, args.messages, args.runs, embedded_default=default)
     if args.udp:
-        rows += compare(connections, args.messages, args.runs, udp=True)
+        rows += compare(connections, args.messages, args.runs, udp=True, embedded_default=default)
     if rows:
-        write_results("baseline", {"results": rows}, table(rows))
+        name = "baseline_default" if default else "baseline"
+        write_results(name, {"results": rows}, table(rows))
     return 0 if rows else 1
 
 

@@ -63,20 +63,61 @@ def rss_kib(pid: int) -> dict[str, int]:
     return {"rss_kib": out.get("VmRSS", 0), "peak_rss_kib": out.get("VmHWM", 0)}
 
 
+def child_pids(pid: int) -> list[int]:
+    """The direct children of ``pid`` (Linux /proc), e.g. the ingest worker processes."""
+    found: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live children so far (Linux /proc)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for each in [pid, *child_pids(pid)]:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return round(total, 2)
+
+
 class ReceiverProcess:
     """``receiver serve`` in a subprocess with a throwaway store and its own config."""
 
     def __init__(
-        self, extra_config: str = "", *, core: int | None = 0, outputs: str = "outputs = []\n"
+        self,
+        extra_config: str = "",
+        *,
+        core: int | None = 0,
+        outputs: str = "outputs = []\n",
+        embedded_default: bool = False,
     ) -> None:
         """``outputs``: top-level TOML for the outputs (default none; ``[[outputs]]`` tables
-        go at the end of the file). The bridge port is a free one, so runs never collide."""
+        go at the end of the file). The bridge port is a free one, so runs never collide.
+
+        ``embedded_default``: what ``make serve`` runs (signal log on, the spool output, one
+        ingest worker per core, the console), only on free ports and a throwaway folder; the
+        receiver is then not pinned (``core`` is ignored)."""
         self.dir = Path(tempfile.mkdtemp(prefix="receiver-bench-"))
         self.port = free_port()
         self.config = self.dir / "receiver.toml"
+        if embedded_default:
+            core = None
+            outputs = (
+                f'[[outputs]]\nname = "spool"\nkind = "spool"\ndirectory = "{self.dir / "spool"}"\n'
+            )
+            extra_config += f'\n[console]\nlisten = "127.0.0.1:{free_port()}"\n'
+        else:
+            extra_config += '\n[console]\nlisten = ""\n'
         tables = outputs if "[[outputs]]" in outputs else ""
         self.config.write_text(
-            "log_signals = false\n"
+            f"log_signals = {'true' if embedded_default else 'false'}\n"
             + ("" if tables else outputs)
             + f'[store]\npath = "{self.dir / "receiver.sqlite3"}"\n'
             f'[bridge]\nlisten = "127.0.0.1:{free_port()}"\n'
@@ -107,8 +148,16 @@ class ReceiverProcess:
     def db(self) -> Path:
         return self.dir / "receiver.sqlite3"
 
+    def cpu(self) -> float:
+        return cpu_seconds(self.process.pid)
+
     def memory(self) -> dict[str, int]:
-        return rss_kib(self.process.pid)
+        """RSS of the receiver and its ingest workers, added up."""
+        total = {"rss_kib": 0, "peak_rss_kib": 0}
+        for pid in [self.process.pid, *child_pids(self.process.pid)]:
+            for key, value in rss_kib(pid).items():
+                total[key] += value
+        return total
 
     def stop(self) -> None:
         self.process.terminate()

@@ -47,6 +47,11 @@ def steps(quick: bool) -> list[Step]:
         ("codec", codec.main, []),
         ("e2e", e2e.main, ["--runs", "3", "--messages", "200", "--udp"]),
         ("baseline", baseline.main, ["--connections", "10,100", "--runs", "3"]),
+        (
+            "baseline_default",
+            baseline.main,
+            ["--connections", "10,100,1000", "--runs", "3", "--udp", "--embedded-default"],
+        ),
         ("floor", floor.main, ["--runs", "3"]),
         ("idle", idle.main, ["--connections", "10000", "--hold", "5"]),
         ("sink", sink_latency.main, ["--rate", "1000", "--duration", "10"]),
@@ -78,6 +83,15 @@ def summary(codec_line: dict[str, Any] | None, outcomes: dict[str, str]) -> str:
             f"| >= {e2e.GOAL_EPS} durable events/s at 100 connections, p99 <= "
             f"{e2e.GOAL_P99_MS} ms | {at100['events_per_s']:.0f} events/s, "
             f"p99 {at100['p99_ms']} ms |"
+        )
+    for row in _read("baseline_default"):
+        lines.append(
+            f"| embedded default, both cores: ours / pysiaalarm at {row['connections']} "
+            f"{row['transport']} (goal at 100 tcp: >= 4 and >= 20000 events/s) "
+            f"| {row['throughput_ratio']} ({row['ours']['events_per_s']:.0f} vs "
+            f"{row['pysiaalarm']['events_per_s']:.0f} events/s, p99 {row['ours']['p99_ms']} ms, "
+            f"CPU {row['ours']['cpu_s']} vs {row['pysiaalarm']['cpu_s']} s, "
+            f"RSS {row['ours'].get('peak_rss_kib', 0) // 1024} MiB) |"
         )
     for row in _read("baseline"):
         lines.append(
