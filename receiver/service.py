@@ -21,7 +21,7 @@ import signal as os_signal
 import sqlite3
 from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import attrs
 import structlog
@@ -49,6 +49,7 @@ from receiver.supervisor import LinkActivity, Supervisor
 from receiver.workers import WorkerPool, die_with_parent
 
 Role = Literal["all", "coordinator", "worker"]
+_E = TypeVar("_E", bound=BaseException)
 
 
 class RegistryView:
@@ -149,12 +150,13 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
-def _first_os_error(exc: BaseException) -> OSError | None:
-    if isinstance(exc, OSError):
+def first_in_group(exc: BaseException, kind: type[_E]) -> _E | None:
+    """The first ``kind`` exception in ``exc`` or in trio's (nested) exception groups."""
+    if isinstance(exc, kind):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = _first_os_error(inner)
+            found = first_in_group(inner, kind)
             if found is not None:
                 return found
     return None
@@ -167,7 +169,7 @@ async def _start_listener(
     try:
         port: int = await nursery.start(serve)
     except (OSError, BaseExceptionGroup) as exc:
-        error = _first_os_error(exc)
+        error = first_in_group(exc, OSError)
         if error is None:
             raise
         reason = error.strerror or str(error)

@@ -19,21 +19,9 @@ from protocols.errors import StartupError
 from receiver.cli.config import config_source
 from receiver.config import load_config
 from receiver.logs import configure
-from receiver.service import serve_until_signalled
+from receiver.service import first_in_group, serve_until_signalled
 from receiver.store.lock import StoreLock
 from receiver.store.sqlite import connect
-
-
-def startup_error(exc: BaseException) -> StartupError | None:
-    """The StartupError inside trio's exception groups, if that is what ended the run."""
-    if isinstance(exc, StartupError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = startup_error(inner)
-            if found is not None:
-                return found
-    return None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -49,7 +37,7 @@ def _serve(args: argparse.Namespace) -> int:
                 functools.partial(serve_until_signalled, config, config_file, json_logs=json_logs)
             )
         except BaseExceptionGroup as group:
-            found = startup_error(group)
+            found = first_in_group(group, StartupError)
             if found is None:
                 raise
             raise found from None
