@@ -39,6 +39,8 @@ from protocols.errors import (
     Reply,
     UnsupportedError,
 )
+from protocols.stream import NEED_DATA as NEED_DATA  # noqa: PLC0414 - re-exported
+from protocols.stream import NeedData as NeedData  # noqa: PLC0414 - re-exported
 
 MAGIC: Final = b"VB"
 VERSION: Final = 1
@@ -574,15 +576,6 @@ def decode_frame(frame: bytes) -> Envelope:
 # --------------------------------------------------------------------------------------------
 # The sans-IO connection
 # --------------------------------------------------------------------------------------------
-
-
-class NeedData(enum.Enum):
-    """``next_event`` has nothing to return until more bytes arrive."""
-
-    NEED_DATA = "NEED_DATA"
-
-
-NEED_DATA: Final = NeedData.NEED_DATA
 
 
 class NotAuthenticatedError(RemoteProtocolError):
