@@ -120,3 +120,20 @@ class CollisionError(RegistryError, ValueError):
 
 class InvalidInputError(ReceiverError, ValueError):
     """A value given by a person (CLI, config, CSV) is not acceptable."""
+
+
+class UnknownAccountError(RemoteProtocolError):
+    """A good frame from an account the registry does not know, refused by policy.
+
+    The reply is the station's choice (DUH or NAK); accepting such frames is not an error.
+    """
+
+    default_reply = Reply.DUH
+    default_reason = "unknown_account"
+
+
+class PlaintextRefusedError(RemoteProtocolError):
+    """A plaintext frame for an account that has a key: it must be encrypted (DUH)."""
+
+    default_reply = Reply.DUH
+    default_reason = "plaintext_refused"

@@ -40,6 +40,8 @@ class Dc09Config:
     frame_timeout: float = 30.0
     max_connections: int = 20_000
     max_connections_per_peer: int = 20_000
+    # Replies a panel has not read yet, kept per connection; past this the connection closes.
+    reply_backlog_bytes: int = 65_536
     # Timestamp window (seconds before / after the receiver's clock).
     window_past: float = 40.0
     window_future: float = 20.0
