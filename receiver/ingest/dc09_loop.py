@@ -43,6 +43,9 @@ from receiver.metrics import Counters
 from receiver.registry_index import ResolvedAccount
 
 _READ_SIZE = 65536
+# A panel's replies are small: a fixed kernel send buffer (no autotuning up to megabytes)
+# keeps memory per connection bounded and makes the reply backlog bound what it says.
+_SEND_BUFFER = 65536
 _UDP_PER_WAKEUP = 512  # datagrams read per wakeup, so TCP peers are served in between
 # Running out of descriptors or memory: wait instead of spinning.
 _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
@@ -199,6 +202,7 @@ class Dc09Loop:
                 continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
             conn = _Connection(
                 sock, host=host, peer=peer, engine=self.intake.engine(), log=log, now=now
             )
