@@ -21,6 +21,7 @@ from protocols.bridge import (
     HEADER_SIZE,
     MAX_GARBAGE_REPORT,
     NEED_DATA,
+    TRANSITIONS,
     USER_KINDS,
     Ack,
     ArmState,
@@ -578,3 +579,22 @@ def test_hello_validates_channel_count_and_time_must_be_aware() -> None:
         Hello("S", "M", 5, "1", "t")
     with pytest.raises(ValueError):
         Envelope(bridge_id=MAC, sequence=1, device_time=datetime(2024, 1, 1), body=Ack(1))
+
+
+def test_state_transitions_sit_in_one_table() -> None:
+    """The connection's states and the steps between them are one table: from AWAIT_HELLO every
+    state is reachable in both roles, and CLOSED is never left."""
+
+    for role in ("receiver", "bridge"):
+        reached = {BridgeState.AWAIT_HELLO}
+        frontier = [BridgeState.AWAIT_HELLO]
+        while frontier:
+            state = frontier.pop()
+            for (r, s, _step), target in TRANSITIONS.items():
+                if r == role and s is state and target not in reached:
+                    reached.add(target)
+                    frontier.append(target)
+        assert reached == set(BridgeState)
+    assert {t for (_, s, _), t in TRANSITIONS.items() if s is BridgeState.CLOSED} == {
+        BridgeState.CLOSED
+    }
