@@ -161,7 +161,7 @@ class Dc09Loop:
                     if mask & select.EPOLLOUT:
                         self._flush(conn)
                     if mask & ~select.EPOLLOUT and not (conn.eof or conn.closed):
-                        self._read(conn, now, staged, touched)
+                        self._read_guarded(conn, now, staged, touched)
                 elif fd in self._listeners:
                     if now >= self._accept_paused_until:
                         self._accept(self._listeners[fd], now)
@@ -209,6 +209,19 @@ class Dc09Loop:
             self._conns[conn.fd] = conn
             self._epoll.register(conn.fd, _IN)
             self.counters.inc("connections")
+
+    def _read_guarded(
+        self, conn: _Connection, now: float, staged: list[Staged], touched: list[_Connection]
+    ) -> None:
+        """``_read``, but a bug that one peer's bytes trigger costs that connection only: it is
+        logged and closed (frames of it already staged are stored, never ACKed: the panel
+        retries and the dedupe key absorbs the retry)."""
+        try:
+            self._read(conn, now, staged, touched)
+        except Exception as exc:  # no input may end the loop
+            conn.log.error("connection_failed", error=repr(exc))
+            conn.slots.clear()
+            self._close(conn, "failed")
 
     def _read(
         self, conn: _Connection, now: float, staged: list[Staged], touched: list[_Connection]
@@ -361,11 +374,16 @@ class Dc09Loop:
                 self._udp_log.info("udp_receive_failed", error=str(exc))
                 continue
             peer = f"{address[0]}:{address[1]}"
-            event = engine.receive_datagram(data)
-            if isinstance(event, Accepted):
-                frame = intake.stage(event, peer)
-                staged.append(frame)
-                replies.append((frame, address, peer))
+            try:
+                event = engine.receive_datagram(data)
+                if isinstance(event, Accepted):
+                    frame = intake.stage(event, peer)
+                    staged.append(frame)
+                    replies.append((frame, address, peer))
+                    continue
+            except Exception as exc:  # no datagram may end the loop
+                self.counters.inc("datagrams_failed")
+                self._udp_log.error("datagram_failed", peer=peer, error=repr(exc))
                 continue
             assert isinstance(event, Rejected)
             if event.framing and event.reason == "oversized":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog.testing
@@ -16,6 +17,7 @@ import trio
 
 from protocols import dc09
 from protocols.errors import Reply
+from receiver.ingest.intake import Dc09Intake
 from tests.receiver.conftest import RunningReceiver, start_receiver, write_config
 from tests.receiver.test_dc09_service import connect, read_replies, sia
 
@@ -227,3 +229,34 @@ async def test_total_connection_limit_refuses_the_newcomer(tmp_path: Path) -> No
         await first.aclose()
         await second.aclose()
         running.service.request_shutdown()
+
+
+async def test_a_bug_one_panel_triggers_costs_only_its_connection(
+    receiver: RunningReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If handling one panel's frame raises (a bug), that connection is closed and logged;
+    the loop, the other panels and UDP carry on."""
+    stage = Dc09Intake.stage
+
+    def failing_stage(self: Dc09Intake, accepted: Any, peer: str) -> Any:
+        if accepted.header.account == "6666":
+            raise RuntimeError("a bug")
+        return stage(self, accepted, peer)
+
+    monkeypatch.setattr(Dc09Intake, "stage", failing_stage)
+    with structlog.testing.capture_logs() as logs:
+        doomed = await connect(receiver)
+        await doomed.send_all(sia(1, account="6666"))
+        with trio.fail_after(5):
+            assert await closed_by_receiver(doomed)
+        udp = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        await udp.bind(("127.0.0.1", 0))
+        await udp.sendto(sia(3, account="6666"), ("127.0.0.1", receiver.ports.dc09))
+        healthy = await connect(receiver)
+        await healthy.send_all(sia(2))
+        [raw] = await read_replies(healthy, 1)
+        assert dc09.decode_reply(raw).kind is Reply.ACK
+        await healthy.aclose()
+        udp.close()
+    assert {"connection_failed", "datagram_failed"} <= {e["event"] for e in logs}
+    assert stored_sequences(receiver.db) == [("1234", "0002")]
