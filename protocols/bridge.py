@@ -40,6 +40,8 @@ from protocols.errors import (
     Reply,
     UnsupportedError,
 )
+from protocols.stream import NEED_DATA as NEED_DATA  # noqa: PLC0414 - re-exported
+from protocols.stream import NeedData as NeedData  # noqa: PLC0414 - re-exported
 
 MAGIC: Final = b"VB"
 VERSION: Final = 1
@@ -606,13 +608,6 @@ def redact_token(raw: bytes) -> bytes:
 # --------------------------------------------------------------------------------------------
 
 
-class NeedData(enum.Enum):
-    """``next_event`` has nothing to return until more bytes arrive."""
-
-    NEED_DATA = "NEED_DATA"
-
-
-NEED_DATA: Final = NeedData.NEED_DATA
 _MESSAGE_TYPES: Final = frozenset(int(t) for t in MessageType)
 
 
@@ -627,7 +622,7 @@ class NotAuthenticatedError(RemoteProtocolError):
 
 
 class BridgeState(enum.Enum):
-    """Where a connection is. Transitions happen in ``send`` and ``next_event``."""
+    """Where a connection is. Every transition is in ``TRANSITIONS``."""
 
     AWAIT_HELLO = "await_hello"  # receiver: nothing yet. bridge: HELLO not sent yet
     HELLO_PENDING = "hello_pending"  # HELLO received (receiver) or sent (bridge), not answered
@@ -641,6 +636,33 @@ BridgeEvent: TypeAlias = Envelope | RemoteProtocolError | NeedData
 _SENT_BY: Final[dict[Role, frozenset[type[Any]]]] = {
     "bridge": frozenset({Hello, Event, Heartbeat}),
     "receiver": frozenset({Ack, Nak}),
+}
+
+
+class BridgeStep(enum.Enum):
+    """What moves a connection from one state to another (in either direction of travel)."""
+
+    HELLO = "hello"  # a HELLO: received (receiver role) or sent (bridge role)
+    HELLO_ACCEPTED = "hello_accepted"  # the ACK of that HELLO: sent (receiver) or received
+    HELLO_REFUSED = "hello_refused"  # the NAK of that HELLO: sent (receiver) or received
+    EOF = "eof"  # the peer closed and every byte it sent has been read
+
+
+_S = BridgeState
+# Every state change of a connection, in one place: (role, state, step) -> next state.
+# A step not listed here leaves the state as it is (a HELLO answered twice, a late ACK).
+TRANSITIONS: Final[dict[tuple[Role, BridgeState, BridgeStep], BridgeState]] = {
+    ("receiver", _S.AWAIT_HELLO, BridgeStep.HELLO): _S.HELLO_PENDING,
+    # A repeated HELLO (same bridge: checked before) is answered again, like the first.
+    ("receiver", _S.OPEN, BridgeStep.HELLO): _S.HELLO_PENDING,
+    ("receiver", _S.HELLO_PENDING, BridgeStep.HELLO_ACCEPTED): _S.OPEN,
+    ("receiver", _S.HELLO_PENDING, BridgeStep.HELLO_REFUSED): _S.CLOSED,
+    ("bridge", _S.AWAIT_HELLO, BridgeStep.HELLO): _S.HELLO_PENDING,
+    ("bridge", _S.HELLO_PENDING, BridgeStep.HELLO): _S.HELLO_PENDING,
+    ("bridge", _S.OPEN, BridgeStep.HELLO): _S.HELLO_PENDING,
+    ("bridge", _S.HELLO_PENDING, BridgeStep.HELLO_ACCEPTED): _S.OPEN,
+    ("bridge", _S.HELLO_PENDING, BridgeStep.HELLO_REFUSED): _S.CLOSED,
+    **{(role, state, BridgeStep.EOF): _S.CLOSED for role in ("receiver", "bridge") for state in _S},
 }
 
 
@@ -819,6 +841,9 @@ class BridgeConnection:
         del self._garbage[:MAX_GARBAGE_REPORT]
         return FramingError(f"{len(raw)} bytes that are not a bridge frame", raw=raw)
 
+    def _step(self, step: BridgeStep) -> None:
+        self.state = TRANSITIONS.get((self.role, self.state, step), self.state)
+
     def _need_data(self) -> BridgeEvent:
         if not self._eof:
             return NEED_DATA
@@ -828,7 +853,7 @@ class BridgeConnection:
             self._buffer.clear()
             self._probe_reset()
             return FramingError(f"connection closed inside a frame ({len(raw)} bytes)", raw=raw)
-        self.state = BridgeState.CLOSED
+        self._step(BridgeStep.EOF)
         return NEED_DATA
 
     def _accept(self, envelope: Envelope) -> BridgeEvent:
@@ -844,7 +869,7 @@ class BridgeConnection:
         if isinstance(body, Hello):
             if self.state is BridgeState.OPEN and envelope.bridge_id != self.bridge_id:
                 return self._unknown_bridge(envelope)
-            self.state = BridgeState.HELLO_PENDING
+            self._step(BridgeStep.HELLO)
             self.hello = body
             self.bridge_id = envelope.bridge_id
             self._hello_sequence = envelope.sequence
@@ -878,12 +903,9 @@ class BridgeConnection:
                 raw=envelope.raw,
                 reason=NakReason.UNKNOWN_BRIDGE.reason,
             )
-        body = envelope.body
-        if self.state is BridgeState.HELLO_PENDING:
-            if isinstance(body, Ack) and body.acked_sequence == self._hello_sequence:
-                self.state = BridgeState.OPEN
-            elif isinstance(body, Nak) and body.nacked_sequence == self._hello_sequence:
-                self.state = BridgeState.CLOSED
+        step = self._answer_to_hello(envelope.body)
+        if step is not None:
+            self._step(step)
         return envelope
 
     # ---- sending ------------------------------------------------------------------------
@@ -910,22 +932,25 @@ class BridgeConnection:
             if envelope.bridge_id != self.bridge_id:
                 raise LocalProtocolError("a bridge sends under its own bridge id only")
             if isinstance(body, Hello):
-                self.state = BridgeState.HELLO_PENDING
+                self._step(BridgeStep.HELLO)
                 self._hello_sequence = envelope.sequence
                 self.hello = body
             elif self.state is BridgeState.AWAIT_HELLO:
                 raise LocalProtocolError("a bridge sends HELLO first")
-        elif self.state is BridgeState.HELLO_PENDING and self._answers_hello(body):
-            self.state = BridgeState.OPEN if isinstance(body, Ack) else BridgeState.CLOSED
+        elif (step := self._answer_to_hello(body)) is not None:
+            self._step(step)
         data = encode_frame(envelope)
         if len(data) - HEADER_SIZE - CRC_SIZE > self.max_body:
             raise LocalProtocolError(f"body longer than max_body={self.max_body}")
         return data
 
-    def _answers_hello(self, body: BridgeMessage) -> bool:
-        if isinstance(body, Ack):
-            return body.acked_sequence == self._hello_sequence
-        return isinstance(body, Nak) and body.nacked_sequence == self._hello_sequence
+    def _answer_to_hello(self, body: BridgeMessage) -> BridgeStep | None:
+        """HELLO_ACCEPTED or HELLO_REFUSED when ``body`` answers the pending HELLO."""
+        if isinstance(body, Ack) and body.acked_sequence == self._hello_sequence:
+            return BridgeStep.HELLO_ACCEPTED
+        if isinstance(body, Nak) and body.nacked_sequence == self._hello_sequence:
+            return BridgeStep.HELLO_REFUSED
+        return None
 
     def ack(self, received: Envelope, *, now: datetime | None) -> bytes:
         """Receiver: the ACK frame for a received message (after it is stored)."""

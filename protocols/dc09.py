@@ -38,6 +38,7 @@ from protocols.errors import (
     StaleTimestampError,
     UnsupportedError,
 )
+from protocols.stream import NEED_DATA, NeedData
 
 __all__ = [
     "EVENT_TOKENS",
@@ -76,10 +77,6 @@ _PAD_TRANSLATION: Final = bytes(
     b if b in _PAD_ALPHABET else _PAD_ALPHABET[b % len(_PAD_ALPHABET)] for b in range(256)
 )
 _TS_LEN: Final = 19  # HH:MM:SS,MM-DD-YYYY
-
-
-class NEED_DATA:  # noqa: N801 - a sentinel class, named like h11's
-    """Returned by ``FrameSplitter.next_event`` when it needs more bytes (compare with ``is``)."""
 
 
 @frozen
@@ -198,7 +195,7 @@ class FrameSplitter:
         """Bytes held that do not yet make a frame (a driver times out a slow frame on it)."""
         return len(self._buffer)
 
-    def next_event(self) -> bytes | FramingError | type[NEED_DATA]:
+    def next_event(self) -> bytes | FramingError | NeedData:
         buf = self._buffer
         if self._after_frame:
             nuls = len(buf) - len(buf.lstrip(b"\x00"))

@@ -126,3 +126,20 @@ class StartupError(ReceiverError, RuntimeError):
     """The receiver (or a command) cannot start: a port in use, an address that cannot be
     bound, a store that cannot be opened or that another receiver holds. The message is one
     line naming what and where; the CLI prints it and exits 1."""
+
+
+class UnknownAccountError(RemoteProtocolError):
+    """A good frame from an account the registry does not know, refused by policy.
+
+    The reply is the station's choice (DUH or NAK); accepting such frames is not an error.
+    """
+
+    default_reply = Reply.DUH
+    default_reason = "unknown_account"
+
+
+class PlaintextRefusedError(RemoteProtocolError):
+    """A plaintext frame for an account that has a key: it must be encrypted (DUH)."""
+
+    default_reply = Reply.DUH
+    default_reason = "plaintext_refused"

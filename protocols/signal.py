@@ -13,9 +13,14 @@ import itertools
 import os
 import re
 from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 from attrs import field, frozen, validators
+
+if TYPE_CHECKING:
+    from protocols.dc09 import Dc09Frame
+    from protocols.payload import Event
 
 _CID_CODE = re.compile(r"^[0-9A-F]{3}$")
 _CID_GROUP = re.compile(r"^[0-9A-F]{2}$")
@@ -116,6 +121,21 @@ def new_signal_id(received_at: datetime) -> str:
     return _ids.new(received_at)
 
 
+class AccountRecord(Protocol):
+    """The registry account a signal resolved to, as a Signal needs it."""
+
+    @property
+    def account_id(self) -> int: ...
+    @property
+    def station(self) -> str: ...
+    @property
+    def effective(self) -> str: ...
+    @property
+    def site_id(self) -> int | None: ...
+    @property
+    def site_name(self) -> str | None: ...
+
+
 @frozen(kw_only=True)
 class Signal:
     """One event as the journal stores it. Build it with the factories, not field by field."""
@@ -150,6 +170,55 @@ class Signal:
     extended: tuple[tuple[str, str], ...] = ()
     flags: frozenset[str] = frozenset()
     raw: bytes = b""
+
+    @classmethod
+    def from_dc09(
+        cls,
+        frame: Dc09Frame,
+        event: Event,
+        *,
+        received_at: datetime,
+        peer: str,
+        account: AccountRecord | None,
+        station: str | None = None,
+    ) -> Signal:
+        """One event of an accepted DC-09 frame. ``account`` None: the registry does not know
+        it (flagged ``unknown_account``); ``station`` is then the station the port serves."""
+        header = frame.header
+        flags = event.flags
+        if frame.quirks or header.encrypted or account is None:
+            extra = {f"quirk:{q}" for q in frame.quirks}
+            if "late" in frame.quirks:
+                extra.add(Flag.LATE)
+            if header.encrypted:
+                extra.add(Flag.ENCRYPTED)
+            if account is None:
+                extra.add(Flag.UNKNOWN_ACCOUNT)
+            flags = flags | extra
+        return cls(
+            id=new_signal_id(received_at),
+            received_at=received_at,
+            source=Source.DC09,
+            peer=peer,
+            account=header.account,
+            station=account.station if account is not None else station,
+            receiver_no=header.receiver,
+            line=header.line,
+            account_id=account.account_id if account is not None else None,
+            effective_account=account.effective if account is not None else header.account.upper(),
+            site_id=account.site_id if account is not None else None,
+            site_name=account.site_name if account is not None else None,
+            token=header.token,
+            sequence=header.sequence,
+            device_time=frame.timestamp,
+            cid=event.cid,
+            sia=event.sia,
+            name=event.name,
+            category=event.category,
+            extended=frame.extended,
+            flags=flags,
+            raw=frame.raw,
+        )
 
     def with_flags(self, *flags: str) -> Signal:
         return attrs.evolve(self, flags=self.flags | frozenset(flags))

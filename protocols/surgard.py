@@ -23,6 +23,8 @@ from attrs import field, frozen, validators
 
 from protocols.errors import FramingError, LocalProtocolError, MalformedFrameError, Reply
 from protocols.signal import ContactIdView, SiaView
+from protocols.stream import NEED_DATA as NEED_DATA  # noqa: PLC0414 - re-exported
+from protocols.stream import NeedData as NeedData  # noqa: PLC0414 - re-exported
 
 DC4: Final = b"\x14"
 ACK: Final = b"\x06"
@@ -140,10 +142,6 @@ class OtherMessage:
 SurGardMessage = ContactIdMessage | SiaMessage | Heartbeat | OtherMessage
 
 
-class NEED_DATA:  # noqa: N801 - a sentinel class, named like h11's
-    """Returned by ``next_event`` when more bytes are needed (compare with ``is``)."""
-
-
 _EVENT = r"([ERP])([0-9A-F]{3})([0-9A-F]{2})([0-9A-F]{3})$"
 _CID4 = re.compile(r"^5([0-9]{3,9}) 18([0-9B-F]{4})" + _EVENT)
 _CID10 = re.compile(r"^Q([0-9]{3,9}) 58([0-9B-F]{10})" + _EVENT)
@@ -191,7 +189,7 @@ class MessageReader:
     def receive_data(self, data: bytes) -> None:
         self._buffer += data
 
-    def next_event(self) -> SurGardMessage | MalformedFrameError | FramingError | type[NEED_DATA]:
+    def next_event(self) -> SurGardMessage | MalformedFrameError | FramingError | NeedData:
         end = self._buffer.find(DC4)
         if end < 0:
             if len(self._buffer) > self._max:
@@ -237,7 +235,7 @@ class HandshakeReader:
     def receive_data(self, data: bytes) -> None:
         self._buffer += data
 
-    def next_event(self) -> Handshake | type[NEED_DATA]:
+    def next_event(self) -> Handshake | NeedData:
         for index, byte in enumerate(self._buffer):
             if byte in (0x06, 0x15):
                 self.skipped += index

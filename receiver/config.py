@@ -156,6 +156,9 @@ class Dc09Config:
     # panels) cannot take every slot. Lowered at start to fit the open-file limit.
     max_connections: int = 10_000
     max_connections_per_peer: int = 256
+    # Replies a panel has not read yet, kept per connection; past this (or past send_timeout
+    # without progress) the connection closes.
+    reply_backlog_bytes: int = field(default=65_536, validator=_between(1024, 1 << 30))
     # Timestamp window (seconds before / after the receiver's clock).
     window_past: float = field(default=40.0, validator=_at_least(0))
     window_future: float = field(default=20.0, validator=_at_least(0))

@@ -152,3 +152,26 @@ async def serve_connection(
         finally:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
+
+
+def next_conn_id() -> int:
+    """A process-wide connection id for the logs (``conn_id``)."""
+    return next(_conn_ids)
+
+
+def try_admit(limits: ConnectionLimits, peer_host: str) -> bool:
+    """Count a connection from ``peer_host`` if the limits allow it (pair with ``release``),
+    for loops that serve many connections in one task and cannot hold ``admit`` open."""
+    if limits.open >= limits.total or limits.by_peer[peer_host] >= limits.per_peer:
+        return False
+    limits.open += 1
+    limits.by_peer[peer_host] += 1
+    return True
+
+
+def release(limits: ConnectionLimits, peer_host: str) -> None:
+    """Forget a connection counted by ``try_admit``."""
+    limits.open -= 1
+    limits.by_peer[peer_host] -= 1
+    if not limits.by_peer[peer_host]:
+        del limits.by_peer[peer_host]

@@ -23,6 +23,8 @@ from typing import Final
 from attrs import field, frozen, validators
 
 from protocols.errors import FramingError, LocalProtocolError, MalformedFrameError, Reply
+from protocols.stream import NEED_DATA as NEED_DATA  # noqa: PLC0414 - re-exported
+from protocols.stream import NeedData as NeedData  # noqa: PLC0414 - re-exported
 
 STX: Final = b"\x02"
 ETX: Final = b"\x03"
@@ -94,10 +96,6 @@ class Heartbeat:
 Message = Auth | AuthAccepted | AuthRefused | PackageFrame | Ack | Nak | Heartbeat
 
 
-class NEED_DATA:  # noqa: N801 - a sentinel class, named like h11's
-    """Returned by ``FrameReader.next_event`` when more bytes are needed (compare with ``is``)."""
-
-
 def encode(message: Message) -> bytes:
     """The frame for one message."""
     match message:
@@ -155,7 +153,7 @@ class FrameReader:
     def receive_data(self, data: bytes) -> None:
         self._buffer += data
 
-    def next_event(self) -> Message | FramingError | MalformedFrameError | type[NEED_DATA]:
+    def next_event(self) -> Message | FramingError | MalformedFrameError | NeedData:
         buf = self._buffer
         start = buf.find(STX)
         if start < 0:

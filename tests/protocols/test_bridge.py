@@ -21,6 +21,7 @@ from protocols.bridge import (
     HEADER_SIZE,
     MAX_GARBAGE_REPORT,
     NEED_DATA,
+    TRANSITIONS,
     USER_KINDS,
     Ack,
     ArmState,
@@ -662,3 +663,22 @@ def test_redact_token_leaves_other_frames_alone() -> None:
         frame = encode_frame(Envelope(bridge_id=MAC, sequence=7, device_time=T0, body=body))
         assert redact_token(frame) == frame
     assert redact_token(b"garbage") == b"garbage"
+
+
+def test_state_transitions_sit_in_one_table() -> None:
+    """The connection's states and the steps between them are one table: from AWAIT_HELLO every
+    state is reachable in both roles, and CLOSED is never left."""
+
+    for role in ("receiver", "bridge"):
+        reached = {BridgeState.AWAIT_HELLO}
+        frontier = [BridgeState.AWAIT_HELLO]
+        while frontier:
+            state = frontier.pop()
+            for (r, s, _step), target in TRANSITIONS.items():
+                if r == role and s is state and target not in reached:
+                    reached.add(target)
+                    frontier.append(target)
+        assert reached == set(BridgeState)
+    assert {t for (_, s, _), t in TRANSITIONS.items() if s is BridgeState.CLOSED} == {
+        BridgeState.CLOSED
+    }

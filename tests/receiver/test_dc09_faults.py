@@ -55,7 +55,7 @@ def buggy_payload(monkeypatch: pytest.MonkeyPatch) -> None:
             raise RuntimeError("a bug in the codec")
         return real(token, data)
 
-    monkeypatch.setattr("receiver.dc09_listener.parse_events", parse)
+    monkeypatch.setattr("protocols.dc09_engine.parse_events", parse)
 
 
 def boom(seq: int) -> bytes:
