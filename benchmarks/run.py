@@ -50,7 +50,7 @@ def steps(quick: bool) -> list[Step]:
         (
             "baseline_default",
             baseline.main,
-            ["--connections", "10,100,1000", "--runs", "3", "--udp", "--embedded-default"],
+            ["--connections", "10,100,1000", "--runs", "3", "--embedded-default"],
         ),
         ("floor", floor.main, ["--runs", "3"]),
         ("idle", idle.main, ["--connections", "10000", "--hold", "5"]),
