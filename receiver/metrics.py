@@ -45,6 +45,18 @@ class Counters:
             latency = self.latencies[name] = Latency()
         latency.observe(seconds, n)
 
+    def add(self, other: Counters) -> None:
+        """Add ``other``'s counts to these (the coordinator's view of every ingest worker)."""
+        self.values.update(other.values)
+        self.batch_sizes.update(other.batch_sizes)
+        for name, latency in other.latencies.items():
+            mine = self.latencies.get(name)
+            if mine is None:
+                mine = self.latencies[name] = Latency()
+            mine.buckets = [a + b for a, b in zip(mine.buckets, latency.buckets, strict=True)]
+            mine.sum += latency.sum
+            mine.count += latency.count
+
     def snapshot(self) -> dict[str, int]:
         out = dict(self.values)
         for bucket, n in sorted(self.batch_sizes.items()):

@@ -223,6 +223,15 @@ class Service:
         self.dispatcher: Dispatcher | None = None
         self.servers: dict[str, Any] = {}
 
+    def all_counters(self) -> Counters:
+        """This process's counters, plus every ingest worker's when it coordinates them."""
+        if self.pool is None:
+            return self.counters
+        total = Counters()
+        total.add(self.counters)
+        total.add(self.pool.counters())
+        return total
+
     def request_shutdown(self) -> None:
         self._shutdown.set()
 
@@ -513,4 +522,21 @@ async def _serve_worker(service: Service, ready: Connection) -> None:
             nursery.start_soon(watch)
             ports = await nursery.start(run)
             ready.send((ports.dc09, ports.bridge))
-            ready.close()
+            nursery.start_soon(_report_counters, service, ready)
+
+
+async def _report_counters(service: Service, ready: Connection, interval: float = 1.0) -> None:
+    """Send the worker's counters to the coordinator every ``interval`` (its /metrics and
+    status page add every worker's up); a coordinator gone ends the reports, not the worker."""
+    try:
+        while True:
+            await trio.sleep(interval)
+            report = Counters()
+            report.add(service.counters)  # a copy: the hot path goes on counting meanwhile
+            try:
+                # In a thread: a coordinator slow to read must never stall this worker's ACKs.
+                await trio.to_thread.run_sync(ready.send, report, abandon_on_cancel=True)
+            except (BrokenPipeError, OSError):
+                return
+    finally:
+        ready.close()

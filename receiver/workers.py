@@ -32,6 +32,7 @@ import trio
 
 from protocols.errors import StartupError
 from receiver.config import Config
+from receiver.metrics import Counters
 
 # A worker that keeps dying is restarted at most this often.
 _RESTART_PAUSE = 0.5
@@ -110,6 +111,8 @@ def _with_port(listen: str, port: int) -> str:
 class _Slot:
     number: int
     process: BaseProcess | None = None
+    reports: Connection | None = None  # the worker sends its counters here every second
+    counters: Counters = attrs.field(factory=Counters)  # the live worker's, as last reported
 
 
 class WorkerPool:
@@ -131,6 +134,7 @@ class WorkerPool:
         self.log = structlog.get_logger("receiver.workers")
         self._context = multiprocessing.get_context("spawn")
         self._stopping = False
+        self._retired = Counters()  # what workers that exited had counted
         self.slots = [_Slot(number) for number in range(count)]
         self.config = config
         self.ports: tuple[int, int | None] | None = None
@@ -154,9 +158,10 @@ class WorkerPool:
                 await trio.lowlevel.wait_readable(receive.fileno())
             ports: tuple[int, int | None] = receive.recv()
         except (EOFError, OSError, trio.TooSlowError) as exc:
-            raise OSError(f"ingest worker {slot.number} did not start: {exc!r}") from exc
-        finally:
             receive.close()
+            raise OSError(f"ingest worker {slot.number} did not start: {exc!r}") from exc
+        slot.reports = receive
+        slot.counters = Counters()
         self.log.info("worker_started", worker=slot.number, pid=process.pid)
         return ports
 
@@ -208,12 +213,40 @@ class WorkerPool:
             with trio.CancelScope(shield=True):
                 await self.stop()
 
+    def counters(self) -> Counters:
+        """Every worker's counters added up: the live ones as last reported (about once a
+        second), plus what workers that exited had counted."""
+        total = Counters()
+        total.add(self._retired)
+        for slot in self.slots:
+            total.add(slot.counters)
+        return total
+
+    async def _read_reports(self, slot: _Slot, reports: Connection) -> None:
+        """Take the worker's counter reports until its end of the pipe closes."""
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(reports.fileno())
+                try:
+                    slot.counters = reports.recv()
+                except (EOFError, OSError):
+                    return
+        finally:
+            reports.close()
+
     async def _keep_running(self, slot: _Slot) -> None:
         while True:
             process = slot.process
             assert process is not None
-            await trio.lowlevel.wait_readable(process.sentinel)
-            process.join()
+            async with trio.open_nursery() as watching:
+                if slot.reports is not None:
+                    watching.start_soon(self._read_reports, slot, slot.reports)
+                    slot.reports = None
+                await trio.lowlevel.wait_readable(process.sentinel)
+                process.join()
+                watching.cancel_scope.cancel()
+            self._retired.add(slot.counters)
+            slot.counters = Counters()
             if self._stopping:
                 return
             self.log.error(

@@ -825,7 +825,7 @@ def build_app(state: ConsoleState) -> Starlette:
         )
 
     async def status() -> dict[str, Any]:
-        counters = state.service.counters.snapshot()
+        counters = state.service.all_counters().snapshot()
         return {
             "node": state.node_state(),
             "listeners": state.listener_state(),

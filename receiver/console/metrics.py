@@ -165,7 +165,7 @@ async def scrape(state: ConsoleState) -> bytes:
     troubles, accounts, bridges = await state.reader.run(_store_figures)
     outputs = await state.outputs()
     queue = await state.manual_queue()
-    counters = state.service.counters
+    counters = state.service.all_counters()
     figures = Scrape(
         counters=dict(counters.values),
         latencies=dict(counters.latencies),

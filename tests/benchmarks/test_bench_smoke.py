@@ -14,7 +14,17 @@ def test_run_dry_run_lists_every_step(capsys: pytest.CaptureFixture[str]) -> Non
     """``python -m benchmarks.run --dry-run`` prints every step without running any."""
     assert run.main(["--dry-run"]) == 0
     names = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()]
-    assert names == ["codec", "e2e", "baseline", "floor", "idle", "sink", "spool", "plot"]
+    assert names == [
+        "codec",
+        "e2e",
+        "baseline",
+        "baseline_default",
+        "floor",
+        "idle",
+        "sink",
+        "spool",
+        "plot",
+    ]
 
 
 def test_quick_plan_is_smaller_and_only_filters(capsys: pytest.CaptureFixture[str]) -> None:

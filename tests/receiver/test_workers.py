@@ -12,9 +12,11 @@ import sys
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 import trio.testing
+from prometheus_client.parser import text_string_to_metric_families
 
 from protocols import dc09
 from protocols.errors import Reply
@@ -222,3 +224,50 @@ async def test_sigkill_of_one_worker_loses_no_acked_frame_and_it_is_restarted(
     stored = set(sqlite3.connect(db).execute("SELECT account, sequence FROM signals").fetchall())
     missing = [pair for pair in acked if pair not in stored]
     assert missing == [], f"{len(missing)} ACKed signals lost, e.g. {missing[:5]}"
+
+
+@pytest.mark.slow
+async def test_metrics_add_up_every_workers_frames(tmp_path: Path) -> None:
+    """With two ingest workers, the coordinator's /metrics counts the frames both workers
+    ACKed (each worker reports its counters about once a second)."""
+    port, console = free_port(), free_port()
+    db = tmp_path / "receiver.sqlite3"
+    config = tmp_path / "receiver.toml"
+    config.write_text(
+        f'log_signals = false\noutputs = []\n[store]\npath = "{db}"\n[ingest]\nworkers = 2\n'
+        f'[dc09]\nlisten = "127.0.0.1:{port}"\nudp = false\n[bridge]\nlisten = "127.0.0.1:0"\n'
+        f'[console]\nlisten = "127.0.0.1:{console}"\n',
+        encoding="utf-8",
+    )
+    log = tmp_path / "receiver.log"
+    command = [sys.executable, "-m", "receiver.cli", "--config", str(config), "serve"]
+    with log.open("wb") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=out)
+    acked: list[tuple[str, str]] = []
+    try:
+        await wait_for_port(port)
+        await wait_for_port(console)
+        async with trio.open_nursery() as nursery:
+            for i in range(8):
+                nursery.start_soon(_panel, port, f"{6000 + i}", acked, 10)
+        assert len(acked) == 80
+        ok = 0.0
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{console}") as client:
+            with trio.fail_after(30):
+                while ok < 80:
+                    await trio.sleep(0.2)
+                    text = (await client.get("/metrics")).text
+                    ok = sum(
+                        sample.value
+                        for family in text_string_to_metric_families(text)
+                        for sample in family.samples
+                        if sample.name == "receiver_frames_total"
+                        and sample.labels.get("outcome") == "ok"
+                    )
+        assert ok == 80
+        server.send_signal(signal.SIGTERM)
+        assert await trio.to_thread.run_sync(server.wait, 30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
