@@ -21,7 +21,8 @@ import attrs
 
 from protocols.errors import InvalidInputError
 from protocols.signal import Signal
-from receiver.journal import signal_from_row, to_us
+from receiver.journal import to_us
+from receiver.store.signal_rows import signal_from_row
 
 _AGE = re.compile(r"^\s*(\d{1,9})\s*([smhdw])\s*$", re.IGNORECASE)
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

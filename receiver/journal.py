@@ -34,9 +34,10 @@ import attrs
 import trio
 
 from protocols.errors import ReceiverError
-from protocols.signal import ContactIdView, SiaView, Signal, Source
+from protocols.signal import Signal
 from receiver.journal_chain import chain_head, chain_rows
 from receiver.metrics import Counters
+from receiver.store.signal_rows import signal_from_row
 from receiver.store.sqlite import connect
 
 
@@ -215,57 +216,6 @@ def signal_row(signal: Signal, dedupe_key: str | None) -> tuple[Any, ...]:
         _flags_text(signal.flags) if signal.flags else "",
         signal.raw,
         dedupe_key,
-    )
-
-
-def signal_from_row(row: sqlite3.Row) -> Signal:
-    """Rebuild the Signal from a journal row (``SELECT * FROM signals``)."""
-    cid = (
-        ContactIdView(row["qualifier"], row["code"], row["grp"], row["zone"])
-        if row["code"] is not None
-        else None
-    )
-    sia = (
-        SiaView(
-            row["sia_code"],
-            row["sia_address"] or "",
-            tuple(tuple(m) for m in json.loads(row["sia_modifiers"]))
-            if row["sia_modifiers"]
-            else (),
-            row["sia_text"],
-        )
-        if row["sia_code"] is not None
-        else None
-    )
-    flags = frozenset(f for f in row["flags"].split(",") if f)
-    if row["repeats"]:
-        flags |= {"duplicate_received"}
-    return Signal(
-        id=row["id"],
-        received_at=from_us(row["received_us"]),
-        source=Source(row["source"]),
-        peer=row["peer"] or "",
-        account=row["account"],
-        station=row["station"],
-        receiver_no=row["receiver_no"],
-        line=row["line"],
-        account_id=row["account_id"],
-        effective_account=row["effective_account"],
-        site_id=row["site_id"],
-        site_name=row["site_name"],
-        token=row["token"],
-        sequence=row["sequence"],
-        device_time=from_us(row["device_us"]) if row["device_us"] is not None else None,
-        cid=cid,
-        sia=sia,
-        name=row["name"],
-        category=row["category"],
-        device=row["device"],
-        channel=row["channel"],
-        zone_type=row["zone_type"],
-        extended=tuple(tuple(x) for x in json.loads(row["extended"])) if row["extended"] else (),
-        flags=flags,
-        raw=bytes(row["raw"] or b""),
     )
 
 

@@ -36,9 +36,10 @@ import trio
 
 from protocols.signal import Signal, Source
 from receiver.config import NotifyConfig
-from receiver.journal import Journal, JournalClosedError, signal_from_row, to_us
+from receiver.journal import Journal, JournalClosedError, to_us
 from receiver.metrics import Counters
 from receiver.store.faults import STORE_ERRORS, StoreOutage
+from receiver.store.signal_rows import signal_from_row
 from receiver.store.sqlite import connect
 
 # Seconds the first event of a quiet spell waits for others before its message goes.

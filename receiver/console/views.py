@@ -5,8 +5,9 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from receiver.journal import from_us, signal_from_row
+from receiver.journal import from_us
 from receiver.logs import raw_text
+from receiver.store.signal_rows import signal_from_row
 
 
 def signal_summary(row: sqlite3.Row) -> dict[str, Any]:

@@ -1,13 +1,15 @@
 """A Signal as a journal row and back, for every backend (the ``signals`` columns).
 
-The same mapping as ``receiver/journal.py`` (``signal_row`` / ``signal_from_row``), over any
-row that reads by column name (``sqlite3.Row``, a psycopg ``dict_row``): the store refactor
-moves the journal onto this module.
+``signal_from_row`` is the one reader of a journal row, for every backend and caller (journal,
+history, notifier, console, PostgreSQL), over any row that reads by column name (``sqlite3.Row``,
+a psycopg ``dict_row``). ``signal_row`` mirrors the journal's optimised writer (a test keeps the
+two equal); the store refactor moves the journal's writer here too.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -98,8 +100,9 @@ def signal_row(signal: Signal, dedupe_key: str | None) -> tuple[Any, ...]:
     )
 
 
-def signal_from_row(row: Mapping[str, Any]) -> Signal:
-    """Rebuild the Signal from a whole ``signals`` row."""
+def signal_from_row(row: Mapping[str, Any] | sqlite3.Row) -> Signal:
+    """Rebuild the Signal from a whole ``signals`` row (SQLite or PostgreSQL); the journal,
+    history, the notifier and the PostgreSQL backend all read through this one mapping."""
     cid = (
         ContactIdView(row["qualifier"], row["code"], row["grp"], row["zone"])
         if row["code"] is not None
