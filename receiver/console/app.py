@@ -21,7 +21,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 import attrs
@@ -56,6 +56,8 @@ from .metrics import scrape
 from .openapi import OPENAPI
 from .state import ConsoleState, now_us
 from .views import moment, signal_detail, signal_summary
+
+_T = TypeVar("_T")
 
 SESSION_COOKIE = "receiver_session"
 MAX_LIMIT = 500
@@ -529,6 +531,28 @@ def build_app(state: ConsoleState) -> Starlette:
             "signals": found["signals"],
         }
 
+    async def registry_write(write: Callable[[sqlite3.Connection], _T]) -> _T:
+        """A registry change, its refusals as the CLI words them: unknown 404, taken 409
+        (the holder named), anything else the registry refuses 422."""
+        try:
+            return await state.reader.run(write)
+        except NotFoundError as exc:
+            raise Refusal(404, str(exc)) from None
+        except CollisionError as exc:
+            raise Refusal(409, str(exc)) from None
+        except (RegistryError, ValueError) as exc:
+            raise Refusal(422, str(exc)) from None
+
+    async def json_object(request: Request) -> dict[str, Any]:
+        """The request's JSON body, which must be an object (else 422)."""
+        try:
+            fields = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise Refusal(422, "the body must be a JSON object") from None
+        if not isinstance(fields, dict):
+            raise Refusal(422, "the body must be a JSON object")
+        return fields
+
     async def add_account(caller: Caller, fields: dict[str, Any]) -> AccountCheck:
         """Add an account as `receiver accounts add` does: refused with the holder named."""
         unknown = set(fields) - {"station", "line", "number", "site", "supervision"}
@@ -564,14 +588,7 @@ def build_app(state: ConsoleState) -> Starlette:
         def write(conn: sqlite3.Connection) -> AccountCheck:
             return Registry(conn).add_account(station.strip(), spec)
 
-        try:
-            added = await state.reader.run(write)
-        except NotFoundError as exc:
-            raise Refusal(404, str(exc)) from None
-        except CollisionError as exc:
-            raise Refusal(409, str(exc)) from None
-        except (RegistryError, ValueError) as exc:
-            raise Refusal(422, str(exc)) from None
+        added = await registry_write(write)
         await state.audit(
             caller.user.name,
             "account_add",
@@ -582,12 +599,7 @@ def build_app(state: ConsoleState) -> Starlette:
 
     async def api_add_account(request: Request) -> Response:
         caller = await require(request, "admin")
-        try:
-            fields = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise Refusal(422, "the body must be a JSON object") from None
-        if not isinstance(fields, dict):
-            raise Refusal(422, "the body must be a JSON object")
+        fields = await json_object(request)
         await check_csrf(request, caller, None)
         added = await add_account(caller, fields)
         return JSONResponse(
@@ -666,14 +678,7 @@ def build_app(state: ConsoleState) -> Starlette:
                 station, str(current["line"]), str(current["number"]), **options
             )
 
-        try:
-            edited = await state.reader.run(write)
-        except NotFoundError as exc:
-            raise Refusal(404, str(exc)) from None
-        except CollisionError as exc:
-            raise Refusal(409, str(exc)) from None
-        except (RegistryError, ValueError) as exc:
-            raise Refusal(422, str(exc)) from None
+        edited = await registry_write(write)
         await state.audit(
             caller.user.name,
             "account_edit",
@@ -685,12 +690,7 @@ def build_app(state: ConsoleState) -> Starlette:
 
     async def api_edit_account(request: Request) -> Response:
         caller = await require(request, "admin")
-        try:
-            fields = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise Refusal(422, "the body must be a JSON object") from None
-        if not isinstance(fields, dict):
-            raise Refusal(422, "the body must be a JSON object")
+        fields = await json_object(request)
         await check_csrf(request, caller, None)
         p = request.path_params
         edited = await edit_account(caller, p["station"], p["number"], fields)
