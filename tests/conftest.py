@@ -1,14 +1,27 @@
-"""Shared test settings: hypothesis profiles and the public test vectors (``tests/vectors/``)."""
+"""Shared test settings: hypothesis profiles, the public test vectors (``tests/vectors/``) and a
+real PostgreSQL server for every test that needs one.
+
+PostgreSQL: one throwaway cluster per test session (``initdb`` and ``pg_ctl`` in a temporary
+folder, on a free loopback port, as the ``postgres`` user when the tests run as root), and one
+migrated database, emptied before each test (``pg_url``). Under CI a missing PostgreSQL fails
+these tests; on a developer's machine they are skipped with the command that installs it.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, settings
+
+from receiver.store.postgres.cluster import INSTALL_HINT, Cluster, ClusterError, find_bin_dir
+from receiver.store.postgres.cluster import start_cluster as _start_cluster
+from receiver.store.postgres.store import PostgresStore
 
 settings.register_profile(
     "ci",
@@ -40,3 +53,53 @@ def unavailable(message: str) -> NoReturn:
     if under_ci():
         pytest.fail(message)
     pytest.skip(message)
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+TEMPLATE = "store_test"
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """The session's throwaway cluster, stopped and removed at the end."""
+    if find_bin_dir() is None:
+        unavailable(f"{INSTALL_HINT} (CI must run the PostgreSQL tests)")
+    try:
+        cluster = _start_cluster()
+    except ClusterError as exc:
+        pytest.fail(str(exc))
+    try:
+        with psycopg.connect(cluster.url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {TEMPLATE}")
+        PostgresStore(cluster.url_for(TEMPLATE)).close()  # migrated once
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_cluster: Cluster) -> str:
+    """The migrated test database, emptied (every table but the migrations' record), for one
+    test: cheaper than a database per test, and the tests run one at a time."""
+    url = postgres_cluster.url_for(TEMPLATE)
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename NOT IN ('store_migrations', 'meta')"
+            )
+        ]
+        conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+        conn.execute("UPDATE meta SET value = 0")
+    return url
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[PostgresStore]:
+    store = PostgresStore(pg_url)
+    try:
+        yield store
+    finally:
+        store.close()
