@@ -128,6 +128,7 @@ _BY_NAME: Mapping[str, Validator] = {
 @frozen
 class StoreConfig:
     path: str = field(default="var/receiver.sqlite3", validator=_not_empty)
+    url: str = ""
 
 
 @frozen

@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Literal, TypeVar
 
 import attrs
+import psycopg
 import structlog
 import trio
 
@@ -37,14 +38,16 @@ from receiver.connection_limits import fit_to_open_files, raise_open_file_limit
 from receiver.console import serve_console
 from receiver.dc09_listener import Dc09Intake, Dc09Server, account_link
 from receiver.dispatcher import Dispatcher, TroublePolicy
-from receiver.journal import Journal, load_links
+from receiver.journal import Journal
 from receiver.logs import configure
 from receiver.metrics import Counters
 from receiver.notify import Notifier
+from receiver.registry import backends as registry_backends
+from receiver.registry.backends import RegistryConnection
 from receiver.registry_index import RegistryIndex
 from receiver.retention import Retention
 from receiver.store.faults import STORE_ERRORS, StoreOutage
-from receiver.store.sqlite import connect, tighten_permissions
+from receiver.store.sqlite import tighten_permissions
 from receiver.supervisor import LinkActivity, Supervisor
 from receiver.workers import WorkerPool, die_with_parent
 
@@ -56,11 +59,15 @@ class RegistryView:
     """The in-memory registry the hot path reads, refreshed when the store's counter moves:
     every ``interval`` and, through ``refresh``, when a listener meets a bridge it does not
     know (a CLI change takes effect at once). One check at a time on the one connection; asks
-    that arrive while a check runs share the next one."""
+    that arrive while a check runs share the next one.
 
-    def __init__(self, path: str, *, counters: Counters | None = None) -> None:
-        self.path = path
-        self._conn: sqlite3.Connection | None = None
+    ``location`` is the store's: a SQLite file, or a PostgreSQL URL, where the counter is
+    bumped by every node's (and the CLI's) registry change, so each node sees it within
+    ``interval``. A PostgreSQL connection that fails is reopened at the next refresh."""
+
+    def __init__(self, location: str, *, counters: Counters | None = None) -> None:
+        self.path = location
+        self._conn: RegistryConnection | None = None
         self.index: RegistryIndex | None = None
         # A store that cannot be read keeps the last registry in use, and is retried.
         self._fault = StoreOutage("registry", "refresh", counters=counters)
@@ -69,16 +76,30 @@ class RegistryView:
         self._checked_at = -math.inf
         self._backoff = 0.0  # extra wait after a failed refresh
 
+    def _connection(self) -> RegistryConnection:
+        if self._conn is None:
+            self._conn = registry_backends.connect(self.path, threads=True)
+        return self._conn
+
     def _open(self) -> RegistryIndex:
-        self._conn = connect(self.path, check_same_thread=False)
-        return RegistryIndex.load(self._conn)
+        return RegistryIndex.load(self._connection())
+
+    def _refresh(self, index: RegistryIndex) -> RegistryIndex:
+        try:
+            return index.refresh_if_changed(self._connection())
+        except _REGISTRY_READ_ERRORS:
+            if registry_backends.is_postgres(self.path) and self._conn is not None:
+                self._conn.close()  # a lost server connection: a new one next time
+                self._conn = None
+            raise
 
     async def open(self) -> None:
         self.index = await trio.to_thread.run_sync(self._open)
 
     @property
     def connection(self) -> sqlite3.Connection:
-        assert self._conn is not None
+        """The SQLite connection link activity reads (workers > 1; not on PostgreSQL yet)."""
+        assert isinstance(self._conn, sqlite3.Connection), "link activity reads SQLite only"
         return self._conn
 
     def current(self) -> RegistryIndex:
@@ -86,8 +107,11 @@ class RegistryView:
         return self.index
 
     def links(self) -> dict[str, tuple[int, bool]]:
-        assert self._conn is not None
-        return load_links(self._conn)
+        conn = self._connection()
+        return {
+            row["link"]: (int(row["last_seen_us"]), bool(row["trouble_open"]))
+            for row in conn.execute(registry_backends.sql_for(conn).LINKS)
+        }
 
     async def refresh(self) -> RegistryIndex:
         """The index as of a store read that began after this call (one SELECT of the
@@ -95,12 +119,11 @@ class RegistryView:
         asked = trio.current_time()
         async with self._lock:
             if self._checked_at < asked:
-                assert self._conn is not None
                 assert self.index is not None
                 self._checked_at = trio.current_time()
                 try:
-                    fresh = await trio.to_thread.run_sync(self.index.refresh_if_changed, self._conn)
-                except STORE_ERRORS as exc:
+                    fresh = await trio.to_thread.run_sync(self._refresh, self.index)
+                except _REGISTRY_READ_ERRORS as exc:
                     # A store that cannot be read keeps the last registry in use.
                     self._backoff = self._fault.failed(exc)
                     return self.current()
@@ -123,6 +146,11 @@ class RegistryView:
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+            self._conn = None
+
+
+# What a registry read may raise for a fault of the store (a PostgreSQL server gone too).
+_REGISTRY_READ_ERRORS = (*STORE_ERRORS, psycopg.Error)
 
 
 def station_problem(station: str, stations: tuple[str, ...]) -> str | None:
@@ -209,7 +237,10 @@ class Service:
             duplicate_window=config.dc09.duplicate_window,
             counters=self.counters,
         )
-        self.registry = RegistryView(config.store.path, counters=self.counters)
+        self.registry = RegistryView(
+            registry_backends.store_location(config.store.path, config.store.url),
+            counters=self.counters,
+        )
         self.supervisor = Supervisor(
             self.journal,
             grace=config.supervision.grace_factor,

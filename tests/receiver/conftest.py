@@ -97,3 +97,22 @@ async def receiver(config_path: Path) -> AsyncIterator[RunningReceiver]:
         running = await start_receiver(nursery, config_path)
         yield running
         running.service.request_shutdown()
+
+
+# -- the registry on either backend -------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a registry behaviour test keeps its store: a SQLite file, then (same test) an
+    emptied PostgreSQL database of the session's throwaway cluster."""
+    if request.param == "sqlite":
+        return str(tmp_path / "r.sqlite3")
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+def store_section(location: str) -> str:
+    """The ``[store]`` section of a configuration on ``location`` (a path or a URL)."""
+    key = "url" if location.startswith("postgresql://") else "path"
+    return f'[store]\n{key} = "{location}"\n'
