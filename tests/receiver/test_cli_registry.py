@@ -1,4 +1,4 @@
-"""The registry CLI: output, exit codes, one-line errors.
+"""The registry CLI: output, exit codes, one-line errors, on a SQLite file and on PostgreSQL.
 
 Exit codes and the race run through the installed ``receiver`` console script in subprocesses;
 the rest call its entry point (``receiver.cli.main``) in-process, which is the same code
@@ -15,20 +15,24 @@ from pathlib import Path
 import pytest
 
 from receiver.cli import main
+from receiver.config import load_config
 from receiver.registry import AccountSpec, Registry
+from tests.receiver.conftest import store_section
 
 SCRIPT = Path(sys.executable).with_name("receiver")
 
 
 @pytest.fixture
-def cfg(tmp_path: Path) -> Path:
+def cfg(tmp_path: Path, store_location: str) -> Path:
     path = tmp_path / "receiver.toml"
-    path.write_text(f'[store]\npath = "{tmp_path / "r.sqlite3"}"\n', encoding="utf-8")
+    path.write_text(store_section(store_location), encoding="utf-8")
     return path
 
 
-def db_of(cfg: Path) -> Path:
-    return cfg.parent / "r.sqlite3"
+def db_of(cfg: Path) -> str:
+    """The store the configuration names (its file, or its PostgreSQL URL)."""
+    store = load_config(cfg).store
+    return store.url or store.path
 
 
 def run(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
