@@ -1,9 +1,12 @@
-"""Which store the registry runs on: its connection and its SQL module, and nothing else.
+"""Which store the registry (and the console's users) run on: the connection and the SQL
+module, and nothing else.
 
 Rules:
 - A store location is a SQLite file path or a ``postgresql://USER@HOST:PORT/DB`` URL
   (``[store] url``). Each backend owns its SQL: ``receiver.store.registry_sql`` (SQLite) and
-  ``receiver.store.postgres.registry_sql`` (PostgreSQL) hold the same names.
+  ``receiver.store.postgres.registry_sql`` (PostgreSQL) hold the same names; so do
+  ``receiver.store.console_sql`` and ``receiver.store.postgres.console_sql`` for the console's
+  users, sessions, API tokens and audit trail.
 - The registry service and the index run the module's statements on a
   :class:`RegistryConnection`: a ``sqlite3.Connection`` as is, or a PostgreSQL connection
   wrapped to behave like one (``receiver.store.postgres.statements``). This module is the one
@@ -17,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
+from receiver.store import console_sql as sqlite_console_sql
 from receiver.store import registry_sql as sqlite_sql
 from receiver.store.sqlite import connect as sqlite_connect
 
@@ -64,12 +68,27 @@ def connect(location: str | Path, *, threads: bool = False) -> RegistryConnectio
 
 
 def sql_for(conn: RegistryConnection) -> ModuleType:
-    """The SQL module for a connection's backend."""
+    """The registry's SQL module for a connection's backend."""
     if isinstance(conn, _postgres_connection_class()):
         from receiver.store.postgres import registry_sql as postgres_sql  # noqa: PLC0415
 
         return postgres_sql
     return sqlite_sql
+
+
+def console_sql_for(conn: RegistryConnection) -> ModuleType:
+    """The console's SQL module (users, sessions, tokens, audit) for a connection's backend."""
+    postgres = isinstance(conn, _postgres_connection_class())
+    return console_sql_at(POSTGRES_SCHEMES[0] if postgres else "")
+
+
+def console_sql_at(location: str | Path) -> ModuleType:
+    """The console's SQL module for the store at ``location``."""
+    if is_postgres(location):
+        from receiver.store.postgres import console_sql as postgres_console  # noqa: PLC0415
+
+        return postgres_console
+    return sqlite_console_sql
 
 
 def _postgres_connection_class() -> type:
