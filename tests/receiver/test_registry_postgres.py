@@ -35,6 +35,22 @@ def seeded(pg_url: str) -> str:
     return pg_url
 
 
+def test_a_registry_on_a_url_lives_in_the_postgresql_server(seeded: str) -> None:
+    """Registry.open with a postgresql:// URL writes to the server (never to a SQLite file
+    named like the URL): the rows, and the generation counter the triggers moved, are there."""
+    with psycopg.connect(seeded, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT st.name, a.effective, s.name FROM accounts a "
+            "JOIN stations st ON st.id = a.station_id JOIN sites s ON s.id = a.site_id"
+        ).fetchall()
+        generation = conn.execute(
+            "SELECT value FROM meta WHERE key = 'registry_generation'"
+        ).fetchone()
+    assert rows == [("S1", "1234", "Main St")]
+    assert generation is not None
+    assert generation[0] > 0
+
+
 def wait_for_a_lock_wait(url: str) -> None:
     """Until some backend of the test database waits on another's row lock (bounded)."""
     with psycopg.connect(url, autocommit=True) as conn:
