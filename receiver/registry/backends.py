@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
+from protocols.errors import InvalidInputError
 from receiver.store import console_sql as sqlite_console_sql
 from receiver.store import registry_sql as sqlite_sql
 from receiver.store.sqlite import connect as sqlite_connect
@@ -54,7 +55,11 @@ def is_postgres(location: str | Path) -> bool:
 
 def store_location(path: str, url: str = "") -> str:
     """The ``[store]`` section's location: its ``url`` when set, else its ``path``."""
-    return url or path
+    if url:
+        if not is_postgres(url):
+            raise InvalidInputError(f"[store] url must start with postgresql://, got {url!r}")
+        return url
+    return path
 
 
 def connect(location: str | Path, *, threads: bool = False) -> RegistryConnection:

@@ -242,3 +242,16 @@ def test_library_and_bridges(capsys: pytest.CaptureFixture[str], cfg: Path) -> N
     assert "zone 012 is already held" in clash.stderr
     unknown = cli(capsys, cfg, "library", "set", "--site", "Main St", "panic", "--code", "120")
     assert unknown.returncode == 2
+
+
+def test_a_store_url_that_is_not_postgresql_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`[store] url` names a PostgreSQL server; anything else exits 2 saying so."""
+    config = tmp_path / "receiver.toml"
+    config.write_text('[store]\nurl = "mysql://r@127.0.0.1/db"\n', encoding="utf-8")
+    done = cli(capsys, config, "stations", "list")
+    assert (done.returncode, done.stderr) == (
+        2,
+        "receiver: [store] url must start with postgresql://, got 'mysql://r@127.0.0.1/db'\n",
+    )
