@@ -8,6 +8,7 @@ without the ~0.4 s start-up per command.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -255,3 +256,22 @@ def test_a_store_url_that_is_not_postgresql_is_refused(
         2,
         "receiver: [store] url must start with postgresql://, got 'mysql://r@127.0.0.1/db'\n",
     )
+
+
+def test_an_unreachable_server_is_one_line_and_exit_1(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """No PostgreSQL server at the url (a closed loopback port): one line naming it, exit 1."""
+    with socket.socket() as probe:  # a port nobody listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "receiver.toml"
+    config.write_text(
+        f'[store]\nurl = "postgresql://receiver@127.0.0.1:{port}/receiver"\n', encoding="utf-8"
+    )
+    done = cli(capsys, config, "accounts", "list")
+    assert done.returncode == 1
+    assert done.stderr.startswith(
+        f"receiver: cannot connect to the PostgreSQL store postgresql://receiver@127.0.0.1:{port}"
+    )
+    assert done.stderr.count("\n") == 1
