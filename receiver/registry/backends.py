@@ -83,17 +83,20 @@ def sql_for(conn: RegistryConnection) -> ModuleType:
 
 def console_sql_for(conn: RegistryConnection) -> ModuleType:
     """The console's SQL module (users, sessions, tokens, audit) for a connection's backend."""
-    postgres = isinstance(conn, _postgres_connection_class())
-    return console_sql_at(POSTGRES_SCHEMES[0] if postgres else "")
+    if isinstance(conn, _postgres_connection_class()):
+        return _postgres_console_sql()
+    return sqlite_console_sql
 
 
 def console_sql_at(location: str | Path) -> ModuleType:
     """The console's SQL module for the store at ``location``."""
-    if is_postgres(location):
-        from receiver.store.postgres import console_sql as postgres_console  # noqa: PLC0415
+    return _postgres_console_sql() if is_postgres(location) else sqlite_console_sql
 
-        return postgres_console
-    return sqlite_console_sql
+
+def _postgres_console_sql() -> ModuleType:
+    from receiver.store.postgres import console_sql as postgres_console  # noqa: PLC0415
+
+    return postgres_console
 
 
 def _postgres_connection_class() -> type:
