@@ -205,3 +205,27 @@ def test_corrupted_byte_never_acked(
     except RemoteProtocolError:
         return
     assert dc09.integrity(bytes(raw)).crc_ok
+
+
+_hex_field = st.none() | st.text("0123456789ABCDEF", min_size=0, max_size=6)
+
+
+@given(
+    st.text("0123456789", min_size=4, max_size=4),
+    st.none() | st.text("0123456789ABCDEF", min_size=1, max_size=6),
+    _hex_field,
+    st.text("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefxyz", min_size=1, max_size=16),
+    st.sampled_from(["hex", "binary"]),
+)
+def test_fast_ack_is_the_ack_built_from_its_text(
+    sequence: str, receiver: str | None, line: str | None, account: str, crc_form: str
+) -> None:
+    """The plaintext ACK (cached CRC parts, combined) is byte for byte the frame built from
+    its text, and a panel reads it as the ACK of that sequence and account."""
+    header = dc09.Dc09Header("SIA-DCS", False, sequence, receiver, line, account, crc_form)  # type: ignore[arg-type]
+    r = "" if receiver is None else "R" + receiver
+    address = f"{r}{'' if line is None else 'L' + line}#{account}"
+    reply = dc09.ack(header, key=None, now=NOW)
+    assert reply == dc09._wrap(f'"ACK"{sequence}{address}[]', crc_form)
+    decoded = dc09.decode_reply(reply)
+    assert (decoded.kind, decoded.sequence, decoded.account) == (Reply.ACK, sequence, account)
