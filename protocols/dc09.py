@@ -284,6 +284,17 @@ def _unwrap(raw: bytes) -> tuple[bytes, Literal["hex", "binary"], list[str]]:
 
 def _fields(raw: bytes) -> tuple[bytes, Literal["hex", "binary"], str, int, str, list[str]]:
     """(span, form, crc as written, crc computed, length as written, quirks)."""
+    if raw[:1] == b"\n" and raw[-1:] == b"\r" and raw[9:10] == b'"':
+        # The frame as the splitter hands it (LF, hex CRC, CR): what _unwrap would find.
+        span = raw[9:-1]
+        return (
+            span,
+            "hex",
+            raw[1:5].decode("latin-1"),
+            crc16_arc(span),
+            raw[5:9].decode("latin-1"),
+            [],
+        )
     frame, form, quirks = _unwrap(raw)
     if form == "hex":
         crc_text = frame[:4].decode("latin-1")

@@ -229,3 +229,45 @@ def test_fast_ack_is_the_ack_built_from_its_text(
     assert reply == dc09._wrap(f'"ACK"{sequence}{address}[]', crc_form)
     decoded = dc09.decode_reply(reply)
     assert (decoded.kind, decoded.sequence, decoded.account) == (Reply.ACK, sequence, account)
+
+
+def _fields_general(raw: bytes) -> object:
+    """``dc09._fields`` by the general path alone (``_unwrap``), or the error it raises."""
+    try:
+        frame, form, quirks = dc09._unwrap(raw)
+    except RemoteProtocolError as exc:
+        return type(exc)
+    if form == "hex":
+        crc_text, length_text, span = (
+            frame[:4].decode("latin-1"),
+            frame[4:8].decode("latin-1"),
+            frame[8:],
+        )
+    else:
+        crc_text, length_text, span = (
+            frame[:2].hex().upper(),
+            frame[2:6].decode("latin-1"),
+            frame[6:],
+        )
+    return span, form, crc_text, crc16_arc(span), length_text, quirks
+
+
+def _fields_fast(raw: bytes) -> object:
+    try:
+        return dc09._fields(raw)
+    except RemoteProtocolError as exc:
+        return type(exc)
+
+
+@given(
+    st.one_of(
+        frames(encrypted=False).map(lambda c: _encode(c[0], None, 0)[1:-1]),
+        st.binary(max_size=40),
+        st.binary(max_size=40).map(lambda b: b'00000000"' + b),
+    )
+)
+def test_fields_fast_path_is_the_general_path(body: bytes) -> None:
+    """For a frame as the splitter hands it (LF ... CR), the fast path reads the CRC, length
+    and span exactly as the general path does, whatever the bytes."""
+    raw = b"\n" + body + b"\r"
+    assert _fields_fast(raw) == _fields_general(raw)
