@@ -6,14 +6,19 @@ the table printed in DC-07 (entry 100 printed as 0xBE01, correct 0xEB01) cannot 
 
 The hot path folds two bytes per step with a 64K-entry table: a 16-bit register that absorbs
 a 16-bit word has shifted all of its old bits out, so one lookup replaces two bytewise steps.
+
+The register update is linear (init 0, no final XOR), so CRC(A + B) = Z(CRC(A)) ^ CRC(B), where
+Z pushes a register through len(B) zero bytes: ``crc16_arc_combine`` builds a reply's CRC from
+the CRCs of its parts, each cached where it repeats (an account's address, a sequence).
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from array import array
 
-__all__ = ["CRC16_ARC_TABLE", "crc16_arc", "crc16_arc_bytewise"]
+__all__ = ["CRC16_ARC_TABLE", "crc16_arc", "crc16_arc_bytewise", "crc16_arc_combine"]
 
 
 def _byte_table() -> tuple[int, ...]:
@@ -70,3 +75,24 @@ def crc16_arc_bytewise(data: bytes) -> int:
     for byte in data:
         crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
     return crc
+
+
+@functools.lru_cache(maxsize=64)
+def _zeros_tables(count: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The register after ``count`` zero bytes, from its low byte and from its high byte."""
+
+    def through_zeros(reg: int) -> int:
+        for _ in range(count):
+            reg = (reg >> 8) ^ CRC16_ARC_TABLE[reg & 0xFF]
+        return reg
+
+    return (
+        tuple(through_zeros(b) for b in range(256)),
+        tuple(through_zeros(b << 8) for b in range(256)),
+    )
+
+
+def crc16_arc_combine(crc_first: int, crc_second: int, second_length: int) -> int:
+    """CRC-16/ARC of ``first + second`` from the CRC of each and the length of ``second``."""
+    low, high = _zeros_tables(second_length)
+    return low[crc_first & 0xFF] ^ high[crc_first >> 8] ^ crc_second

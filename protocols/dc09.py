@@ -24,7 +24,7 @@ import attrs
 from attrs import frozen
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from protocols.crc import crc16_arc
+from protocols.crc import crc16_arc, crc16_arc_combine
 from protocols.errors import (
     ChecksumError,
     DecryptionError,
@@ -284,6 +284,17 @@ def _unwrap(raw: bytes) -> tuple[bytes, Literal["hex", "binary"], list[str]]:
 
 def _fields(raw: bytes) -> tuple[bytes, Literal["hex", "binary"], str, int, str, list[str]]:
     """(span, form, crc as written, crc computed, length as written, quirks)."""
+    if raw[:1] == b"\n" and raw[-1:] == b"\r" and raw[9:10] == b'"':
+        # The frame as the splitter hands it (LF, hex CRC, CR): what _unwrap would find.
+        span = raw[9:-1]
+        return (
+            span,
+            "hex",
+            raw[1:5].decode("latin-1"),
+            crc16_arc(span),
+            raw[5:9].decode("latin-1"),
+            [],
+        )
     frame, form, quirks = _unwrap(raw)
     if form == "hex":
         crc_text = frame[:4].decode("latin-1")
@@ -697,14 +708,42 @@ def ack(
     rand: Callable[[int], bytes] = os.urandom,
 ) -> bytes:
     """The ACK for a frame: ``*ACK`` (encrypted, with the receiver time) when it was encrypted."""
-    address = _address(header.receiver, header.line, header.account)
     if not header.encrypted:
-        return _wrap(f'"ACK"{header.sequence}{address}[]', header.crc_form)
+        # The hot path: CRC("ACK"seq) and CRC(address[]) repeat (sequences cycle, accounts
+        # reuse their address), so each is cached and the two are combined.
+        tail = _ack_tail(header.receiver, header.line, header.account)
+        crc = crc16_arc_combine(_ack_head_crc(header.sequence), tail[1], len(tail[0]))
+        length = len(tail[0]) + 9
+        if length > 0xFFF:
+            raise LocalProtocolError(f"frame body of {length} bytes exceeds 0FFF")
+        if header.crc_form == "hex":
+            return b'\n%04X%04X"ACK"%s%s\r' % (crc, length, header.sequence.encode(), tail[0])
+        if header.crc_form == "binary":
+            return b'\n%s%04X"ACK"%s%s\r' % (
+                crc.to_bytes(2, "big"),
+                length,
+                header.sequence.encode(),
+                tail[0],
+            )
+        raise LocalProtocolError(f"crc_form must be 'hex' or 'binary', got {header.crc_form!r}")
+    address = _address(header.receiver, header.line, header.account)
     if key is None:
         raise LocalProtocolError("an encrypted frame needs an encrypted ACK: pass its key")
     # pipe=False drops the '|' after the pad, for receivers' peers that expect pysiaalarm's form.
     ciphertext = _encrypt(("|" if pipe else "") + "]_" + format_timestamp(now), key, rand)
     return _wrap(f'"*ACK"{header.sequence}{address}[{ciphertext}', header.crc_form)
+
+
+@functools.lru_cache(maxsize=10_000)
+def _ack_head_crc(sequence: str) -> int:
+    return crc16_arc(b'"ACK"' + sequence.encode("latin-1"))
+
+
+@functools.lru_cache(maxsize=8192)
+def _ack_tail(receiver: str | None, line: str | None, account: str) -> tuple[bytes, int]:
+    """``<address>[]`` of an ACK and its CRC."""
+    tail = (_address(receiver, line, account) + "[]").encode("latin-1")
+    return tail, crc16_arc(tail)
 
 
 def nak(now: datetime, *, crc_form: str = "hex") -> bytes:

@@ -183,7 +183,12 @@ class Signal:
         station: str | None = None,
     ) -> Signal:
         """One event of an accepted DC-09 frame. ``account`` None: the registry does not know
-        it (flagged ``unknown_account``); ``station`` is then the station the port serves."""
+        it (flagged ``unknown_account``); ``station`` is then the station the port serves.
+
+        The hot path's trusted factory: every value comes from a checked frame (the decoder
+        made ``device_time`` UTC-aware) and the receiver clock, so the validators are not run
+        again; ``received_at`` must be timezone-aware (the engine's clock is). A property test
+        shows the result equals the validated constructor's for any frame and event."""
         header = frame.header
         flags = event.flags
         if frame.quirks or header.encrypted or account is None:
@@ -195,30 +200,40 @@ class Signal:
             if account is None:
                 extra.add(Flag.UNKNOWN_ACCOUNT)
             flags = flags | extra
-        return cls(
-            id=new_signal_id(received_at),
-            received_at=received_at,
-            source=Source.DC09,
-            peer=peer,
-            account=header.account,
-            station=account.station if account is not None else station,
-            receiver_no=header.receiver,
-            line=header.line,
-            account_id=account.account_id if account is not None else None,
-            effective_account=account.effective if account is not None else header.account.upper(),
-            site_id=account.site_id if account is not None else None,
-            site_name=account.site_name if account is not None else None,
-            token=header.token,
-            sequence=header.sequence,
-            device_time=frame.timestamp,
-            cid=event.cid,
-            sia=event.sia,
-            name=event.name,
-            category=event.category,
-            extended=frame.extended,
-            flags=flags,
-            raw=frame.raw,
-        )
+        signal: Signal = _new(cls)
+        _set(signal, "id", _ids.new(received_at))
+        _set(signal, "received_at", received_at)
+        _set(signal, "source", Source.DC09)
+        _set(signal, "peer", peer)
+        _set(signal, "account", header.account)
+        _set(signal, "receiver_no", header.receiver)
+        _set(signal, "line", header.line)
+        if account is None:
+            _set(signal, "station", station)
+            _set(signal, "account_id", None)
+            _set(signal, "effective_account", header.account.upper())
+            _set(signal, "site_id", None)
+            _set(signal, "site_name", None)
+        else:
+            _set(signal, "station", account.station)
+            _set(signal, "account_id", account.account_id)
+            _set(signal, "effective_account", account.effective)
+            _set(signal, "site_id", account.site_id)
+            _set(signal, "site_name", account.site_name)
+        _set(signal, "token", header.token)
+        _set(signal, "sequence", header.sequence)
+        _set(signal, "device_time", frame.timestamp)
+        _set(signal, "cid", event.cid)
+        _set(signal, "sia", event.sia)
+        _set(signal, "name", event.name)
+        _set(signal, "category", event.category)
+        _set(signal, "device", None)
+        _set(signal, "channel", None)
+        _set(signal, "zone_type", None)
+        _set(signal, "extended", frame.extended)
+        _set(signal, "flags", flags)
+        _set(signal, "raw", frame.raw)
+        return signal
 
     def with_flags(self, *flags: str) -> Signal:
         return attrs.evolve(self, flags=self.flags | frozenset(flags))
@@ -235,3 +250,9 @@ class Signal:
     @property
     def is_alarm_for_automation(self) -> bool:
         return Flag.SUPPRESSED not in self.flags and Flag.DUPLICATE not in self.flags
+
+
+# The trusted factory's tools: a frozen slotted instance is filled as attrs' own __init__
+# fills it (object.__setattr__ on each slot), only without re-running the validators.
+_new = object.__new__
+_set = object.__setattr__

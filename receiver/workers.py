@@ -9,6 +9,8 @@ Rules:
   worker that dies loses nothing it ACKed; the coordinator starts another in its place.
 - A retry landing on another worker is still a duplicate: the store decides (journal.py).
 - Port 0 (tests) is resolved once by the coordinator, so every worker shares one port.
+- The workers are started together (a panel keeps the worker that accepted it: started one
+  after the other, the first would hold every panel that reconnects at start-up).
 - SIGTERM to the coordinator: each worker gets SIGTERM and shuts down gracefully (stops
   accepting, ACKs what is committed); a worker that outlives the deadline is killed. A worker
   dies with its coordinator (Linux ``PR_SET_PDEATHSIG``): a killed receiver is all gone.
@@ -196,8 +198,7 @@ class WorkerPool:
                 ),
             )
             try:
-                for slot in self.slots:
-                    self.ports = await self._start(slot)
+                await self._start_all()
             finally:
                 for sock in reserved:
                     sock.close()
@@ -212,6 +213,25 @@ class WorkerPool:
                 sock.close()
             with trio.CancelScope(shield=True):
                 await self.stop()
+
+    async def _start_all(self) -> None:
+        """Start every worker at once, not each after the last one listens: panels that
+        connect while the receiver starts are then spread over all of them (a TCP panel stays
+        on the worker that accepted it; started one by one, the first took them all). The
+        first worker that fails to start is the error raised."""
+        failures: list[OSError] = []
+
+        async def start(slot: _Slot) -> None:
+            try:
+                self.ports = await self._start(slot)
+            except OSError as exc:
+                failures.append(exc)
+
+        async with trio.open_nursery() as starting:
+            for slot in self.slots:
+                starting.start_soon(start, slot)
+        if failures:
+            raise failures[0]
 
     def counters(self) -> Counters:
         """Every worker's counters added up: the live ones as last reported (about once a

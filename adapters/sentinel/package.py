@@ -1,8 +1,13 @@
 """Sentinel XML package: one self-contained, XSD-valid document per signal.
 
 Rules:
-- Every package built is validated against ``package.xsd`` (kept beside this module) before it
-  leaves; every package parsed is validated before it is believed.
+- Every package parsed is validated against ``package.xsd`` (kept beside this module) before it
+  is believed. A package is built as text (``to_xml``), byte for byte what the lxml tree
+  builder (``to_xml_with_lxml``, kept as the oracle the fast builder is tested against) writes;
+  ``to_xml()`` validates what it built against the XSD. A caller writing many packages (the
+  spool) builds with ``validate=False`` and validates a sample (see ``adapters/spool.py``):
+  the XSD costs more than the build, and what the builder can emit is proven valid by the
+  property tests (any signal, any text).
 - Any valid Signal yields a valid package: text XML 1.0 cannot carry is replaced by U+FFFD and
   over-long values are cut to the schema's limits. A signal is never held back because its
   panel sent odd text.
@@ -42,6 +47,8 @@ _TEXT_MAX = 2000
 
 
 def _text(value: str, limit: int = _TEXT_MAX) -> str:
+    if value.isascii() and value.isprintable():  # the common case: nothing to replace
+        return value[:limit]
     return _NOT_XML.sub("\ufffd", value)[:limit]
 
 
@@ -64,7 +71,8 @@ def _when(value: datetime) -> str:
 
 
 def check_package_id(package_id: str) -> str:
-    if not PACKAGE_ID.match(package_id):
+    # fullmatch: ``$`` alone also matches before a trailing newline, which is no file name.
+    if not PACKAGE_ID.fullmatch(package_id):
         raise LocalProtocolError(f"package id must match {PACKAGE_ID.pattern}: {package_id!r}")
     return package_id
 
@@ -202,8 +210,68 @@ class Package:
             extended=tuple((_token(key) or "-", _text(value)) for key, value in signal.extended),
         )
 
-    def to_xml(self) -> bytes:
-        """The document, validated; a package that fails its own schema is our bug."""
+    def to_xml(self, *, validate: bool = True) -> bytes:
+        """The document; validated against the XSD unless ``validate`` is False (a package
+        that fails its own schema is our bug: LocalProtocolError)."""
+        document = self._document()
+        if validate:
+            check_built(document, self.package_id)
+        return document
+
+    def _document(self) -> bytes:
+        # What lxml's tostring(pretty_print=True) writes for the tree to_xml_with_lxml builds:
+        # two spaces per level, one element a line, text escaped as libxml2 escapes it.
+        parts = [_HEAD, _attribute(self.package_id), _VERSION_TAIL]
+        add = parts.append
+        add(f"  <SignalId>{_escape(self.signal_id)}</SignalId>\n")
+        if self.station is not None:
+            add(f"  <Station>{_escape(self.station)}</Station>\n")
+        add(f"  <DeviceId>{_escape(self.device_id)}</DeviceId>\n")
+        add(f"  <ReceivedAccount>{_escape(self.received_account)}</ReceivedAccount>\n")
+        if self.site_id is not None:
+            add(f"  <SiteId>{_escape(self.site_id)}</SiteId>\n")
+        if self.site_name is not None:
+            add(f"  <SiteName>{_escape(self.site_name)}</SiteName>\n")
+        if self.event_code is not None:
+            add(
+                f'  <EventCode format="{_attribute(self.event_format or "cid")}">'
+                f"{_escape(self.event_code)}</EventCode>\n"
+            )
+        for tag, value in (
+            ("Qualifier", self.qualifier),
+            ("SiaCode", self.sia_code),
+            ("Zone", self.zone),
+            ("Partition", self.partition),
+            ("User", self.user),
+            ("Description", self.description),
+            ("ZoneType", self.zone_type),
+            ("DeviceTime", None if self.device_time is None else _when(self.device_time)),
+            ("ReceiverTime", _when(self.receiver_time)),
+            ("Source", self.source),
+            ("SourceDevice", self.source_device),
+            ("Channel", None if self.channel is None else str(self.channel)),
+            ("ReceiverNumber", self.receiver_number),
+            ("LineNumber", self.line_number),
+            ("VideoLink", self.video_link),
+        ):
+            if value is not None:
+                add(f"  <{tag}>{_escape(value)}</{tag}>\n")
+        if self.flags:
+            add("  <Flags>\n")
+            for flag in self.flags:
+                add(f"    <Flag>{_escape(flag)}</Flag>\n")
+            add("  </Flags>\n")
+        if self.extended:
+            add("  <Extended>\n")
+            for key, value in self.extended:
+                add(f'    <Data id="{_attribute(key)}">{_escape(value)}</Data>\n')
+            add("  </Extended>\n")
+        add("</Package>\n")
+        return "".join(parts).encode("utf-8")
+
+    def to_xml_with_lxml(self) -> bytes:
+        """The document built as an lxml tree and validated: the reference ``to_xml`` is
+        tested against (byte for byte), not used on the delivery path."""
         root = etree.Element("Package", id=self.package_id, version=str(VERSION))
 
         def add(tag: str, value: str | None, **attrib: str) -> None:
@@ -307,6 +375,45 @@ class Package:
             )
         except ValueError as exc:  # a timestamp Python cannot read, though the XSD allowed it
             raise PayloadError(f"package: {exc}", raw=data[:256]) from exc
+
+
+_HEAD: Final = "<?xml version='1.0' encoding='UTF-8'?>\n<Package id=\""
+_VERSION_TAIL: Final = f'" version="{VERSION}">\n'
+# libxml2's escapes in text content and in attribute values (UTF-8 output: no others).
+_TEXT_ESCAPES: Final = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+_ATTRIBUTE_ESCAPES: Final = str.maketrans(
+    {
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        '"': "&quot;",
+        "\n": "&#10;",
+        "\r": "&#13;",
+        "\t": "&#9;",
+    }
+)
+_NEEDS_ESCAPE = re.compile("[&<>\r]")
+_ATTRIBUTE_NEEDS_ESCAPE = re.compile('[&<>"\n\r\t]')
+
+
+def _escape(text: str) -> str:
+    return text.translate(_TEXT_ESCAPES) if _NEEDS_ESCAPE.search(text) else text
+
+
+def _attribute(text: str) -> str:
+    return text.translate(_ATTRIBUTE_ESCAPES) if _ATTRIBUTE_NEEDS_ESCAPE.search(text) else text
+
+
+def check_built(document: bytes, package_id: str) -> None:
+    """Validate a package we built against the XSD; LocalProtocolError (our bug) if it fails."""
+    try:
+        root = etree.fromstring(document, _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise LocalProtocolError(f"package {package_id} is not well-formed: {exc}") from exc
+    if not _SCHEMA.validate(root):
+        raise LocalProtocolError(
+            f"package {package_id} fails the XSD: {_last_line(_SCHEMA.error_log)}"
+        )
 
 
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)

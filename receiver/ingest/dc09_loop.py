@@ -194,6 +194,7 @@ class Dc09Loop:
                 self._answer(conn, committed)
             if udp_replies:
                 self._answer_udp(udp_replies, committed)
+            self.intake.log_committed()
 
     # -- TCP ------------------------------------------------------------------------------------
 

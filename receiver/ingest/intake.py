@@ -7,6 +7,8 @@ Rules:
   ACKs may go out. TCP and UDP frames take this same path, in the same batches.
 - ACK only what the commit holds: ``commit`` returns False when the outcome is unknown, and the
   caller then sends no ACK for that batch (the panel retries; the dedupe key absorbs it).
+- With ``log_signals``, one ``signals`` line per committed batch, written after the batch's
+  replies (``log_committed``): the log keeps every signal and costs the ACK nothing.
 - Counters are exact; log lines for rejections are rate-limited per connection (per UDP
   source address) and reason through ``receiver.logs.RejectionLog``: the first few in each
   minute in full, the rest in one ``rejections_suppressed`` count line.
@@ -98,6 +100,7 @@ class Dc09Intake:
         self._index: RegistryIndex | None = None
         # Policies built once per registry account (by identity), rebuilt when the index is.
         self._policies: dict[int, tuple[ResolvedAccount, AccountPolicy[ResolvedAccount]]] = {}
+        self._unlogged: tuple[Any, list[Signal], Sequence[Signal]] | None = None
 
     # -- the engine's view of the registry ------------------------------------------------------
 
@@ -209,6 +212,14 @@ class Dc09Intake:
             raw=raw_text(event.raw),
         )
 
+    def log_committed(self) -> None:
+        """The ``signals`` line of the last committed batch (``log_signals``), once: the loop
+        calls it after writing the batch's replies (the next commit writes it otherwise)."""
+        if self._unlogged is not None:
+            log, signals, duplicates = self._unlogged
+            self._unlogged = None
+            log_signals(log, signals, duplicates)
+
     async def commit(self, batch: Sequence[Staged], log: Any) -> bool:
         """Store the batch's signals in one append. False: outcome unknown, send no ACK."""
         started = trio.current_time()
@@ -228,7 +239,10 @@ class Dc09Intake:
             if result.duplicates:
                 self.counters.inc("frames_duplicate", len(result.duplicates))
             if self.log_signals:
-                log_signals(log, signals, result.duplicates)
+                # Written by log_committed once the batch's ACKs are out: the log line keeps
+                # every signal's fields and stays off the path to the ACK.
+                self.log_committed()
+                self._unlogged = (log, signals, result.duplicates)
             if self.supervisor is not None:
                 for link in links:
                     self.supervisor.seen(link)

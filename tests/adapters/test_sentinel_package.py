@@ -260,3 +260,43 @@ def test_random_bytes_only_raise_payload_errors(data: bytes) -> None:
     """Garbage handed to the parser is a PayloadError, never anything else."""
     with pytest.raises(PayloadError):
         Package.from_xml(data)
+
+
+@given(
+    _signals(any_text),
+    st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,40}", fullmatch=True),
+    st.sampled_from([None, LAUNCH]),
+    st.none() | any_text,
+)
+def test_text_builder_writes_exactly_what_the_lxml_tree_writes(
+    signal: Signal, package_id: str, template: str | None, station: str | None
+) -> None:
+    """The fast builder's bytes are the lxml builder's, byte for byte, and pass the XSD."""
+    package = Package.from_signal(signal, package_id, link_template=template, station=station)
+    fast = package.to_xml(validate=False)
+    assert fast == package.to_xml_with_lxml()
+    validate(fast)
+
+
+def test_text_builder_escapes_as_libxml2_does() -> None:
+    """Markup characters, CR, tabs and quotes in text and in attributes come out as lxml
+    writes them, and the package still reads back."""
+    odd = "a&b<c>d\"e'f\rg\nh\ti ]]> é \U0001f600"
+    signal = make_signal(site_name=odd, extended=((odd, odd),), flags=frozenset({odd}))
+    package = Package.from_signal(signal, "pkg-1")
+    assert package.to_xml() == package.to_xml_with_lxml()
+    assert Package.from_xml(package.to_xml()) == package
+
+
+def test_package_id_with_a_trailing_newline_is_refused() -> None:
+    """``$`` in a pattern also matches before a final newline: such an id is no file name."""
+    with pytest.raises(LocalProtocolError):
+        Package.from_signal(make_signal(), "pkg-1\n")
+
+
+def test_a_package_that_fails_its_schema_is_refused_when_validated() -> None:
+    """The safety net: a built package the XSD refuses is our bug, raised, never sent."""
+    package = attrs.evolve(Package.from_signal(make_signal(), "pkg-1"), zone="zone")
+    with pytest.raises(LocalProtocolError, match="XSD"):
+        package.to_xml()
+    assert b"<Zone>zone</Zone>" in package.to_xml(validate=False)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols.crc import CRC16_ARC_TABLE, crc16_arc, crc16_arc_bytewise
+from protocols.crc import CRC16_ARC_TABLE, crc16_arc, crc16_arc_bytewise, crc16_arc_combine
 from tests.conftest import load_vectors
 
 
@@ -40,3 +40,10 @@ def test_table_has_dc07_typo_fixed() -> None:
 def test_word_table_matches_bytewise(data: bytes) -> None:
     """The two-bytes-per-step CRC equals the plain bytewise CRC for any input, odd lengths too."""
     assert crc16_arc(data) == crc16_arc_bytewise(data)
+
+
+@given(st.binary(max_size=80), st.binary(max_size=80))
+def test_combined_crc_is_the_crc_of_the_concatenation(first: bytes, second: bytes) -> None:
+    """CRC(A + B) from CRC(A), CRC(B) and len(B), for any A and B."""
+    combined = crc16_arc_combine(crc16_arc(first), crc16_arc(second), len(second))
+    assert combined == crc16_arc_bytewise(first + second)

@@ -205,3 +205,69 @@ def test_corrupted_byte_never_acked(
     except RemoteProtocolError:
         return
     assert dc09.integrity(bytes(raw)).crc_ok
+
+
+_hex_field = st.none() | st.text("0123456789ABCDEF", min_size=0, max_size=6)
+
+
+@given(
+    st.text("0123456789", min_size=4, max_size=4),
+    st.none() | st.text("0123456789ABCDEF", min_size=1, max_size=6),
+    _hex_field,
+    st.text("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefxyz", min_size=1, max_size=16),
+    st.sampled_from(["hex", "binary"]),
+)
+def test_fast_ack_is_the_ack_built_from_its_text(
+    sequence: str, receiver: str | None, line: str | None, account: str, crc_form: str
+) -> None:
+    """The plaintext ACK (cached CRC parts, combined) is byte for byte the frame built from
+    its text, and a panel reads it as the ACK of that sequence and account."""
+    header = dc09.Dc09Header("SIA-DCS", False, sequence, receiver, line, account, crc_form)  # type: ignore[arg-type]
+    r = "" if receiver is None else "R" + receiver
+    address = f"{r}{'' if line is None else 'L' + line}#{account}"
+    reply = dc09.ack(header, key=None, now=NOW)
+    assert reply == dc09._wrap(f'"ACK"{sequence}{address}[]', crc_form)
+    decoded = dc09.decode_reply(reply)
+    assert (decoded.kind, decoded.sequence, decoded.account) == (Reply.ACK, sequence, account)
+
+
+def _fields_general(raw: bytes) -> object:
+    """``dc09._fields`` by the general path alone (``_unwrap``), or the error it raises."""
+    try:
+        frame, form, quirks = dc09._unwrap(raw)
+    except RemoteProtocolError as exc:
+        return type(exc)
+    if form == "hex":
+        crc_text, length_text, span = (
+            frame[:4].decode("latin-1"),
+            frame[4:8].decode("latin-1"),
+            frame[8:],
+        )
+    else:
+        crc_text, length_text, span = (
+            frame[:2].hex().upper(),
+            frame[2:6].decode("latin-1"),
+            frame[6:],
+        )
+    return span, form, crc_text, crc16_arc(span), length_text, quirks
+
+
+def _fields_fast(raw: bytes) -> object:
+    try:
+        return dc09._fields(raw)
+    except RemoteProtocolError as exc:
+        return type(exc)
+
+
+@given(
+    st.one_of(
+        frames(encrypted=False).map(lambda c: _encode(c[0], None, 0)[1:-1]),
+        st.binary(max_size=40),
+        st.binary(max_size=40).map(lambda b: b'00000000"' + b),
+    )
+)
+def test_fields_fast_path_is_the_general_path(body: bytes) -> None:
+    """For a frame as the splitter hands it (LF ... CR), the fast path reads the CRC, length
+    and span exactly as the general path does, whatever the bytes."""
+    raw = b"\n" + body + b"\r"
+    assert _fields_fast(raw) == _fields_general(raw)
