@@ -105,18 +105,23 @@ class ReceiverProcess:
         outputs: str = "outputs = []\n",
         embedded_default: bool = False,
         setup: Sequence[Sequence[str]] = (),
+        bridge_config: str = "",
+        dc09_connections: int = 50_000,
     ) -> None:
         """``outputs``: top-level TOML for the outputs (default none; ``[[outputs]]`` tables
         go at the end of the file). The bridge port is a free one, so runs never collide.
 
         ``embedded_default``: what ``make serve`` runs (signal log on, the spool output, one
         ingest worker per core, the console), only on free ports and a throwaway folder; the
-        receiver is then not pinned (``core`` is ignored).
+        receiver is then not pinned (``core`` is ignored). ``bridge_config``: more keys of the
+        ``[bridge]`` table (its port is ``bridge_port``). ``dc09_connections``: the DC-09
+        connection limits (the receiver shares its open-file budget out by them).
 
         ``setup``: CLI commands (``receiver --config FILE <args>``) run on the store before the
         receiver starts, e.g. the stations, lines and keyed accounts of an AES run."""
         self.dir = Path(tempfile.mkdtemp(prefix="receiver-bench-"))
         self.port = free_port()
+        self.bridge_port = free_port()
         self.config = self.dir / "receiver.toml"
         if embedded_default:
             core = None
@@ -131,9 +136,10 @@ class ReceiverProcess:
             f"log_signals = {'true' if embedded_default else 'false'}\n"
             + ("" if tables else outputs)
             + f'[store]\npath = "{self.dir / "receiver.sqlite3"}"\n'
-            f'[bridge]\nlisten = "127.0.0.1:{free_port()}"\n'
+            f'[bridge]\nlisten = "127.0.0.1:{self.bridge_port}"\n' + bridge_config + "\n"
             f'[dc09]\nlisten = "127.0.0.1:{self.port}"\n'
-            "max_connections = 50000\nmax_connections_per_peer = 50000\n"
+            f"max_connections = {dc09_connections}\n"
+            f"max_connections_per_peer = {dc09_connections}\n"
             + extra_config
             + ("\n" + tables if tables else ""),
             encoding="utf-8",

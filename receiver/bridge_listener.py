@@ -30,7 +30,9 @@ The event -> Contact ID mapping and the suppression rules are ``protocols.bridge
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+import os
+import socket
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -160,6 +162,11 @@ class BridgeIntake:
         self.log = structlog.get_logger("receiver.bridge")
 
     # -- errors and HELLO -----------------------------------------------------------------
+
+    async def refresh_registry(self) -> None:
+        """See ``before_hello``: the batched loop asks once per wakeup that may hold a HELLO."""
+        if self.refresh is not None:
+            await self.refresh()
 
     async def before_hello(self, hello: Hello) -> None:
         """Decide a HELLO on the registry as of now: a bridge added a moment ago (``receiver
@@ -435,50 +442,73 @@ class BridgeIntake:
 
     async def commit(self, conn: BridgeConnection, batch: list[Prepared], log: Any) -> list[bytes]:
         """Store the batch in one append; return the replies in frame order."""
+        stored = await self.store(batch, log)
+        waits = await self.wait_states(batch, stored)
+        return self.replies(conn, batch, stored, waits)
+
+    async def store(self, batch: Sequence[Prepared], log: Any) -> bool:
+        """Store the signals, troubles and link updates of a batch (of one connection, or of
+        every connection one wakeup read) in ONE journal append. False: the outcome is unknown
+        and nothing of the batch is ACKed (NAK ``busy``: the bridge resends, the dedupe key
+        absorbs it)."""
         signals = [s for p in batch for s in p.signals]
         keys = [k for p in batch for k in p.keys]
         troubles = [t for p in batch for t in p.troubles]
         links = {p.link for p in batch if p.link is not None}
-        stored = True
-        if signals or links or troubles:
-            now_us = to_us(datetime.now(UTC))
-            try:
-                result = await self.journal.append(
-                    signals,
-                    keys=keys,
-                    links=[(link, now_us) for link in sorted(links)],
-                    troubles=troubles,
-                )
-            except JournalError as exc:
-                stored = False
-                self.counters.inc("bridge_frames_not_committed", len(batch))
-                log.error("journal_failed", error=str(exc), frames=len(batch))
-            else:
-                if result.duplicates:
-                    self.counters.inc("bridge_frames_duplicate", len(result.duplicates))
-                if self.log_signals:
-                    log_signals(log, signals, result.duplicates)
-                if self.supervisor is not None:
-                    for link in links:
-                        self.supervisor.seen(link)
+        if not (signals or links or troubles):
+            return True
+        now_us = to_us(datetime.now(UTC))
+        try:
+            result = await self.journal.append(
+                signals,
+                keys=keys,
+                links=[(link, now_us) for link in sorted(links)],
+                troubles=troubles,
+            )
+        except JournalError as exc:
+            self.counters.inc("bridge_frames_not_committed", len(batch))
+            log.error("journal_failed", error=str(exc), frames=len(batch))
+            return False
+        if result.duplicates:
+            self.counters.inc("bridge_frames_duplicate", len(result.duplicates))
+        if self.log_signals:
+            log_signals(log, signals, result.duplicates)
+        if self.supervisor is not None:
+            for link in links:
+                self.supervisor.seen(link)
+        return True
+
+    async def wait_states(self, batch: Sequence[Prepared], stored: bool) -> dict[int, bool]:
+        """Apply the stored batch's bridge-state changes; for each frame whose ACK waits for
+        its change to be written (by ``id`` of its Prepared), whether that write succeeded."""
+        if not stored:
+            return {}
         tickets: dict[int, int] = {}
-        if stored:
-            for index, p in enumerate(batch):
-                if p.state and p.serial is not None:
-                    ticket = self.state.update(p.serial, **p.state)
-                    if ticket is not None and p.wait_state:
-                        tickets[index] = ticket
+        for p in batch:
+            if p.state and p.serial is not None:
+                ticket = self.state.update(p.serial, **p.state)
+                if ticket is not None and p.wait_state:
+                    tickets[id(p)] = ticket
+        return {key: await self.state.wait_written(t) for key, t in tickets.items()}
+
+    def replies(
+        self,
+        conn: BridgeConnection,
+        batch: Sequence[Prepared],
+        stored: bool,
+        waits: Mapping[int, bool],
+    ) -> list[bytes]:
+        """The replies to one connection's frames, in frame order: what was answered at once,
+        then ACK for what is stored (and its state written), NAK ``busy`` for the rest."""
         replies: list[bytes] = []
         now = datetime.now(UTC)
-        for index, p in enumerate(batch):
+        for p in batch:
             if p.reply_now is not None:
                 replies.append(p.reply_now)
                 continue
             if not p.ack_after_commit or p.envelope is None:
                 continue
-            ok = stored
-            if ok and index in tickets:
-                ok = await self.state.wait_written(tickets[index])
+            ok = stored and waits.get(id(p), True)
             body = Ack(p.envelope.sequence) if ok else Nak(p.envelope.sequence, NakReason.BUSY)
             # Built without the codec's state check: a refused second HELLO later in this
             # batch may have closed the connection, and these frames still get their answer.
@@ -503,7 +533,9 @@ class BridgeServer:
         )
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Load bridge states, listen, report the bound port to ``started``."""
+        """Load bridge states, listen, report the bound port to ``started``. With ``[bridge]
+        batched`` (the default) one task serves every connection (``BridgeLoop``), else a task
+        per connection (``_converse``); both keep the same rules."""
         host, port = self.config.address
         async with trio.open_nursery() as nursery:
             await nursery.start(self.intake.state.run)
@@ -511,9 +543,19 @@ class BridgeServer:
                 port, host=host, reuse_port=self.reuse_port
             )
             bound = listeners[0].socket.getsockname()[1]
-            self.log.info("bridge_listening", host=host, port=bound)
+            self.log.info("bridge_listening", host=host, port=bound, batched=self.config.batched)
+            if not self.config.batched:
+                task_status.started(bound)
+                await tcp_accept.serve_listeners(self.handle_stream, listeners)
+                return
+            # One task for every connection (receiver.ingest.bridge_loop), on plain sockets.
+            from receiver.ingest.bridge_loop import BridgeLoop  # noqa: PLC0415 - import cycle
+
+            plain = [socket.socket(fileno=os.dup(ln.socket.fileno())) for ln in listeners]
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
             task_status.started(bound)
-            await tcp_accept.serve_listeners(self.handle_stream, listeners)
+            await BridgeLoop(self.intake, self.limits, self.log).serve(plain)
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
         await serve_connection(
