@@ -327,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     lines += [
         f"| {r['connections']} | {r['loop']} | {r['events_per_s']:.0f} | {r['p50_ms']} "
-        f"| {r['p90_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['acked']}/{r['frames']} | {r['cpu_s']} "
+        f"| {r['p90_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['acked']}/{r['frames']} "
+        f"| {r['cpu_s']} "
         f"| {r['peak_rss_kib'] // 1024} |"
         for r in rows
     ]
