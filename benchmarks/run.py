@@ -6,7 +6,8 @@ Steps, in order: codec (µs per frame), e2e over TCP and UDP (1, 10, 100, 1000 c
 baseline (the same load against pysiaalarm, ours / theirs), baseline_default (ours on its
 embedded default against pysiaalarm over TCP), baseline_udp_aes (the same at 100 UDP frames in
 flight and 100 AES-128 connections), drain (how long the default output's backlog takes to
-drain after 60 s at full rate), floor (the most a Python server on
+drain after 60 s at full rate), bridges (bridge events/s at 10, 100, 1000 bridges, the batched
+loop beside a task per connection), floor (the most a Python server on
 this machine can ACK: trio and epoll servers that only check CRC and header, beside the
 receiver), idle (10,000 supervised idle connections, RSS per connection), sink (signal →
 Sentinel sink latency at 1,000/s), spool (the default output's durable packages/s, one per
@@ -27,7 +28,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks import baseline, codec, drain, e2e, floor, idle, plot, sink_latency, spool
+from benchmarks import (
+    baseline,
+    bridges,
+    codec,
+    drain,
+    e2e,
+    floor,
+    idle,
+    plot,
+    sink_latency,
+    spool,
+)
 from benchmarks.harness import RESULTS
 
 Step = tuple[str, Callable[[list[str]], int], list[str]]
@@ -48,6 +60,7 @@ def steps(quick: bool) -> list[Step]:
                 [*UDP_AES, "--messages", "20", "--runs", "1", "--embedded-default"],
             ),
             ("drain", drain.main, ["--seconds", "5", "--messages", "20"]),
+            ("bridges", bridges.main, ["--connections", "10", "--messages", "20", "--runs", "1"]),
             ("floor", floor.main, ["--runs", "1", "--messages", "50"]),
             ("idle", idle.main, ["--connections", "1000", "--hold", "1"]),
             ("sink", sink_latency.main, ["--rate", "1000", "--duration", "2"]),
@@ -65,6 +78,7 @@ def steps(quick: bool) -> list[Step]:
         ),
         ("baseline_udp_aes", baseline.main, [*UDP_AES, "--runs", "3", "--embedded-default"]),
         ("drain", drain.main, ["--seconds", "60"]),
+        ("bridges", bridges.main, ["--connections", "10,100,1000", "--runs", "3"]),
         ("floor", floor.main, ["--runs", "3"]),
         ("idle", idle.main, ["--connections", "10000", "--hold", "5"]),
         ("sink", sink_latency.main, ["--rate", "1000", "--duration", "10"]),
@@ -119,6 +133,11 @@ def summary(codec_line: dict[str, Any] | None, outcomes: dict[str, str]) -> str:
             f"| default output's backlog drained <= {drain.GOAL_DRAIN_S:g} s after "
             f"{drain.GOAL_SECONDS} s at full rate | {row['drained_s']} s after {row['load_s']} s "
             f"at {row['events_per_s']:.0f} events/s (backlog {row['backlog_at_end']}) |"
+        )
+    for row in _read("bridges"):
+        lines.append(
+            f"| (no goal) bridges at {row['connections']}, {row['loop']} "
+            f"| {row['events_per_s']:.0f} events/s, p99 {row['p99_ms']} ms, CPU {row['cpu_s']} s |"
         )
     for row in _read("baseline"):
         lines.append(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import baseline, drain, floor, harness, idle, plot, run, sink_latency
+from benchmarks import baseline, bridges, drain, floor, harness, idle, plot, run, sink_latency
 from protocols import dc09
 
 
@@ -23,6 +23,7 @@ def test_run_dry_run_lists_every_step(capsys: pytest.CaptureFixture[str]) -> Non
         "baseline_default",
         "baseline_udp_aes",
         "drain",
+        "bridges",
         "floor",
         "idle",
         "sink",
@@ -86,6 +87,8 @@ def test_drain_and_udp_aes_dry_runs(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "drain: 5 s at 100 connections, then the spool backlog" in out
     assert "udp,aes at connections [100]" in out
+    assert bridges.main(["--dry-run", "--connections", "10"]) == 0
+    assert "bridges: [10] bridges x 100 events" in capsys.readouterr().out
 
 
 def test_unknown_transport_is_a_usage_error() -> None:
