@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from protocols.bridge import Ack, Event, EventKind, Hello, Nak, NakReason
+from protocols.bridge import Ack, BridgeConnection, Event, EventKind, Hello, Nak, NakReason
 from tests.receiver.conftest import RunningReceiver, registry_setup, start_receiver
 from tests.receiver.test_bridge_listener import (
     SERIAL,
@@ -160,3 +160,34 @@ async def test_the_task_per_connection_listener_serves_the_same(tmp_path: Path) 
         await client.stream.aclose()
         running.service.request_shutdown()
     assert events(history(tmp_path / "receiver.sqlite3")) == [("E130", "002", "")]
+
+
+async def test_a_bug_on_one_connections_bytes_costs_that_connection_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug the loop hits while handling one connection's bytes closes that connection
+    (``connection_crashed``, counted), stores and ACKs nothing of that read, and the loop
+    goes on serving the other bridge."""
+    real = BridgeConnection.receive_data
+
+    def receive_data(self: BridgeConnection, data: bytes | bytearray) -> None:
+        if bytes(data) == b"boom":
+            raise RuntimeError("injected")
+        real(self, data)
+
+    monkeypatch.setattr(BridgeConnection, "receive_data", receive_data)
+    config = write_bridge_config(tmp_path)
+    setup_fleet(config)
+    async with trio.open_nursery() as nursery:
+        running = await start_receiver(nursery, config)
+        victim = await BridgeClient.open(running)
+        other = await BridgeClient.open(running, fleet_serial(0))
+        assert isinstance(await victim.hello(), Ack)
+        assert isinstance(await other.hello(), Ack)
+        assert await victim.exchange(b"boom") is None  # closed, nothing answered
+        alarm = other.frame(Event(channel=1, kind=EventKind.INPUT_ALARM))
+        assert await other.exchange(alarm) == Ack(2)
+        assert counters(running).get("bridge_connections_crashed") == 1
+        await other.stream.aclose()
+        running.service.request_shutdown()
+    assert [s.device for s in history(tmp_path / "receiver.sqlite3")] == [fleet_serial(0)]
