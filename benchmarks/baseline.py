@@ -1,6 +1,11 @@
 """The same load against pysiaalarm and against our receiver, side by side in one run.
 
-Run: ``python -m benchmarks.baseline [--connections 10,100] [--messages 200] [--runs 3] [--udp]``
+Run: ``python -m benchmarks.baseline [--connections 10,100] [--messages 200] [--runs 3] [--udp]
+[--transports tcp,udp,aes] [--embedded-default]``
+
+Transports: ``tcp``; ``udp`` (one datagram per frame, ``--connections`` frames in flight);
+``aes`` (TCP, every frame AES-128 encrypted: ours gets the dc09blast accounts registered with
+the key on every line the runs use, pysiaalarm gets the same key on its accounts).
 
 pysiaalarm 3.2.2 is installed on demand into its own virtual environment under
 ``benchmarks/build/`` (never a project dependency). A tiny asyncio server registers the
@@ -9,6 +14,16 @@ server is pinned to core 0 and dc09blast to core 1 where the machine has two cor
 
 Not like for like, and said so in the output: our receiver commits every signal to SQLite
 (WAL, synchronous=FULL) before its ACK; pysiaalarm keeps nothing.
+
+pysiaalarm 3.2.2 never answers a UDP datagram on Python 3.11: its
+``SIAServerUDP.connection_made`` asserts ``isinstance(transport, asyncio.DatagramTransport)``,
+which the 3.11 selector transport is not (3.12 made it one); asyncio logs the AssertionError,
+``self.transport`` stays None, and ``datagram_received`` parses and counts every event but sends
+no reply (``if self.transport is not None``). dc09blast then waited its 5 s ACK timeout per
+frame, 200 frames x 5 s per connection, past the run's timeout: the UDP run never finished.
+The server script below hands pysiaalarm its transport when that assertion left it unset (said
+in the output), every run is bounded (``ack_timeout``, ``run_timeout``), and a server that ACKs
+nothing in the warm-up is reported as such and not measured.
 """
 
 from __future__ import annotations
@@ -29,13 +44,22 @@ from benchmarks.harness import (
     free_port,
     median_run,
     pinned,
+    rss_kib,
     run_blast,
+    timed_out_run,
     write_results,
 )
 
 PYSIAALARM = "pysiaalarm==3.2.2"
 VENV = BUILD / "pysiaalarm-venv"
 ACCOUNT_BASE = "100000"
+# AES-128 as dc09blast and pysiaalarm both take it: 16 ASCII characters (pysiaalarm also wants
+# them to read as hex).
+AES_KEY = "0123456789ABCDEF"
+STATION = "BENCH"
+TRANSPORTS = ("tcp", "udp", "aes")
+ACK_TIMEOUT = 2.0  # seconds dc09blast waits for one reply
+RUN_TIMEOUT = 180.0  # seconds one generator run may take
 
 SERVER = '''"""pysiaalarm baseline server: registers the dc09blast accounts, counts events."""
 import asyncio
@@ -45,7 +69,8 @@ import sys
 from pysiaalarm.aio import CommunicationsProtocol, SIAAccount, SIAClient
 
 port, base, count, transport = int(sys.argv[1]), int(sys.argv[2], 16), int(sys.argv[3]), sys.argv[4]
-accounts = [SIAAccount(f"{base + i:X}", allowed_timeband=None) for i in range(count)]
+key = sys.argv[5] if len(sys.argv) > 5 and sys.argv[5] else None
+accounts = [SIAAccount(f"{base + i:X}", key=key, allowed_timeband=None) for i in range(count)]
 received = 0
 
 
@@ -60,6 +85,12 @@ async def main():
         protocol=CommunicationsProtocol[transport.upper()],
     )
     await client.async_start()
+    server = client.sia_server
+    if transport == "udp" and getattr(server, "transport", 1) is None:
+        # pysiaalarm 3.2.2 on Python < 3.12: connection_made's isinstance assertion failed and
+        # left the transport unset, so no datagram would ever be answered. Hand it over.
+        server.transport = client.transport
+        print("note udp transport handed to pysiaalarm", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     print("ready", flush=True)
@@ -99,7 +130,13 @@ class BaselineServer:
     """The pysiaalarm server in a subprocess, on a free port."""
 
     def __init__(
-        self, python: Path, accounts: int, *, udp: bool = False, core: int | None = 0
+        self,
+        python: Path,
+        accounts: int,
+        *,
+        udp: bool = False,
+        core: int | None = 0,
+        key: str | None = None,
     ) -> None:
         # Outside the repository: it runs in the baseline venv, and our mypy must not see it.
         script = Path(tempfile.gettempdir()) / "pysiaalarm_baseline_server.py"
@@ -112,6 +149,7 @@ class BaselineServer:
             ACCOUNT_BASE,
             str(accounts),
             "udp" if udp else "tcp",
+            key or "",
         ]
         self.process = subprocess.Popen(
             pinned(command, core), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
@@ -136,6 +174,80 @@ def process_cpu(server: ReceiverProcess | BaselineServer) -> float:
     return cpu_seconds(server.process.pid)
 
 
+def aes_setup(accounts: int, runs: int) -> list[list[str]]:
+    """CLI commands registering dc09blast's accounts with the AES key on lines 0..runs (the
+    warm-up uses line 0, run N line N), as one all-or-nothing CSV import."""
+    with tempfile.NamedTemporaryFile(prefix="bench-accounts-", suffix=".csv", delete=False) as f:
+        csv = Path(f.name)
+    rows = ["line,number,key,key_format"]
+    rows += [
+        f"{line:X},{int(ACCOUNT_BASE, 16) + i:X},{AES_KEY},ascii"
+        for line in range(runs + 1)
+        for i in range(accounts)
+    ]
+    csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    commands = [["stations", "add", STATION]]
+    # Unique within the station on the effective number: each run's line adds its own prefix.
+    commands += [
+        ["stations", "add-line", STATION, f"{line:X}", "--prefix", f"P{line:X}"]
+        for line in range(1, runs + 1)
+    ]
+    return [*commands, ["accounts", "import", "--station", STATION, str(csv)]]
+
+
+def _measure(
+    server: ReceiverProcess | BaselineServer,
+    blast: Path,
+    *,
+    conns: int,
+    messages: int,
+    runs: int,
+    udp: bool,
+    extra: list[str],
+    core: int | None,
+) -> dict[str, Any]:
+    """Warm-up, then ``runs`` bounded runs; their medians, CPU seconds and (ours) memory."""
+    warm = run_blast(
+        blast,
+        server.port,
+        connections=conns,
+        messages=5,
+        udp=udp,
+        core=core,
+        extra=extra,
+        ack_timeout=ACK_TIMEOUT,
+        timeout=RUN_TIMEOUT,
+    )
+    if not warm["acked"]:
+        # Nothing answered: measuring would only wait out ACK timeouts.
+        figures = median_run([timed_out_run(conns * messages)])
+        return figures | {"cpu_s": 0.0, "note": "no ACK in the warm-up: not measured"}
+    cpu_before = process_cpu(server)
+    figures = median_run(
+        [
+            run_blast(
+                blast,
+                server.port,
+                connections=conns,
+                messages=messages,
+                udp=udp,
+                core=core,
+                extra=extra,
+                line=f"L{run + 1:X}",  # fresh signals for us, not retries
+                ack_timeout=ACK_TIMEOUT,
+                timeout=RUN_TIMEOUT,
+            )
+            for run in range(runs)
+        ]
+    )
+    figures["cpu_s"] = round(process_cpu(server) - cpu_before, 2)
+    if isinstance(server, ReceiverProcess):
+        figures |= server.memory() | {"workers": server.workers()}
+    else:
+        figures |= rss_kib(server.process.pid)
+    return figures
+
+
 def compare(
     connections: list[int],
     messages: int,
@@ -143,53 +255,57 @@ def compare(
     *,
     udp: bool = False,
     embedded_default: bool = False,
+    transport: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Median figures for ours and pysiaalarm's at each connection count, and ours / theirs."""
-    blast = build_blast()
+    """Median figures for ours and pysiaalarm's at each connection count, and ours / theirs.
+
+    ``transport``: tcp, udp or aes (``udp=True`` is the older spelling of udp)."""
+    transport = transport or ("udp" if udp else "tcp")
+    udp, aes = transport == "udp", transport == "aes"
+    blast = build_blast(aes=aes)
     python = pysiaalarm_python()
     if blast is None or python is None:
-        print("baseline skipped: dc09blast or pysiaalarm unavailable", flush=True)
+        print(f"baseline {transport} skipped: dc09blast or pysiaalarm unavailable", flush=True)
         return []
+    extra = ["--key", AES_KEY, "--key-format", "ascii"] if aes else []
     rows = []
     for conns in connections:
         accounts = min(conns, 10_000)
         figures: dict[str, dict[str, Any]] = {}
         for name in ("ours", "pysiaalarm"):
             server: ReceiverProcess | BaselineServer = (
-                ReceiverProcess(embedded_default=embedded_default)
+                ReceiverProcess(
+                    embedded_default=embedded_default,
+                    setup=aes_setup(accounts, runs) if aes else (),
+                )
                 if name == "ours"
-                else BaselineServer(python, accounts, udp=udp, core=None if embedded_default else 0)
+                else BaselineServer(
+                    python,
+                    accounts,
+                    udp=udp,
+                    core=None if embedded_default else 0,
+                    key=AES_KEY if aes else None,
+                )
             )
             # With the embedded default both servers may use both cores (the generator too).
             blast_core = None if embedded_default else 1
             try:
-                run_blast(
-                    blast, server.port, connections=conns, messages=5, udp=udp, core=blast_core
+                figures[name] = _measure(
+                    server,
+                    blast,
+                    conns=conns,
+                    messages=messages,
+                    runs=runs,
+                    udp=udp,
+                    extra=extra,
+                    core=blast_core,
                 )
-                cpu_before = process_cpu(server)
-                figures[name] = median_run(
-                    [
-                        run_blast(
-                            blast,
-                            server.port,
-                            connections=conns,
-                            messages=messages,
-                            udp=udp,
-                            core=blast_core,
-                            line=f"L{run + 1:X}",  # fresh signals for us, not retries
-                        )
-                        for run in range(runs)
-                    ]
-                )
-                figures[name]["cpu_s"] = round(process_cpu(server) - cpu_before, 2)
-                if isinstance(server, ReceiverProcess):
-                    figures[name] |= server.memory()
             finally:
                 server.stop()
         ours, theirs = figures["ours"], figures["pysiaalarm"]
         ratio = ours["events_per_s"] / theirs["events_per_s"] if theirs["events_per_s"] else None
         row = {
-            "transport": "udp" if udp else "tcp",
+            "transport": transport,
             "connections": conns,
             "messages": messages,
             "config": "embedded default, unpinned" if embedded_default else "lean, pinned",
@@ -204,7 +320,8 @@ def compare(
             f"pysiaalarm {theirs['events_per_s']:8.0f} ev/s p99 {theirs['p99_ms']} ms "
             f"({theirs['acked']}/{theirs['frames']} acked, in memory)  "
             f"ours/theirs {row['throughput_ratio']}  cpu s ours {ours['cpu_s']} theirs "
-            f"{theirs['cpu_s']}  rss ours {ours.get('peak_rss_kib', 0) // 1024} MiB",
+            f"{theirs['cpu_s']}  rss ours {ours.get('peak_rss_kib', 0) // 1024} MiB"
+            + (f"  pysiaalarm: {theirs['note']}" if "note" in theirs else ""),
             flush=True,
         )
     return rows
@@ -212,16 +329,20 @@ def compare(
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| transport | connections | ours events/s | ours p99 ms | pysiaalarm events/s "
-        "| pysiaalarm p99 ms | ours / pysiaalarm |",
-        "|---|---|---|---|---|---|---|",
+        "| transport | connections | server | events/s | p50 ms | p90 ms | p99 ms | max ms "
+        "| acked/frames | CPU s | peak RSS MiB | ours / pysiaalarm |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        o, t = r["ours"], r["pysiaalarm"]
-        lines.append(
-            f"| {r['transport']} | {r['connections']} | {o['events_per_s']:.0f} | {o['p99_ms']} "
-            f"| {t['events_per_s']:.0f} | {t['p99_ms']} | {r['throughput_ratio']} |"
-        )
+        for name in ("ours", "pysiaalarm"):
+            f = r[name]
+            rss = f"{f['peak_rss_kib'] // 1024}" if "peak_rss_kib" in f else "-"
+            lines.append(
+                f"| {r['transport']} | {r['connections']} | {name} | {f['events_per_s']:.0f} "
+                f"| {f['p50_ms']} | {f['p90_ms']} | {f['p99_ms']} | {f['max_ms']} "
+                f"| {f['acked']}/{f['frames']} | {f['cpu_s']} | {rss} "
+                f"| {r['throughput_ratio'] if name == 'ours' else f.get('note', '')} |"
+            )
     lines.append(
         "\nOurs commits every signal durably (SQLite WAL, synchronous=FULL) before the ACK; "
         "pysiaalarm stores nothing."
@@ -236,6 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--udp", action="store_true", help="also compare over UDP")
     parser.add_argument(
+        "--transports",
+        default="tcp",
+        help=f"comma-separated, of {', '.join(TRANSPORTS)} (aes: AES-128 over TCP)",
+    )
+    parser.add_argument(
         "--embedded-default",
         action="store_true",
         help="ours on what `make serve` runs (signal log, spool output, a worker per core), "
@@ -244,15 +370,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     args = parser.parse_args(argv)
     connections = [int(c) for c in args.connections.split(",")]
+    transports = [t.strip() for t in args.transports.split(",") if t.strip()]
+    if args.udp and "udp" not in transports:
+        transports.append("udp")
+    unknown = set(transports) - set(TRANSPORTS)
+    if unknown or not transports:
+        parser.error(f"--transports: unknown {', '.join(sorted(unknown)) or '(none given)'}")
     if args.dry_run:
-        print(f"baseline: {PYSIAALARM} in {VENV}; connections {connections}, {args.runs} runs")
+        print(
+            f"baseline: {PYSIAALARM} in {VENV}; {','.join(transports)} at connections "
+            f"{connections}, {args.runs} runs"
+        )
         return 0
     default = args.embedded_default
-    rows = compare(connections, args.messages, args.runs, embedded_default=default)
-    if args.udp:
-        rows += compare(connections, args.messages, args.runs, udp=True, embedded_default=default)
+    rows = []
+    for transport in transports:
+        rows += compare(
+            connections, args.messages, args.runs, embedded_default=default, transport=transport
+        )
     if rows:
         name = "baseline_default" if default else "baseline"
+        if "tcp" not in transports:  # its own results file beside the TCP comparison's
+            name += "_" + "_".join(transports)
         write_results(name, {"results": rows}, table(rows))
     return 0 if rows else 1
 

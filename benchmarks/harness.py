@@ -37,17 +37,24 @@ def pinned(command: list[str], core: int | None) -> list[str]:
     return ["taskset", "-c", str(core), *command]
 
 
-def build_blast() -> Path | None:
-    """Build benchmarks/dc09blast.c once; None when it or a C compiler is missing."""
-    target = BUILD / "dc09blast"
+def build_blast(*, aes: bool = False) -> Path | None:
+    """Build benchmarks/dc09blast.c once; None when it or a C compiler is missing.
+
+    ``aes``: the build that can encrypt (``--key``), linked with OpenSSL's libcrypto; None
+    when libssl-dev is missing (the plain build does not need it)."""
+    target = BUILD / ("dc09blast-aes" if aes else "dc09blast")
     if target.exists() and target.stat().st_mtime >= BLAST_SOURCE.stat().st_mtime:
         return target
     compiler = shutil.which("gcc") or shutil.which("cc")
     if not BLAST_SOURCE.exists() or compiler is None:
         return None
     BUILD.mkdir(parents=True, exist_ok=True)
-    subprocess.run([compiler, "-O2", "-o", str(target), str(BLAST_SOURCE)], check=True)
-    return target
+    command = [compiler, "-O2", "-o", str(target), str(BLAST_SOURCE)]
+    if aes:
+        command[1:1] = ["-DDC09_AES"]
+        command.append("-lcrypto")
+    built = subprocess.run(command, check=not aes, capture_output=aes)
+    return target if built.returncode == 0 else None
 
 
 def rss_kib(pid: int) -> dict[str, int]:
@@ -97,15 +104,24 @@ class ReceiverProcess:
         core: int | None = 0,
         outputs: str = "outputs = []\n",
         embedded_default: bool = False,
+        setup: Sequence[Sequence[str]] = (),
+        bridge_config: str = "",
+        dc09_connections: int = 50_000,
     ) -> None:
         """``outputs``: top-level TOML for the outputs (default none; ``[[outputs]]`` tables
         go at the end of the file). The bridge port is a free one, so runs never collide.
 
         ``embedded_default``: what ``make serve`` runs (signal log on, the spool output, one
         ingest worker per core, the console), only on free ports and a throwaway folder; the
-        receiver is then not pinned (``core`` is ignored)."""
+        receiver is then not pinned (``core`` is ignored). ``bridge_config``: more keys of the
+        ``[bridge]`` table (its port is ``bridge_port``). ``dc09_connections``: the DC-09
+        connection limits (the receiver shares its open-file budget out by them).
+
+        ``setup``: CLI commands (``receiver --config FILE <args>``) run on the store before the
+        receiver starts, e.g. the stations, lines and keyed accounts of an AES run."""
         self.dir = Path(tempfile.mkdtemp(prefix="receiver-bench-"))
         self.port = free_port()
+        self.bridge_port = free_port()
         self.config = self.dir / "receiver.toml"
         if embedded_default:
             core = None
@@ -120,13 +136,16 @@ class ReceiverProcess:
             f"log_signals = {'true' if embedded_default else 'false'}\n"
             + ("" if tables else outputs)
             + f'[store]\npath = "{self.dir / "receiver.sqlite3"}"\n'
-            f'[bridge]\nlisten = "127.0.0.1:{free_port()}"\n'
+            f'[bridge]\nlisten = "127.0.0.1:{self.bridge_port}"\n' + bridge_config + "\n"
             f'[dc09]\nlisten = "127.0.0.1:{self.port}"\n'
-            "max_connections = 50000\nmax_connections_per_peer = 50000\n"
+            f"max_connections = {dc09_connections}\n"
+            f"max_connections_per_peer = {dc09_connections}\n"
             + extra_config
             + ("\n" + tables if tables else ""),
             encoding="utf-8",
         )
+        for args in setup:
+            self.cli(*args)
         command = [sys.executable, "-m", "receiver.cli", "--config", str(self.config), "serve"]
         self.log = (self.dir / "receiver.log").open("wb")
         self.process = subprocess.Popen(pinned(command, core), stdout=self.log, stderr=self.log)
@@ -143,6 +162,25 @@ class ReceiverProcess:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("receiver did not start listening")
+
+    def cli(self, *args: str, timeout: float = 120.0) -> str:
+        """``receiver --config FILE ARGS...`` on this receiver's store; its stdout."""
+        command = [sys.executable, "-m", "receiver.cli", "--config", str(self.config), *args]
+        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"receiver {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
+
+    def workers(self) -> int:
+        """Ingest worker processes running beside the coordinator (multiprocessing's
+        resource tracker, also a child, is not one; its memory is still counted)."""
+        count = 0
+        for pid in child_pids(self.process.pid):
+            try:
+                count += b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+        return count
 
     @property
     def db(self) -> Path:
@@ -181,6 +219,7 @@ def run_blast(
     core: int | None = 1,
     timeout: float = 300.0,
     line: str = "L0",
+    ack_timeout: float | None = None,
 ) -> dict[str, Any]:
     """One closed-loop dc09blast run; returns its JSON.
 
@@ -188,6 +227,9 @@ def run_blast(
     run on the same receiver would be absorbed as retries by the dedupe window and measure the
     duplicate path. Give each run its own ``line`` (the DC-09 L field is part of the dedupe key)
     to measure fresh signals.
+
+    Bounded: the generator is killed after ``timeout`` seconds; the run then counts as no frame
+    ACKed (``timed_out``). ``ack_timeout``: seconds dc09blast waits for each reply.
     """
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as out:
         path = Path(out.name)
@@ -206,13 +248,28 @@ def run_blast(
         "--line",
         line,
         *(["--udp"] if udp else []),
+        *(["--ack-timeout", str(ack_timeout)] if ack_timeout is not None else []),
         *extra,
     ]
-    subprocess.run(pinned(command, core), check=False, timeout=timeout, capture_output=True)
     try:
+        subprocess.run(pinned(command, core), check=False, timeout=timeout, capture_output=True)
         return dict(json.loads(path.read_text()))
+    except (subprocess.TimeoutExpired, ValueError, OSError):
+        return timed_out_run(connections * messages)
     finally:
         path.unlink(missing_ok=True)
+
+
+def timed_out_run(frames: int) -> dict[str, Any]:
+    """What a generator run that never finished (or wrote no JSON) counts as: nothing ACKed."""
+    latency = dict.fromkeys(("p50", "p90", "p99", "max"))
+    return {
+        "events_per_s": 0.0,
+        "latency_ms": latency,
+        "acked": 0,
+        "frames": frames,
+        "timed_out": True,
+    }
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -3,7 +3,11 @@
 Run: ``python -m benchmarks.run [--quick] [--only NAME,...] [--dry-run]``
 
 Steps, in order: codec (µs per frame), e2e over TCP and UDP (1, 10, 100, 1000 connections),
-baseline (the same load against pysiaalarm, ours / theirs), floor (the most a Python server on
+baseline (the same load against pysiaalarm, ours / theirs), baseline_default (ours on its
+embedded default against pysiaalarm over TCP), baseline_udp_aes (the same at 100 UDP frames in
+flight and 100 AES-128 connections), drain (how long the default output's backlog takes to
+drain after 60 s at full rate), bridges (bridge events/s at 10, 100, 1000 bridges, the batched
+loop beside a task per connection), floor (the most a Python server on
 this machine can ACK: trio and epoll servers that only check CRC and header, beside the
 receiver), idle (10,000 supervised idle connections, RSS per connection), sink (signal →
 Sentinel sink latency at 1,000/s), spool (the default output's durable packages/s, one per
@@ -24,10 +28,23 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks import baseline, codec, e2e, floor, idle, plot, sink_latency, spool
+from benchmarks import (
+    baseline,
+    bridges,
+    codec,
+    drain,
+    e2e,
+    floor,
+    idle,
+    plot,
+    sink_latency,
+    spool,
+)
 from benchmarks.harness import RESULTS
 
 Step = tuple[str, Callable[[list[str]], int], list[str]]
+# UDP with 100 frames in flight and AES-128 over 100 TCP connections (issue 12's figures).
+UDP_AES = ["--connections", "100", "--transports", "udp,aes"]
 
 
 def steps(quick: bool) -> list[Step]:
@@ -37,6 +54,13 @@ def steps(quick: bool) -> list[Step]:
             ("codec", codec.main, ["--count", "2000", "--runs", "3"]),
             ("e2e", e2e.main, ["--runs", "1", "--messages", "50", "--connections", "1,10,100"]),
             ("baseline", baseline.main, ["--connections", "10", "--messages", "50", "--runs", "1"]),
+            (
+                "baseline_udp_aes",
+                baseline.main,
+                [*UDP_AES, "--messages", "20", "--runs", "1", "--embedded-default"],
+            ),
+            ("drain", drain.main, ["--seconds", "5", "--messages", "20"]),
+            ("bridges", bridges.main, ["--connections", "10", "--messages", "20", "--runs", "1"]),
             ("floor", floor.main, ["--runs", "1", "--messages", "50"]),
             ("idle", idle.main, ["--connections", "1000", "--hold", "1"]),
             ("sink", sink_latency.main, ["--rate", "1000", "--duration", "2"]),
@@ -52,6 +76,9 @@ def steps(quick: bool) -> list[Step]:
             baseline.main,
             ["--connections", "10,100,1000", "--runs", "3", "--embedded-default"],
         ),
+        ("baseline_udp_aes", baseline.main, [*UDP_AES, "--runs", "3", "--embedded-default"]),
+        ("drain", drain.main, ["--seconds", "60"]),
+        ("bridges", bridges.main, ["--connections", "10,100,1000", "--runs", "3"]),
         ("floor", floor.main, ["--runs", "3"]),
         ("idle", idle.main, ["--connections", "10000", "--hold", "5"]),
         ("sink", sink_latency.main, ["--rate", "1000", "--duration", "10"]),
@@ -93,6 +120,25 @@ def summary(codec_line: dict[str, Any] | None, outcomes: dict[str, str]) -> str:
             f"CPU {row['ours']['cpu_s']} vs {row['pysiaalarm']['cpu_s']} s, "
             f"RSS {row['ours'].get('peak_rss_kib', 0) // 1024} MiB) |"
         )
+    for row in _read("baseline_default_udp_aes"):
+        goal = "15000" if row["transport"] == "udp" else "10000"
+        lines.append(
+            f"| embedded default: {row['transport']} at {row['connections']} "
+            f"(goal >= {goal} events/s) | {row['ours']['events_per_s']:.0f} events/s, p99 "
+            f"{row['ours']['p99_ms']} ms (pysiaalarm {row['pysiaalarm']['events_per_s']:.0f}, "
+            f"ours / theirs {row['throughput_ratio']}) |"
+        )
+    for row in _read("drain"):
+        lines.append(
+            f"| default output's backlog drained <= {drain.GOAL_DRAIN_S:g} s after "
+            f"{drain.GOAL_SECONDS} s at full rate | {row['drained_s']} s after {row['load_s']} s "
+            f"at {row['events_per_s']:.0f} events/s (backlog {row['backlog_at_end']}) |"
+        )
+    for row in _read("bridges"):
+        lines.append(
+            f"| (no goal) bridges at {row['connections']}, {row['loop']} "
+            f"| {row['events_per_s']:.0f} events/s, p99 {row['p99_ms']} ms, CPU {row['cpu_s']} s |"
+        )
     for row in _read("baseline"):
         lines.append(
             f"| ours / pysiaalarm at {row['connections']} {row['transport']} connections "
@@ -108,6 +154,7 @@ def summary(codec_line: dict[str, Any] | None, outcomes: dict[str, str]) -> str:
         lines.append(
             f"| {idle.GOAL_CONNECTIONS} idle connections in <= {idle.GOAL_RSS_MIB} MiB "
             f"| {row['held']} held, {row['rss_after_kib'] // 1024} MiB "
+            f"({row.get('workers', '?')} workers) "
             f"({row['rss_per_connection_kib']} KiB each) |"
         )
     for row in _read("sink_latency"):

@@ -19,6 +19,8 @@ import attrs
 from attrs import field, frozen, validators
 
 if TYPE_CHECKING:
+    from protocols.bridge import Envelope
+    from protocols.bridge_mapping import BridgeMapping, BridgeSubject
     from protocols.dc09 import Dc09Frame
     from protocols.payload import Event
 
@@ -234,6 +236,50 @@ class Signal:
         _set(signal, "flags", flags)
         _set(signal, "raw", frame.raw)
         return signal
+
+    @classmethod
+    def from_bridge(
+        cls,
+        envelope: Envelope,
+        mapped: BridgeMapping,
+        *,
+        subject: BridgeSubject,
+        received_at: datetime,
+        peer: str,
+        refused: bool = False,
+    ) -> Signal:
+        """A bridge EVENT, as ``protocols.bridge_mapping.map_event`` mapped it; ``refused``:
+        the receiver trouble for a refused HELLO (``map_refusal``), its raw frame with the
+        token masked (the token it sent may be a valid one)."""
+        from protocols.bridge import redact_token  # noqa: PLC0415 - no import cycle
+        from protocols.bridge_mapping import PROTOCOL_TOKEN  # noqa: PLC0415
+
+        return cls(
+            id=new_signal_id(received_at),
+            received_at=received_at,
+            source=Source.RECEIVER if refused else Source.BRIDGE,
+            peer=peer,
+            account=subject.account,
+            station=subject.station,
+            line=subject.line,
+            account_id=subject.account_id,
+            effective_account=subject.effective_account,
+            site_id=subject.site_id,
+            site_name=subject.site_name,
+            token=PROTOCOL_TOKEN,
+            sequence=str(envelope.sequence),
+            device_time=envelope.device_time,
+            cid=mapped.cid,
+            sia=mapped.sia,
+            name=mapped.name,
+            category=mapped.category,
+            device=subject.device,
+            channel=mapped.channel,
+            zone_type=mapped.zone_type,
+            extended=mapped.extended,
+            flags=mapped.flags,
+            raw=redact_token(envelope.raw) if refused else envelope.raw,
+        )
 
     def with_flags(self, *flags: str) -> Signal:
         return attrs.evolve(self, flags=self.flags | frozenset(flags))

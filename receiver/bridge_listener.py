@@ -22,24 +22,17 @@ Rules:
   each minute in full, then a count line); the counters count every one. Bytes that make no
   frame are no activity: see ``BridgeServer._converse`` for the timeouts.
 
-Event kinds to Contact ID (group 01; zone = the channel's zone, 3 digits, or the user):
-
-    input alarm / restore, analytics   E/R <library code>   zone
-    camera lost / restored             E/R 380 sensor trouble   zone
-    tamper / restore                   E/R 137 (bridge, zone 000) or 144 sensor tamper (zone)
-    arm / partial arm / disarm         R401 / R441 armed stay / E401   user
-    power lost / restored              E/R 301 AC loss
-    periodic test                      E602
-    privacy mode on / off              E/R 574 group bypass   user
-    programming change                 E306   user
-    offline (missed heartbeats)        E/R 350 (``[bridge] offline_code``), by the supervisor
-    refused HELLO                      E354 (``[bridge] refused_trouble_code``), source receiver
+The event -> Contact ID mapping and the suppression rules are ``protocols.bridge_mapping``
+(pure, tested without sockets); Signals come from ``Signal.from_bridge``. The offline trouble
+(missed heartbeats, E/R ``[bridge] offline_code``) is the supervisor's.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Mapping
+import os
+import socket
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -47,16 +40,13 @@ import attrs
 import structlog
 import trio
 
-from protocols import catalog
 from protocols.bridge import (
     NEED_DATA,
     Ack,
-    ArmState,
     BridgeConnection,
     BridgeState,
     Envelope,
     Event,
-    EventKind,
     Heartbeat,
     Hello,
     Nak,
@@ -64,60 +54,22 @@ from protocols.bridge import (
     encode_frame,
     redact_token,
 )
+from protocols.bridge_mapping import BridgeSubject, map_event, map_refusal
 from protocols.errors import FramingError, RemoteProtocolError
-from protocols.signal import ContactIdView, Flag, SiaView, Signal, Source, new_signal_id
+from protocols.signal import Signal
 from receiver import tcp_accept
+from receiver.alarm_library import LibraryEntry
 from receiver.bridge_state import BridgeStateStore, bridge_link, trouble_link
 from receiver.config import BridgeConfig
 from receiver.connection_limits import ConnectionLimits, serve_connection
 from receiver.journal import Journal, JournalError, to_us
 from receiver.logs import RejectionLog, crash_site, log_signals, raw_text
 from receiver.metrics import Counters
-from receiver.registry_index import BridgeInfo, ChannelInfo, RegistryIndex
+from receiver.registry_index import BridgeInfo, RegistryIndex
 from receiver.supervisor import Supervisor
 
-GROUP: Final = "01"
-# The protocol token journaled with bridge signals (what "SIA-DCS" is for DC-09).
-PROTOCOL_TOKEN: Final = "BRIDGE"  # noqa: S105 - a protocol name, not a secret
-ZONE_TYPE_24H: Final = "24_hour"
-FLAG_DISARMED: Final = "disarmed"
-FLAG_ZONE_TYPE_OFF: Final = "zone_type_off"
-FLAG_UNMAPPED_CHANNEL: Final = "unmapped_channel"
 # At most this many serials remembered for the refused-HELLO trouble limit.
 MAX_REFUSED_TRACKED: Final = 10_000
-
-_ZONE_KINDS: Final = frozenset(
-    {EventKind.INPUT_ALARM, EventKind.INPUT_RESTORE, EventKind.ANALYTICS}
-)
-_FIXED: Final[Mapping[EventKind, tuple[str, str]]] = {
-    EventKind.CAMERA_LOST: ("E", "380"),
-    EventKind.CAMERA_RESTORED: ("R", "380"),
-    EventKind.ARM: ("R", "401"),
-    EventKind.DISARM: ("E", "401"),
-    EventKind.PARTIAL_ARM: ("R", "441"),
-    EventKind.POWER_LOST: ("E", "301"),
-    EventKind.POWER_RESTORED: ("R", "301"),
-    EventKind.PERIODIC_TEST: ("E", "602"),
-    EventKind.PRIVACY_ON: ("E", "574"),
-    EventKind.PRIVACY_OFF: ("R", "574"),
-    EventKind.PROGRAMMING_CHANGE: ("E", "306"),
-}
-_ARMING: Final[Mapping[EventKind, ArmState]] = {
-    EventKind.ARM: ArmState.ARMED,
-    EventKind.DISARM: ArmState.DISARMED,
-    EventKind.PARTIAL_ARM: ArmState.PARTIAL,
-}
-# Kinds that open (True) or close (False) a trouble shown by the status report.
-_TROUBLES: Final[Mapping[EventKind, tuple[str, bool]]] = {
-    EventKind.CAMERA_LOST: ("camera_lost", True),
-    EventKind.CAMERA_RESTORED: ("camera_lost", False),
-    EventKind.TAMPER: ("tamper", True),
-    EventKind.TAMPER_RESTORE: ("tamper", False),
-    EventKind.POWER_LOST: ("power_lost", True),
-    EventKind.POWER_RESTORED: ("power_lost", False),
-    EventKind.PRIVACY_ON: ("privacy", True),
-    EventKind.PRIVACY_OFF: ("privacy", False),
-}
 
 
 def bridge_subject(info: BridgeInfo) -> dict[str, Any]:
@@ -136,6 +88,11 @@ def bridge_subject(info: BridgeInfo) -> dict[str, Any]:
         "site_name": info.site_name,
         "device": info.serial,
     }
+
+
+def subject_of(info: BridgeInfo) -> BridgeSubject:
+    """``bridge_subject`` as the value ``Signal.from_bridge`` takes."""
+    return BridgeSubject(**bridge_subject(info))
 
 
 def watch_bridge(
@@ -205,6 +162,11 @@ class BridgeIntake:
         self.log = structlog.get_logger("receiver.bridge")
 
     # -- errors and HELLO -----------------------------------------------------------------
+
+    async def refresh_registry(self) -> None:
+        """See ``before_hello``: the batched loop asks once per wakeup that may hold a HELLO."""
+        if self.refresh is not None:
+            await self.refresh()
 
     async def before_hello(self, hello: Hello) -> None:
         """Decide a HELLO on the registry as of now: a bridge added a moment ago (``receiver
@@ -350,27 +312,17 @@ class BridgeIntake:
         )
         prepared = Prepared(reply_now=conn.nak(envelope, reason, now=now), close_after=True)
         if self._trouble_due(serial):
-            cid = ContactIdView("E", self.config.refused_trouble_code, "00", "000")
-            name, category = catalog.describe(cid, None)
-            subject: dict[str, Any] = (
-                bridge_subject(info) if info is not None else {"account": serial, "device": serial}
+            subject = (
+                subject_of(info)
+                if info is not None
+                else BridgeSubject(account=serial, device=serial)
+            )
+            mapped = map_refusal(
+                self.config.refused_trouble_code, reason.reason, envelope.bridge_mac
             )
             prepared.signals.append(
-                Signal(
-                    id=new_signal_id(now),
-                    received_at=now,
-                    source=Source.RECEIVER,
-                    peer=peer,
-                    token=PROTOCOL_TOKEN,
-                    sequence=str(envelope.sequence),
-                    device_time=envelope.device_time,
-                    cid=cid,
-                    sia=_sia_for(cid),
-                    name=name,
-                    category=category,
-                    extended=(("reason", reason.reason), ("bridge_id", envelope.bridge_mac)),
-                    raw=redact_token(envelope.raw),  # the token it sent may be a valid one
-                    **subject,
+                Signal.from_bridge(
+                    envelope, mapped, subject=subject, received_at=now, peer=peer, refused=True
                 )
             )
             prepared.keys.append(None)
@@ -452,92 +404,37 @@ class BridgeIntake:
     def _signal(
         self, envelope: Envelope, event: Event, info: BridgeInfo, peer: str, now: datetime
     ) -> tuple[Signal, tuple[str, int, bool] | None, dict[str, Any] | None]:
+        """The event's Signal (``protocols.bridge_mapping`` decides code and suppression), the
+        trouble it opens or closes, and the arming change to store. The bridge's arming state
+        and suppressed channels in memory are updated at once: the next frame sees them."""
         serial = info.serial
         status = self.state.get(serial)
-        flags: set[str] = set()
-        extended: list[tuple[str, str]] = []
-        channel: ChannelInfo | None = None
-        zone_type: str | None = None
-        if event.channel:
-            channel = info.channel_map.get(event.channel)
-            if channel is None:
-                # Not in the registry (more channels than registered): still an alarm.
-                flags.add(FLAG_UNMAPPED_CHANNEL)
-                channel = ChannelInfo(
-                    channel=event.channel, zone=event.channel, zone_type="instant", camera=None
-                )
-            zone_type = channel.zone_type
-            if channel.camera:
-                extended.append(("camera", channel.camera))
-        zone = f"{channel.zone:03d}" if channel is not None else "000"
-        kind = event.kind
-        state: dict[str, Any] | None = None
-        if kind in _ZONE_KINDS:
-            assert channel is not None
-            assert zone_type is not None
-            entry = self.registry().library_entry(
+        index = self.registry()
+
+        def library(zone_type: str) -> LibraryEntry:
+            return index.library_entry(
                 info.site_id, zone_type, serial=serial, channel=event.channel
             )
-            qualifier = "R" if kind is EventKind.INPUT_RESTORE else "E"
-            code = entry.code
-            if not entry.enabled:
-                flags |= {Flag.SUPPRESSED, FLAG_ZONE_TYPE_OFF}
-            if kind is EventKind.INPUT_RESTORE:
-                if event.channel in status.suppressed_alarms:
-                    flags |= {Flag.SUPPRESSED, FLAG_DISARMED}
-                status.suppressed_alarms.discard(event.channel)
-            else:
-                if status.armed is ArmState.DISARMED and entry.zone_type != ZONE_TYPE_24H:
-                    flags |= {Flag.SUPPRESSED, FLAG_DISARMED}
-                if kind is EventKind.INPUT_ALARM:
-                    if Flag.SUPPRESSED in flags:
-                        status.suppressed_alarms.add(event.channel)
-                    else:
-                        status.suppressed_alarms.discard(event.channel)
-        elif kind in (EventKind.TAMPER, EventKind.TAMPER_RESTORE):
-            qualifier = "E" if kind is EventKind.TAMPER else "R"
-            code = "144" if event.channel else "137"
-        else:
-            qualifier, code = _FIXED[kind]
-            if kind in _ARMING:
-                status.armed = _ARMING[kind]
-                state = {"armed": status.armed, "armed_us": to_us(now)}
-        if event.user is not None:
-            extended.append(("user", str(event.user)))
-            # Contact ID has three digits for the user; a larger number stays in extended.
-            zone = f"{event.user:03d}" if event.user <= 999 else "000"
-        if event.text:
-            extended.append(("text", event.text))
-        cid = ContactIdView(qualifier, code, GROUP, zone)
-        name, category = catalog.describe(cid, None)
+
+        mapped = map_event(
+            event,
+            channels=info.channel_map,
+            library=library,
+            armed=status.armed,
+            suppressed_alarms=status.suppressed_alarms,
+            known_account=info.account is not None,
+        )
+        status.suppressed_alarms = set(mapped.suppressed_alarms)
+        state: dict[str, Any] | None = None
+        if mapped.armed is not None:
+            status.armed = mapped.armed
+            state = {"armed": status.armed, "armed_us": to_us(now)}
         trouble: tuple[str, int, bool] | None = None
-        if kind in _TROUBLES:
-            what, opened = _TROUBLES[kind]
-            trouble = (
-                trouble_link(serial, what, event.channel if kind in _PER_CHANNEL else None),
-                to_us(now),
-                opened,
-            )
-        if info.account is None:
-            flags.add(Flag.UNKNOWN_ACCOUNT)
-        signal = Signal(
-            **bridge_subject(info),
-            id=new_signal_id(now),
-            received_at=now,
-            source=Source.BRIDGE,
-            peer=peer,
-            token=PROTOCOL_TOKEN,
-            sequence=str(envelope.sequence),
-            device_time=envelope.device_time,
-            cid=cid,
-            sia=_sia_for(cid),
-            name=name,
-            category=category,
-            channel=event.channel,
-            zone_type=zone_type,
-            extended=tuple(extended),
-            flags=frozenset(flags),
-            raw=envelope.raw,
+        if mapped.trouble is not None:
+            change = mapped.trouble
+            trouble = (trouble_link(serial, change.what, change.channel), to_us(now), change.opened)
+        signal = Signal.from_bridge(
+            envelope, mapped, subject=subject_of(info), received_at=now, peer=peer
         )
         return signal, trouble, state
 
@@ -545,50 +442,73 @@ class BridgeIntake:
 
     async def commit(self, conn: BridgeConnection, batch: list[Prepared], log: Any) -> list[bytes]:
         """Store the batch in one append; return the replies in frame order."""
+        stored = await self.store(batch, log)
+        waits = await self.wait_states(batch, stored)
+        return self.replies(conn, batch, stored, waits)
+
+    async def store(self, batch: Sequence[Prepared], log: Any) -> bool:
+        """Store the signals, troubles and link updates of a batch (of one connection, or of
+        every connection one wakeup read) in ONE journal append. False: the outcome is unknown
+        and nothing of the batch is ACKed (NAK ``busy``: the bridge resends, the dedupe key
+        absorbs it)."""
         signals = [s for p in batch for s in p.signals]
         keys = [k for p in batch for k in p.keys]
         troubles = [t for p in batch for t in p.troubles]
         links = {p.link for p in batch if p.link is not None}
-        stored = True
-        if signals or links or troubles:
-            now_us = to_us(datetime.now(UTC))
-            try:
-                result = await self.journal.append(
-                    signals,
-                    keys=keys,
-                    links=[(link, now_us) for link in sorted(links)],
-                    troubles=troubles,
-                )
-            except JournalError as exc:
-                stored = False
-                self.counters.inc("bridge_frames_not_committed", len(batch))
-                log.error("journal_failed", error=str(exc), frames=len(batch))
-            else:
-                if result.duplicates:
-                    self.counters.inc("bridge_frames_duplicate", len(result.duplicates))
-                if self.log_signals:
-                    log_signals(log, signals, result.duplicates)
-                if self.supervisor is not None:
-                    for link in links:
-                        self.supervisor.seen(link)
+        if not (signals or links or troubles):
+            return True
+        now_us = to_us(datetime.now(UTC))
+        try:
+            result = await self.journal.append(
+                signals,
+                keys=keys,
+                links=[(link, now_us) for link in sorted(links)],
+                troubles=troubles,
+            )
+        except JournalError as exc:
+            self.counters.inc("bridge_frames_not_committed", len(batch))
+            log.error("journal_failed", error=str(exc), frames=len(batch))
+            return False
+        if result.duplicates:
+            self.counters.inc("bridge_frames_duplicate", len(result.duplicates))
+        if self.log_signals:
+            log_signals(log, signals, result.duplicates)
+        if self.supervisor is not None:
+            for link in links:
+                self.supervisor.seen(link)
+        return True
+
+    async def wait_states(self, batch: Sequence[Prepared], stored: bool) -> dict[int, bool]:
+        """Apply the stored batch's bridge-state changes; for each frame whose ACK waits for
+        its change to be written (by ``id`` of its Prepared), whether that write succeeded."""
+        if not stored:
+            return {}
         tickets: dict[int, int] = {}
-        if stored:
-            for index, p in enumerate(batch):
-                if p.state and p.serial is not None:
-                    ticket = self.state.update(p.serial, **p.state)
-                    if ticket is not None and p.wait_state:
-                        tickets[index] = ticket
+        for p in batch:
+            if p.state and p.serial is not None:
+                ticket = self.state.update(p.serial, **p.state)
+                if ticket is not None and p.wait_state:
+                    tickets[id(p)] = ticket
+        return {key: await self.state.wait_written(t) for key, t in tickets.items()}
+
+    def replies(
+        self,
+        conn: BridgeConnection,
+        batch: Sequence[Prepared],
+        stored: bool,
+        waits: Mapping[int, bool],
+    ) -> list[bytes]:
+        """The replies to one connection's frames, in frame order: what was answered at once,
+        then ACK for what is stored (and its state written), NAK ``busy`` for the rest."""
         replies: list[bytes] = []
         now = datetime.now(UTC)
-        for index, p in enumerate(batch):
+        for p in batch:
             if p.reply_now is not None:
                 replies.append(p.reply_now)
                 continue
             if not p.ack_after_commit or p.envelope is None:
                 continue
-            ok = stored
-            if ok and index in tickets:
-                ok = await self.state.wait_written(tickets[index])
+            ok = stored and waits.get(id(p), True)
             body = Ack(p.envelope.sequence) if ok else Nak(p.envelope.sequence, NakReason.BUSY)
             # Built without the codec's state check: a refused second HELLO later in this
             # batch may have closed the connection, and these frames still get their answer.
@@ -597,21 +517,6 @@ class BridgeIntake:
             )
             self.counters.inc("bridge_replies_ack" if ok else "bridge_replies_busy")
         return replies
-
-
-_PER_CHANNEL: Final = frozenset(
-    {
-        EventKind.CAMERA_LOST,
-        EventKind.CAMERA_RESTORED,
-        EventKind.TAMPER,
-        EventKind.TAMPER_RESTORE,
-    }
-)
-
-
-def _sia_for(cid: ContactIdView) -> SiaView | None:
-    code = catalog.sia_for_cid(cid)
-    return SiaView(code, cid.zone) if code is not None else None
 
 
 class BridgeServer:
@@ -628,7 +533,9 @@ class BridgeServer:
         )
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Load bridge states, listen, report the bound port to ``started``."""
+        """Load bridge states, listen, report the bound port to ``started``. With ``[bridge]
+        batched`` (the default) one task serves every connection (``BridgeLoop``), else a task
+        per connection (``_converse``); both keep the same rules."""
         host, port = self.config.address
         async with trio.open_nursery() as nursery:
             await nursery.start(self.intake.state.run)
@@ -636,9 +543,19 @@ class BridgeServer:
                 port, host=host, reuse_port=self.reuse_port
             )
             bound = listeners[0].socket.getsockname()[1]
-            self.log.info("bridge_listening", host=host, port=bound)
+            self.log.info("bridge_listening", host=host, port=bound, batched=self.config.batched)
+            if not self.config.batched:
+                task_status.started(bound)
+                await tcp_accept.serve_listeners(self.handle_stream, listeners)
+                return
+            # One task for every connection (receiver.ingest.bridge_loop), on plain sockets.
+            from receiver.ingest.bridge_loop import BridgeLoop  # noqa: PLC0415 - import cycle
+
+            plain = [socket.socket(fileno=os.dup(ln.socket.fileno())) for ln in listeners]
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
             task_status.started(bound)
-            await tcp_accept.serve_listeners(self.handle_stream, listeners)
+            await BridgeLoop(self.intake, self.limits, self.log).serve(plain)
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
         await serve_connection(

@@ -203,6 +203,9 @@ class BridgeConfig:
     max_body: int = field(default=1024, validator=_between(64, 1024))
     max_connections: int = 4_000
     max_connections_per_peer: int = 256
+    # One task serves every bridge connection (receiver.ingest.bridge_loop); false: a task
+    # per connection. Same rules either way.
+    batched: bool = True
 
     @property
     def address(self) -> tuple[str, int]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from benchmarks import baseline, floor, idle, plot, run, sink_latency
+from benchmarks import baseline, bridges, drain, floor, harness, idle, plot, run, sink_latency
 from protocols import dc09
 
 
@@ -19,6 +21,9 @@ def test_run_dry_run_lists_every_step(capsys: pytest.CaptureFixture[str]) -> Non
         "e2e",
         "baseline",
         "baseline_default",
+        "baseline_udp_aes",
+        "drain",
+        "bridges",
         "floor",
         "idle",
         "sink",
@@ -73,3 +78,64 @@ def test_floor_servers_answer_what_the_receiver_would() -> None:
     replies = floor._answer(splitter, stream[:17]) + floor._answer(splitter, stream[17:])
     expected = dc09.ack(dc09.read_header(good), key=None, now=now)
     assert replies == expected * 2
+
+
+def test_drain_and_udp_aes_dry_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """The drain step and the UDP/AES comparison describe their plans and exit 0."""
+    assert drain.main(["--dry-run", "--seconds", "5"]) == 0
+    assert baseline.main(["--dry-run", "--connections", "100", "--transports", "udp,aes"]) == 0
+    out = capsys.readouterr().out
+    assert "drain: 5 s at 100 connections, then the spool backlog" in out
+    assert "udp,aes at connections [100]" in out
+    assert bridges.main(["--dry-run", "--connections", "10"]) == 0
+    assert "bridges: [10] bridges x 100 events" in capsys.readouterr().out
+
+
+def test_unknown_transport_is_a_usage_error() -> None:
+    """``--transports sctp`` exits with argparse's usage error (2)."""
+    with pytest.raises(SystemExit) as exc:
+        baseline.main(["--dry-run", "--transports", "sctp"])
+    assert exc.value.code == 2
+
+
+def test_aes_setup_keys_every_line_the_runs_use() -> None:
+    """The AES run registers each dc09blast account, keyed, on line 0 (the warm-up) and on
+    each run's line, each run's line with its own prefix so the numbers do not collide."""
+    commands = baseline.aes_setup(2, 2)
+    assert commands[0] == ["stations", "add", baseline.STATION]
+    assert commands[1][:4] == ["stations", "add-line", baseline.STATION, "1"]
+    assert commands[2][:4] == ["stations", "add-line", baseline.STATION, "2"]
+    csv = Path(commands[-1][-1])
+    rows = csv.read_text(encoding="utf-8").splitlines()
+    csv.unlink()
+    assert rows[0] == "line,number,key,key_format"
+    assert f"2,100001,{baseline.AES_KEY},ascii" in rows
+    assert len(rows) == 1 + 2 * 3
+
+
+def test_pysiaalarm_udp_server_gets_its_transport() -> None:
+    """pysiaalarm 3.2.2 on Python 3.11 leaves its UDP transport unset (and so answers no
+    datagram); the baseline server script hands it over, so its UDP run can finish."""
+    assert "server.transport = client.transport" in baseline.SERVER
+
+
+def test_a_generator_run_nobody_answers_is_bounded() -> None:
+    """A run against a UDP port that never replies ends (ACK timeout) with nothing ACKed."""
+    blast = harness.build_blast()
+    if blast is None:
+        pytest.skip("no C compiler")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        result = harness.run_blast(
+            blast,
+            port,
+            connections=1,
+            messages=1,
+            udp=True,
+            core=None,
+            ack_timeout=0.2,
+            timeout=30,
+        )
+    assert result["acked"] == 0
+    assert result["frames"] == 1
