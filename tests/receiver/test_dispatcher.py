@@ -23,6 +23,7 @@ from adapters.sentinel.client import SentinelOutput
 from protocols import dc09
 from receiver.dispatcher import OutputCursor, output_status
 from receiver.journal import Journal
+from receiver.store.memory import MemoryStore
 from simulators.sink import SentinelSink, SurGardSink
 from tests.adapters.test_sentinel_client import closed_port
 from tests.adapters.test_sentinel_package import make_signal
@@ -91,9 +92,8 @@ async def test_sink_down_then_up_gets_every_signal_in_order(tmp_path: Path) -> N
         running = await start_receiver(nursery, config)
         await send_alarms(running.ports.dc09, ["1001", "1002", "1003"], 10)
         await trio.sleep(0.5)
-        conn = sqlite3.connect(running.db)
-        conn.row_factory = sqlite3.Row
-        [status] = output_status(conn, ["automation"])
+        store = running.service.open_store()
+        [status] = output_status(store, ["automation"])
         assert status["backlog"] == 30
         assert status["connected"] is False
         assert status["last_error"]
@@ -101,7 +101,7 @@ async def test_sink_down_then_up_gets_every_signal_in_order(tmp_path: Path) -> N
         await nursery.start(sink.serve, "127.0.0.1", sink_port)
         await wait_for_files(out, 30)
         await trio.sleep(0.5)  # let the cursor be saved
-        [status] = output_status(conn, ["automation"])
+        [status] = output_status(store, ["automation"])
         assert status["backlog"] == 0
         assert sink.order == journal_order(running.db)
         assert sink.duplicates == 0
@@ -207,9 +207,7 @@ async def test_signal_an_output_cannot_carry_is_skipped_not_blocking(tmp_path: P
             while not out.exists() or "1234" not in out.read_text():
                 await trio.sleep(0.05)
         await trio.sleep(0.5)  # let the cursor be saved
-        conn = sqlite3.connect(running.db)
-        conn.row_factory = sqlite3.Row
-        [status] = output_status(conn, ["sg"])
+        [status] = output_status(running.service.open_store(), ["sg"])
         assert (status["backlog"], status["undeliverable"], status["delivered"]) == (0, 1, 1)
         assert "ABCDE" not in out.read_text()
         running.service.request_shutdown()
@@ -271,8 +269,9 @@ async def test_automation_back_after_a_long_outage_is_served_within_seconds(
     the waiting alarm within two seconds."""
     port = closed_port()
     output = CountedOutput(port)
-    journal = Journal(tmp_path / "j.sqlite3")
-    cursor = OutputCursor(output, tmp_path / "j.sqlite3", journal)
+    store = MemoryStore()
+    journal = Journal(store)
+    cursor = OutputCursor(output, store, journal)
     sink = TimedSink(tmp_path / "sink")
     with real_time_limit(60), capture_logs() as logs:
         async with trio.open_nursery() as nursery:
