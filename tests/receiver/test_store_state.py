@@ -18,7 +18,6 @@ from receiver.supervisor import Supervisor
 from tests.conftest import Backend
 from tests.receiver.test_supervisor import SUBJECT
 
-
 # Under the autojump clock a commit in a worker thread takes no trio time, so each check first
 # appends nothing: the journal answers in order, after what the supervisor queued before.
 
