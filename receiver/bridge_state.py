@@ -27,9 +27,9 @@ import structlog
 import trio
 
 from protocols.bridge import ArmState
-from protocols.errors import NotFoundError
 from receiver.journal import Journal, from_us, to_us
 from receiver.metrics import Counters
+from receiver.store import bridge_report_sql
 from receiver.store.faults import StoreOutage
 from receiver.store.interface import ArmName, BridgeStateRow
 from receiver.store.interface import BridgeStateStore as StateTable
@@ -225,29 +225,6 @@ class BridgeStateStore:
 
 # -- the bridge status report ----------------------------------------------------------------
 
-REPORT_BRIDGES = """
-SELECT b.serial, b.model, b.channels, s.id AS site_id, s.name AS site, d.name AS dealer,
-       a.effective AS account,
-       st.model AS reported_model, st.channels AS reported_channels, st.firmware, st.armed,
-       st.peer, st.connected_us,
-       l.last_seen_us, l.trouble_open
-FROM bridges b
-JOIN sites s ON s.id = b.site_id
-JOIN dealers d ON d.id = s.dealer_id
-LEFT JOIN accounts a ON a.id = b.account_id  -- none while the site has no account
-LEFT JOIN bridge_state st ON st.serial = b.serial
-LEFT JOIN links l ON l.link = 'bridge:' || b.serial
-WHERE b.removed_at IS NULL
-  AND (:dealer IS NULL OR d.name = :dealer) AND (:site IS NULL OR s.name = :site)
-ORDER BY s.name, b.serial
-"""
-OPEN_BRIDGE_TROUBLES = (
-    "SELECT link FROM links WHERE trouble_open = 1 AND link LIKE 'bridge:%' ORDER BY link"
-)
-CHANNEL_ZONES = (
-    "SELECT b.serial, c.channel, c.zone FROM bridge_channels c JOIN bridges b ON b.id = c.bridge_id"
-)
-
 REPORT_COLUMNS: Final = (
     "serial",
     "site",
@@ -304,24 +281,9 @@ def bridge_report(
     trouble is open; ``never`` when it never connected. Raises ``NotFoundError`` for an unknown
     dealer or site.
     """
-    if (
-        dealer is not None
-        and not conn.execute("SELECT 1 FROM dealers WHERE name = ?", (dealer.strip(),)).fetchone()
-    ):
-        raise NotFoundError(f"no dealer named {dealer.strip()!r}")
-    if (
-        site is not None
-        and not conn.execute("SELECT 1 FROM sites WHERE name = ?", (site.strip(),)).fetchone()
-    ):
-        raise NotFoundError(f"no site named {site.strip()!r}")
-    params = {
-        "dealer": dealer.strip() if dealer else None,
-        "site": site.strip() if site else None,
-    }
-    rows = conn.execute(REPORT_BRIDGES, params).fetchall()
-    zones = {(r["serial"], int(r["channel"])): int(r["zone"]) for r in conn.execute(CHANNEL_ZONES)}
+    rows, zones, open_links = bridge_report_sql.read(conn, dealer=dealer, site=site)
     troubles: dict[str, list[str]] = {}
-    for (link,) in conn.execute(OPEN_BRIDGE_TROUBLES):
+    for link in open_links:
         serial, name = _trouble_name(link, zones)
         troubles.setdefault(serial, []).append(name)
     by_site: dict[int, list[str | None]] = {}

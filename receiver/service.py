@@ -1,6 +1,10 @@
 """The receiver service: one nursery holding the journal writer, the registry view, the
 supervisor, the dispatcher and the listeners.
 
+Each component gets a store object of its own from ``Service.open_store`` (``[store] path``:
+SQLite, ``url``: PostgreSQL), never a path: the journal's writer, each output's cursor, the
+bridge states, the notifier, retention and the coordinator's link and commit watchers.
+
 Shutdown order (SIGINT/SIGTERM or ``request_shutdown``): stop accepting and close connections
 (a frame already being committed still gets its ACK: that section is shielded), stop the
 supervisor and the dispatcher, then close the journal, which commits what is queued.
