@@ -180,3 +180,33 @@ def test_open_store_picks_the_backend(tmp_path: Path, backend: Backend) -> None:
         assert store.last_seq() == 0
     finally:
         store.close()
+
+
+def test_a_postgresql_store_that_cannot_be_reached_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`receiver serve` and `receiver history` on a server nobody listens on: exit 1, one line
+    naming the store (without its password)."""
+    config = tmp_path / "pg.toml"
+    config.write_text('[store]\nurl = "postgresql://rx:secret@127.0.0.1:1/alarms"\n')
+    for command in (["serve"], ["history"]):
+        capsys.readouterr()
+        assert receiver_cli(["--config", str(config), *command]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert "postgresql://rx:***@127.0.0.1:1/alarms" in err
+        assert "secret" not in err
+
+
+def test_what_reads_sqlite_only_refuses_a_postgresql_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`receiver report` and `receiver journal verify` say they read SQLite only (exit 1) rather
+    than create an empty SQLite file beside a PostgreSQL configuration."""
+    config = tmp_path / "pg.toml"
+    config.write_text('[store]\nurl = "postgresql://rx@127.0.0.1:1/alarms"\n')
+    for command in (["report", "bridges"], ["journal", "verify"]):
+        capsys.readouterr()
+        assert receiver_cli(["--config", str(config), *command]) == 1
+        assert "SQLite store only" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [config]
