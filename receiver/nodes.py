@@ -29,8 +29,10 @@ import structlog
 import trio
 
 from receiver import __version__
+from receiver.config import StoreConfig
 from receiver.store.faults import STORE_ERRORS
 from receiver.store.interface import Lease, LeaseStore, NodeBeat
+from receiver.store.lease_sql import SqliteLeaseStore
 
 DEFAULT_LEASE: Final = 10.0
 RENEW_FRACTION: Final = 1 / 3  # renew three times per lease
@@ -213,3 +215,18 @@ class Node:
                 self.log.warning("lease_release_failed", lease=name, error=str(exc))
                 return
             self.log.info("lease_released", lease=name)
+
+
+class ClosableLeaseStore(LeaseStore, Protocol):
+    def close(self) -> None: ...
+
+
+def open_lease_store(config: StoreConfig, *, create: bool = True) -> ClosableLeaseStore:
+    """The leases and heartbeats of the configured store: PostgreSQL (``[store] url``, several
+    nodes) or the SQLite file (one node holds everything)."""
+    url = str(getattr(config, "url", "") or "")
+    if url:
+        from receiver.store.postgres.store import PostgresStore  # noqa: PLC0415 (psycopg)
+
+        return PostgresStore(url)
+    return SqliteLeaseStore(config.path, create=create)

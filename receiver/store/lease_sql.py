@@ -61,10 +61,12 @@ NODES: Final = "SELECT name, started_us, heartbeat_us, info FROM nodes ORDER BY 
 class SqliteLeaseStore:
     """Leases and heartbeats in the SQLite store file at ``path``."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = str(path)
         self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = connect(path, check_same_thread=False)
+        self._conn: sqlite3.Connection | None = connect(
+            path, check_same_thread=False, create=create
+        )
 
     @contextmanager
     def _use(self, what: str, *, write: bool = True) -> Iterator[sqlite3.Connection]:
