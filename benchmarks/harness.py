@@ -97,9 +97,12 @@ class ReceiverProcess:
         core: int | None = 0,
         outputs: str = "outputs = []\n",
         embedded_default: bool = False,
+        store: str | None = None,
     ) -> None:
         """``outputs``: top-level TOML for the outputs (default none; ``[[outputs]]`` tables
         go at the end of the file). The bridge port is a free one, so runs never collide.
+        ``store``: the ``[store]`` table (e.g. a PostgreSQL ``url``); default a SQLite file in
+        the throwaway folder.
 
         ``embedded_default``: what ``make serve`` runs (signal log on, the spool output, one
         ingest worker per core, the console), only on free ports and a throwaway folder; the
@@ -119,8 +122,8 @@ class ReceiverProcess:
         self.config.write_text(
             f"log_signals = {'true' if embedded_default else 'false'}\n"
             + ("" if tables else outputs)
-            + f'[store]\npath = "{self.dir / "receiver.sqlite3"}"\n'
-            f'[bridge]\nlisten = "127.0.0.1:{free_port()}"\n'
+            + (store or f'[store]\npath = "{self.dir / "receiver.sqlite3"}"\n')
+            + f'[bridge]\nlisten = "127.0.0.1:{free_port()}"\n'
             f'[dc09]\nlisten = "127.0.0.1:{self.port}"\n'
             "max_connections = 50000\nmax_connections_per_peer = 50000\n"
             + extra_config
