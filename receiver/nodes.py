@@ -64,6 +64,25 @@ def output_lease(name: str) -> str:
 SUPERVISOR_LEASE: Final = "supervisor"
 
 
+class LeasedWork(Protocol):
+    """Work run under a lease: ``nursery.start``-able, given the lease it runs under."""
+
+    def __call__(self, lease: Lease, *, task_status: trio.TaskStatus[None]) -> Awaitable[None]: ...
+
+
+class _FirstStart:
+    """Passes the first ``started()`` on to the holder's own starter; later ones do nothing
+    (the work starts again each time the lease comes back)."""
+
+    def __init__(self, task_status: trio.TaskStatus[None]) -> None:
+        self._task_status: trio.TaskStatus[None] | None = task_status
+
+    def started(self, value: None = None) -> None:
+        if self._task_status is not None:
+            task_status, self._task_status = self._task_status, None
+            task_status.started()
+
+
 class Node:
     """This receiver node: its name, its heartbeat, and the leases it holds right now."""
 
@@ -123,21 +142,36 @@ class Node:
 
     # -- leases -----------------------------------------------------------------------------
 
-    async def hold(self, name: str, work: Callable[[Lease], Awaitable[None]]) -> None:
+    async def hold(
+        self,
+        name: str,
+        work: LeasedWork,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         """Run ``work`` whenever, and only while, this node holds lease ``name``; until
-        cancelled. ``work`` gets the lease (its ``epoch`` is a fencing token). Work that
-        returns ends the hold (the lease is released); work that raises releases it too."""
+        cancelled. ``work(lease, task_status=...)`` gets the lease (its ``epoch`` is a fencing
+        token). Work that returns ends the hold (the lease is released); work that raises
+        releases it too.
+
+        Started (``nursery.start``) once the first request was answered: when the lease was
+        refused, or when the work it runs says it started."""
         retry = self.lease * RETRY_FRACTION
-        while True:
-            sent = trio.current_time()
-            lease = await self._ask(name, acquire=True)
-            if lease is None:
+        starting = _FirstStart(task_status)
+        try:
+            while True:
+                sent = trio.current_time()
+                lease = await self._ask(name, acquire=True)
+                if lease is None:
+                    starting.started()
+                    await trio.sleep(retry)
+                    continue
+                finished = await self._run_holding(name, lease, sent, work, starting)
+                if finished:
+                    return
                 await trio.sleep(retry)
-                continue
-            finished = await self._run_holding(name, lease, sent, work)
-            if finished:
-                return
-            await trio.sleep(retry)
+        finally:
+            starting.started()
 
     async def _ask(self, name: str, *, acquire: bool) -> Lease | None:
         """Acquire or renew; None when refused or when the store failed (logged)."""
@@ -156,7 +190,7 @@ class Node:
             return None
 
     async def _run_holding(
-        self, name: str, lease: Lease, sent: float, work: Callable[[Lease], Awaitable[None]]
+        self, name: str, lease: Lease, sent: float, work: LeasedWork, starting: _FirstStart
     ) -> bool:
         """Run ``work`` while renewals are confirmed in time; True when the work ended by
         itself (or the hold was cancelled from outside), False when the lease was lost."""
@@ -170,7 +204,7 @@ class Node:
 
                 async def run_work() -> None:
                     nonlocal finished
-                    await work(lease)
+                    await work(lease, task_status=starting)
                     finished = True
                     nursery.cancel_scope.cancel()
 
@@ -199,6 +233,7 @@ class Node:
             await self._release(name)
             raise
         self.held.pop(name, None)
+        starting.started()  # lost before the work said so: the starter waits no longer
         if finished:
             await self._release(name)
             return True

@@ -21,7 +21,7 @@ import trio.testing
 
 from receiver import __version__
 from receiver.config import ConfigError, parse_config
-from receiver.nodes import RENEW_FRACTION, Node, output_lease
+from receiver.nodes import RENEW_FRACTION, LeasedWork, Node, output_lease
 from receiver.store.interface import Lease, LeaseStore, NodeBeat, StoreError
 from receiver.store.lease_sql import SqliteLeaseStore
 from receiver.store.postgres.store import PostgresStore
@@ -116,9 +116,12 @@ class Spans:
 
     runs: list[tuple[str, float, float]] = attrs.Factory(list)
 
-    def work(self, node: str) -> Callable[[Lease], Any]:
-        async def run(lease: Lease) -> None:
+    def work(self, node: str) -> LeasedWork:
+        async def run(
+            lease: Lease, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        ) -> None:
             start = trio.current_time()
+            task_status.started()
             try:
                 await trio.sleep_forever()
             finally:
@@ -226,12 +229,31 @@ async def _cancellable(scope: trio.CancelScope, hold: Any, *args: Any) -> None:
         await hold(*args)
 
 
+async def test_a_hold_has_started_once_its_work_started_or_the_lease_was_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``nursery.start(node.hold, ...)``: the holder's work is running when it returns (an
+    output's cursor is open before the listeners start); the other node is not kept waiting."""
+    store, spans = ClockedLeases(), Spans()
+    a, b = node(store, "a"), node(store, "b")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.hold, "output:xml", spans.work("a"))
+        assert "output:xml" in a.held
+        started = trio.current_time()
+        await nursery.start(b.hold, "output:xml", spans.work("b"))
+        assert trio.current_time() - started < 0.1
+        assert "output:xml" not in b.held
+        nursery.cancel_scope.cancel()
+
+
 async def test_work_that_ends_releases_its_lease(autojump_clock: trio.testing.MockClock) -> None:
     store = ClockedLeases()
     a = node(store, "a")
     ran: list[int] = []
 
-    async def once(lease: Lease) -> None:
+    async def once(
+        lease: Lease, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         ran.append(lease.epoch)
 
     await a.hold("output:xml", once)
