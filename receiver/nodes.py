@@ -33,6 +33,7 @@ from receiver.config import StoreConfig
 from receiver.store.faults import STORE_ERRORS
 from receiver.store.interface import Lease, LeaseStore, NodeBeat
 from receiver.store.lease_sql import SqliteLeaseStore
+from receiver.supervisor import Supervisor
 
 DEFAULT_LEASE: Final = 10.0
 RENEW_FRACTION: Final = 1 / 3  # renew three times per lease
@@ -265,3 +266,18 @@ def open_lease_store(config: StoreConfig, *, create: bool = True) -> ClosableLea
 
         return PostgresStore(url)
     return SqliteLeaseStore(config.path, create=create)
+
+
+def take_over_supervision(supervisor: Supervisor, stored: Mapping[str, tuple[int, bool]]) -> None:
+    """The supervisor's lease came (back) to this node: another node may have opened or closed
+    troubles meanwhile, and they are in the store (``stored``: each link's last-seen time and
+    trouble state). Every watched link takes its stored trouble state and a full fresh
+    deadline, as at a start: a trouble already open is never opened twice, a restore already
+    written is not written again, and no link is called silent for the time this node did not
+    watch it."""
+    now = trio.current_time()
+    for key, link in supervisor.links.items():
+        trouble_open = stored.get(key, (0, False))[1]
+        link.restore_due = link.restore_due and trouble_open
+        link.trouble_open = trouble_open
+        link.deadline = now + link.interval * supervisor.grace

@@ -21,10 +21,11 @@ import trio.testing
 
 from receiver import __version__
 from receiver.config import ConfigError, parse_config
-from receiver.nodes import RENEW_FRACTION, LeasedWork, Node, output_lease
+from receiver.nodes import RENEW_FRACTION, LeasedWork, Node, output_lease, take_over_supervision
 from receiver.store.interface import Lease, LeaseStore, NodeBeat, StoreError
 from receiver.store.lease_sql import SqliteLeaseStore
 from receiver.store.postgres.store import PostgresStore
+from receiver.supervisor import Supervisor
 
 T = TypeVar("T")
 LEASE = 10.0
@@ -410,3 +411,39 @@ async def test_two_nodes_hold_one_lease_in_turn_on_a_real_store(
     spans.assert_never_two_at_once()
     assert [who for who, _, _ in sorted(spans.runs, key=lambda r: r[1])] == ["a", "b"]
     assert json.dumps(a.info())
+
+
+# -- supervision changing hands ---------------------------------------------------------------
+
+
+class _Troubles:
+    def __init__(self) -> None:
+        self.written: list[tuple[str, str]] = []
+
+    async def append(self, signals: list[Any], *, troubles: list[tuple[str, int, bool]]) -> Any:
+        for signal, (link, _, _) in zip(signals, troubles, strict=True):
+            self.written.append((link, signal.cid.qualifier))
+
+
+async def test_a_node_taking_supervision_over_opens_no_trouble_twice(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Node A opened a trouble for a silent panel and closed another's; B, taking the lease
+    over, takes both states from the store: no second trouble, no second restore, and every
+    link gets a full deadline from the takeover."""
+    sink = _Troubles()
+    b = Supervisor(sink, grace=1.5)
+    for link in ("account:1", "account:2", "account:3"):
+        b.watch(link, 10.0, {"account": link})
+    b.seen("account:2")  # traffic B saw itself before it held the lease
+    await trio.sleep(20)  # past every deadline, while B did not supervise
+    take_over_supervision(
+        b, {"account:1": (1, True), "account:2": (2, False), "account:3": (3, False)}
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(b.run)
+        await trio.sleep(14)
+        assert sink.written == []  # fresh deadlines: 15 s from the takeover
+        await trio.sleep(2)
+        nursery.cancel_scope.cancel()
+    assert sink.written == [("account:2", "E"), ("account:3", "E")]
