@@ -16,7 +16,10 @@ Rules:
   a lease left by a node that died is taken over within ``lease`` plus that.
 - On a clean shutdown (the work cancelled from outside) the lease is released at once, so
   another node takes over without waiting for the expiry.
-- On SQLite a single node simply holds every lease (the same code path).
+- On SQLite a single node simply holds every lease (the same code path): it is the store's only
+  receiver (``serve`` locks the file), so it is ``sole``: its work runs whatever the lease rows
+  say, and they are written on a best-effort basis, for ``receiver nodes``. A store that cannot
+  be written (a full disk) must not stop deliveries there.
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ class Node:
         heartbeat: float = HEARTBEAT_INTERVAL,
         listeners: Mapping[str, str] | None = None,
         call: StoreCall = in_thread,
+        sole: bool = False,
     ) -> None:
         if not lease > 0:
             raise ValueError(f"lease must be more than 0, got {lease!r}")
@@ -106,6 +110,7 @@ class Node:
         self.listeners: dict[str, str] = dict(listeners or {})
         self.held: dict[str, Lease] = {}
         self.call = call
+        self.sole = sole
         self.log = structlog.get_logger("receiver.nodes").bind(node=name)
         self.last_beat: NodeBeat | None = None
 
@@ -160,6 +165,9 @@ class Node:
         retry = self.lease * RETRY_FRACTION
         starting = _FirstStart(task_status)
         try:
+            if self.sole:
+                await self._hold_alone(name, work, starting)
+                return
             while True:
                 sent = trio.current_time()
                 lease = await self._ask(name, acquire=True)
@@ -240,6 +248,30 @@ class Node:
             return True
         self.log.warning("lease_lost", lease=name, why=lost_why)
         return False
+
+    async def _hold_alone(self, name: str, work: LeasedWork, starting: _FirstStart) -> None:
+        """The only node of its store: run the work, keep the lease row up when the store
+        takes it (taking it again after an outage), release it at the end."""
+        lease = await self._ask(name, acquire=True)
+        self.held[name] = lease or Lease(name, self.name, 0, 0)
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def run_work() -> None:
+                    await work(self.held[name], task_status=starting)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(run_work)
+                while True:
+                    await trio.sleep(self.lease * RENEW_FRACTION)
+                    renewed = await self._ask(name, acquire=False)
+                    if renewed is None:
+                        renewed = await self._ask(name, acquire=True)
+                    if renewed is not None:
+                        self.held[name] = renewed
+        finally:
+            self.held.pop(name, None)
+            await self._release(name)
 
     async def _release(self, name: str) -> None:
         """Give the lease up at once (shielded: this runs while being cancelled)."""

@@ -447,3 +447,24 @@ async def test_a_node_taking_supervision_over_opens_no_trouble_twice(
         await trio.sleep(2)
         nursery.cancel_scope.cancel()
     assert sink.written == [("account:2", "E"), ("account:3", "E")]
+
+
+async def test_the_sole_node_of_a_sqlite_store_delivers_through_a_store_outage(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """On SQLite one node holds everything: a store that cannot be written (a full disk) does
+    not stop its work, and the lease row is taken again once the store is back."""
+    store, spans, net = ClockedLeases(), Spans(), Network()
+    a = Node(store, "a", lease=LEASE, call=net, sole=True)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.hold, "output:xml", spans.work("a"))
+        net.down = True
+        await trio.sleep(LEASE * 5)
+        assert spans.runs == []  # still running
+        assert store.leases() == []  # the row expired meanwhile
+        net.down = False
+        await trio.sleep(LEASE)
+        assert [lease.holder for lease in store.leases()] == ["a"]
+        nursery.cancel_scope.cancel()
+    assert len(spans.runs) == 1
+    assert store.leases() == []  # released at the end
