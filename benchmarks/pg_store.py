@@ -30,6 +30,7 @@ from receiver.journal import Journal
 from receiver.store.interface import JournalWrite, LinkSeen
 from receiver.store.postgres.cluster import ClusterError, start_cluster
 from receiver.store.postgres.store import PostgresStore
+from receiver.store.sqlite_store import SqliteStore
 
 _MAX_SECONDS = 120.0  # per measurement: a bounded loop even on a very slow disk
 
@@ -57,7 +58,7 @@ def _batch(run: int, index: int, size: int) -> tuple[list[Signal], list[str | No
 
 
 def sqlite_rows_per_s(folder: Path, run: int, batches: int, size: int) -> float:
-    journal = Journal(folder / f"bench-{run}.sqlite3", max_batch=size)
+    journal = Journal(SqliteStore(folder / f"bench-{run}.sqlite3"), max_batch=size)
     work = [_batch(run, i, size) for i in range(batches)]
 
     async def main() -> float:

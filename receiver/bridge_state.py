@@ -20,7 +20,6 @@ import math
 import sqlite3
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Final
 
 import attrs
@@ -28,13 +27,14 @@ import structlog
 import trio
 
 from protocols.bridge import ArmState
-from protocols.errors import NotFoundError
 from receiver.journal import Journal, from_us, to_us
 from receiver.metrics import Counters
+from receiver.store import bridge_report_sql
 from receiver.store.faults import StoreOutage
-from receiver.store.sqlite import connect
+from receiver.store.interface import ArmName, BridgeStateRow
+from receiver.store.interface import BridgeStateStore as StateTable
 
-ARM_NAMES: Final[Mapping[ArmState, str]] = {
+ARM_NAMES: Final[Mapping[ArmState, ArmName]] = {
     ArmState.ARMED: "armed",
     ArmState.DISARMED: "disarmed",
     ArmState.PARTIAL: "partial",
@@ -50,23 +50,6 @@ ARMING_SIGNALS: Final[Mapping[tuple[str, str], ArmState]] = {
 # How far before the last state write a journaled arming signal may still be missing from the
 # table (it was received before that write but committed after it).
 _REPLAY_MARGIN_US: Final = 300 * 1_000_000
-
-UPSERT_STATE = """
-INSERT INTO bridge_state
-    (serial, model, channels, firmware, armed, armed_us, peer, connected_us, updated_us)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (serial) DO UPDATE SET
-    model = excluded.model, channels = excluded.channels, firmware = excluded.firmware,
-    armed = excluded.armed, armed_us = excluded.armed_us, peer = excluded.peer,
-    connected_us = excluded.connected_us, updated_us = excluded.updated_us
-"""
-SELECT_STATE = "SELECT * FROM bridge_state"
-ARMING_SINCE = """
-SELECT device, qualifier, code, received_us FROM signals
-WHERE received_us >= ? AND source = 'bridge' AND device IS NOT NULL
-  AND code IN ('401', '441') AND qualifier IN ('E', 'R')
-ORDER BY received_us, seq
-"""
 
 
 def bridge_link(serial: str) -> str:
@@ -95,43 +78,42 @@ class BridgeStatus:
     # Channels whose last alarm was suppressed: their restore is suppressed too.
     suppressed_alarms: set[int] = attrs.field(factory=set)
 
-    def row(self, now_us: int) -> tuple[Any, ...]:
-        return (
-            self.serial,
-            self.model,
-            self.channels,
-            self.firmware,
-            ARM_NAMES[self.armed] if self.armed is not None else None,
-            self.armed_us,
-            self.peer,
-            self.connected_us,
-            now_us,
+    def row(self, now_us: int) -> BridgeStateRow:
+        return BridgeStateRow(
+            serial=self.serial,
+            model=self.model,
+            channels=self.channels,
+            firmware=self.firmware,
+            armed=ARM_NAMES[self.armed] if self.armed is not None else None,
+            armed_us=self.armed_us,
+            peer=self.peer,
+            connected_us=self.connected_us,
+            updated_us=now_us,
         )
 
 
-def load_states(conn: sqlite3.Connection) -> dict[str, BridgeStatus]:
+def load_states(store: StateTable) -> dict[str, BridgeStatus]:
     """The stored states, with arming signals the table may have missed replayed over them."""
     states: dict[str, BridgeStatus] = {}
     last_write = 0
-    for row in conn.execute(SELECT_STATE):
-        states[row["serial"]] = BridgeStatus(
-            serial=row["serial"],
-            model=row["model"],
-            channels=row["channels"],
-            firmware=row["firmware"],
-            armed=_ARM_BY_NAME.get(row["armed"]) if row["armed"] else None,
-            armed_us=row["armed_us"],
-            peer=row["peer"],
-            connected_us=row["connected_us"],
+    for row in store.bridge_states():
+        states[row.serial] = BridgeStatus(
+            serial=row.serial,
+            model=row.model,
+            channels=row.channels,
+            firmware=row.firmware,
+            armed=_ARM_BY_NAME.get(row.armed) if row.armed else None,
+            armed_us=row.armed_us,
+            peer=row.peer,
+            connected_us=row.connected_us,
         )
-        last_write = max(last_write, int(row["updated_us"]))
+        last_write = max(last_write, row.updated_us)
     since = max(last_write - _REPLAY_MARGIN_US, 0) if states else 0
-    for row in conn.execute(ARMING_SINCE, (since,)):
-        state = ARMING_SIGNALS.get((row["qualifier"], row["code"]))
+    for device, qualifier, code, received in store.arming_since(since):
+        state = ARMING_SIGNALS.get((qualifier, code))
         if state is None:
             continue
-        status = states.setdefault(row["device"], BridgeStatus(serial=row["device"]))
-        received = int(row["received_us"])
+        status = states.setdefault(device, BridgeStatus(serial=device))
         if status.armed_us is None or received > status.armed_us:
             status.armed, status.armed_us = state, received
     return states
@@ -142,17 +124,17 @@ class BridgeStateStore:
 
     def __init__(
         self,
-        path: str | Path,
+        store: StateTable,
         journal: Journal | None = None,
         *,
         counters: Counters | None = None,
     ) -> None:
-        self.path = Path(path)
+        self.store = store  # its own object: reads at start, direct writes at shutdown
         # With a journal, states are written in its transactions (the store's one writer), so
-        # this writer never waits on SQLite's busy handler behind the journal's commits.
+        # this writer never waits behind the journal's commits for the store's write lock.
         self.journal = journal
         self.states: dict[str, BridgeStatus] = {}
-        self._conn: sqlite3.Connection | None = None
+        self._opened = False
         self._dirty: set[str] = set()
         self._wake = trio.Event()
         self._flushed = trio.Event()
@@ -162,13 +144,10 @@ class BridgeStateStore:
         self.log = structlog.get_logger("receiver.bridge_state")
         self._fault = StoreOutage("bridge_state", "state_write", counters=counters, log=self.log)
 
-    def _open(self) -> dict[str, BridgeStatus]:
-        self._conn = connect(self.path, check_same_thread=False)
-        return load_states(self._conn)
-
     async def open(self) -> None:
-        """Open the store and load the states (before the listener takes connections)."""
-        self.states = await trio.to_thread.run_sync(self._open)
+        """Load the states (before the listener takes connections)."""
+        self.states = await trio.to_thread.run_sync(load_states, self.store)
+        self._opened = True
 
     def get(self, serial: str) -> BridgeStatus:
         status = self.states.get(serial)
@@ -199,18 +178,6 @@ class BridgeStateStore:
             await self._flushed.wait()
         return True
 
-    def _write(self, rows: list[tuple[Any, ...]]) -> None:
-        conn = self._conn
-        assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.executemany(UPSERT_STATE, rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
     async def flush(self, *, direct: bool = False) -> None:
         """Write every dirty state now (through the journal, or one worker-thread call)."""
         if not self._dirty:
@@ -222,9 +189,9 @@ class BridgeStateStore:
         self._dirty.clear()
         try:
             if self.journal is not None and not direct:
-                await self.journal.append([], statements=[(UPSERT_STATE, row) for row in rows])
+                await self.journal.append([], bridge_states=rows)
             else:
-                await trio.to_thread.run_sync(self._write, rows)
+                await trio.to_thread.run_sync(self.store.write_bridge_states, rows)
         except Exception as exc:  # keep the changes dirty; waiters must not ACK
             self._dirty.update(serials)
             self._failed = generation
@@ -237,7 +204,7 @@ class BridgeStateStore:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The writer loop; on cancellation it writes what is pending (shielded, bounded)."""
-        if self._conn is None:
+        if not self._opened:
             await self.open()
         task_status.started()
         try:
@@ -253,35 +220,10 @@ class BridgeStateStore:
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + 5.0
                 await self.flush(direct=True)
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self.store.close()
 
 
 # -- the bridge status report ----------------------------------------------------------------
-
-REPORT_BRIDGES = """
-SELECT b.serial, b.model, b.channels, s.id AS site_id, s.name AS site, d.name AS dealer,
-       a.effective AS account,
-       st.model AS reported_model, st.channels AS reported_channels, st.firmware, st.armed,
-       st.peer, st.connected_us,
-       l.last_seen_us, l.trouble_open
-FROM bridges b
-JOIN sites s ON s.id = b.site_id
-JOIN dealers d ON d.id = s.dealer_id
-LEFT JOIN accounts a ON a.id = b.account_id  -- none while the site has no account
-LEFT JOIN bridge_state st ON st.serial = b.serial
-LEFT JOIN links l ON l.link = 'bridge:' || b.serial
-WHERE b.removed_at IS NULL
-  AND (:dealer IS NULL OR d.name = :dealer) AND (:site IS NULL OR s.name = :site)
-ORDER BY s.name, b.serial
-"""
-OPEN_BRIDGE_TROUBLES = (
-    "SELECT link FROM links WHERE trouble_open = 1 AND link LIKE 'bridge:%' ORDER BY link"
-)
-CHANNEL_ZONES = (
-    "SELECT b.serial, c.channel, c.zone FROM bridge_channels c JOIN bridges b ON b.id = c.bridge_id"
-)
 
 REPORT_COLUMNS: Final = (
     "serial",
@@ -339,24 +281,9 @@ def bridge_report(
     trouble is open; ``never`` when it never connected. Raises ``NotFoundError`` for an unknown
     dealer or site.
     """
-    if (
-        dealer is not None
-        and not conn.execute("SELECT 1 FROM dealers WHERE name = ?", (dealer.strip(),)).fetchone()
-    ):
-        raise NotFoundError(f"no dealer named {dealer.strip()!r}")
-    if (
-        site is not None
-        and not conn.execute("SELECT 1 FROM sites WHERE name = ?", (site.strip(),)).fetchone()
-    ):
-        raise NotFoundError(f"no site named {site.strip()!r}")
-    params = {
-        "dealer": dealer.strip() if dealer else None,
-        "site": site.strip() if site else None,
-    }
-    rows = conn.execute(REPORT_BRIDGES, params).fetchall()
-    zones = {(r["serial"], int(r["channel"])): int(r["zone"]) for r in conn.execute(CHANNEL_ZONES)}
+    rows, zones, open_links = bridge_report_sql.read(conn, dealer=dealer, site=site)
     troubles: dict[str, list[str]] = {}
-    for (link,) in conn.execute(OPEN_BRIDGE_TROUBLES):
+    for link in open_links:
         serial, name = _trouble_name(link, zones)
         troubles.setdefault(serial, []).append(name)
     by_site: dict[int, list[str | None]] = {}

@@ -134,9 +134,19 @@ _BY_NAME: Mapping[str, Validator] = {
 # -- the sections -------------------------------------------------------------------------
 
 
+def _store_url(_instance: Any, _attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value and not str(value).startswith(("postgresql://", "postgres://")):
+        raise ValueError(
+            f"must be a PostgreSQL URL (postgresql://USER@HOST:PORT/DB), got {_shown(value)}"
+        )
+
+
 @frozen
 class StoreConfig:
+    # The SQLite file (the embedded default, one node) ...
     path: str = field(default="var/receiver.sqlite3", validator=_not_empty)
+    # ... or PostgreSQL, "postgresql://USER@HOST:PORT/DB" (several nodes): give one of them.
+    url: str = field(default="", validator=_store_url)
 
 
 @frozen
@@ -565,6 +575,11 @@ def parse_config(text: str, *, base: str | Path | None = None, source: str | Non
         else:
             what = "section" if isinstance(value, dict) else "key"
             errors.append(f"{name}: {_unknown(what, name, [*SECTIONS, *TOP_LEVEL_KEYS])}")
+    raw_store = data.get("store")
+    if isinstance(raw_store, dict) and raw_store.get("url") and "path" in raw_store:
+        errors.append(
+            "[store] path and url: give one of them (path: a SQLite file, url: PostgreSQL)"
+        )
     if errors:
         raise ConfigError(errors, source)
     if folder is not None:
@@ -624,6 +639,13 @@ def _toml_key(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
 
 
+def _left_out(section: Any, key: str) -> bool:
+    """``[store]`` shows the one store in use: its url, or its path."""
+    if isinstance(section, StoreConfig):
+        return key == ("path" if section.url else "url")
+    return False
+
+
 def to_toml(config: Config) -> str:
     """The configuration as a TOML file that parses back to the same values (defaults filled in)."""
     lines = [f"log_signals = {_toml_value(config.log_signals)}"]
@@ -635,6 +657,7 @@ def to_toml(config: Config) -> str:
         lines += [
             f"{a.name} = {_toml_value(getattr(section, a.name))}"
             for a in attrs.fields(type(section))
+            if not _left_out(section, a.name)
         ]
     for output in config.outputs:
         lines += [

@@ -31,10 +31,9 @@ Rules:
 
 from __future__ import annotations
 
-import sqlite3
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -44,22 +43,10 @@ import trio
 from adapters.output import Output, UndeliverableError, UnreachableError
 from protocols import catalog
 from protocols.signal import ContactIdView, Flag, Signal, Source, new_signal_id
-from receiver.journal import Journal, JournalClosedError, load_links, read_after, to_us
+from receiver.journal import Journal, JournalClosedError, to_us
 from receiver.metrics import Counters
 from receiver.store.faults import STORE_ERRORS, StoreOutage
-from receiver.store.sqlite import connect
-
-ENSURE_OUTPUT = (
-    "INSERT INTO outputs (name, cursor, updated_us) "
-    "VALUES (?, (SELECT coalesce(max(seq), 0) FROM signals), ?) ON CONFLICT (name) DO NOTHING"
-)
-SAVE_STATE = (
-    "UPDATE outputs SET cursor = max(cursor, ?), delivered = delivered + ?, "
-    "undeliverable = undeliverable + ?, connected = ?, "
-    "last_error = ?, last_success_us = coalesce(?, last_success_us), updated_us = ? "
-    "WHERE name = ?"
-)
-
+from receiver.store.interface import CursorUpdate, SignalStore
 
 # The same delivery error is logged again at most this often (with the count of tries).
 FAILURE_LOG_INTERVAL = 60.0
@@ -98,7 +85,7 @@ class OutputCursor:
     def __init__(
         self,
         output: Output,
-        path: str | Path,
+        store: SignalStore,
         journal: Journal | None,
         *,
         save_interval: float = 0.25,
@@ -120,7 +107,7 @@ class OutputCursor:
         self._opened = trio.Event()
         self._supervised = getattr(output, "run_heartbeats", None) is not None
         self._unlinked_since: float | None = None
-        self.path = path
+        self.store = store  # this cursor's own (its reads never wait behind another's)
         self.journal = journal
         self.save_interval = save_interval
         self.max_backoff = max_backoff
@@ -133,7 +120,7 @@ class OutputCursor:
         self._skipped: set[str] = set()  # passed over as undeliverable, not delivered
         self.last_success_us: int | None = None
         self.log = structlog.get_logger("receiver.dispatcher").bind(output=output.name)
-        self._conn: sqlite3.Connection | None = None
+        self._store_open = False
         self._saved_cursor = 0
         self._logged_error: str | None = None
         self._logged_at = -float("inf")
@@ -144,62 +131,58 @@ class OutputCursor:
         )
 
     def _open(self) -> int:
-        conn = connect(self.path, check_same_thread=False)
-        conn.execute(ENSURE_OUTPUT, (self.output.name, _now_us()))
-        self._conn = conn
-        links = load_links(conn)
+        cursor = self.store.ensure_output(self.output.name, _now_us())
+        self._store_open = True
+        links = self.store.links()
         self.trouble_open = links.get(output_link(self.output.name), (0, False))[1]
         self.failover_open = links.get(failover_link(self.output.name), (0, False))[1]
-        row = conn.execute("SELECT cursor FROM outputs WHERE name = ?", (self.output.name,))
-        return int(row.fetchone()[0])
+        return cursor
 
     def _read(self) -> list[tuple[int, Signal]]:
-        assert self._conn is not None
-        return read_after(self._conn, self.cursor, self.read_batch)
+        return self.store.read_after(self.cursor, self.read_batch)
 
-    def _state(self) -> tuple[Any, ...]:
-        params = (
-            self.cursor,
-            self.delivered_unsaved,
-            self.undeliverable_unsaved,
-            int(self.output.connected),
-            self.output.last_error,
-            self.last_success_us,
-            _now_us(),
-            self.output.name,
+    def _state(self) -> CursorUpdate:
+        update = CursorUpdate(
+            output=self.output.name,
+            cursor=self.cursor,
+            delivered=self.delivered_unsaved,
+            undeliverable=self.undeliverable_unsaved,
+            connected=bool(self.output.connected),
+            last_error=self.output.last_error,
+            last_success_us=self.last_success_us,
+            updated_us=_now_us(),
         )
         self.delivered_unsaved = self.undeliverable_unsaved = 0
-        return params
+        return update
 
     async def save(self, *, direct: bool = False) -> bool:
         """Save the cursor through the journal's writer (the store's one writer); False when
         the store refused (reported, and retried by the next save).
 
-        ``direct`` writes on our own connection instead: at shutdown the journal's writer may
+        ``direct`` writes through our own store instead: at shutdown the journal's writer may
         already be gone.
         """
-        params = self._state()
+        update = self._state()
         try:
             if self.journal is not None and not direct:
                 try:
-                    await self.journal.append([], statements=[(SAVE_STATE, params)])
+                    await self.journal.append([], cursors=[update])
                 except JournalClosedError:
-                    await self._save_direct(params)  # the receiver is stopping
+                    await self._save_direct(update)  # the receiver is stopping
             else:
-                await self._save_direct(params)
+                await self._save_direct(update)
         except STORE_ERRORS as exc:
             # Not saved: keep the counts for the next save; the cursor stays in memory.
-            self.delivered_unsaved += params[1]
-            self.undeliverable_unsaved += params[2]
+            self.delivered_unsaved += update.delivered
+            self.undeliverable_unsaved += update.undeliverable
             self._save_fault.failed(exc)
             return False
         self._save_fault.succeeded()
-        self._saved_cursor = max(self._saved_cursor, params[0])
+        self._saved_cursor = max(self._saved_cursor, update.cursor)
         return True
 
-    async def _save_direct(self, params: tuple[Any, ...]) -> None:
-        assert self._conn is not None
-        await trio.to_thread.run_sync(self._conn.execute, SAVE_STATE, params)
+    async def _save_direct(self, update: CursorUpdate) -> None:
+        await trio.to_thread.run_sync(self.store.save_cursor, update)
 
     async def _wait_for_more(self) -> None:
         # Woken by our own journal's commits; the timeout also catches other writers.
@@ -273,9 +256,8 @@ class OutputCursor:
         try:
             self.cursor = self._saved_cursor = await trio.to_thread.run_sync(self._open)
         except STORE_ERRORS as exc:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self._store_open = False
+            self.store.close()
             self._open_fault.failed(exc)
             return False
         self._open_fault.succeeded()
@@ -393,9 +375,9 @@ class OutputCursor:
             await self._run()
         finally:
             with trio.CancelScope(shield=True):
-                if self._conn is not None:
+                if self._store_open:
                     await self.save(direct=True)
-                    self._conn.close()
+                self.store.close()
                 await self.output.aclose()
 
     async def _run(self) -> None:
@@ -440,7 +422,7 @@ class OutputCursor:
 
 def _cursor(
     output: Output,
-    path: str | Path,
+    store: SignalStore,
     journal: Journal,
     counters: Counters | None,
     **options: Any,
@@ -449,7 +431,7 @@ def _cursor(
     window = int(getattr(output, "window", 64))
     return OutputCursor(
         output,
-        path,
+        store,
         journal,
         window=window,
         read_batch=max(256, window),
@@ -459,19 +441,20 @@ def _cursor(
 
 
 class Dispatcher:
-    """All outputs, each with its own cursor task (and heartbeats, where it has them)."""
+    """All outputs, each with its own cursor task (and heartbeats, where it has them) and its
+    own store object from ``open_store``."""
 
     def __init__(
         self,
         outputs: list[Output],
-        path: str | Path,
+        open_store: Callable[[], SignalStore],
         journal: Journal,
         *,
         counters: Counters | None = None,
         policy: TroublePolicy | None = None,
     ) -> None:
         self.cursors = [
-            _cursor(o, path, journal, counters, policy=policy, number=number)
+            _cursor(o, open_store(), journal, counters, policy=policy, number=number)
             for number, o in enumerate(outputs, start=1)
         ]
 
@@ -486,35 +469,30 @@ class Dispatcher:
             task_status.started()
 
 
-def output_status(conn: sqlite3.Connection, names: list[str]) -> list[dict[str, Any]]:
+def output_status(store: SignalStore, names: list[str]) -> list[dict[str, Any]]:
     """Per output: connected, backlog size, age of the oldest undelivered signal, last error,
     whether its delivery trouble is open and whether it is on its alternate address."""
     now = _now_us()
-    links = load_links(conn)
+    links = store.links()
+    states = {state.name: state for state in store.output_states(names)}
     rows = []
     for name in names:
-        state = conn.execute("SELECT * FROM outputs WHERE name = ?", (name,)).fetchone()
-        cursor = int(state["cursor"]) if state else None
-        if cursor is None:
+        state = states.get(name)
+        if state is None:
             backlog, oldest = 0, None
         else:
-            backlog = int(
-                conn.execute("SELECT count(*) FROM signals WHERE seq > ?", (cursor,)).fetchone()[0]
-            )
-            first = conn.execute(
-                "SELECT received_us FROM signals WHERE seq > ? ORDER BY seq LIMIT 1", (cursor,)
-            ).fetchone()
-            oldest = round((now - first[0]) / 1e6, 1) if first else None
+            backlog, first_us = store.backlog(state.cursor)
+            oldest = round((now - first_us) / 1e6, 1) if first_us is not None else None
         rows.append(
             {
                 "name": name,
-                "connected": bool(state["connected"]) if state else False,
+                "connected": state.connected if state else False,
                 "backlog": backlog,
                 "oldest_age_s": oldest,
-                "delivered": int(state["delivered"]) if state else 0,
-                "undeliverable": int(state["undeliverable"]) if state else 0,
-                "cursor": cursor,
-                "last_error": state["last_error"] if state else None,
+                "delivered": state.delivered if state else 0,
+                "undeliverable": state.undeliverable if state else 0,
+                "cursor": state.cursor if state else None,
+                "last_error": state.last_error if state else None,
                 "trouble": links.get(output_link(name), (0, False))[1],
                 "failover": links.get(failover_link(name), (0, False))[1],
             }

@@ -2,8 +2,8 @@
 
 Rules:
 - Each journal row's ``chain_hash`` is ``SHA-256(previous chain_hash || encoding(row))`` where
-  the row is the tuple of fields the journal inserts (``receiver.journal._COLUMNS`` without
-  ``chain_hash``, in that order) and the previous hash is that of the node's previous row in
+  the row is the tuple of fields the journal inserts (``receiver.store.signal_rows``'s
+  ``SIGNAL_COLUMNS``, in that order) and the previous hash is that of the node's previous row in
   ``seq`` order; the first row of a chain follows ``GENESIS`` (32 zero bytes), or the anchor
   retention left in ``journal_chain``.
 - The encoding is canonical and simple to re-implement elsewhere (a court expert's script):

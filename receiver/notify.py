@@ -23,12 +23,10 @@ Rules:
 from __future__ import annotations
 
 import smtplib
-import sqlite3
 import ssl
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from pathlib import Path
 
 import attrs
 import structlog
@@ -39,8 +37,7 @@ from receiver.config import NotifyConfig
 from receiver.journal import Journal, JournalClosedError, to_us
 from receiver.metrics import Counters
 from receiver.store.faults import STORE_ERRORS, StoreOutage
-from receiver.store.signal_rows import signal_from_row
-from receiver.store.sqlite import connect
+from receiver.store.interface import CursorUpdate, SignalStore
 
 # Seconds the first event of a quiet spell waits for others before its message goes.
 GATHER = 5.0
@@ -50,18 +47,8 @@ MAX_LINES = 500
 READ_BATCH = 1024
 SMTP_TIMEOUT = 30.0
 
-ENSURE_CURSOR = (
-    "INSERT INTO outputs (name, cursor, updated_us) "
-    "VALUES (?, (SELECT coalesce(max(seq), 0) FROM signals), ?) ON CONFLICT (name) DO NOTHING"
-)
-SAVE_CURSOR = "UPDATE outputs SET cursor = max(cursor, ?), updated_us = ? WHERE name = ?"
-READ_EVENTS = (
-    "SELECT * FROM signals WHERE seq > ? AND source IN ('receiver', 'supervision') "
-    "ORDER BY seq LIMIT ?"
-)
-SITE_DEALERS = (
-    "SELECT sites.id, dealers.name FROM sites JOIN dealers ON dealers.id = sites.dealer_id"
-)
+# The journal's sources whose signals can be events (``event_of``).
+_EVENT_SOURCES = frozenset({Source.RECEIVER, Source.SUPERVISION})
 
 Mailer = Callable[[NotifyConfig, EmailMessage], None]
 
@@ -185,7 +172,7 @@ class Notifier:
     def __init__(
         self,
         targets: Sequence[NotifyConfig],
-        path: str | Path,
+        store: SignalStore,
         journal: Journal | None,
         *,
         counters: Counters | None = None,
@@ -194,37 +181,39 @@ class Notifier:
         read_interval: float = 1.0,
     ) -> None:
         self.targets = [Target(t) for t in targets]
-        self.path = path
+        self.store = store  # the notifier's own
         self.journal = journal
         self.counters = counters or Counters()
         self.mailer = mailer
         self.gather = gather
         self.read_interval = read_interval
         self.position = 0
+        self.opened = trio.Event()  # its cursors are open (at the journal's end, when new)
         self.log = structlog.get_logger("receiver.notify")
-        self._conn: sqlite3.Connection | None = None
         self._store_fault = StoreOutage("notify", "journal_read", counters=counters, log=self.log)
 
     def _open(self) -> None:
-        conn = connect(self.path, check_same_thread=False)
         now = to_us(datetime.now(UTC))
         for target in self.targets:
             name = cursor_name(target.config.name)
-            conn.execute(ENSURE_CURSOR, (name, now))
-            row = conn.execute("SELECT cursor FROM outputs WHERE name = ?", (name,)).fetchone()
-            target.cursor = target.read_to = int(row[0])
+            target.cursor = target.read_to = self.store.ensure_output(name, now)
         self.position = min((t.cursor for t in self.targets), default=0)
-        self._conn = conn
 
-    def _read(self) -> tuple[list[tuple[int, Signal]], dict[int, str]]:
-        assert self._conn is not None
-        rows = self._conn.execute(READ_EVENTS, (self.position, READ_BATCH)).fetchall()
+    def _read(self) -> tuple[list[tuple[int, Signal]], dict[int, str], int, int]:
+        """The receiver's and supervision's signals after our position (others cannot be
+        events), the sites' dealers when a target asks for one, the position read to and how
+        many signals were read."""
+        rows = self.store.read_after(self.position, READ_BATCH)
+        read_to = rows[-1][0] if rows else self.position
+        events = [(seq, s) for seq, s in rows if s.source in _EVENT_SOURCES]
         dealers: dict[int, str] = {}
-        if rows and any(t.config.dealer for t in self.targets):
-            dealers = {int(r[0]): str(r[1]) for r in self._conn.execute(SITE_DEALERS)}
-        return [(int(row["seq"]), signal_from_row(row)) for row in rows], dealers
+        if events and any(t.config.dealer for t in self.targets):
+            dealers = self.store.site_dealers()
+        return events, dealers, read_to, len(rows)
 
-    def _take(self, batch: list[tuple[int, Signal]], dealers: dict[int, str]) -> None:
+    def _take(
+        self, batch: list[tuple[int, Signal]], dealers: dict[int, str], read_to: int = 0
+    ) -> None:
         now = trio.current_time()
         for seq, signal in batch:
             event = event_of(signal)
@@ -238,17 +227,21 @@ class Notifier:
                     target.add(line, now)
         if batch:
             self.position = batch[-1][0]
+        self.position = max(self.position, read_to)
         for target in self.targets:
             target.read_to = max(target.read_to, self.position)
 
     async def _save(self, target: Target) -> None:
-        params = (target.read_to, to_us(datetime.now(UTC)), cursor_name(target.config.name))
+        update = CursorUpdate(
+            output=cursor_name(target.config.name),
+            cursor=target.read_to,
+            updated_us=to_us(datetime.now(UTC)),
+        )
         try:
             if self.journal is not None:
-                await self.journal.append([], statements=[(SAVE_CURSOR, params)])
+                await self.journal.append([], cursors=[update])
             else:
-                assert self._conn is not None
-                await trio.to_thread.run_sync(self._conn.execute, SAVE_CURSOR, params)
+                await trio.to_thread.run_sync(self.store.save_cursor, update)
         except (JournalClosedError, *STORE_ERRORS) as exc:
             # Not saved: a restart sends these lines again, which at-least-once allows.
             self.log.warning("notify_cursor_not_saved", target=target.config.name, error=str(exc))
@@ -284,12 +277,12 @@ class Notifier:
     async def _tick(self) -> bool:
         """Read what is new, send what is due; True when more may be waiting to be read."""
         try:
-            batch, dealers = await trio.to_thread.run_sync(self._read)
+            batch, dealers, read_to, read = await trio.to_thread.run_sync(self._read)
         except STORE_ERRORS as exc:
             await trio.sleep(self._store_fault.failed(exc))
             return False
         self._store_fault.succeeded()
-        self._take(batch, dealers)
+        self._take(batch, dealers, read_to)
         now = trio.current_time()
         for target in self.targets:
             if target.due(now, self.gather):
@@ -297,7 +290,7 @@ class Notifier:
             elif target.idle_cursor_due(now):
                 await self._save(target)  # nothing for it: move its cursor along
                 target.last_saved = now
-        return len(batch) >= READ_BATCH
+        return read >= READ_BATCH
 
     async def _wait(self) -> None:
         with trio.move_on_after(self.read_interval):
@@ -309,10 +302,12 @@ class Notifier:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         if not self.targets:
+            self.store.close()
             return
         while True:
             try:
                 await trio.to_thread.run_sync(self._open)
+                self.opened.set()
                 break
             except STORE_ERRORS as exc:
                 await trio.sleep(self._store_fault.failed(exc))
@@ -321,5 +316,4 @@ class Notifier:
                 if not await self._tick():
                     await self._wait()
         finally:
-            if self._conn is not None:
-                self._conn.close()
+            self.store.close()

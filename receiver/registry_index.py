@@ -8,16 +8,18 @@ Rules:
   changed, so the service can call it every second.
 - Lookups are dict lookups and never raise on what a panel sends: a frame on an unregistered
   line resolves as a line without prefix (``line_known`` tells the caller to flag it).
-- The index is immutable once built; a refresh builds a new one. Pure sqlite3, no trio: the
-  service calls it in a worker thread.
+- The index is immutable once built; a refresh builds a new one. No trio: the service calls
+  it in a worker thread. It reads SQLite or PostgreSQL alike, through the backend's SQL module
+  (``receiver.registry.backends`` picks it from the connection); on PostgreSQL the counter is
+  ``meta.registry_generation`` too, bumped by the same triggers on every node's change.
 """
 
 from __future__ import annotations
 
 import hmac
-import sqlite3
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
+from typing import Any
 
 from attrs import frozen
 
@@ -25,7 +27,7 @@ from protocols.errors import InvalidInputError
 from receiver import alarm_library
 from receiver.account_numbers import DEFAULT_LINE, AccountKey, line_key
 from receiver.alarm_library import BUILTIN, LibraryEntry, LibraryOverride
-from receiver.store import registry_sql as sql
+from receiver.registry.backends import RegistryConnection, sql_for
 
 __all__ = [
     "BridgeInfo",
@@ -118,9 +120,9 @@ class _SiteLibrary:
 _BUILTIN_LIBRARY = _SiteLibrary({}, {}, {e.zone_type: e for e in alarm_library.resolve_all()})
 
 
-def _generation(conn: sqlite3.Connection) -> int:
-    row = conn.execute(sql.GENERATION).fetchone()
-    return int(row[0]) if row is not None else 0
+def _generation(conn: RegistryConnection) -> int:
+    row = conn.execute(sql_for(conn).GENERATION).fetchone()
+    return int(row["value"]) if row is not None else 0
 
 
 class RegistryIndex:
@@ -145,8 +147,9 @@ class RegistryIndex:
         self._channel_overrides = channel_overrides
 
     @classmethod
-    def load(cls, conn: sqlite3.Connection) -> RegistryIndex:
+    def load(cls, conn: RegistryConnection) -> RegistryIndex:
         """Read the registry in one snapshot (a read transaction)."""
+        sql = sql_for(conn)
         own_transaction = not conn.in_transaction
         if own_transaction:
             conn.execute(sql.BEGIN_READ)
@@ -157,7 +160,8 @@ class RegistryIndex:
                 conn.execute(sql.ROLLBACK)
 
     @classmethod
-    def _read(cls, conn: sqlite3.Connection) -> RegistryIndex:
+    def _read(cls, conn: RegistryConnection) -> RegistryIndex:
+        sql = sql_for(conn)
         generation = _generation(conn)
         lines: dict[str, dict[str, str]] = {}
         for row in conn.execute(sql.ALL_LINES):
@@ -257,7 +261,7 @@ class RegistryIndex:
             channel_overrides=MappingProxyType(by_serial_channel),
         )
 
-    def refresh_if_changed(self, conn: sqlite3.Connection) -> RegistryIndex:
+    def refresh_if_changed(self, conn: RegistryConnection) -> RegistryIndex:
         """``self`` when the store's counter has not moved, else a freshly loaded index."""
         if _generation(conn) == self.generation:
             return self
@@ -324,6 +328,6 @@ class RegistryIndex:
         return self._accounts
 
 
-def _override(row: sqlite3.Row) -> LibraryOverride:
+def _override(row: Any) -> LibraryOverride:
     enabled = None if row["enabled"] is None else bool(row["enabled"])
     return LibraryOverride(code=row["code"], enabled=enabled)

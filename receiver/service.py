@@ -1,6 +1,10 @@
 """The receiver service: one nursery holding the journal writer, the registry view, the
 supervisor, the dispatcher and the listeners.
 
+Each component gets a store object of its own from ``Service.open_store`` (``[store] path``:
+SQLite, ``url``: PostgreSQL), never a path: the journal's writer, each output's cursor, the
+bridge states, the notifier, retention and the coordinator's link and commit watchers.
+
 Shutdown order (SIGINT/SIGTERM or ``request_shutdown``): stop accepting and close connections
 (a frame already being committed still gets its ACK: that section is shielded), stop the
 supervisor and the dispatcher, then close the journal, which commits what is queued.
@@ -24,6 +28,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Literal, TypeVar
 
 import attrs
+import psycopg
 import structlog
 import trio
 
@@ -37,14 +42,18 @@ from receiver.connection_limits import fit_to_open_files, raise_open_file_limit
 from receiver.console import serve_console
 from receiver.dc09_listener import Dc09Intake, Dc09Server, account_link
 from receiver.dispatcher import Dispatcher, TroublePolicy
-from receiver.journal import Journal, load_links
+from receiver.journal import Journal
 from receiver.logs import configure
 from receiver.metrics import Counters
 from receiver.notify import Notifier
+from receiver.registry import backends as registry_backends
+from receiver.registry.backends import RegistryConnection
 from receiver.registry_index import RegistryIndex
 from receiver.retention import Retention
+from receiver.store import describe, open_store
 from receiver.store.faults import STORE_ERRORS, StoreOutage
-from receiver.store.sqlite import connect, tighten_permissions
+from receiver.store.interface import SignalStore
+from receiver.store.sqlite import tighten_permissions
 from receiver.supervisor import LinkActivity, Supervisor
 from receiver.workers import WorkerPool, die_with_parent
 
@@ -56,11 +65,15 @@ class RegistryView:
     """The in-memory registry the hot path reads, refreshed when the store's counter moves:
     every ``interval`` and, through ``refresh``, when a listener meets a bridge it does not
     know (a CLI change takes effect at once). One check at a time on the one connection; asks
-    that arrive while a check runs share the next one."""
+    that arrive while a check runs share the next one.
 
-    def __init__(self, path: str, *, counters: Counters | None = None) -> None:
-        self.path = path
-        self._conn: sqlite3.Connection | None = None
+    ``location`` is the store's: a SQLite file, or a PostgreSQL URL, where the counter is
+    bumped by every node's (and the CLI's) registry change, so each node sees it within
+    ``interval``. A PostgreSQL connection that fails is reopened at the next refresh."""
+
+    def __init__(self, location: str, *, counters: Counters | None = None) -> None:
+        self.path = location
+        self._conn: RegistryConnection | None = None
         self.index: RegistryIndex | None = None
         # A store that cannot be read keeps the last registry in use, and is retried.
         self._fault = StoreOutage("registry", "refresh", counters=counters)
@@ -69,25 +82,35 @@ class RegistryView:
         self._checked_at = -math.inf
         self._backoff = 0.0  # extra wait after a failed refresh
 
+    def _connection(self) -> RegistryConnection:
+        if self._conn is None:
+            self._conn = registry_backends.connect(self.path, threads=True)
+        return self._conn
+
     def _open(self) -> RegistryIndex:
-        self._conn = connect(self.path, check_same_thread=False)
-        return RegistryIndex.load(self._conn)
+        return RegistryIndex.load(self._connection())
+
+    def _refresh(self, index: RegistryIndex) -> RegistryIndex:
+        try:
+            return index.refresh_if_changed(self._connection())
+        except _REGISTRY_READ_ERRORS:
+            if registry_backends.is_postgres(self.path) and self._conn is not None:
+                self._conn.close()  # a lost server connection: a new one next time
+                self._conn = None
+            raise
 
     async def open(self) -> None:
         self.index = await trio.to_thread.run_sync(self._open)
 
     @property
     def connection(self) -> sqlite3.Connection:
-        assert self._conn is not None
+        """The SQLite connection link activity reads (workers > 1; not on PostgreSQL yet)."""
+        assert isinstance(self._conn, sqlite3.Connection), "link activity reads SQLite only"
         return self._conn
 
     def current(self) -> RegistryIndex:
         assert self.index is not None
         return self.index
-
-    def links(self) -> dict[str, tuple[int, bool]]:
-        assert self._conn is not None
-        return load_links(self._conn)
 
     async def refresh(self) -> RegistryIndex:
         """The index as of a store read that began after this call (one SELECT of the
@@ -95,12 +118,11 @@ class RegistryView:
         asked = trio.current_time()
         async with self._lock:
             if self._checked_at < asked:
-                assert self._conn is not None
                 assert self.index is not None
                 self._checked_at = trio.current_time()
                 try:
-                    fresh = await trio.to_thread.run_sync(self.index.refresh_if_changed, self._conn)
-                except STORE_ERRORS as exc:
+                    fresh = await trio.to_thread.run_sync(self._refresh, self.index)
+                except _REGISTRY_READ_ERRORS as exc:
                     # A store that cannot be read keeps the last registry in use.
                     self._backoff = self._fault.failed(exc)
                     return self.current()
@@ -123,6 +145,11 @@ class RegistryView:
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+            self._conn = None
+
+
+# What a registry read may raise for a fault of the store (a PostgreSQL server gone too).
+_REGISTRY_READ_ERRORS = (*STORE_ERRORS, psycopg.Error)
 
 
 def station_problem(station: str, stations: tuple[str, ...]) -> str | None:
@@ -203,13 +230,15 @@ class Service:
         self.config = config = fitted
         self.counters = Counters()
         self.journal = Journal(
-            config.store.path,
+            self.open_store(),
             max_batch=config.journal.max_batch,
             queue_size=config.journal.queue_size,
-            duplicate_window=config.dc09.duplicate_window,
             counters=self.counters,
         )
-        self.registry = RegistryView(config.store.path, counters=self.counters)
+        self.registry = RegistryView(
+            registry_backends.store_location(config.store.path, config.store.url),
+            counters=self.counters,
+        )
         self.supervisor = Supervisor(
             self.journal,
             grace=config.supervision.grace_factor,
@@ -222,6 +251,10 @@ class Service:
         self.ports: Ports | None = None
         self.dispatcher: Dispatcher | None = None
         self.servers: dict[str, Any] = {}
+
+    def open_store(self) -> SignalStore:
+        """A store object of its own for one component (``receiver.store.open_store``)."""
+        return open_store(self.config.store, duplicate_window=self.config.dc09.duplicate_window)
 
     def all_counters(self) -> Counters:
         """This process's counters, plus every ingest worker's when it coordinates them."""
@@ -309,13 +342,19 @@ class Service:
             )
             self.supervisor.sink = self.activity
             nursery.start_soon(
-                self.activity.run,
-                self.registry.connection,
-                self.config.supervision.check_interval,
+                self.activity.run, self.open_store(), self.config.supervision.check_interval
             )
-            nursery.start_soon(self.journal.watch_other_writers)
+            nursery.start_soon(self.journal.watch_other_writers, self.open_store())
         nursery.start_soon(self.supervisor.run)
         nursery.start_soon(self.registry.run, self._registry_changed)
+
+    async def _stored_links(self) -> dict[str, tuple[int, bool]]:
+        """Every supervised link's last-seen time and trouble state, as stored."""
+        store = self.open_store()
+        try:
+            return await trio.to_thread.run_sync(store.links)
+        finally:
+            store.close()
 
     async def _listen(self, nursery: trio.Nursery) -> Ports:
         """The DC-09 and bridge listeners of this process (shared ports for a worker)."""
@@ -333,7 +372,7 @@ class Service:
             self.config.bridge,
             journal=self.journal,
             registry=self.registry.current,
-            state=BridgeStateStore(self.config.store.path, self.journal, counters=self.counters),
+            state=BridgeStateStore(self.open_store(), self.journal, counters=self.counters),
             supervisor=supervisor,
             counters=self.counters,
             log_signals=self.config.log_signals,
@@ -364,9 +403,12 @@ class Service:
         return Ports(dc09=dc09_port, bridge=bridge_port)
 
     async def run(self, *, task_status: trio.TaskStatus[Ports] = trio.TASK_STATUS_IGNORED) -> None:
-        for file, mode in tighten_permissions(self.config.store.path):
-            # It holds AES keys and bridge tokens: readable by the receiver's user only.
-            self.log.warning("store_permissions_tightened", file=str(file), mode_was=f"{mode:o}")
+        if not self.config.store.url:
+            for file, mode in tighten_permissions(self.config.store.path):
+                # It holds AES keys and bridge tokens: readable by the receiver's user only.
+                self.log.warning(
+                    "store_permissions_tightened", file=str(file), mode_was=f"{mode:o}"
+                )
         async with trio.open_nursery() as root:
             await root.start(self.journal.run)
             try:
@@ -383,13 +425,13 @@ class Service:
                         # Keep the resolving index fresh; supervision is the coordinator's.
                         workers.start_soon(self.registry.run, lambda index: None)
                     else:
-                        stored_links = self.registry.links()
+                        stored_links = await self._stored_links()
                         self.supervise_accounts(self.registry.current(), stored_links)
                         self.supervise_bridges(self.registry.current(), stored_links)
                         self._coordinate(workers, stored_links)
                         self.dispatcher = Dispatcher(
                             [build_output(o) for o in self.config.outputs],
-                            self.config.store.path,
+                            self.open_store,
                             self.journal,
                             counters=self.counters,
                             policy=TroublePolicy(**attrs.asdict(self.config.delivery)),
@@ -398,14 +440,14 @@ class Service:
                         workers.start_soon(
                             Notifier(
                                 self.config.notify,
-                                self.config.store.path,
+                                self.open_store(),
                                 self.journal,
                                 counters=self.counters,
                             ).run
                         )
                         workers.start_soon(
                             Retention(
-                                self.config.store.path, self.journal, self.config.journal.keep_days
+                                self.open_store(), self.journal, self.config.journal.keep_days
                             ).run
                         )
                     async with trio.open_nursery() as listeners:
@@ -413,7 +455,16 @@ class Service:
                             self.ports = await self._run_workers(listeners)
                         else:
                             self.ports = await self._listen(listeners)
-                        if self.role != "worker":
+                        if self.role != "worker" and self.config.store.url:
+                            if self.config.console.listen:
+                                # Its reads and writes are SQLite's until it has a store of
+                                # its own.
+                                self.log.warning(
+                                    "console_unavailable",
+                                    listen=self.config.console.listen,
+                                    error="the console needs the SQLite store ([store] path)",
+                                )
+                        elif self.role != "worker":
                             self.ports.console = await workers.start(
                                 serve_console, self.config, self
                             )
@@ -439,7 +490,7 @@ def log_startup(log: Any, config: Config, config_file: str | None, ports: Ports)
         "receiver_started",
         version=__version__,
         config_file=config_file or "(embedded default)",
-        store=config.store.path,
+        store=describe(config.store),
         dc09=config.dc09.listen,
         dc09_udp=config.dc09.udp,
         dc09_station=config.dc09.station or None,

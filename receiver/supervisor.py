@@ -19,7 +19,6 @@ Rules:
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -30,9 +29,10 @@ import trio
 
 from protocols.catalog import cid_entry
 from protocols.signal import ContactIdView, Signal, Source, new_signal_id
-from receiver.journal import AppendResult, links_seen_since, to_us
+from receiver.journal import AppendResult, to_us
 from receiver.metrics import Counters
 from receiver.store.faults import STORE_ERRORS, StoreOutage
+from receiver.store.interface import JournalStore
 
 
 class SignalSink(Protocol):
@@ -211,10 +211,13 @@ class LinkActivity:
                 self.on_new_link(link, seen_us)
             self.supervisor.seen(link)
 
-    async def run(self, conn: sqlite3.Connection, interval: float = 1.0) -> None:
-        """Poll ``conn`` (a connection of the coordinator's own) every ``interval`` seconds."""
-        while True:
-            since = self._newest - _ACTIVITY_OVERLAP_US
-            rows = await trio.to_thread.run_sync(links_seen_since, conn, since)
-            self.notice(rows)
-            await trio.sleep(interval)
+    async def run(self, store: JournalStore, interval: float = 1.0) -> None:
+        """Poll ``store`` (a store object of the coordinator's own) every ``interval`` seconds."""
+        try:
+            while True:
+                since = self._newest - _ACTIVITY_OVERLAP_US
+                rows = await trio.to_thread.run_sync(store.links_seen_since, since)
+                self.notice(rows)
+                await trio.sleep(interval)
+        finally:
+            store.close()

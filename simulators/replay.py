@@ -44,10 +44,20 @@ from attrs.validators import ge, gt, in_, le
 from protocols import dc09
 from protocols.contact_id import format_adm_cid
 from protocols.crc import crc16_arc
-from protocols.errors import InvalidInputError, LocalProtocolError, RemoteProtocolError
+from protocols.errors import (
+    InvalidInputError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    StartupError,
+)
 from protocols.payload import ADM_CID, SIA_DCS
 from protocols.sia import format_block
-from protocols.signal import ContactIdView, SiaView
+from protocols.signal import ContactIdView, Flag, SiaView, Signal, Source
+from receiver.config import StoreConfig
+from receiver.store import open_store
+from receiver.store.interface import JournalStore, StoreError
+from receiver.store.signal_rows import to_us
+from receiver.store.sqlite_store import SqliteStore
 from simulators.bridge import FleetPlan, check_target, parse_target, run_fleet
 from simulators.panel import (
     NULL_TOKEN,
@@ -559,42 +569,47 @@ class RecordedFrame:
     encrypted: bool = False
 
 
-def _data_block(rows: Sequence[sqlite3.Row], key: bytes | None) -> str | None:
+def _data_block(signals: Sequence[Signal], key: bytes | None) -> str | None:
     """The data block of a recorded frame: decoded from its raw bytes where possible, else
     rebuilt from the signals' views (an encrypted frame without its key)."""
-    first = rows[0]
-    raw = bytes(first["raw"] or b"")
-    if raw:
+    first = signals[0]
+    if first.raw:
         window = dc09.TimestampWindow(policy="flag")
-        now = datetime.fromtimestamp(first["received_us"] / 1e6, UTC)
         try:
-            return dc09.decode_frame(raw, key=key, now=now, window=window).data
+            return dc09.decode_frame(first.raw, key=key, now=first.received_at, window=window).data
         except RemoteProtocolError:
             pass
-    account = first["account"]
     try:
-        if first["token"] == ADM_CID and first["code"] is not None:
-            cid = ContactIdView(first["qualifier"], first["code"], first["grp"], first["zone"])
-            return format_adm_cid(account, cid)
-        if first["token"] == SIA_DCS:
-            views = [
-                SiaView(
-                    r["sia_code"],
-                    r["sia_address"] or "",
-                    tuple(tuple(m) for m in json.loads(r["sia_modifiers"] or "[]")),
-                    r["sia_text"],
-                )
-                for r in rows
-                if r["sia_code"] is not None
-            ]
-            return format_block(account, views) if views else None
+        if first.token == ADM_CID and first.cid is not None:
+            return format_adm_cid(first.account, first.cid)
+        if first.token == SIA_DCS:
+            views = [s.sia for s in signals if s.sia is not None]
+            return format_block(first.account, views) if views else None
     except (ValueError, RemoteProtocolError, LocalProtocolError):
         return None
     return None
 
 
+def open_journal(source: str | Path) -> JournalStore:
+    """The journal to read: a ``postgresql://`` URL, else a receiver's SQLite file (which must
+    exist: reading never creates one)."""
+    text = str(source)
+    if text.startswith(("postgresql://", "postgres://")):
+        try:
+            return open_store(StoreConfig(url=text))
+        except StartupError as exc:
+            raise InvalidInputError(str(exc)) from None
+    if not Path(text).exists():
+        raise InvalidInputError(f"no journal at {text}")
+    return SqliteStore(text, create=False)
+
+
+# Journal rows read per call while looking for frames.
+_READ_CHUNK = 2000
+
+
 def recorded_frames(
-    db: str | Path,
+    source: str | Path | JournalStore,
     *,
     accounts: Iterable[str] = (),
     since: datetime | None = None,
@@ -603,46 +618,46 @@ def recorded_frames(
 ) -> tuple[list[RecordedFrame], int]:
     """DC-09 frames from a receiver's journal, oldest first, and how many could not be rebuilt.
 
-    Rows that came from the same frame (same raw bytes, committed together) become one frame.
+    The journal is read through the store's read side (``read_after``, in journal order), from
+    a store, a SQLite file or a PostgreSQL URL. Signals that came from the same frame (same raw
+    bytes, same receive time) become one frame.
     """
-    where = ["source = 'dc09'"]
-    params: list[object] = []
-    wanted = [a.strip().upper() for a in accounts]
-    if wanted:
-        where.append(
-            f"(upper(account) IN ({','.join('?' * len(wanted))}) "
-            f"OR effective_account IN ({','.join('?' * len(wanted))}))"
-        )
-        params += wanted + wanted
-    if since is not None:
-        where.append("received_us >= ?")
-        params.append(int(since.timestamp() * 1_000_000))
-    sql = f"SELECT * FROM signals WHERE {' AND '.join(where)} ORDER BY seq"
+    store = open_journal(source) if isinstance(source, str | Path) else source
+    wanted = {a.strip().upper() for a in accounts}
+    groups: list[list[Signal]] = []
+    seq = 0
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise InvalidInputError(f"cannot open journal {db}: {exc}") from None
-    conn.row_factory = sqlite3.Row
-    groups: list[list[sqlite3.Row]] = []
-    try:
-        for row in conn.execute(sql, params):
-            previous = groups[-1][0] if groups else None
-            if (
-                previous is not None
-                and row["raw"]
-                and previous["raw"] == row["raw"]
-                and previous["received_us"] == row["received_us"]
-            ):
-                groups[-1].append(row)
-                continue
-            if len(groups) == limit:
+        while len(groups) <= limit:
+            batch = store.read_after(seq, _READ_CHUNK)
+            if not batch:
                 break
-            groups.append([row])
-    except sqlite3.Error as exc:
-        raise InvalidInputError(f"cannot read journal {db}: {exc}") from None
+            seq = batch[-1][0]
+            for _, signal in batch:
+                if signal.source is not Source.DC09:
+                    continue
+                if since is not None and signal.received_at < since:
+                    continue
+                if wanted and not (
+                    signal.account.upper() in wanted or signal.effective_account in wanted
+                ):
+                    continue
+                previous = groups[-1][0] if groups else None
+                if (
+                    previous is not None
+                    and signal.raw
+                    and previous.raw == signal.raw
+                    and previous.received_at == signal.received_at
+                ):
+                    groups[-1].append(signal)
+                    continue
+                groups.append([signal])
+    except (sqlite3.Error, StoreError, StartupError) as exc:
+        raise InvalidInputError(f"cannot read journal {source}: {exc}") from None
     finally:
-        conn.close()
-    keyless = sorted({g[0]["account"] for g in groups if _encrypted(g[0])}) if key is None else []
+        if isinstance(source, str | Path):
+            store.close()
+    groups = groups[:limit]
+    keyless = sorted({g[0].account for g in groups if _encrypted(g[0])}) if key is None else []
     if keyless:
         more = f" and {len(keyless) - 3} more" if len(keyless) > 3 else ""
         raise InvalidInputError(
@@ -652,19 +667,19 @@ def recorded_frames(
         )
     frames: list[RecordedFrame] = []
     skipped = 0
-    for rows in groups:
-        data = _data_block(rows, key)
-        if data is None or rows[0]["token"] not in (SIA_DCS, ADM_CID):
+    for signals in groups:
+        data = _data_block(signals, key)
+        first = signals[0]
+        if data is None or first.token not in (SIA_DCS, ADM_CID):
             skipped += 1
             continue
-        first = rows[0]
         frames.append(
             RecordedFrame(
-                first["received_us"],
-                first["account"],
-                first["receiver_no"],
-                first["line"],
-                first["token"],
+                to_us(first.received_at),
+                first.account,
+                first.receiver_no,
+                first.line,
+                first.token,
                 data,
                 _encrypted(first),
             )
@@ -676,8 +691,8 @@ def recorded_frames(
 _Route = tuple[str | None, str | None, bool]
 
 
-def _encrypted(row: sqlite3.Row) -> bool:
-    return "encrypted" in str(row["flags"] or "").split(",")
+def _encrypted(signal: Signal) -> bool:
+    return Flag.ENCRYPTED in signal.flags
 
 
 async def replay_journal(
@@ -760,7 +775,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback target")
     journal = parser.add_argument_group("replay from a journal")
-    journal.add_argument("--from-journal", metavar="DB", help="a receiver's SQLite store")
+    journal.add_argument(
+        "--from-journal",
+        metavar="STORE",
+        help="a receiver's store: its SQLite file or its postgresql:// URL",
+    )
     journal.add_argument("--account", action="append", default=[], help="only this account")
     journal.add_argument("--since", help="only signals received at or after (ISO 8601, UTC)")
     journal.add_argument("--limit", type=int, default=10_000, help="at most N frames")
@@ -802,8 +821,6 @@ def _handle(args: argparse.Namespace) -> int:
             return 0
     options = options_from_args(args)
     if args.from_journal is not None:
-        if not Path(args.from_journal).exists():
-            raise InvalidInputError(f"no journal at {args.from_journal}")
         frames, skipped = recorded_frames(
             args.from_journal,
             accounts=args.account,

@@ -103,3 +103,51 @@ def pg_store(pg_url: str) -> Iterator[PostgresStore]:
         yield store
     finally:
         store.close()
+
+
+# -- one store, two backends -------------------------------------------------------------------
+
+
+class Backend:
+    """One database for a test on either backend: ``open()`` gives a new store object on it
+    (as the service gives each component its own), ``sql`` reads it directly (for what only the
+    database shows: repeat counts), ``url``/``path`` say where it is for a config file."""
+
+    def __init__(self, name: str, *, path: Path | None = None, url: str | None = None) -> None:
+        self.name = name
+        self.path = path
+        self.url = url
+
+    def open(self, *, duplicate_window: float = 600.0) -> Any:
+        if self.url is not None:
+            return PostgresStore(self.url, duplicate_window=duplicate_window)
+        from receiver.store.sqlite_store import SqliteStore  # noqa: PLC0415
+
+        assert self.path is not None
+        return SqliteStore(self.path, duplicate_window=duplicate_window)
+
+    def sql(self, query: str) -> list[tuple[Any, ...]]:
+        if self.url is not None:
+            with psycopg.connect(self.url) as conn:
+                return [tuple(row) for row in conn.execute(query.encode()).fetchall()]
+        import sqlite3  # noqa: PLC0415
+
+        lite = sqlite3.connect(self.path or ":memory:")
+        try:
+            return [tuple(row) for row in lite.execute(query).fetchall()]
+        finally:
+            lite.close()
+
+    def store_toml(self) -> str:
+        """The ``[store]`` section of a config file on this database."""
+        if self.url is not None:
+            return f'[store]\nurl = "{self.url}"\n'
+        return f'[store]\npath = "{self.path}"\n'
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """The test's database, on SQLite (a file in ``tmp_path``) and on PostgreSQL (``pg_url``)."""
+    if request.param == "postgresql":
+        return Backend("postgresql", url=request.getfixturevalue("pg_url"))
+    return Backend("sqlite", path=tmp_path / "store.sqlite3")

@@ -8,7 +8,6 @@ does), then polls the journal by ``seq`` and prints each new matching signal as 
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import time
 from typing import Any, Final
 
@@ -19,13 +18,13 @@ from receiver.history import (
     HISTORY_COLUMNS,
     HistoryQuery,
     history_row,
-    last_seq,
     parse_moment,
     query_history,
     query_history_rows,
     signals_after,
 )
-from receiver.store.sqlite import connect
+from receiver.store import open_store
+from receiver.store.interface import SignalStore
 
 FOLLOW_POLL_S: Final = 0.5
 # Column widths while following, so that rows printed minutes apart still line up.
@@ -56,29 +55,29 @@ def _history(args: argparse.Namespace) -> int:
         code=args.code,
         limit=args.limit,
     )
-    conn = connect(config.store.path, create=False)
+    store = open_store(config.store, create=False)
     try:
         if args.follow:
-            return _follow(conn, query, args.format)
-        signals = query_history(conn, query)
+            return _follow(store, query, args.format)
+        signals = query_history(store, query)
     finally:
-        conn.close()
+        store.close()
     emit([history_row(s) for s in signals], HISTORY_COLUMNS, args.format)
     return 0
 
 
-def _follow(conn: sqlite3.Connection, query: HistoryQuery, fmt: str) -> int:
+def _follow(store: SignalStore, query: HistoryQuery, fmt: str) -> int:
     stream = RowStream(HISTORY_COLUMNS, fmt, FOLLOW_WIDTHS)
     try:
-        seq = last_seq(conn)
-        recent = query_history_rows(conn, query)
+        seq = store.last_seq()
+        recent = query_history_rows(store, query)
         stream.write([history_row(signal) for _, signal in reversed(recent)])
         # Shown by receiver time; what comes next is read by commit order (seq).
         seq = max([seq, *(row_seq for row_seq, _ in recent)])
         live = HistoryQuery(account=query.account, station=query.station, code=query.code)
         while True:  # bounded by Ctrl-C
             time.sleep(FOLLOW_POLL_S)
-            seq, signals = signals_after(conn, live, seq)
+            seq, signals = signals_after(store, live, seq)
             if signals:
                 stream.write([history_row(s) for s in signals])
     except KeyboardInterrupt:

@@ -15,10 +15,11 @@ from typing import Any
 
 from receiver.cli.config import configured
 from receiver.history import parse_moment
-from receiver.journal import CHAINED_COLUMNS, from_us, to_us
+from receiver.journal import from_us, to_us
 from receiver.journal_chain import verify_chain
 from receiver.retention import prune
-from receiver.store.sqlite import connect
+from receiver.store import open_store, sqlite_only
+from receiver.store.sqlite_store import CHAINED_COLUMNS, SqliteStore
 
 EXIT_TAMPERED = 1
 
@@ -30,11 +31,11 @@ def _when(micros: int | None) -> str:
 def _prune(args: argparse.Namespace) -> int:
     config = configured(args)
     before = parse_moment(args.before)
-    conn = connect(config.store.path, create=False)
+    store = open_store(config.store, create=False)
     try:
-        plans = prune(conn, to_us(before), dry_run=args.dry_run)
+        plans = prune(store, to_us(before), dry_run=args.dry_run)
     finally:
-        conn.close()
+        store.close()
     done = [p for p in plans if p.count]
     count = sum(p.count for p in done)
     verb = "would remove" if args.dry_run else "removed"
@@ -57,15 +58,14 @@ def _prune(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     config = configured(args)
     since = parse_moment(args.since) if args.since else None
-    conn = connect(config.store.path, create=False)
+    since_us = to_us(since) if since else None
+    store = SqliteStore(sqlite_only(config.store, "journal verify"), create=False)
     try:
-        conn.execute("BEGIN")  # one snapshot: rows committed meanwhile wait for the next run
-        try:
-            result = verify_chain(conn, CHAINED_COLUMNS, since_us=to_us(since) if since else None)
-        finally:
-            conn.execute("ROLLBACK")
+        result = store.read_snapshot(
+            lambda conn: verify_chain(conn, CHAINED_COLUMNS, since_us=since_us)
+        )
     finally:
-        conn.close()
+        store.close()
     bad = result.mismatch
     if bad is not None:
         print(

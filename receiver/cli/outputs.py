@@ -15,7 +15,7 @@ from receiver.cli.config import config_source, describe_source
 from receiver.cli.output import add_format_option, emit
 from receiver.config import load_config
 from receiver.dispatcher import output_status
-from receiver.store.sqlite import connect
+from receiver.store import describe, open_store
 
 COLUMNS = (
     "name",
@@ -35,14 +35,14 @@ def _outputs(args: argparse.Namespace) -> int:
     source = config_source(args)
     config = load_config(source)
     print(
-        f"receiver: outputs of {describe_source(source)}, store {config.store.path}",
+        f"receiver: outputs of {describe_source(source)}, store {describe(config.store)}",
         file=sys.stderr,
     )
-    conn = connect(config.store.path, create=False)
+    store = open_store(config.store, create=False)
     try:
-        rows = output_status(conn, [o.name for o in config.outputs])
+        rows = output_status(store, [o.name for o in config.outputs])
     finally:
-        conn.close()
+        store.close()
     kinds = {o.name: o.kind for o in config.outputs}
     for row in rows:
         row["kind"] = kinds[row["name"]]

@@ -36,6 +36,7 @@ from receiver.registry import (
     Registry,
     read_import_csv,
 )
+from receiver.registry.backends import store_location
 from receiver.registry.records import KEEP, Keep
 from receiver.registry.service import AccountEdit, Removed
 
@@ -56,8 +57,10 @@ ACCOUNT_COLUMNS = (
 
 @contextmanager
 def open_registry(args: argparse.Namespace) -> Iterator[Registry]:
-    """The registry in the configured store (``--config``), closed afterwards."""
-    registry = Registry.open(configured(args).store.path)
+    """The registry in the configured store (``--config``: ``[store] url`` when set, a
+    PostgreSQL server, else the SQLite file ``[store] path``), closed afterwards."""
+    store = configured(args).store
+    registry = Registry.open(store_location(store.path, store.url))
     try:
         yield registry
     finally:

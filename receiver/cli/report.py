@@ -20,13 +20,14 @@ from typing import Any
 from receiver.bridge_state import REPORT_COLUMNS, bridge_report
 from receiver.cli.config import configured
 from receiver.cli.output import add_format_option, emit
+from receiver.store import sqlite_only
 from receiver.store.sqlite import connect
 from receiver.usage import USAGE_COLUMNS, usage_report
 
 
 def _bridges(args: argparse.Namespace) -> int:
     config = configured(args)
-    conn = connect(config.store.path, create=False)
+    conn = connect(sqlite_only(config.store, "report bridges"), create=False)
     try:
         rows = bridge_report(
             conn,
@@ -43,7 +44,7 @@ def _bridges(args: argparse.Namespace) -> int:
 
 def _usage(args: argparse.Namespace) -> int:
     config = configured(args)
-    conn = connect(config.store.path, create=False)
+    conn = connect(sqlite_only(config.store, "report usage"), create=False)
     try:
         rows = usage_report(conn, args.dealer, args.month)
     finally:

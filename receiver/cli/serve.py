@@ -9,6 +9,7 @@ line on stderr and exit 1, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 from typing import Any
@@ -20,6 +21,7 @@ from receiver.cli.config import config_source
 from receiver.config import load_config
 from receiver.logs import configure
 from receiver.service import first_in_group, serve_until_signalled
+from receiver.store import open_store
 from receiver.store.lock import StoreLock
 from receiver.store.sqlite import connect
 
@@ -29,8 +31,14 @@ def _serve(args: argparse.Namespace) -> int:
     config = load_config(source)
     json_logs = True if args.json_logs else None
     configure(json=json_logs, level=logging.getLevelNamesMapping()[config.log.level.upper()])
-    with StoreLock.acquire(config.store.path):
-        connect(config.store.path).close()  # migrated and writable, or one line now
+    if config.store.url:  # PostgreSQL: several nodes share it, no file lock
+        open_store(config.store).close()  # reachable and migrated, or one line now
+        lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    else:
+        lock = StoreLock.acquire(config.store.path)
+    with lock:
+        if not config.store.url:
+            connect(config.store.path).close()  # migrated and writable, or one line now
         config_file = str(source.resolve()) if source else None
         try:
             trio.run(

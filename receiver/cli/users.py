@@ -2,7 +2,8 @@
 
 The password is read from standard input (one line; never an argument, which other users
 could see in the process list). Every change is journaled in the audit trail as made by
-``cli`` (the operating-system user running the command).
+``cli`` (the operating-system user running the command). The users live in the configured
+store: ``[store] url`` (PostgreSQL) when set, else the SQLite file ``[store] path``.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from typing import Any
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, TypeVar
 
 from protocols.errors import InvalidInputError, NotFoundError
 from receiver.cli.output import add_format_option, emit
-from receiver.config import load_config
+from receiver.config import Config, load_config
 from receiver.console.auth import (
     MIN_PASSWORD,
     ROLES,
@@ -25,8 +28,11 @@ from receiver.console.auth import (
 )
 from receiver.console.state import now_us
 from receiver.journal import from_us
+from receiver.registry import backends
+from receiver.registry.backends import RegistryConnection
 from receiver.store import console_sql
-from receiver.store.sqlite import connect
+
+T = TypeVar("T")
 
 
 def _who() -> str:
@@ -55,33 +61,49 @@ def _read_password() -> str:
     return password
 
 
-def _run(path: str, statements: list[console_sql.Statement]) -> None:
-    conn = connect(path)
+def _location(config: Config) -> str:
+    return backends.store_location(config.store.path, config.store.url)
+
+
+def _run(config: Config, statements: list[console_sql.Statement]) -> None:
+    """``statements`` (built from the store's console SQL module) in one transaction."""
+    conn = backends.connect(_location(config))
+    sql = backends.console_sql_for(conn)
     try:
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(sql.BEGIN_WRITE)
         try:
-            for sql, params in statements:
-                conn.execute(sql, params)
+            for statement, params in statements:
+                conn.execute(statement, params)
         except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute(sql.ROLLBACK)
             raise
-        conn.execute("COMMIT")
+        conn.execute(sql.COMMIT)
+    finally:
+        conn.close()
+
+
+def _read(config: Config, read: Callable[[ModuleType, RegistryConnection], T]) -> T:
+    """One read of the configured store with its backend's console SQL module."""
+    conn = backends.connect(_location(config))
+    try:
+        return read(backends.console_sql_for(conn), conn)
     finally:
         conn.close()
 
 
 def _add(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    sql = backends.console_sql_at(_location(config))
     name = _name(args.name)
     password_hash = hash_password(_read_password())
     at = now_us()
     _run(
-        config.store.path,
+        config,
         [
-            (console_sql.INSERT_USER, (name, args.role, password_hash, at)),
+            (sql.INSERT_USER, (name, args.role, password_hash, at)),
             # A new password or role ends the sessions opened under the old one.
-            (console_sql.DELETE_USER_SESSIONS, (name,)),
-            console_sql.audit_statement(at, _who(), "user_add", name, {"role": args.role}),
+            (sql.DELETE_USER_SESSIONS, (name,)),
+            sql.audit_statement(at, _who(), "user_add", name, {"role": args.role}),
         ],
     )
     print(f"user {name} ({args.role}) saved")
@@ -90,11 +112,7 @@ def _add(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    conn = connect(config.store.path)
-    try:
-        rows = console_sql.users(conn)
-    finally:
-        conn.close()
+    rows: list[dict[str, Any]] = _read(config, lambda sql, conn: sql.users(conn))
     for row in rows:
         row["created"] = from_us(row.pop("created_us")).isoformat(timespec="seconds")
         row["disabled"] = bool(row["disabled"])
@@ -104,21 +122,20 @@ def _list(args: argparse.Namespace) -> int:
 
 def _token(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    sql = backends.console_sql_at(_location(config))
     name = _name(args.name)
-    conn = connect(config.store.path)
-    try:
-        found = console_sql.user_by_name(conn, name)
-    finally:
-        conn.close()
+    found: console_sql.Credentials | None = _read(
+        config, lambda sql, conn: sql.user_by_name(conn, name)
+    )
     if found is None:
         raise NotFoundError(f"no user named {name!r}")
     token = new_token()
     at = now_us()
     _run(
-        config.store.path,
+        config,
         [
-            (console_sql.ADD_API_ACCESS, (token_hash(token), found.user.id, args.label, at)),
-            console_sql.audit_statement(at, _who(), "token_add", name, {"label": args.label}),
+            (sql.ADD_API_ACCESS, (token_hash(token), found.user.id, args.label, at)),
+            sql.audit_statement(at, _who(), "token_add", name, {"label": args.label}),
         ],
     )
     print(token)

@@ -47,6 +47,7 @@ from protocols.errors import CollisionError, NotFoundError, RegistryError
 from receiver.bridge_state import bridge_report
 from receiver.dc09_listener import account_link
 from receiver.registry import AccountCheck, AccountSpec, Registry
+from receiver.registry.backends import RegistryConnection
 from receiver.registry.service import AccountEdit
 from receiver.store import console_sql
 from receiver.store.console_sql import SignalFilter, User
@@ -531,7 +532,7 @@ def build_app(state: ConsoleState) -> Starlette:
             "signals": found["signals"],
         }
 
-    async def registry_write(write: Callable[[sqlite3.Connection], _T]) -> _T:
+    async def registry_write(write: Callable[[RegistryConnection], _T]) -> _T:
         """A registry change, its refusals as the CLI words them: unknown 404, taken 409
         (the holder named), anything else the registry refuses 422."""
         try:
@@ -585,7 +586,7 @@ def build_app(state: ConsoleState) -> Starlette:
         except (TypeError, ValueError) as exc:
             raise Refusal(422, str(exc)) from None
 
-        def write(conn: sqlite3.Connection) -> AccountCheck:
+        def write(conn: RegistryConnection) -> AccountCheck:
             return Registry(conn).add_account(station.strip(), spec)
 
         added = await registry_write(write)
@@ -673,7 +674,7 @@ def build_app(state: ConsoleState) -> Starlette:
                 raise Refusal(422, "supervision must be a number of seconds") from None
         current = await account_detail(station, effective)
 
-        def write(conn: sqlite3.Connection) -> AccountEdit:
+        def write(conn: RegistryConnection) -> AccountEdit:
             return Registry(conn).edit_account(
                 station, str(current["line"]), str(current["number"]), **options
             )

@@ -4,7 +4,7 @@ Rules:
 - Reads run in a worker thread on the console's own store connection, one at a time (a
   ``trio.Lock``): the trio loop that ACKs alarms never waits on SQLite for a web page.
 - Writes (sessions, audit rows, manual acknowledgements) go through the journal's one writer
-  (``Journal.append([], statements=...)``), in one transaction each: a change and its audit
+  (``Journal.append([], console=...)``), in one transaction each: a change and its audit
   row are committed together or not at all.
 - Manual mode: an output counts as down from the first time the console sees it disconnected;
   once it has been down ``manual_after`` seconds, the alarms waiting for it (after its cursor)
@@ -26,7 +26,9 @@ from receiver.config import Config
 from receiver.dispatcher import output_status
 from receiver.journal import to_us
 from receiver.store import console_sql
+from receiver.store.interface import SignalStore
 from receiver.store.sqlite import connect
+from receiver.store.sqlite_store import SqliteStore
 
 from .auth import LoginLimiter
 
@@ -47,6 +49,13 @@ class StoreReader:
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self._lock = trio.Lock()
+        self._store: SignalStore = SqliteStore(
+            path
+        )  # the outputs' state, through the store's interface
+
+    async def outputs(self, names: list[str]) -> list[dict[str, Any]]:
+        async with self._lock:
+            return await trio.to_thread.run_sync(output_status, self._store, names)
 
     async def run(self, read: Callable[[sqlite3.Connection], T]) -> T:
         async with self._lock:
@@ -58,6 +67,7 @@ class StoreReader:
             return await trio.to_thread.run_sync(read, conn)
 
     def close(self) -> None:
+        self._store.close()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -76,7 +86,7 @@ class ConsoleState:
     # -- writes -------------------------------------------------------------------------------
 
     async def write(self, statements: list[console_sql.Statement]) -> None:
-        await self.service.journal.append([], statements=statements)
+        await self.service.journal.append([], console=statements)
 
     async def audit(
         self,
@@ -132,7 +142,7 @@ class ConsoleState:
 
     async def outputs(self) -> list[dict[str, Any]]:
         names = [o.name for o in self.config.outputs]
-        rows = await self.reader.run(lambda conn: output_status(conn, names))
+        rows = await self.reader.outputs(names)
         live = self.live_outputs()
         manual = self.manual_outputs()
         kinds = {o.name: o.kind for o in self.config.outputs}

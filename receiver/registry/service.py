@@ -15,16 +15,20 @@ Rules:
 - Key and token rotation keep the previous key (token) until a grace deadline (epoch
   seconds); the hot path accepts either until then, afterwards only the new one.
 - Zone numbers are unique within one account across all its bridges.
-- The SQL lives in ``receiver.store.registry_sql``.
+- The SQL lives in the store backend's module (``receiver.store.registry_sql`` for SQLite,
+  ``receiver.store.postgres.registry_sql`` for PostgreSQL: the same names); the service runs
+  whichever ``receiver.registry.backends`` picks for its connection and never asks which.
+  On PostgreSQL the write transaction takes an advisory lock, so writers on every node
+  serialize as SQLite's ``BEGIN IMMEDIATE`` makes them.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import attrs
@@ -42,6 +46,8 @@ from receiver.account_numbers import (
     repeats_prefix,
 )
 from receiver.alarm_library import LibraryEntry, LibraryOverride
+from receiver.registry import backends
+from receiver.registry.backends import RegistryConnection
 from receiver.registry.csv_import import (
     ImportProblem,
     ImportReport,
@@ -65,71 +71,73 @@ from receiver.registry.records import (
     non_negative,
     positive,
 )
-from receiver.store import registry_sql as sql
-from receiver.store.sqlite import connect
 
 Progress = Callable[[int, int], None]
 
 
 class Registry:
-    """The registry service over one store connection (autocommit; explicit transactions)."""
+    """The registry service over one store connection (autocommit; explicit transactions),
+    SQLite or PostgreSQL; ``sql`` is that backend's SQL module (picked from the connection
+    when not given)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: RegistryConnection, sql: ModuleType | None = None) -> None:
         self.conn = conn
+        self.sql = sql if sql is not None else backends.sql_for(conn)
 
     @classmethod
-    def open(cls, path: str | Path) -> Registry:
-        return cls(connect(path))
+    def open(cls, location: str | Path) -> Registry:
+        """The registry in the store at ``location``: a SQLite file or a PostgreSQL URL."""
+        return cls(backends.connect(location))
 
     def close(self) -> None:
         self.conn.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute(sql.BEGIN_WRITE)
+    def _write(self) -> Iterator[RegistryConnection]:
+        self.conn.execute(self.sql.BEGIN_WRITE)
         try:
             yield self.conn
         except BaseException:
-            self.conn.execute(sql.ROLLBACK)
+            self.conn.execute(self.sql.ROLLBACK)
             raise
-        self.conn.execute(sql.COMMIT)
+        self.conn.execute(self.sql.COMMIT)
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute(sql.BEGIN_READ)
+    def _read(self) -> Iterator[RegistryConnection]:
+        self.conn.execute(self.sql.BEGIN_READ)
         try:
             yield self.conn
         finally:
-            self.conn.execute(sql.ROLLBACK)
+            self.conn.execute(self.sql.ROLLBACK)
 
     # -- lookups (inside a transaction) -------------------------------------------------------
 
     def _station(self, name: str) -> StationRecord:
-        row = self.conn.execute(sql.STATION_BY_NAME, (name.strip(),)).fetchone()
+        row = self.conn.execute(self.sql.STATION_BY_NAME, (name.strip(),)).fetchone()
         if row is None:
             raise NotFoundError(f"no station named {name.strip()!r}")
         return StationRecord(row["id"], row["name"])
 
     def _line(self, station: StationRecord, number: str) -> LineRecord:
-        row = self.conn.execute(sql.LINE, (station.id, number)).fetchone()
+        row = self.conn.execute(self.sql.LINE, (station.id, number)).fetchone()
         if row is None:
             raise NotFoundError(f"station {station.name!r} has no line {number}")
         return LineRecord(row["id"], row["number"], row["prefix"])
 
     def _dealer_id(self, name: str) -> int:
-        row = self.conn.execute(sql.DEALER_BY_NAME, (name.strip(),)).fetchone()
+        row = self.conn.execute(self.sql.DEALER_BY_NAME, (name.strip(),)).fetchone()
         if row is None:
             raise NotFoundError(f"no dealer named {name.strip()!r}")
         return int(row["id"])
 
-    def _site(self, name: str) -> sqlite3.Row:
-        row = self.conn.execute(sql.SITE_BY_NAME, (name.strip(),)).fetchone()
+    def _site(self, name: str) -> Any:
+        row = self.conn.execute(self.sql.SITE_BY_NAME, (name.strip(),)).fetchone()
         if row is None:
             raise NotFoundError(f"no site named {name.strip()!r}")
-        return row  # type: ignore[no-any-return]
+        return row
 
     def _holder(self, station: StationRecord, effective: str) -> Holder | None:
-        row = self.conn.execute(sql.HOLDER, (station.id, effective)).fetchone()
+        row = self.conn.execute(self.sql.HOLDER, (station.id, effective)).fetchone()
         if row is None:
             return None
         return Holder(
@@ -147,10 +155,10 @@ class Registry:
         output = _optional_text(xml_output, "XML output")
         key = _optional_text(passkey, "passkey")
         with self._write() as conn:
-            if conn.execute(sql.STATION_BY_NAME, (name,)).fetchone() is not None:
+            if conn.execute(self.sql.STATION_BY_NAME, (name,)).fetchone() is not None:
                 raise RegistryError(f"station {name!r} already exists")
-            cur = conn.execute(sql.INSERT_STATION, (name, output, key))
-            conn.execute(sql.INSERT_LINE, (cur.lastrowid, DEFAULT_LINE, ""))
+            station_id = conn.execute(self.sql.INSERT_STATION, (name, output, key)).fetchone()["id"]
+            conn.execute(self.sql.INSERT_LINE, (station_id, DEFAULT_LINE, ""))
 
     def add_line(self, station: str, number: str, prefix: str | None = None) -> str:
         """Add a line to a station; returns the line number in its stored form."""
@@ -158,9 +166,9 @@ class Registry:
         pfx = line_prefix(prefix)
         with self._write() as conn:
             st = self._station(station)
-            if conn.execute(sql.LINE, (st.id, number)).fetchone() is not None:
+            if conn.execute(self.sql.LINE, (st.id, number)).fetchone() is not None:
                 raise RegistryError(f"station {st.name!r} already has line {number}")
-            conn.execute(sql.INSERT_LINE, (st.id, number, pfx))
+            conn.execute(self.sql.INSERT_LINE, (st.id, number, pfx))
         return number
 
     def lines(self) -> list[dict[str, Any]]:
@@ -172,19 +180,19 @@ class Registry:
                     "prefix": r["prefix"],
                     "accounts": r["accounts"],
                 }
-                for r in conn.execute(sql.ALL_LINES)
+                for r in conn.execute(self.sql.ALL_LINES)
             ]
 
     def add_dealer(self, name: str) -> None:
         name = entity_name(name, "dealer")
         with self._write() as conn:
-            if conn.execute(sql.DEALER_BY_NAME, (name,)).fetchone() is not None:
+            if conn.execute(self.sql.DEALER_BY_NAME, (name,)).fetchone() is not None:
                 raise RegistryError(f"dealer {name!r} already exists")
-            conn.execute(sql.INSERT_DEALER, (name,))
+            conn.execute(self.sql.INSERT_DEALER, (name,))
 
     def dealers(self) -> list[dict[str, Any]]:
         with self._read() as conn:
-            return [{"name": r["name"]} for r in conn.execute(sql.DEALERS)]
+            return [{"name": r["name"]} for r in conn.execute(self.sql.DEALERS)]
 
     def add_site(
         self,
@@ -201,15 +209,16 @@ class Registry:
             )
         with self._write() as conn:
             dealer_id = self._dealer_id(dealer)
-            if conn.execute(sql.SITE_BY_NAME, (name,)).fetchone() is not None:
+            if conn.execute(self.sql.SITE_BY_NAME, (name,)).fetchone() is not None:
                 raise RegistryError(f"site {name!r} already exists")
             conn.execute(
-                sql.INSERT_SITE, (name, dealer_id, (address or "").strip() or None, arming_source)
+                self.sql.INSERT_SITE,
+                (name, dealer_id, (address or "").strip() or None, arming_source),
             )
 
     def sites(self) -> list[dict[str, Any]]:
         with self._read() as conn:
-            return [dict(r) for r in conn.execute(sql.SITES)]
+            return [dict(r) for r in conn.execute(self.sql.SITES)]
 
     # -- accounts -----------------------------------------------------------------------------
 
@@ -248,12 +257,12 @@ class Registry:
                     raise _collision(check.effective, st.name, check.holder)
                 site_id = int(self._site(spec.site)["id"]) if spec.site else None
                 line = self._line(st, spec.line)
-                conn.execute(sql.INSERT_ACCOUNT, _account_params(st, line, spec, site_id))
+                conn.execute(self.sql.INSERT_ACCOUNT, _account_params(st, line, spec, site_id))
                 if site_id is not None:
                     check = attrs.evolve(
-                        check, attached_bridges=_attach_waiting_bridges(conn, site_id)
+                        check, attached_bridges=self._attach_waiting_bridges(site_id)
                     )
-        except sqlite3.IntegrityError:
+        except self.sql.IntegrityError:
             # Only reachable if another writer slipped past the check (another node).
             with self._read():
                 st = self._station(station)
@@ -268,9 +277,9 @@ class Registry:
         with self._read() as conn:
             if station is not None:
                 self._station(station)
-                rows = conn.execute(sql.ACCOUNTS_OF_STATION, (station.strip(),))
+                rows = conn.execute(self.sql.ACCOUNTS_OF_STATION, (station.strip(),))
             else:
-                rows = conn.execute(sql.ACCOUNTS_ORDERED)
+                rows = conn.execute(self.sql.ACCOUNTS_ORDERED)
             return [
                 {
                     "station": r["station"],
@@ -304,14 +313,14 @@ class Registry:
                 st = self._station(station)
                 lines = {
                     r["number"]: LineRecord(r["id"], r["number"], r["prefix"])
-                    for r in conn.execute(sql.LINES_OF_STATION, (st.id,))
+                    for r in conn.execute(self.sql.LINES_OF_STATION, (st.id,))
                 }
-                sites = {r["name"]: int(r["id"]) for r in conn.execute(sql.SITE_IDS)}
+                sites = {r["name"]: int(r["id"]) for r in conn.execute(self.sql.SITE_IDS)}
                 held = {
                     r["effective"]: Holder(
                         r["id"], st.name, r["line"], r["number"], r["effective"], r["site"]
                     )
-                    for r in conn.execute(sql.HOLDERS_OF_STATION, (st.id,))
+                    for r in conn.execute(self.sql.HOLDERS_OF_STATION, (st.id,))
                 }
                 in_file: dict[str, tuple[int, str, str]] = {}
                 params = []
@@ -332,15 +341,41 @@ class Registry:
                 # A refused import or a dry run writes nothing; committing the empty
                 # transaction just releases the lock.
                 if not dry_run and not any(p.kind != "warning" for p in problems):
-                    conn.executemany(sql.INSERT_ACCOUNT, params)
-                    for site_id in {r["site_id"] for r in conn.execute(sql.SITES_WAITING)}:
-                        _attach_waiting_bridges(conn, int(site_id))
-        except sqlite3.IntegrityError as exc:
-            raise CollisionError(
-                f"import refused: an account number was taken while importing ({exc})"
-            ) from None
+                    conn.executemany(self.sql.INSERT_ACCOUNT, params)
+                    for site_id in {r["site_id"] for r in conn.execute(self.sql.SITES_WAITING)}:
+                        self._attach_waiting_bridges(int(site_id))
+        except self.sql.IntegrityError as exc:
+            # Another writer (another node, one not taking the write lock) committed a number
+            # this file holds between the check and the insert: the unique index refused it.
+            raise self._taken_while_importing(station, params, exc) from None
         imported = 0 if (dry_run or any(p.kind != "warning" for p in problems)) else len(rows)
         return ImportReport(st.name, len(rows), imported, dry_run, tuple(problems))
+
+    def _taken_while_importing(
+        self, station: str, params: list[tuple[Any, ...]], exc: Exception
+    ) -> CollisionError:
+        """The refusal of an import the unique index stopped, naming the holder it met."""
+        wanted = {str(p[3]) for p in params}  # the effective numbers the file held
+        with self._read() as conn:
+            st = self._station(station)
+            for row in conn.execute(self.sql.HOLDERS_OF_STATION, (st.id,)).fetchall():
+                if row["effective"] in wanted:
+                    holder = Holder(
+                        row["id"],
+                        st.name,
+                        row["line"],
+                        row["number"],
+                        row["effective"],
+                        row["site"],
+                    )
+                    return CollisionError(
+                        f"import refused: account {holder.effective} was taken at station "
+                        f"{st.name} while importing: {holder.describe()}",
+                        holder=holder.describe(),
+                    )
+        return CollisionError(
+            f"import refused: an account number was taken while importing ({exc})"
+        )
 
     # -- alarm library --------------------------------------------------------------------------
 
@@ -365,20 +400,20 @@ class Registry:
             owner: tuple[int | None, int | None]
             if dealer is not None:
                 owner = (self._dealer_id(dealer), None)
-                row = conn.execute(sql.DEALER_OVERRIDE, (owner[0], key)).fetchone()
+                row = conn.execute(self.sql.DEALER_OVERRIDE, (owner[0], key)).fetchone()
             else:
                 assert site is not None
                 owner = (None, int(self._site(site)["id"]))
-                row = conn.execute(sql.SITE_OVERRIDE, (owner[1], key)).fetchone()
+                row = conn.execute(self.sql.SITE_OVERRIDE, (owner[1], key)).fetchone()
             if inherit:
                 if row is not None:
-                    conn.execute(sql.DELETE_OVERRIDE, (row["id"],))
+                    conn.execute(self.sql.DELETE_OVERRIDE, (row["id"],))
                 return
             if row is None:
-                conn.execute(sql.INSERT_OVERRIDE, (*owner, key, code, _flag(enabled)))
+                conn.execute(self.sql.INSERT_OVERRIDE, (*owner, key, code, _flag(enabled)))
                 return
             conn.execute(
-                sql.UPDATE_OVERRIDE,
+                self.sql.UPDATE_OVERRIDE,
                 (
                     code if code is not None else row["code"],
                     _flag(enabled) if enabled is not None else row["enabled"],
@@ -390,16 +425,16 @@ class Registry:
         """The effective library of a site (or of a dealer), one entry per zone type."""
         if (dealer is None) == (site is None):
             raise InvalidInputError("give exactly one of --dealer or --site")
-        with self._read() as conn:
+        with self._read():
             site_overrides: dict[str, LibraryOverride] = {}
             if site is not None:
                 row = self._site(site)
                 dealer_id = int(row["dealer_id"])
-                site_overrides = _overrides(conn, sql.SITE_OVERRIDES, int(row["id"]))
+                site_overrides = self._overrides(self.sql.SITE_OVERRIDES, "site_id", int(row["id"]))
             else:
                 assert dealer is not None
                 dealer_id = self._dealer_id(dealer)
-            dealer_overrides = _overrides(conn, sql.DEALER_OVERRIDES, dealer_id)
+            dealer_overrides = self._overrides(self.sql.DEALER_OVERRIDES, "dealer_id", dealer_id)
         return alarm_library.resolve_all(dealer=dealer_overrides, site=site_overrides)
 
     # -- bridges --------------------------------------------------------------------------------
@@ -420,7 +455,7 @@ class Registry:
         try:
             with self._write():
                 self._insert_bridge(new, site, account)
-        except sqlite3.IntegrityError as exc:
+        except self.sql.IntegrityError as exc:
             raise CollisionError(f"bridge {new.serial} refused: {exc}") from None
         return new.serial
 
@@ -428,29 +463,27 @@ class Registry:
         conn = self.conn
         site_row = self._site(site)
         account_id, account_label = self._site_account(site_row, account)
-        holder = conn.execute(sql.BRIDGE_BY_SERIAL, (new.serial,)).fetchone()
+        holder = conn.execute(self.sql.BRIDGE_BY_SERIAL, (new.serial,)).fetchone()
         if holder is not None:
             raise RegistryError(f"bridge {new.serial} already exists")
         zones = range(new.first_zone, new.first_zone + new.channels)
-        _refuse_zone_collision(conn, account_id, account_label, zones, own_bridge=None)
-        cur = conn.execute(
-            sql.INSERT_BRIDGE,
+        self._refuse_zone_collision(account_id, account_label, zones, own_bridge=None)
+        bridge_id = conn.execute(
+            self.sql.INSERT_BRIDGE,
             (new.serial, new.token, new.model, new.channels, site_row["id"], account_id),
-        )
+        ).fetchone()["id"]
         conn.executemany(
-            sql.INSERT_CHANNEL,
+            self.sql.INSERT_CHANNEL,
             [
-                (cur.lastrowid, ch, account_id, new.first_zone + ch - 1, "instant")
+                (bridge_id, ch, account_id, new.first_zone + ch - 1, "instant")
                 for ch in range(1, new.channels + 1)
             ],
         )
 
-    def _site_account(
-        self, site_row: sqlite3.Row, account: str | None
-    ) -> tuple[int | None, str | None]:
+    def _site_account(self, site_row: Any, account: str | None) -> tuple[int | None, str | None]:
         """The account a new bridge reports under: the site's only one, or ``account``; (None,
         None) when the site has none yet (the bridge waits for it)."""
-        accounts = self.conn.execute(sql.ACCOUNTS_OF_SITE, (site_row["id"],)).fetchall()
+        accounts = self.conn.execute(self.sql.ACCOUNTS_OF_SITE, (site_row["id"],)).fetchall()
         if not accounts and account is None:
             return None, None
         if account is None:
@@ -489,16 +522,16 @@ class Registry:
             raise InvalidInputError("camera name must be printable and at most 200 characters")
         try:
             with self._write() as conn:
-                bridge = conn.execute(sql.BRIDGE_BY_SERIAL, (serial,)).fetchone()
+                bridge = conn.execute(self.sql.BRIDGE_BY_SERIAL, (serial,)).fetchone()
                 if bridge is None:
                     raise NotFoundError(f"no bridge {serial}")
                 if not 1 <= channel <= bridge["channels"]:
                     raise InvalidInputError(
                         f"bridge {serial} has channels 1-{bridge['channels']}, not {channel}"
                     )
-                current = conn.execute(sql.CHANNEL, (bridge["id"], channel)).fetchone()
+                current = conn.execute(self.sql.CHANNEL, (bridge["id"], channel)).fetchone()
                 if zone is not None and zone != current["zone"]:
-                    holder = _zone_holders(conn, bridge["account_id"], bridge["id"]).get(zone)
+                    holder = self._zone_holders(bridge["account_id"], bridge["id"]).get(zone)
                     if holder is not None:
                         raise CollisionError(
                             f"zone {zone:03d} is already held by bridge "
@@ -512,7 +545,7 @@ class Registry:
                     else (_flag(enabled) if enabled is not None else current["enabled"])
                 )
                 conn.execute(
-                    sql.UPDATE_CHANNEL,
+                    self.sql.UPDATE_CHANNEL,
                     (
                         zone if zone is not None else current["zone"],
                         key or current["zone_type"],
@@ -523,17 +556,17 @@ class Registry:
                         channel,
                     ),
                 )
-        except sqlite3.IntegrityError as exc:
+        except self.sql.IntegrityError as exc:
             raise CollisionError(f"channel {channel} of bridge {serial} refused: {exc}") from None
 
     def list_bridges(self) -> list[dict[str, Any]]:
         """One row per channel: bridge, site, account, zone (three digits), type, camera, and
         the channel's own library override (``code``/``enabled``, None when it inherits)."""
         with self._read() as conn:
-            accounts = {r["id"]: r["effective"] for r in conn.execute(sql.ACCOUNTS)}
-            bridges = {r["id"]: r for r in conn.execute(sql.BRIDGES)}
+            accounts = {r["id"]: r["effective"] for r in conn.execute(self.sql.ACCOUNTS)}
+            bridges = {r["id"]: r for r in conn.execute(self.sql.BRIDGES)}
             rows = []
-            for c in conn.execute(sql.CHANNELS):
+            for c in conn.execute(self.sql.CHANNELS):
                 b = bridges[c["bridge_id"]]
                 rows.append(
                     {
@@ -559,7 +592,7 @@ class Registry:
         """The named station, or the registry's only one when no name is given."""
         if name is not None:
             return self._station(name)
-        rows = self.conn.execute(sql.STATIONS).fetchall()
+        rows = self.conn.execute(self.sql.STATIONS).fetchall()
         if len(rows) != 1:
             raise InvalidInputError(f"the registry has {len(rows)} stations: give --station NAME")
         return StationRecord(rows[0]["id"], rows[0]["name"])
@@ -577,13 +610,13 @@ class Registry:
         output = _optional_text(xml_output, "XML output") if xml_output is not KEEP else KEEP
         key = _optional_text(passkey, "passkey") if passkey is not KEEP else KEEP
         with self._write() as conn:
-            row = conn.execute(sql.STATION_BY_NAME, (name.strip(),)).fetchone()
+            row = conn.execute(self.sql.STATION_BY_NAME, (name.strip(),)).fetchone()
             if row is None:
                 raise NotFoundError(f"no station named {name.strip()!r}")
             if (
                 renamed is not None
                 and renamed != row["name"]
-                and conn.execute(sql.STATION_BY_NAME, (renamed,)).fetchone() is not None
+                and conn.execute(self.sql.STATION_BY_NAME, (renamed,)).fetchone() is not None
             ):
                 raise CollisionError(
                     f"station name {renamed!r} is held by another station",
@@ -591,7 +624,7 @@ class Registry:
                 )
             final = renamed or row["name"]
             conn.execute(
-                sql.UPDATE_STATION,
+                self.sql.UPDATE_STATION,
                 (
                     final,
                     row["xml_output"] if output is KEEP else output,
@@ -605,12 +638,12 @@ class Registry:
         """A station's record: XML receiver, whether a passkey is set, lines, prefixes and
         account counts (the passkey itself is never shown)."""
         with self._read() as conn:
-            row = conn.execute(sql.STATION_BY_NAME, (name.strip(),)).fetchone()
+            row = conn.execute(self.sql.STATION_BY_NAME, (name.strip(),)).fetchone()
             if row is None:
                 raise NotFoundError(f"no station named {name.strip()!r}")
             lines = [
                 {"line": r["number"], "prefix": r["prefix"], "accounts": r["accounts"]}
-                for r in conn.execute(sql.STATION_LINES, (row["id"],))
+                for r in conn.execute(self.sql.STATION_LINES, (row["id"],))
             ]
         return {
             "name": row["name"],
@@ -626,13 +659,13 @@ class Registry:
         renamed = entity_name(new_name, "dealer")
         with self._write() as conn:
             dealer_id = self._dealer_id(name)
-            holder = conn.execute(sql.DEALER_BY_NAME, (renamed,)).fetchone()
+            holder = conn.execute(self.sql.DEALER_BY_NAME, (renamed,)).fetchone()
             if holder is not None and int(holder["id"]) != dealer_id:
                 raise CollisionError(
                     f"dealer name {renamed!r} is held by another dealer",
                     holder=f"dealer {renamed}",
                 )
-            conn.execute(sql.RENAME_DEALER, (renamed, dealer_id))
+            conn.execute(self.sql.RENAME_DEALER, (renamed, dealer_id))
         return renamed
 
     def remove_dealer(self, name: str, *, cascade: bool = False) -> Removed:
@@ -640,7 +673,7 @@ class Registry:
         accounts and bridges too. Signals and history are kept."""
         with self._write() as conn:
             dealer_id = self._dealer_id(name)
-            sites = [r["name"] for r in conn.execute(sql.SITES_OF_DEALER, (dealer_id,))]
+            sites = [r["name"] for r in conn.execute(self.sql.SITES_OF_DEALER, (dealer_id,))]
             if sites and not cascade:
                 raise RegistryError(
                     f"dealer {name.strip()!r} still has {len(sites)} site(s) "
@@ -649,7 +682,7 @@ class Registry:
             removed = Removed()
             for site in sites:
                 removed = removed.plus(self._remove_site(site, cascade=True))
-            conn.execute(sql.REMOVE_DEALER, (time.time(), dealer_id))
+            conn.execute(self.sql.REMOVE_DEALER, (time.time(), dealer_id))
         return removed
 
     def edit_site(
@@ -667,7 +700,7 @@ class Registry:
         with self._write() as conn:
             row = self._site(name)
             if renamed is not None and renamed != row["name"]:
-                holder = conn.execute(sql.SITE_BY_NAME, (renamed,)).fetchone()
+                holder = conn.execute(self.sql.SITE_BY_NAME, (renamed,)).fetchone()
                 if holder is not None:
                     raise CollisionError(
                         f"site name {renamed!r} is held by another site "
@@ -675,9 +708,9 @@ class Registry:
                         holder=f"site {renamed}",
                     )
             dealer_id = self._dealer_id(dealer) if dealer is not None else row["dealer_id"]
-            current = conn.execute(sql.SITE_DETAILS, (row["id"],)).fetchone()
+            current = conn.execute(self.sql.SITE_DETAILS, (row["id"],)).fetchone()
             conn.execute(
-                sql.UPDATE_SITE,
+                self.sql.UPDATE_SITE,
                 (
                     renamed or row["name"],
                     dealer_id,
@@ -697,8 +730,8 @@ class Registry:
     def _remove_site(self, name: str, *, cascade: bool) -> Removed:
         conn = self.conn
         row = self._site(name)
-        accounts = conn.execute(sql.ACCOUNTS_OF_SITE, (row["id"],)).fetchall()
-        bridges = conn.execute(sql.BRIDGES_OF_SITE, (row["id"],)).fetchall()
+        accounts = conn.execute(self.sql.ACCOUNTS_OF_SITE, (row["id"],)).fetchall()
+        bridges = conn.execute(self.sql.BRIDGES_OF_SITE, (row["id"],)).fetchall()
         if (accounts or bridges) and not cascade:
             raise RegistryError(
                 f"site {row['name']!r} still has {len(accounts)} account(s) "
@@ -708,11 +741,11 @@ class Registry:
             )
         now = time.time()
         for bridge in bridges:
-            conn.execute(sql.DELETE_BRIDGE_CHANNELS, (bridge["id"],))
-            conn.execute(sql.REMOVE_BRIDGE, (now, bridge["id"]))
+            conn.execute(self.sql.DELETE_BRIDGE_CHANNELS, (bridge["id"],))
+            conn.execute(self.sql.REMOVE_BRIDGE, (now, bridge["id"]))
         for account in accounts:
-            conn.execute(sql.REMOVE_ACCOUNT, (now, account["id"]))
-        conn.execute(sql.REMOVE_SITE, (now, row["id"]))
+            conn.execute(self.sql.REMOVE_ACCOUNT, (now, account["id"]))
+        conn.execute(self.sql.REMOVE_SITE, (now, row["id"]))
         return Removed(
             sites=(str(row["name"]),),
             accounts=tuple(str(a["effective"]) for a in accounts),
@@ -721,13 +754,11 @@ class Registry:
 
     # -- account lifecycle --------------------------------------------------------------------
 
-    def _account(
-        self, station: str | None, line: str, number: str
-    ) -> tuple[StationRecord, sqlite3.Row]:
+    def _account(self, station: str | None, line: str, number: str) -> tuple[StationRecord, Any]:
         st = self._station_or_only(station)
         ln = self._line(st, line_number(line))
         effective = effective_number(ln.prefix, account_number(number))
-        row = self.conn.execute(sql.ACCOUNT_BY_EFFECTIVE, (st.id, effective)).fetchone()
+        row = self.conn.execute(self.sql.ACCOUNT_BY_EFFECTIVE, (st.id, effective)).fetchone()
         if row is None:
             raise NotFoundError(f"station {st.name!r} has no account {effective}")
         return st, row
@@ -759,7 +790,7 @@ class Registry:
         try:
             with self._write() as conn:
                 st, row = self._account(station, line, number)
-                old_line = conn.execute(sql.LINE_BY_ID, (row["line_id"],)).fetchone()
+                old_line = conn.execute(self.sql.LINE_BY_ID, (row["line_id"],)).fetchone()
                 target_line = line_number(new_line) if new_line is not None else old_line["number"]
                 target_number = (
                     account_number(new_number) if new_number is not None else row["number"]
@@ -771,9 +802,9 @@ class Registry:
                 site_id = row["site_id"]
                 if site is not KEEP:
                     site_id = int(self._site(site)["id"]) if site is not None else None
-                current = conn.execute(sql.ACCOUNT_SETTINGS, (row["id"],)).fetchone()
+                current = conn.execute(self.sql.ACCOUNT_SETTINGS, (row["id"],)).fetchone()
                 conn.execute(
-                    sql.UPDATE_ACCOUNT,
+                    self.sql.UPDATE_ACCOUNT,
                     (
                         ln.id,
                         target_number,
@@ -789,12 +820,12 @@ class Registry:
                 detached: tuple[str, ...] = ()
                 attached: tuple[str, ...] = ()
                 if site_id != row["site_id"]:
-                    detached = _detach_bridges(conn, int(row["id"]))
+                    detached = self._detach_bridges(int(row["id"]))
                     if row["site_id"] is not None:
-                        attached += _attach_waiting_bridges(conn, int(row["site_id"]))
+                        attached += self._attach_waiting_bridges(int(row["site_id"]))
                     if site_id is not None:
-                        attached += _attach_waiting_bridges(conn, int(site_id))
-        except sqlite3.IntegrityError:
+                        attached += self._attach_waiting_bridges(int(site_id))
+        except self.sql.IntegrityError:
             raise CollisionError(
                 f"account {number.strip()} refused: its new number was taken meanwhile"
             ) from None
@@ -811,11 +842,11 @@ class Registry:
         Bridges reporting under it wait for the site's next account."""
         with self._write() as conn:
             st, row = self._account(station, line, number)
-            conn.execute(sql.REMOVE_ACCOUNT, (time.time(), row["id"]))
-            detached = _detach_bridges(conn, int(row["id"]))
+            conn.execute(self.sql.REMOVE_ACCOUNT, (time.time(), row["id"]))
+            detached = self._detach_bridges(int(row["id"]))
             attached: tuple[str, ...] = ()
             if row["site_id"] is not None:
-                attached = _attach_waiting_bridges(conn, int(row["site_id"]))
+                attached = self._attach_waiting_bridges(int(row["site_id"]))
         check = AccountCheck(st.name, "", str(row["number"]), str(row["effective"]), None)
         return AccountEdit(
             station=st.name,
@@ -842,7 +873,7 @@ class Registry:
             _, row = self._account(station, line, number)
             until = time.time() + grace if grace else None
             conn.execute(
-                sql.SET_ACCOUNT_KEY,
+                self.sql.SET_ACCOUNT_KEY,
                 (
                     key.text,
                     key.format,
@@ -856,12 +887,12 @@ class Registry:
 
     # -- bridge lifecycle --------------------------------------------------------------------
 
-    def _bridge(self, serial: str) -> sqlite3.Row:
+    def _bridge(self, serial: str) -> Any:
         serial = bridge_serial(serial)
-        row = self.conn.execute(sql.BRIDGE_BY_SERIAL, (serial,)).fetchone()
+        row = self.conn.execute(self.sql.BRIDGE_BY_SERIAL, (serial,)).fetchone()
         if row is None:
             raise NotFoundError(f"no bridge {serial}")
-        return row  # type: ignore[no-any-return]
+        return row
 
     def edit_bridge(
         self,
@@ -913,7 +944,7 @@ class Registry:
                 row = self._bridge(serial)
                 final = renamed or str(row["serial"])
                 if renamed is not None and renamed != row["serial"]:
-                    holder = conn.execute(sql.BRIDGE_BY_SERIAL, (renamed,)).fetchone()
+                    holder = conn.execute(self.sql.BRIDGE_BY_SERIAL, (renamed,)).fetchone()
                     if holder is not None:
                         raise CollisionError(
                             f"serial {renamed} is held by another bridge", holder=renamed
@@ -921,27 +952,29 @@ class Registry:
                 site_row = (
                     self._site(site)
                     if site is not None
-                    else conn.execute(sql.SITE_BY_ID, (row["site_id"],)).fetchone()
+                    else conn.execute(self.sql.SITE_BY_ID, (row["site_id"],)).fetchone()
                 )
                 if site is None and account is None:
                     account_id = row["account_id"]
                     label = None
                     if account_id is not None:
-                        label = conn.execute(sql.ACCOUNT_BY_ID, (account_id,)).fetchone()[0]
+                        label = conn.execute(self.sql.ACCOUNT_BY_ID, (account_id,)).fetchone()[
+                            "effective"
+                        ]
                 else:
                     account_id, label = self._site_account(site_row, account)
                 zones = {
                     int(r["channel"]): int(r["zone"])
-                    for r in conn.execute(sql.BRIDGE_ZONES, (row["id"],))
+                    for r in conn.execute(self.sql.BRIDGE_ZONES, (row["id"],))
                 }
                 if first_zone is not None:
                     _zones_in_range(first_zone, int(row["channels"]))
                     zones = {ch: first_zone + ch - 1 for ch in zones}
-                _refuse_zone_collision(
-                    conn, account_id, label, zones.values(), own_bridge=str(row["serial"])
+                self._refuse_zone_collision(
+                    account_id, label, zones.values(), own_bridge=str(row["serial"])
                 )
                 conn.execute(
-                    sql.UPDATE_BRIDGE,
+                    self.sql.UPDATE_BRIDGE,
                     (
                         final,
                         row["model"] if model is KEEP else ((model or "").strip() or None),
@@ -951,11 +984,11 @@ class Registry:
                     ),
                 )
                 # Through NULL, so the (account, zone) index never sees a half-shifted bridge.
-                conn.execute(sql.DETACH_CHANNELS, (row["id"],))
+                conn.execute(self.sql.DETACH_CHANNELS, (row["id"],))
                 if first_zone is not None:
-                    conn.execute(sql.SHIFT_BRIDGE_ZONES, (first_zone, row["id"]))
-                conn.execute(sql.BRIDGE_CHANNELS_ACCOUNT, (account_id, row["id"]))
-        except sqlite3.IntegrityError as exc:
+                    conn.execute(self.sql.SHIFT_BRIDGE_ZONES, (first_zone, row["id"]))
+                conn.execute(self.sql.BRIDGE_CHANNELS_ACCOUNT, (account_id, row["id"]))
+        except self.sql.IntegrityError as exc:
             raise CollisionError(f"bridge {serial.strip().upper()} refused: {exc}") from None
         return final
 
@@ -963,8 +996,8 @@ class Registry:
         """Mark a bridge removed: its serial is free again, its zones too; signals stay."""
         with self._write() as conn:
             row = self._bridge(serial)
-            conn.execute(sql.DELETE_BRIDGE_CHANNELS, (row["id"],))
-            conn.execute(sql.REMOVE_BRIDGE, (time.time(), row["id"]))
+            conn.execute(self.sql.DELETE_BRIDGE_CHANNELS, (row["id"],))
+            conn.execute(self.sql.REMOVE_BRIDGE, (time.time(), row["id"]))
         return str(row["serial"])
 
     def set_token(self, serial: str, token: str, *, grace: float | None = None) -> float | None:
@@ -976,7 +1009,7 @@ class Registry:
             row = self._bridge(serial)
             until = time.time() + grace if grace else None
             conn.execute(
-                sql.SET_BRIDGE_TOKEN,
+                self.sql.SET_BRIDGE_TOKEN,
                 (token, row["token"] if until is not None else None, until, row["id"]),
             )
         return until
@@ -986,17 +1019,22 @@ class Registry:
         rows = list(rows)
         problems: list[ImportProblem] = []
         seen: dict[str, int] = {}
-        self.conn.execute(sql.BEGIN_WRITE)
+        self.conn.execute(self.sql.BEGIN_WRITE)
         try:
             for row in rows:
+                # A refused row is undone alone (PostgreSQL aborts the whole transaction on a
+                # refused statement unless it is inside a savepoint).
+                self.conn.execute(self.sql.SAVEPOINT_ROW)
                 problem = self._import_bridge(row, seen)
                 if problem is not None:
                     problems.append(problem)
+                    self.conn.execute(self.sql.ROLLBACK_ROW)
+                self.conn.execute(self.sql.RELEASE_ROW)
         except BaseException:
-            self.conn.execute(sql.ROLLBACK)
+            self.conn.execute(self.sql.ROLLBACK)
             raise
         # A dry run or a refused import writes nothing.
-        self.conn.execute(sql.ROLLBACK if (dry_run or problems) else sql.COMMIT)
+        self.conn.execute(self.sql.ROLLBACK if (dry_run or problems) else self.sql.COMMIT)
         imported = 0 if (dry_run or problems) else len(rows)
         return ImportReport("", len(rows), imported, dry_run, tuple(problems))
 
@@ -1027,9 +1065,83 @@ class Registry:
             return ImportProblem(row.line, "collision", str(exc))
         except InvalidInputError as exc:
             return ImportProblem(row.line, "invalid", str(exc))
-        except sqlite3.IntegrityError as exc:
+        except self.sql.IntegrityError as exc:
             return ImportProblem(row.line, "collision", f"refused by the store: {exc}")
         return None
+
+    # -- shared steps (inside a write transaction) ---------------------------------------
+
+    def _zone_holders(
+        self, account_id: int | None, bridge_id: int | None = None
+    ) -> dict[int, tuple[str, int]]:
+        """Zone number -> (serial, channel) on an account; for a bridge still waiting for its
+        site's account (``account_id`` None), on that bridge alone."""
+        rows: list[Any] = []
+        if account_id is not None:
+            rows = self.conn.execute(self.sql.ZONE_HOLDERS, (account_id,)).fetchall()
+        elif bridge_id:
+            rows = self.conn.execute(self.sql.ZONE_HOLDERS_OF_BRIDGE, (bridge_id,)).fetchall()
+        return {int(r["zone"]): (r["serial"], int(r["channel"])) for r in rows}
+
+    def _refuse_zone_collision(
+        self,
+        account_id: int | None,
+        account_label: str | None,
+        zones: Iterable[int],
+        *,
+        own_bridge: str | None,
+    ) -> None:
+        """Refuse, naming the holder, zones another bridge on the account already holds."""
+        if account_id is None:
+            return  # a waiting bridge's zones are its own
+        taken = self._zone_holders(account_id)
+        for zone in zones:
+            held = taken.get(zone)
+            if held is not None and held[0] != own_bridge:
+                raise CollisionError(
+                    f"zone {zone:03d} on account {account_label} is held by bridge "
+                    f"{held[0]} channel {held[1]}; give --first-zone so this "
+                    "bridge's zones do not collide",
+                    holder=f"{held[0]}/{held[1]}",
+                )
+
+    def _attach_waiting_bridges(self, site_id: int) -> tuple[str, ...]:
+        """Give a site's waiting bridges its account, once it has exactly one. A bridge whose zones
+        collide with another bridge on that account keeps waiting (``set-channel`` its zones)."""
+        accounts = self.conn.execute(self.sql.ACCOUNTS_OF_SITE, (site_id,)).fetchall()
+        if len(accounts) != 1:
+            return ()
+        account_id = int(accounts[0]["id"])
+        attached = []
+        for bridge in self.conn.execute(self.sql.WAITING_BRIDGES, (site_id,)).fetchall():
+            self.conn.execute(self.sql.SAVEPOINT_ATTACH)
+            try:
+                self.conn.execute(self.sql.ATTACH_BRIDGE, (account_id, bridge["id"]))
+                self.conn.execute(self.sql.ATTACH_CHANNELS, (account_id, bridge["id"]))
+            except self.sql.IntegrityError:
+                self.conn.execute(self.sql.ROLLBACK_ATTACH)
+            else:
+                attached.append(str(bridge["serial"]))
+            self.conn.execute(self.sql.RELEASE_ATTACH)
+        return tuple(attached)
+
+    def _detach_bridges(self, account_id: int) -> tuple[str, ...]:
+        """Bridges reporting under an account stop doing so (they wait for their site's)."""
+        detached = []
+        for bridge in self.conn.execute(self.sql.BRIDGES_OF_ACCOUNT, (account_id,)).fetchall():
+            self.conn.execute(self.sql.DETACH_BRIDGE, (bridge["id"],))
+            self.conn.execute(self.sql.DETACH_CHANNELS, (bridge["id"],))
+            detached.append(str(bridge["serial"]))
+        return tuple(detached)
+
+    def _overrides(self, query: str, column: str, owner: int) -> dict[str, LibraryOverride]:
+        """The library overrides ``query`` reads whose ``column`` (dealer or site) is ``owner``."""
+        found = {}
+        for row in self.conn.execute(query):
+            if row[column] == owner:
+                enabled = None if row["enabled"] is None else bool(row["enabled"])
+                found[row["zone_type"]] = LibraryOverride(code=row["code"], enabled=enabled)
+        return found
 
 
 def _flag(value: bool | None) -> int | None:
@@ -1061,48 +1173,6 @@ def _account_params(
     )
 
 
-def _overrides(conn: sqlite3.Connection, query: str, owner: int) -> dict[str, LibraryOverride]:
-    found = {}
-    for row in conn.execute(query):
-        if row[0] == owner:
-            enabled = None if row["enabled"] is None else bool(row["enabled"])
-            found[row["zone_type"]] = LibraryOverride(code=row["code"], enabled=enabled)
-    return found
-
-
-def _zone_holders(
-    conn: sqlite3.Connection, account_id: int | None, bridge_id: int | None = None
-) -> dict[int, tuple[str, int]]:
-    """Zone number -> (serial, channel) on an account; for a bridge still waiting for its
-    site's account (``account_id`` None), on that bridge alone."""
-    if account_id is None:
-        rows = conn.execute(sql.ZONE_HOLDERS_OF_BRIDGE, (bridge_id,)) if bridge_id else []
-    else:
-        rows = conn.execute(sql.ZONE_HOLDERS, (account_id,))
-    return {int(r["zone"]): (r["serial"], int(r["channel"])) for r in rows}
-
-
-def _attach_waiting_bridges(conn: sqlite3.Connection, site_id: int) -> tuple[str, ...]:
-    """Give a site's waiting bridges its account, once it has exactly one. A bridge whose zones
-    collide with another bridge on that account keeps waiting (``set-channel`` its zones)."""
-    accounts = conn.execute(sql.ACCOUNTS_OF_SITE, (site_id,)).fetchall()
-    if len(accounts) != 1:
-        return ()
-    account_id = int(accounts[0]["id"])
-    attached = []
-    for bridge in conn.execute(sql.WAITING_BRIDGES, (site_id,)).fetchall():
-        conn.execute(sql.SAVEPOINT_ATTACH)
-        try:
-            conn.execute(sql.ATTACH_BRIDGE, (account_id, bridge["id"]))
-            conn.execute(sql.ATTACH_CHANNELS, (account_id, bridge["id"]))
-        except sqlite3.IntegrityError:
-            conn.execute(sql.ROLLBACK_ATTACH)
-        else:
-            attached.append(str(bridge["serial"]))
-        conn.execute(sql.RELEASE_ATTACH)
-    return tuple(attached)
-
-
 @attrs.frozen
 class _NewBridge:
     serial: str
@@ -1128,29 +1198,6 @@ def _new_bridge(
 def _zones_in_range(first: int, channels: int) -> None:
     if first < 1 or first + channels - 1 > 999:
         raise InvalidInputError(f"zones {first}..{first + channels - 1} are not within 1-999")
-
-
-def _refuse_zone_collision(
-    conn: sqlite3.Connection,
-    account_id: int | None,
-    account_label: str | None,
-    zones: Iterable[int],
-    *,
-    own_bridge: str | None,
-) -> None:
-    """Refuse, naming the holder, zones another bridge on the account already holds."""
-    if account_id is None:
-        return  # a waiting bridge's zones are its own
-    taken = _zone_holders(conn, account_id)
-    for zone in zones:
-        held = taken.get(zone)
-        if held is not None and held[0] != own_bridge:
-            raise CollisionError(
-                f"zone {zone:03d} on account {account_label} is held by bridge "
-                f"{held[0]} channel {held[1]}; give --first-zone so this "
-                "bridge's zones do not collide",
-                holder=f"{held[0]}/{held[1]}",
-            )
 
 
 @attrs.frozen
@@ -1207,13 +1254,3 @@ def _whole(text: str | None, what: str) -> int | None:
         return int(text.strip())
     except ValueError:
         raise InvalidInputError(f"{what} must be a whole number, got {text!r}") from None
-
-
-def _detach_bridges(conn: sqlite3.Connection, account_id: int) -> tuple[str, ...]:
-    """Bridges reporting under an account stop doing so (they wait for their site's)."""
-    detached = []
-    for bridge in conn.execute(sql.BRIDGES_OF_ACCOUNT, (account_id,)).fetchall():
-        conn.execute(sql.DETACH_BRIDGE, (bridge["id"],))
-        conn.execute(sql.DETACH_CHANNELS, (bridge["id"],))
-        detached.append(str(bridge["serial"]))
-    return tuple(detached)

@@ -1,5 +1,54 @@
 """The store: one database holding the registry, the journal and each output's delivery state.
 
-SQLite is the embedded engine (``receiver/store/sqlite.py``); PostgreSQL will be its sibling.
-SQLite-only SQL stays inside the SQLite backend.
+The interface is ``receiver/store/interface.py``; SQLite (``sqlite_store.py``) is the embedded
+engine, PostgreSQL (``postgres/``) the engine for several receiver nodes, and ``memory.py`` a
+fake for fast unit tests. Only this package speaks SQL.
+
+``open_store`` is the one place that picks a backend from ``[store]``: ``url`` is PostgreSQL,
+else ``path`` is SQLite. Each call returns a new store object with its own connection; the
+service gives each component its own (every store is also safe to share between threads: its
+calls serialize on a lock).
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from receiver.config import StoreConfig
+    from receiver.store.interface import SignalStore
+
+
+def open_store(
+    config: StoreConfig, *, duplicate_window: float = 600.0, create: bool = True
+) -> SignalStore:
+    """A new store object for ``[store]``. SQLite opens its file at the first call (a file that
+    cannot be opened is then a store fault, retried); PostgreSQL connects now, and a server it
+    cannot reach is a :class:`StartupError`. ``create`` false: a missing SQLite file is an error
+    (the CLI's readers), not a new empty store."""
+    if config.url:
+        from receiver.store.postgres.store import PostgresStore  # noqa: PLC0415 (psycopg)
+
+        return PostgresStore(config.url, duplicate_window=duplicate_window)
+    from receiver.store.sqlite_store import SqliteStore  # noqa: PLC0415
+
+    return SqliteStore(config.path, duplicate_window=duplicate_window, create=create)
+
+
+def describe(config: StoreConfig) -> str:
+    """The store as logs and messages name it (a URL without its password)."""
+    if config.url:
+        from receiver.store.postgres.schema import _safe  # noqa: PLC0415
+
+        return _safe(config.url)
+    return config.path
+
+
+def sqlite_only(config: StoreConfig, command: str) -> str:
+    """The SQLite file for a command that reads only SQLite so far; a PostgreSQL store is one
+    clear refusal (exit 1) instead of an empty file created at ``[store] path``."""
+    if config.url:
+        from protocols.errors import StartupError  # noqa: PLC0415
+
+        raise StartupError(f"receiver {command} reads the SQLite store only, not [store] url yet")
+    return config.path

@@ -17,6 +17,11 @@ import attrs
 
 Statement = tuple[str, tuple[Any, ...]]
 
+# One transaction per change with its audit row (the CLI's; the service's go through its writer).
+BEGIN_WRITE = "BEGIN IMMEDIATE"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
+
 INSERT_USER = (
     "INSERT INTO users (name, role, password_hash, created_us) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (name) DO UPDATE SET role = excluded.role, "

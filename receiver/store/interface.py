@@ -108,7 +108,13 @@ class BridgeStateRow:
 @attrs.frozen
 class JournalWrite:
     """One caller's part of a grouped commit: its signals (with one dedupe key each, None: never
-    a duplicate) and the state that commits with them."""
+    a duplicate) and the state that commits with them.
+
+    ``prune_through`` removes the journal's prefix up to that seq (retention, with the chain's
+    anchor). ``console`` are the operator console's writes (sessions, audit rows, manual
+    acknowledgements: ``receiver/store/console_sql.py`` statements), SQLite only until the
+    console has typed records of its own; the PostgreSQL store refuses them.
+    """
 
     signals: Sequence[Signal] = ()
     keys: Sequence[str | None] = ()
@@ -116,6 +122,8 @@ class JournalWrite:
     troubles: Sequence[LinkTrouble] = ()
     cursors: Sequence[CursorUpdate] = ()
     bridge_states: Sequence[BridgeStateRow] = ()
+    prune_through: int | None = None
+    console: Sequence[tuple[str, tuple[Any, ...]]] = ()
 
     def __attrs_post_init__(self) -> None:
         if self.keys and len(self.keys) != len(self.signals):
@@ -132,6 +140,47 @@ class WriteOutcome:
 
 
 # -- other records ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class PrunePlan:
+    """What one retention batch would remove: ``count`` rows, seq ``first``..``through``."""
+
+    count: int
+    first: int | None
+    through: int | None
+    oldest_us: int | None
+    newest_us: int | None
+    held_by: str | None  # the output whose cursor stopped the batch short, if one did
+
+    @classmethod
+    def of(
+        cls,
+        rows: Sequence[tuple[int, int]],
+        before_us: int,
+        lowest_cursor: tuple[str, int] | None,
+    ) -> PrunePlan:
+        """The plan over (seq, received_us) candidates in seq order: the prefix received before
+        ``before_us`` and not past the lowest output cursor (name, cursor)."""
+        taken: list[tuple[int, int]] = []
+        held_by = None
+        for seq, received_us in rows:
+            if received_us >= before_us:
+                break
+            if lowest_cursor is not None and seq > lowest_cursor[1]:
+                held_by = lowest_cursor[0]
+                break
+            taken.append((int(seq), int(received_us)))
+        if not taken:
+            return cls(0, None, None, None, None, held_by)
+        return cls(
+            len(taken),
+            taken[0][0],
+            taken[-1][0],
+            min(r for _, r in taken),
+            max(r for _, r in taken),
+            held_by,
+        )
 
 
 @attrs.frozen
@@ -239,6 +288,18 @@ class JournalStore(Protocol):
         """Last-seen time and open-trouble state of every supervised link."""
         ...
 
+    def links_seen_since(self, since_us: int) -> list[tuple[str, int]]:
+        """(link, last_seen_us) of every link with traffic after ``since_us``."""
+        ...
+
+    def prune_plan(self, before_us: int, limit: int, *, after_seq: int = 0) -> PrunePlan:
+        """The next retention batch after ``after_seq`` (written by ``JournalWrite``)."""
+        ...
+
+    def close(self) -> None:
+        """Close the store's connection (a later call may open a new one)."""
+        ...
+
 
 class RegistryStore(Protocol):
     """The registry operations that need the database's own guarantees (the unique index, the
@@ -288,6 +349,10 @@ class OutputCursorStore(Protocol):
 
     def output_states(self, names: Sequence[str]) -> list[OutputState]: ...
 
+    def backlog(self, cursor: int) -> tuple[int, int | None]:
+        """How many signals wait after ``cursor``, and the oldest one's receive time."""
+        ...
+
 
 class LeaseStore(Protocol):
     def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
@@ -317,6 +382,8 @@ class BridgeStateStore(Protocol):
 
     def bridge_states(self) -> list[BridgeStateRow]: ...
 
+    def close(self) -> None: ...
+
     def arming_since(self, since_us: int) -> list[tuple[str, str, str, int]]:
         """(device, qualifier, code, received_us) of bridge arming signals since ``since_us``,
         in receive order (to replay over a stale state row)."""
@@ -339,6 +406,17 @@ class UserStore(Protocol):
     def user(self, name: str) -> User | None: ...
 
     def users(self) -> list[User]: ...
+
+
+class SignalStore(JournalStore, OutputCursorStore, BridgeStateStore, HistoryStore, Protocol):
+    """What the signal path of one node asks of its database: the journal, the outputs'
+    cursors, bridge state and history (``receiver.store.open_store`` gives one)."""
+
+    def site_dealers(self) -> dict[int, str]:
+        """Each site's dealer name, by site id (the notifier's per-dealer targets)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class Store(

@@ -1,11 +1,16 @@
-"""Named SQL for the registry (tables in ``migrations/0002_registry.sql``).
+"""Named SQL for the registry on SQLite (tables in ``migrations/0002_registry.sql``).
 
-Plain SQL with ``?`` placeholders; the SQLite-only parts are named as such (``BEGIN
-IMMEDIATE``, the generation triggers live in the migration), so a PostgreSQL sibling replaces
-this module and the transaction opener, not the registry service.
+Plain SQL with ``?`` placeholders; ``receiver.store.postgres.registry_sql`` holds the same
+names for PostgreSQL, so the registry service and index pick a module, never a dialect. The
+SQLite-only parts are named as such (``BEGIN IMMEDIATE``; the generation triggers live in the
+migration). ``IntegrityError`` is what the driver raises when a unique index refuses a row.
 """
 
 from __future__ import annotations
+
+import sqlite3
+
+IntegrityError = sqlite3.IntegrityError
 
 # SQLite: take the write lock up front so check-then-insert cannot interleave with another
 # writer (PostgreSQL: SERIALIZABLE or a lock on the station row).
@@ -18,11 +23,17 @@ ROLLBACK = "ROLLBACK"
 SAVEPOINT_ATTACH = "SAVEPOINT attach_bridge"
 ROLLBACK_ATTACH = "ROLLBACK TO attach_bridge"
 RELEASE_ATTACH = "RELEASE attach_bridge"
+# One CSV row of a bridge import at a time: a refused row leaves the others to be checked.
+SAVEPOINT_ROW = "SAVEPOINT import_row"
+ROLLBACK_ROW = "ROLLBACK TO import_row"
+RELEASE_ROW = "RELEASE import_row"
 
 GENERATION = "SELECT value FROM meta WHERE key = 'registry_generation'"
+# What supervision resumes from at start (the receiver's view of each link).
+LINKS = "SELECT link, last_seen_us, trouble_open FROM links"
 
 STATION_BY_NAME = "SELECT id, name, xml_output, passkey FROM stations WHERE name = ?"
-INSERT_STATION = "INSERT INTO stations (name, xml_output, passkey) VALUES (?, ?, ?)"
+INSERT_STATION = "INSERT INTO stations (name, xml_output, passkey) VALUES (?, ?, ?) RETURNING id"
 UPDATE_STATION = "UPDATE stations SET name = ?, xml_output = ?, passkey = ? WHERE id = ?"
 STATION_COUNT = "SELECT count(*) FROM stations"
 STATION_LINES = """
@@ -181,6 +192,7 @@ DELETE_BRIDGE_CHANNELS = "DELETE FROM bridge_channels WHERE bridge_id = ?"
 BRIDGES_OF_SITE = "SELECT id, serial FROM bridges WHERE site_id = ? AND removed_at IS NULL"
 INSERT_BRIDGE = """
 INSERT INTO bridges (serial, token, model, channels, site_id, account_id) VALUES (?, ?, ?, ?, ?, ?)
+RETURNING id
 """
 INSERT_CHANNEL = """
 INSERT INTO bridge_channels (bridge_id, channel, account_id, zone, zone_type) VALUES (?, ?, ?, ?, ?)

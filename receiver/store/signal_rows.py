@@ -2,12 +2,13 @@
 
 ``signal_from_row`` is the one reader of a journal row, for every backend and caller (journal,
 history, notifier, console, PostgreSQL), over any row that reads by column name (``sqlite3.Row``,
-a psycopg ``dict_row``). ``signal_row`` mirrors the journal's optimised writer (a test keeps the
-two equal); the store refactor moves the journal's writer here too.
+a psycopg ``dict_row``). ``signal_row`` is the one writer of a row, for every backend: its JSON
+and flags text are cached (they repeat from signal to signal).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Mapping
@@ -61,12 +62,55 @@ def from_us(micros: int) -> datetime:
     return datetime.fromtimestamp(micros / 1_000_000, UTC)
 
 
+# The JSON columns and the flags column repeat from signal to signal (the same modifiers, the
+# same flags): their text is cached, keyed by the immutable tuple / frozenset itself.
+@functools.lru_cache(maxsize=4096)
+def _cached_json(pairs: tuple[tuple[str, str], ...]) -> str:
+    return json.dumps(pairs)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_flags(flags: frozenset[str]) -> str:
+    return ",".join(sorted(flags))
+
+
+def _json_pairs(pairs: tuple[tuple[str, str], ...]) -> str:
+    try:
+        return _cached_json(pairs)
+    except TypeError:  # not hashable (a list where a tuple belongs): no cache, same text
+        return json.dumps(pairs)
+
+
+def _flags_text(flags: frozenset[str]) -> str:
+    try:
+        return _cached_flags(flags)
+    except TypeError:
+        return ",".join(sorted(flags))
+
+
 def signal_row(signal: Signal, dedupe_key: str | None) -> tuple[Any, ...]:
-    """The values of ``SIGNAL_COLUMNS`` for ``signal``."""
     cid, sia = signal.cid, signal.sia
+    device_time = signal.device_time
+    qualifier: str | None
+    code: str | None
+    group: str | None
+    zone: str | None
+    sia_code: str | None
+    sia_address: str | None
+    sia_text: str | None
+    modifiers: str | None
+    if cid is not None:
+        qualifier, code, group, zone = cid.qualifier, cid.code, cid.group, cid.zone
+    else:
+        qualifier = code = group = zone = None
+    if sia is not None:
+        sia_code, sia_address, sia_text = sia.code, sia.address, sia.text
+        modifiers = _json_pairs(sia.modifiers) if sia.modifiers else None
+    else:
+        sia_code = sia_address = sia_text = modifiers = None
     return (
         signal.id,
-        to_us(signal.received_at),
+        int(signal.received_at.timestamp() * 1_000_000),
         signal.source.value,
         signal.peer,
         signal.station,
@@ -79,22 +123,22 @@ def signal_row(signal: Signal, dedupe_key: str | None) -> tuple[Any, ...]:
         signal.site_name,
         signal.token,
         signal.sequence,
-        to_us(signal.device_time) if signal.device_time else None,
-        cid.qualifier if cid else None,
-        cid.code if cid else None,
-        cid.group if cid else None,
-        cid.zone if cid else None,
-        sia.code if sia else None,
-        sia.address if sia else None,
-        json.dumps(sia.modifiers) if sia and sia.modifiers else None,
-        sia.text if sia else None,
+        int(device_time.timestamp() * 1_000_000) if device_time is not None else None,
+        qualifier,
+        code,
+        group,
+        zone,
+        sia_code,
+        sia_address,
+        modifiers,
+        sia_text,
         signal.name,
         signal.category,
         signal.device,
         signal.channel,
         signal.zone_type,
-        json.dumps(signal.extended) if signal.extended else None,
-        ",".join(sorted(signal.flags)),
+        _json_pairs(signal.extended) if signal.extended else None,
+        _flags_text(signal.flags) if signal.flags else "",
         signal.raw,
         dedupe_key,
     )

@@ -25,8 +25,11 @@ class RunningReceiver:
         return receiver_cli(["--config", str(self.config_path), *args])
 
 
-def write_config(tmp_path: Path, extra: str = "") -> Path:
+def write_config(tmp_path: Path, extra: str = "", *, store: str | None = None) -> Path:
     """A config on a throwaway store; ``extra`` lines go in [dc09] and may open more sections.
+
+    ``store`` is the ``[store]`` section (``Backend.store_toml()``: SQLite or PostgreSQL); by
+    default a SQLite file in ``tmp_path``.
 
     Both listeners use port 0 so test runs never collide (unless ``extra`` sets [bridge]); the
     console is off unless ``extra`` opens [console]; one ingest process unless ``extra`` opens
@@ -36,14 +39,13 @@ def write_config(tmp_path: Path, extra: str = "") -> Path:
     # The console is on in the embedded default (port 8080); tests that want it open [console].
     console = "" if "[console]" in extra else '[console]\nlisten = ""\n'
     ingest = "" if "[ingest]" in extra else "[ingest]\nworkers = 1\n"
+    store_section = store or f'[store]\npath = "{tmp_path / "receiver.sqlite3"}"\n'
     path = tmp_path / "receiver.toml"
     path.write_text(
         f"""
 log_signals = true
 outputs = []
-[store]
-path = "{tmp_path / "receiver.sqlite3"}"
-{bridge}{console}{ingest}[dc09]
+{store_section}{bridge}{console}{ingest}[dc09]
 listen = "127.0.0.1:0"
 {extra}
 """,
@@ -97,3 +99,22 @@ async def receiver(config_path: Path) -> AsyncIterator[RunningReceiver]:
         running = await start_receiver(nursery, config_path)
         yield running
         running.service.request_shutdown()
+
+
+# -- the registry on either backend -------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a registry behaviour test keeps its store: a SQLite file, then (same test) an
+    emptied PostgreSQL database of the session's throwaway cluster."""
+    if request.param == "sqlite":
+        return str(tmp_path / "r.sqlite3")
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+def store_section(location: str) -> str:
+    """The ``[store]`` section of a configuration on ``location`` (a path or a URL)."""
+    key = "url" if location.startswith("postgresql://") else "path"
+    return f'[store]\n{key} = "{location}"\n'

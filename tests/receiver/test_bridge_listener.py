@@ -35,6 +35,7 @@ from protocols.bridge import (
 )
 from protocols.signal import Signal
 from receiver.history import HistoryQuery, query_history
+from receiver.store.sqlite_store import SqliteStore
 from simulators.bridge import BridgeRunSummary, bridge_mac, run_bridge
 from tests.receiver.conftest import RunningReceiver, registry_setup, start_receiver
 
@@ -103,12 +104,11 @@ async def bridge_receiver(tmp_path: Path) -> AsyncIterator[RunningReceiver]:
 
 def history(db: Path) -> list[Signal]:
     """All journaled signals, oldest first."""
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
+    store = SqliteStore(db, create=False)
     try:
-        return list(reversed(query_history(conn, HistoryQuery(limit=0))))
+        return list(reversed(query_history(store, HistoryQuery(limit=0))))
     finally:
-        conn.close()
+        store.close()
 
 
 def events(signals: list[Signal]) -> list[tuple[str, str, str]]:

@@ -1,7 +1,9 @@
 """`receiver history` as a user types it: codes as the table shows them, ages, and --follow.
 
-Signals reach a real receiver over loopback and land in its SQLite file; the CLI reads that
-file (in-process through its entry point, and as the installed script for ``--follow``).
+Signals reach a real receiver over loopback and land in its store (a SQLite file, and a
+PostgreSQL database: ``backend``); the CLI reads it (in-process through its entry point, and as
+the installed script for ``--follow``). The registry is empty: account 1234 is stored as an
+unknown account, which history shows like any other.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +22,20 @@ import trio
 from protocols import dc09
 from protocols.contact_id import format_adm_cid
 from protocols.signal import ContactIdView
-from tests.receiver.conftest import RunningReceiver
+from tests.conftest import Backend
+from tests.receiver.conftest import RunningReceiver, start_receiver, write_config
 from tests.receiver.test_dc09_service import connect, read_replies, sia
 
 SCRIPT = Path(sys.executable).with_name("receiver")
+
+
+@pytest.fixture
+async def receiver(tmp_path: Path, backend: Backend) -> AsyncIterator[RunningReceiver]:
+    """A receiver on the test's store (SQLite, then PostgreSQL), with nobody registered."""
+    async with trio.open_nursery() as nursery:
+        running = await start_receiver(nursery, write_config(tmp_path, store=backend.store_toml()))
+        yield running
+        running.service.request_shutdown()
 
 
 def cid(seq: int, qualifier: str, code: str, zone: str = "002") -> bytes:

@@ -1,4 +1,4 @@
-"""The registry CLI: output, exit codes, one-line errors.
+"""The registry CLI: output, exit codes, one-line errors, on a SQLite file and on PostgreSQL.
 
 Exit codes and the race run through the installed ``receiver`` console script in subprocesses;
 the rest call its entry point (``receiver.cli.main``) in-process, which is the same code
@@ -8,6 +8,7 @@ without the ~0.4 s start-up per command.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,20 +16,24 @@ from pathlib import Path
 import pytest
 
 from receiver.cli import main
+from receiver.config import load_config
 from receiver.registry import AccountSpec, Registry
+from tests.receiver.conftest import store_section
 
 SCRIPT = Path(sys.executable).with_name("receiver")
 
 
 @pytest.fixture
-def cfg(tmp_path: Path) -> Path:
+def cfg(tmp_path: Path, store_location: str) -> Path:
     path = tmp_path / "receiver.toml"
-    path.write_text(f'[store]\npath = "{tmp_path / "r.sqlite3"}"\n', encoding="utf-8")
+    path.write_text(store_section(store_location), encoding="utf-8")
     return path
 
 
-def db_of(cfg: Path) -> Path:
-    return cfg.parent / "r.sqlite3"
+def db_of(cfg: Path) -> str:
+    """The store the configuration names (its file, or its PostgreSQL URL)."""
+    store = load_config(cfg).store
+    return store.url or store.path
 
 
 def run(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -238,3 +243,37 @@ def test_library_and_bridges(capsys: pytest.CaptureFixture[str], cfg: Path) -> N
     assert "zone 012 is already held" in clash.stderr
     unknown = cli(capsys, cfg, "library", "set", "--site", "Main St", "panic", "--code", "120")
     assert unknown.returncode == 2
+
+
+def test_a_store_url_that_is_not_postgresql_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`[store] url` names a PostgreSQL server; anything else exits 2 saying so."""
+    config = tmp_path / "receiver.toml"
+    config.write_text('[store]\nurl = "mysql://r@127.0.0.1/db"\n', encoding="utf-8")
+    done = cli(capsys, config, "stations", "list")
+    # The configuration refuses it first (the registry's own check stays behind it).
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"receiver: {config}: [store] url: must be a PostgreSQL URL "
+        '(postgresql://USER@HOST:PORT/DB), got "mysql://r@127.0.0.1/db"\n',
+    )
+
+
+def test_an_unreachable_server_is_one_line_and_exit_1(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """No PostgreSQL server at the url (a closed loopback port): one line naming it, exit 1."""
+    with socket.socket() as probe:  # a port nobody listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "receiver.toml"
+    config.write_text(
+        f'[store]\nurl = "postgresql://receiver@127.0.0.1:{port}/receiver"\n', encoding="utf-8"
+    )
+    done = cli(capsys, config, "accounts", "list")
+    assert done.returncode == 1
+    assert done.stderr.startswith(
+        f"receiver: cannot connect to the PostgreSQL store postgresql://receiver@127.0.0.1:{port}"
+    )
+    assert done.stderr.count("\n") == 1

@@ -1,11 +1,11 @@
-"""A receiver killed with SIGKILL mid-load has lost no signal it ACKed."""
+"""A receiver killed with SIGKILL mid-load has lost no signal it ACKed (on SQLite and on
+PostgreSQL)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +15,7 @@ import trio
 
 from protocols import dc09
 from protocols.errors import Reply
+from tests.conftest import Backend
 
 
 def free_port() -> int:
@@ -56,13 +57,12 @@ async def panel(port: int, account: str, acked: list[tuple[str, str]], count: in
 
 
 @pytest.mark.slow
-async def test_sigkill_mid_load_loses_no_acked_signal(tmp_path: Path) -> None:
+async def test_sigkill_mid_load_loses_no_acked_signal(tmp_path: Path, backend: Backend) -> None:
     """Every frame the panels saw ACKed is in the journal after a SIGKILL and a restart."""
     port = free_port()
-    db = tmp_path / "receiver.sqlite3"
     config = tmp_path / "receiver.toml"
     config.write_text(
-        f'log_signals = false\noutputs = []\n[store]\npath = "{db}"\n'
+        f"log_signals = false\noutputs = []\n{backend.store_toml()}"
         f'[dc09]\nlisten = "127.0.0.1:{port}"\nudp = false\n[bridge]\nlisten = "127.0.0.1:0"\n',
         encoding="utf-8",
     )
@@ -86,14 +86,14 @@ async def test_sigkill_mid_load_loses_no_acked_signal(tmp_path: Path) -> None:
     assert server.returncode == -signal.SIGKILL
     assert len(acked) >= 400
 
-    # Restart on the same file: it must open (WAL recovery) and still hold every ACKed frame.
+    # Restart on the same store: it must open (SQLite: WAL recovery) and still hold every
+    # ACKed frame.
     restarted = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         await wait_for_port(port)
     finally:
         restarted.send_signal(signal.SIGTERM)
         assert restarted.wait(20) == 0
-    conn = sqlite3.connect(db)
-    stored = set(conn.execute("SELECT account, sequence FROM signals").fetchall())
+    stored = set(backend.sql("SELECT account, sequence FROM signals"))
     missing = [pair for pair in acked if pair not in stored]
     assert missing == [], f"{len(missing)} ACKed signals lost, e.g. {missing[:5]}"

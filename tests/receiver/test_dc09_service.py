@@ -6,7 +6,6 @@ wire and the rows in the journal.
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,18 +16,18 @@ import trio
 from protocols import dc09
 from protocols.errors import Reply
 from receiver.history import HistoryQuery, query_history
+from receiver.store.sqlite_store import SqliteStore
 from tests.receiver.conftest import RunningReceiver, registry_setup, start_receiver, write_config
 
 KEY = bytes.fromhex("000102030405060708090A0B0C0D0E0F")
 
 
 def history(db: Path, **query: object) -> list:  # type: ignore[type-arg]
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
+    store = SqliteStore(db, create=False)
     try:
-        return query_history(conn, HistoryQuery(limit=0, **query))  # type: ignore[arg-type]
+        return query_history(store, HistoryQuery(limit=0, **query))  # type: ignore[arg-type]
     finally:
-        conn.close()
+        store.close()
 
 
 def sia(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import os
 import signal as os_signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,9 +22,11 @@ from adapters.sentinel.client import SentinelOutput
 from protocols import dc09
 from receiver.dispatcher import OutputCursor, output_status
 from receiver.journal import Journal
+from receiver.store.memory import MemoryStore
 from simulators.sink import SentinelSink, SurGardSink
 from tests.adapters.test_sentinel_client import closed_port
 from tests.adapters.test_sentinel_package import make_signal
+from tests.conftest import Backend
 from tests.receiver.conftest import start_receiver, write_config
 from tests.receiver.test_crash import free_port, wait_for_port
 
@@ -44,8 +45,10 @@ class RecordingSink(SentinelSink):
         return answer
 
 
-def sentinel_config(tmp_path: Path, port: int, extra: str = "") -> Path:
-    path = write_config(tmp_path)
+def sentinel_config(
+    tmp_path: Path, port: int, extra: str = "", backend: Backend | None = None
+) -> Path:
+    path = write_config(tmp_path, store=backend.store_toml() if backend else None)
     text = path.read_text().replace("outputs = []\n", "")
     text += (
         f'\n[[outputs]]\nname = "automation"\nkind = "sentinel"\n'
@@ -68,12 +71,8 @@ async def send_alarms(port: int, accounts: list[str], per_account: int) -> None:
     await stream.aclose()
 
 
-def journal_order(db: Path) -> list[str]:
-    conn = sqlite3.connect(db)
-    try:
-        return [row[0] for row in conn.execute("SELECT id FROM signals ORDER BY seq")]
-    finally:
-        conn.close()
+def journal_order(backend: Backend) -> list[str]:
+    return [row[0] for row in backend.sql("SELECT id FROM signals ORDER BY seq")]
 
 
 async def wait_for_files(out: Path, count: int, timeout: float = 20.0) -> None:
@@ -82,18 +81,19 @@ async def wait_for_files(out: Path, count: int, timeout: float = 20.0) -> None:
             await trio.sleep(0.05)
 
 
-async def test_sink_down_then_up_gets_every_signal_in_order(tmp_path: Path) -> None:
+async def test_sink_down_then_up_gets_every_signal_in_order(
+    tmp_path: Path, backend: Backend
+) -> None:
     """Signals wait on disk while automation is down, then arrive once each, in journal order."""
     sink_port = free_port()
-    config = sentinel_config(tmp_path, sink_port)
+    config = sentinel_config(tmp_path, sink_port, backend=backend)
     out = tmp_path / "sink"
     async with trio.open_nursery() as nursery:
         running = await start_receiver(nursery, config)
         await send_alarms(running.ports.dc09, ["1001", "1002", "1003"], 10)
         await trio.sleep(0.5)
-        conn = sqlite3.connect(running.db)
-        conn.row_factory = sqlite3.Row
-        [status] = output_status(conn, ["automation"])
+        store = running.service.open_store()
+        [status] = output_status(store, ["automation"])
         assert status["backlog"] == 30
         assert status["connected"] is False
         assert status["last_error"]
@@ -101,18 +101,18 @@ async def test_sink_down_then_up_gets_every_signal_in_order(tmp_path: Path) -> N
         await nursery.start(sink.serve, "127.0.0.1", sink_port)
         await wait_for_files(out, 30)
         await trio.sleep(0.5)  # let the cursor be saved
-        [status] = output_status(conn, ["automation"])
+        [status] = output_status(store, ["automation"])
         assert status["backlog"] == 0
-        assert sink.order == journal_order(running.db)
+        assert sink.order == journal_order(backend)
         assert sink.duplicates == 0
         running.service.request_shutdown()
         nursery.cancel_scope.cancel()
 
 
-async def test_naks_are_retried_until_accepted(tmp_path: Path) -> None:
+async def test_naks_are_retried_until_accepted(tmp_path: Path, backend: Backend) -> None:
     """A sink refusing packages (NAK) gets them again later; none is lost or reordered."""
     sink_port = free_port()
-    config = sentinel_config(tmp_path, sink_port)
+    config = sentinel_config(tmp_path, sink_port, backend=backend)
     out = tmp_path / "sink"
     sink = RecordingSink(out, mode="nak")
     async with trio.open_nursery() as nursery:
@@ -125,17 +125,17 @@ async def test_naks_are_retried_until_accepted(tmp_path: Path) -> None:
         with trio.fail_after(20):
             while len(sink.order) < 10:
                 await trio.sleep(0.05)
-        assert sink.order == journal_order(running.db)
+        assert sink.order == journal_order(backend)
         running.service.request_shutdown()
         nursery.cancel_scope.cancel()
 
 
 async def test_default_output_spools_packages(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: Backend
 ) -> None:
     """With no outputs configured, each signal appears as an XML package under ./var/spool."""
     monkeypatch.chdir(tmp_path)
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, store=backend.store_toml())
     config.write_text(config.read_text().replace("outputs = []\n", ""))
     async with trio.open_nursery() as nursery:
         running = await start_receiver(nursery, config)
@@ -143,14 +143,16 @@ async def test_default_output_spools_packages(
         await wait_for_files(tmp_path / "var" / "spool", 3)
         running.service.request_shutdown()
     names = sorted(p.stem for p in (tmp_path / "var" / "spool").glob("*.xml"))
-    assert names == sorted(journal_order(running.db))
+    assert names == sorted(journal_order(backend))
 
 
 @pytest.mark.slow
-async def test_receiver_killed_mid_delivery_redelivers_after_restart(tmp_path: Path) -> None:
+async def test_receiver_killed_mid_delivery_redelivers_after_restart(
+    tmp_path: Path, backend: Backend
+) -> None:
     """A backlog that was never delivered before a SIGKILL is delivered after the restart."""
     sink_port, dc09_port = free_port(), free_port()
-    config = sentinel_config(tmp_path, sink_port)
+    config = sentinel_config(tmp_path, sink_port, backend=backend)
     config.write_text(
         config.read_text().replace(
             '[dc09]\nlisten = "127.0.0.1:0"', f'[dc09]\nlisten = "127.0.0.1:{dc09_port}"'
@@ -177,7 +179,7 @@ async def test_receiver_killed_mid_delivery_redelivers_after_restart(tmp_path: P
             restarted.send_signal(os_signal.SIGTERM)
             await trio.to_thread.run_sync(restarted.wait, 20)
         nursery.cancel_scope.cancel()
-    assert sink.order == journal_order(tmp_path / "receiver.sqlite3")
+    assert sink.order == journal_order(backend)
 
 
 async def test_signal_an_output_cannot_carry_is_skipped_not_blocking(tmp_path: Path) -> None:
@@ -207,9 +209,7 @@ async def test_signal_an_output_cannot_carry_is_skipped_not_blocking(tmp_path: P
             while not out.exists() or "1234" not in out.read_text():
                 await trio.sleep(0.05)
         await trio.sleep(0.5)  # let the cursor be saved
-        conn = sqlite3.connect(running.db)
-        conn.row_factory = sqlite3.Row
-        [status] = output_status(conn, ["sg"])
+        [status] = output_status(running.service.open_store(), ["sg"])
         assert (status["backlog"], status["undeliverable"], status["delivered"]) == (0, 1, 1)
         assert "ABCDE" not in out.read_text()
         running.service.request_shutdown()
@@ -271,8 +271,9 @@ async def test_automation_back_after_a_long_outage_is_served_within_seconds(
     the waiting alarm within two seconds."""
     port = closed_port()
     output = CountedOutput(port)
-    journal = Journal(tmp_path / "j.sqlite3")
-    cursor = OutputCursor(output, tmp_path / "j.sqlite3", journal)
+    store = MemoryStore()
+    journal = Journal(store)
+    cursor = OutputCursor(output, store, journal)
     sink = TimedSink(tmp_path / "sink")
     with real_time_limit(60), capture_logs() as logs:
         async with trio.open_nursery() as nursery:

@@ -1,17 +1,21 @@
-"""The journal: durable before it answers, group commit, duplicates absorbed."""
+"""The journal: durable before it answers, group commit, duplicates absorbed.
+
+The behaviour tests run on both backends (``backend``: SQLite and PostgreSQL); the writer's own
+mechanics (batching, closing, a failed commit) on the in-memory fake of the store.
+"""
 
 from __future__ import annotations
 
-import sqlite3
 import tracemalloc
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import trio
 
 from protocols.signal import ContactIdView, SiaView, Signal, Source, new_signal_id
-from receiver.journal import Journal, JournalError, load_links, read_after
+from receiver.journal import Journal, JournalError
+from receiver.store.memory import MemoryStore
+from tests.conftest import Backend
 
 
 def make_signal(account: str = "1234", code: str = "130", when: datetime | None = None) -> Signal:
@@ -31,26 +35,29 @@ def make_signal(account: str = "1234", code: str = "130", when: datetime | None 
     )
 
 
-async def test_append_is_readable_from_another_connection_when_it_returns(tmp_path: Path) -> None:
+async def test_append_is_readable_from_another_connection_when_it_returns(
+    backend: Backend,
+) -> None:
     """Once append returns, a separate connection sees the row with every field intact."""
-    db = tmp_path / "j.sqlite3"
-    journal = Journal(db)
+    journal = Journal(backend.open())
     signal = make_signal()
+    reader = backend.open()
     async with trio.open_nursery() as nursery:
         await nursery.start(journal.run)
         result = await journal.append([signal], links=[("account:1", 5)])
-        conn = sqlite3.connect(db)
-        conn.row_factory = sqlite3.Row
-        rows = read_after(conn, 0, 10)
+        rows = reader.read_after(0, 10)
+        links = reader.links()
         journal.close()
+    reader.close()
     assert result.stored == (signal,)
     assert [s for _, s in rows] == [signal]
-    assert load_links(conn) == {"account:1": (5, False)}
+    assert links == {"account:1": (5, False)}
 
 
-async def test_concurrent_appends_share_batches(tmp_path: Path) -> None:
+async def test_concurrent_appends_share_batches() -> None:
     """Many concurrent appends are committed in far fewer transactions than signals."""
-    journal = Journal(tmp_path / "j.sqlite3", max_batch=256)
+    store = MemoryStore()
+    journal = Journal(store, max_batch=256)
     async with trio.open_nursery() as nursery:
         await nursery.start(journal.run)
         async with trio.open_nursery() as appenders:
@@ -60,12 +67,12 @@ async def test_concurrent_appends_share_batches(tmp_path: Path) -> None:
     batches = sum(n for k, n in journal.counters.snapshot().items() if k.startswith("batch_le_"))
     assert journal.counters.values["journal_signals_stored"] == 500
     assert batches < 100
+    assert store.appends == batches
 
 
-async def test_retry_with_same_key_is_acked_but_stored_once(tmp_path: Path) -> None:
+async def test_retry_with_same_key_is_acked_but_stored_once(backend: Backend) -> None:
     """A retried frame within the window is reported duplicate and the row counts the repeat."""
-    db = tmp_path / "j.sqlite3"
-    journal = Journal(db, duplicate_window=600)
+    journal = Journal(backend.open(duplicate_window=600))
     first = make_signal()
     retry = make_signal(when=first.received_at + timedelta(seconds=5))
     late = make_signal(when=first.received_at + timedelta(seconds=700))
@@ -78,17 +85,15 @@ async def test_retry_with_same_key_is_acked_but_stored_once(tmp_path: Path) -> N
     assert r1.stored == (first,)
     assert r2.is_duplicate
     assert r3.stored == (late,)
-    conn = sqlite3.connect(db)
-    assert conn.execute("SELECT id, repeats FROM signals ORDER BY seq").fetchall() == [
+    assert backend.sql("SELECT id, repeats FROM signals ORDER BY seq") == [
         (first.id, 1),
         (late.id, 0),
     ]
 
 
-async def test_duplicates_inside_one_batch_are_stored_once(tmp_path: Path) -> None:
+async def test_duplicates_inside_one_batch_are_stored_once(backend: Backend) -> None:
     """Two copies of a frame arriving together still make one row."""
-    db = tmp_path / "j.sqlite3"
-    journal = Journal(db)
+    journal = Journal(backend.open())
     a, b = make_signal(), make_signal()
     async with trio.open_nursery() as nursery:
         await nursery.start(journal.run)
@@ -96,17 +101,13 @@ async def test_duplicates_inside_one_batch_are_stored_once(tmp_path: Path) -> No
         journal.close()
     assert results.stored == (a,)
     assert results.duplicates == (b,)
-    assert sqlite3.connect(db).execute("SELECT count(*), sum(repeats) FROM signals").fetchone() == (
-        1,
-        1,
-    )
+    assert backend.sql("SELECT count(*), sum(repeats) FROM signals") == [(1, 1)]
 
 
-async def test_dedupe_survives_restart(tmp_path: Path) -> None:
+async def test_dedupe_survives_restart(backend: Backend) -> None:
     """A retry arriving after a receiver restart is still recognised."""
-    db = tmp_path / "j.sqlite3"
     for expect_dup in (False, True):
-        journal = Journal(db)
+        journal = Journal(backend.open())
         async with trio.open_nursery() as nursery:
             await nursery.start(journal.run)
             result = await journal.append([make_signal()], keys=["k"])
@@ -114,9 +115,9 @@ async def test_dedupe_survives_restart(tmp_path: Path) -> None:
         assert result.is_duplicate is expect_dup
 
 
-async def test_append_after_close_refuses(tmp_path: Path) -> None:
+async def test_append_after_close_refuses() -> None:
     """Nothing can be appended once the journal is closed: the caller will not ACK."""
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = Journal(MemoryStore())
     async with trio.open_nursery() as nursery:
         await nursery.start(journal.run)
         journal.close()
@@ -124,9 +125,9 @@ async def test_append_after_close_refuses(tmp_path: Path) -> None:
         await journal.append([make_signal()])
 
 
-async def test_failed_commit_answers_with_an_error_not_an_ack(tmp_path: Path) -> None:
+async def test_failed_commit_answers_with_an_error_not_an_ack(backend: Backend) -> None:
     """When the commit fails (here: a second signal with the same id), append raises."""
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = Journal(backend.open())
     signal = make_signal()
     async with trio.open_nursery() as nursery:
         await nursery.start(journal.run)
@@ -144,10 +145,10 @@ async def _append_keyed(journal: Journal, first: int, count: int, when: datetime
         await journal.append(batch, keys=[f"key-{i}" for i in range(start, start + 250)])
 
 
-async def test_dedupe_memory_does_not_grow_with_the_keys_in_the_window(tmp_path: Path) -> None:
+async def test_dedupe_memory_does_not_grow_with_the_keys_in_the_window(backend: Backend) -> None:
     """Thousands of keys inside the window cost the process no memory: the store holds them
     (defect: ~330 bytes per frame kept in a dict, reloaded at start-up)."""
-    journal = Journal(tmp_path / "j.sqlite3", duplicate_window=600)
+    journal = Journal(backend.open(duplicate_window=600))
     now = datetime.now(UTC)
     async with trio.open_nursery() as nursery:
         await nursery.start(journal.run)
@@ -167,12 +168,13 @@ async def test_dedupe_memory_does_not_grow_with_the_keys_in_the_window(tmp_path:
 
 
 async def test_a_retry_on_another_worker_is_a_duplicate_until_the_window_ends(
-    tmp_path: Path,
+    backend: Backend,
 ) -> None:
-    """Two journals on one file (two ingest workers): a retry landing on the other one is
-    absorbed; the same key after the window is a new signal, and its retries count on it."""
-    db = tmp_path / "j.sqlite3"
-    a, b = Journal(db, duplicate_window=600), Journal(db, duplicate_window=600)
+    """Two journals on one store (two ingest workers, or two nodes): a retry landing on the
+    other one is absorbed; the same key after the window is a new signal, and its retries
+    count on it."""
+    a = Journal(backend.open(duplicate_window=600))
+    b = Journal(backend.open(duplicate_window=600))
     now = datetime.now(UTC)
     old = now - timedelta(seconds=700)
     async with trio.open_nursery() as nursery:
@@ -186,9 +188,47 @@ async def test_a_retry_on_another_worker_is_a_duplicate_until_the_window_ends(
         b.close()
     assert len(first.stored) == len(fresh.stored) == len(other.stored) == 1
     assert retry.is_duplicate
-    conn = sqlite3.connect(db)
-    assert conn.execute("SELECT dedupe_key, repeats FROM signals ORDER BY seq").fetchall() == [
+    assert backend.sql("SELECT dedupe_key, repeats FROM signals ORDER BY seq") == [
         ("k", 0),
         ("k", 1),
         ("k2", 0),
     ]
+
+
+async def test_a_failing_store_fails_the_appends_of_its_batch_and_the_writer_goes_on() -> None:
+    """A commit that raises (a full disk, a lost server) answers every append of that batch
+    with an error (no ACK) and counts it; the next batch is committed."""
+    store = MemoryStore()
+    journal = Journal(store)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        store.fail_next()
+        with pytest.raises(JournalError):
+            await journal.append([make_signal()])
+        assert (await journal.append([make_signal()])).stored
+        journal.close()
+    assert journal.counters.values["journal_commit_failed"] == 1
+    assert len(store.rows) == 1
+    assert store.closed
+
+
+async def test_state_rides_in_the_signals_transaction() -> None:
+    """A cursor update and a bridge state row given with signals commit in the same call."""
+    from receiver.store.interface import BridgeStateRow, CursorUpdate  # noqa: PLC0415
+
+    store = MemoryStore()
+    store.ensure_output("sink", 0)
+    journal = Journal(store)
+    state = BridgeStateRow("B1", "VB-8", 8, "1.2", "armed", 5, "127.0.0.1", 5, 6)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        await journal.append(
+            [make_signal()],
+            cursors=[CursorUpdate("sink", 1, delivered=1, updated_us=7)],
+            bridge_states=[state],
+        )
+        journal.close()
+    assert store.appends == 1
+    [output] = store.output_states(["sink"])
+    assert (output.cursor, output.delivered) == (1, 1)
+    assert store.bridge_states() == [state]

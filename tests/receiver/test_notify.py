@@ -23,6 +23,7 @@ from receiver.config import NotifyConfig
 from receiver.journal import Journal
 from receiver.notify import Notifier, event_of
 from receiver.store.sqlite import connect
+from receiver.store.sqlite_store import SqliteStore
 from tests.adapters.test_sentinel_client import closed_port
 from tests.receiver.conftest import start_receiver
 from tests.receiver.test_dispatcher import send_alarms
@@ -104,14 +105,12 @@ def lost_panel(account: str, station: str) -> Signal:
 async def run_notifier(
     db: Path, targets: list[NotifyConfig], nursery: trio.Nursery, *, gather: float
 ) -> tuple[Journal, Notifier]:
-    connect(db).close()  # the store, migrated
-    journal = Journal(db)
+    journal = Journal(SqliteStore(db))
     await nursery.start(journal.run)
-    notifier = Notifier(targets, db, journal, gather=gather, read_interval=0.05)
+    notifier = Notifier(targets, SqliteStore(db), journal, gather=gather, read_interval=0.05)
     await nursery.start(notifier.run)
     with trio.fail_after(10):
-        while notifier._conn is None:  # it has opened its cursors (at the journal's end)
-            await trio.sleep(0.01)
+        await notifier.opened.wait()  # it has opened its cursors (at the journal's end)
     return journal, notifier
 
 

@@ -62,12 +62,11 @@ def first_received_us(db: Path) -> int:
 
 
 def status(running: RunningReceiver) -> dict[str, object]:
-    conn = sqlite3.connect(running.db)
-    conn.row_factory = sqlite3.Row
+    store = running.service.open_store()
     try:
-        [row] = output_status(conn, ["automation"])
+        [row] = output_status(store, ["automation"])
     finally:
-        conn.close()
+        store.close()
     return row
 
 

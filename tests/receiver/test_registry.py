@@ -1,11 +1,10 @@
-"""The registry service on a real SQLite file: collisions, imports, library, bridges, generation."""
+"""The registry service on a real store, SQLite file and PostgreSQL database alike: collisions,
+imports, library, bridges, generation."""
 
 from __future__ import annotations
 
 import io
-import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -21,9 +20,9 @@ from receiver.registry import (
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
+def registry(store_location: str) -> Iterator[Registry]:
     """Station S1 with line 0 (no prefix) and line 1 (prefix ABC); dealer D1; site Main St."""
-    reg = Registry.open(tmp_path / "r.sqlite3")
+    reg = Registry.open(store_location)
     reg.add_station("S1")
     reg.add_line("S1", "1", "abc")
     reg.add_dealer("D1")
@@ -38,7 +37,9 @@ def accounts(reg: Registry) -> list[tuple[str, str, str]]:
 
 def generation(reg: Registry) -> int:
     return int(
-        reg.conn.execute("SELECT value FROM meta WHERE key='registry_generation'").fetchone()[0]
+        reg.conn.execute("SELECT value FROM meta WHERE key='registry_generation'").fetchone()[
+            "value"
+        ]
     )
 
 
@@ -147,9 +148,9 @@ def test_unique_index_violation_becomes_a_collision_naming_the_holder(
 
 
 def test_database_enforces_uniqueness_on_its_own(registry: Registry) -> None:
-    """A raw insert of a taken effective number fails in SQLite itself."""
+    """A raw insert of a taken effective number fails in the database itself."""
     registry.add_account("S1", AccountSpec(number="1234"))
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(registry.sql.IntegrityError):
         registry.conn.execute(
             "INSERT INTO accounts (station_id, line_id, number, effective) "
             "SELECT station_id, line_id, 'x', '1234' FROM accounts"

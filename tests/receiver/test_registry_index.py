@@ -1,8 +1,8 @@
-"""The in-memory registry index: per-frame resolution, bridges, library entries, refresh."""
+"""The in-memory registry index: per-frame resolution, bridges, library entries, refresh; loaded
+from a SQLite file and from PostgreSQL alike."""
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,16 +11,17 @@ from pathlib import Path
 import pytest
 
 from receiver.registry import AccountKey, AccountSpec, Registry
+from receiver.registry.backends import RegistryConnection, connect
 from receiver.registry_index import LibraryEntry, RegistryIndex
-from receiver.store.sqlite import connect
+from tests.receiver.conftest import store_section
 
 KEY = "000102030405060708090A0B0C0D0E0F"
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
+def db(store_location: str) -> str:
     """S1 (lines 0 and 1=ABC) with accounts 1234 (site, key, supervised) and ABC1234."""
-    path = tmp_path / "r.sqlite3"
+    path = store_location
     reg = Registry.open(path)
     reg.add_station("S1")
     reg.add_line("S1", "1", "ABC")
@@ -43,13 +44,13 @@ def db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def conn(db: Path) -> Iterator[sqlite3.Connection]:
+def conn(db: str) -> Iterator[RegistryConnection]:
     c = connect(db)
     yield c
     c.close()
 
 
-def test_resolve_by_station_line_and_number(conn: sqlite3.Connection) -> None:
+def test_resolve_by_station_line_and_number(conn: RegistryConnection) -> None:
     """A frame's account resolves with the line's prefix applied, in any case and line spelling."""
     index = RegistryIndex.load(conn)
     plain = index.resolve("S1", None, "1234")
@@ -75,7 +76,7 @@ def test_resolve_by_station_line_and_number(conn: sqlite3.Connection) -> None:
     assert index.resolve("S2", "0", "1234") is None
 
 
-def test_station_none_means_the_only_station(db: Path, conn: sqlite3.Connection) -> None:
+def test_station_none_means_the_only_station(db: str, conn: RegistryConnection) -> None:
     """Without a station name the only station is used; with several, nothing resolves."""
     index = RegistryIndex.load(conn)
     resolved = index.resolve(None, "L0", "1234")
@@ -89,7 +90,7 @@ def test_station_none_means_the_only_station(db: Path, conn: sqlite3.Connection)
     assert index.resolve("S1", "0", "1234") is not None
 
 
-def test_unknown_line_resolves_without_prefix_and_is_reported(conn: sqlite3.Connection) -> None:
+def test_unknown_line_resolves_without_prefix_and_is_reported(conn: RegistryConnection) -> None:
     """A frame on an unregistered line resolves as a line without prefix; line_known says so."""
     index = RegistryIndex.load(conn)
     resolved = index.resolve("S1", "L7", "1234")
@@ -102,13 +103,13 @@ def test_unknown_line_resolves_without_prefix_and_is_reported(conn: sqlite3.Conn
 
 
 def test_refresh_is_cheap_when_unchanged_and_sees_a_cli_change(
-    db: Path, conn: sqlite3.Connection
+    db: str, conn: RegistryConnection, tmp_path: Path
 ) -> None:
     """The index stays itself until the registry changes; an account added by the CLI appears."""
     index = RegistryIndex.load(conn)
     assert index.refresh_if_changed(conn) is index
-    config = db.parent / "receiver.toml"
-    config.write_text(f'[store]\npath = "{db}"\n', encoding="utf-8")
+    config = tmp_path / "receiver.toml"
+    config.write_text(store_section(db), encoding="utf-8")
     script = Path(sys.executable).with_name("receiver")
     done = subprocess.run(
         [str(script), "--config", str(config), "accounts", "add", "--station", "S1", "4321"],
@@ -127,7 +128,7 @@ def test_refresh_is_cheap_when_unchanged_and_sees_a_cli_change(
     assert fresh.refresh_if_changed(conn) is fresh
 
 
-def test_accounts_lists_every_account(conn: sqlite3.Connection) -> None:
+def test_accounts_lists_every_account(conn: RegistryConnection) -> None:
     """The supervisor sees every account with its supervision interval."""
     index = RegistryIndex.load(conn)
     assert sorted((a.effective, a.supervision) for a in index.accounts()) == [
@@ -136,7 +137,7 @@ def test_accounts_lists_every_account(conn: sqlite3.Connection) -> None:
     ]
 
 
-def test_bridges_and_library_entries(db: Path, conn: sqlite3.Connection) -> None:
+def test_bridges_and_library_entries(db: str, conn: RegistryConnection) -> None:
     """A bridge carries its account and channel map; library entries follow the precedence."""
     reg = Registry.open(db)
     reg.add_bridge(site="Main St", serial="ab-01", token="tok", channels=4, model="CKB304")

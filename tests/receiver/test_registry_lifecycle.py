@@ -1,5 +1,6 @@
-"""Registry lifecycle as a user meets it: the CLI as typed, a real SQLite store, and a running
-receiver on loopback sockets for key/token rotation and changes made while it runs."""
+"""Registry lifecycle as a user meets it: the CLI as typed on a real store (a SQLite file and a
+PostgreSQL database alike), and a running receiver on loopback sockets for key/token rotation
+and changes made while it runs."""
 
 from __future__ import annotations
 
@@ -19,7 +20,12 @@ from protocols import dc09
 from protocols.bridge import Ack, Nak, NakReason
 from protocols.errors import Reply
 from receiver.cli import main as receiver_cli
-from tests.receiver.conftest import RunningReceiver, registry_setup, start_receiver
+from tests.receiver.conftest import (
+    RunningReceiver,
+    registry_setup,
+    start_receiver,
+    store_section,
+)
 from tests.receiver.test_bridge_listener import BridgeClient, write_bridge_config
 from tests.receiver.test_dc09_service import connect, read_replies, sia
 
@@ -32,8 +38,11 @@ def cli(config: Path, *args: str) -> int:
 
 
 @pytest.fixture
-def station(config_path: Path) -> Path:
-    """S1 with line 1 (prefix ABC), dealer D1, sites Main St and Elm St."""
+def station(tmp_path: Path, store_location: str) -> Path:
+    """S1 with line 1 (prefix ABC), dealer D1, sites Main St and Elm St (the configuration of a
+    store on either backend)."""
+    config_path = tmp_path / "receiver.toml"
+    config_path.write_text(store_section(store_location), encoding="utf-8")
     registry_setup(
         config_path,
         ["stations", "add", "S1"],
@@ -132,12 +141,12 @@ def test_account_move_and_bridge_move_follow_the_customer(
 
 
 def test_stations_show_lists_lines_prefixes_outputs_and_account_counts(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, store_location: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "receiver.toml"
     config.write_text(
-        f'[store]\npath = "{tmp_path / "s.sqlite3"}"\n'
-        '[[outputs]]\nname = "sentinel"\nkind = "sentinel"\naddress = "127.0.0.1:5100"\n'
+        store_section(store_location)
+        + '[[outputs]]\nname = "sentinel"\nkind = "sentinel"\naddress = "127.0.0.1:5100"\n'
         'passkey = "K3y"\n',
         encoding="utf-8",
     )

@@ -34,6 +34,7 @@ from protocols.errors import Reply
 from protocols.signal import Signal, Source, new_signal_id
 from receiver.journal import Journal, JournalError
 from receiver.metrics import Counters
+from receiver.store.sqlite_store import SqliteStore
 from receiver.supervisor import Supervisor
 from tests.conftest import unavailable
 from tests.receiver.conftest import registry_setup, write_config
@@ -212,7 +213,7 @@ def tiny_signal() -> Signal:
 async def fill_store(journal: Journal) -> None:
     """Cap the store at its current size (SQLite's ``max_page_count`` on the journal's
     connection), then append small signals until SQLite says ``database or disk is full``."""
-    conn = journal._conn
+    conn = journal.store._conn  # type: ignore[attr-defined]  # the SQLite store's own
     assert conn is not None
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     conn.execute(f"PRAGMA max_page_count = {pages}")
@@ -228,8 +229,9 @@ async def fill_store(journal: Journal) -> None:
 
 
 def free_store(journal: Journal) -> None:
-    assert journal._conn is not None
-    journal._conn.execute("PRAGMA max_page_count = 1073741823")
+    conn = journal.store._conn  # type: ignore[attr-defined]
+    assert conn is not None
+    conn.execute("PRAGMA max_page_count = 1073741823")
 
 
 async def test_supervisor_keeps_a_trouble_due_while_the_store_is_full(
@@ -238,7 +240,7 @@ async def test_supervisor_keeps_a_trouble_due_while_the_store_is_full(
     """A missed deadline on a full disk: the trouble cannot be stored, the supervisor says so
     (``store_error``, counted) and keeps trying; once there is room it is stored, once."""
     counters = Counters()
-    journal = Journal(tmp_path / "j.sqlite3", counters=counters)
+    journal = Journal(SqliteStore(tmp_path / "j.sqlite3"), counters=counters)
     supervisor = Supervisor(journal, counters=counters)
     async with trio.open_nursery() as nursery:
         await nursery.start(journal.run)

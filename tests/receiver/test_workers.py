@@ -22,9 +22,10 @@ from protocols import dc09
 from protocols.errors import Reply
 from protocols.signal import Signal
 from receiver.config import parse_config
-from receiver.journal import SET_TROUBLE, TOUCH_LINK, AppendResult, links_seen_since
+from receiver.journal import AppendResult
 from receiver.service import worker_main
-from receiver.store.sqlite import connect
+from receiver.store.interface import JournalWrite, LinkSeen, LinkTrouble
+from receiver.store.memory import MemoryStore
 from receiver.supervisor import LinkActivity, Supervisor
 from tests.receiver.conftest import write_config
 from tests.receiver.test_crash import free_port, wait_for_port
@@ -43,17 +44,16 @@ def test_ingest_workers_setting(tmp_path: Path) -> None:
 
 class StoreRecorder(Recorder):
     """The coordinator's journal stand-in: keeps what the supervisor writes and writes the
-    trouble rows into the links table, as the journal does."""
+    trouble rows into the store's links, as the journal does."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, store: MemoryStore) -> None:
         super().__init__()
-        self.conn = conn
+        self.store = store
 
     async def append(
         self, signals: list[Signal], *, troubles: list[tuple[str, int, bool]]
     ) -> AppendResult:
-        for link, seen_us, open_ in troubles:
-            self.conn.execute(SET_TROUBLE, (link, seen_us, int(open_)))
+        self.store.append([JournalWrite(troubles=[LinkTrouble(*t) for t in troubles])])
         return await super().append(signals, troubles=troubles)
 
 
@@ -62,8 +62,8 @@ async def test_coordinator_supervisor_learns_of_traffic_from_the_store(
 ) -> None:
     """Link times a worker commits keep the coordinator's link quiet and restore its trouble;
     the trouble row written for a link that never reported is not taken for traffic."""
-    conn = connect(tmp_path / "r.sqlite3")
-    recorder = StoreRecorder(conn)
+    store = MemoryStore()
+    recorder = StoreRecorder(store)
     supervisor = Supervisor(recorder, grace=1.5)
     activity = LinkActivity(supervisor, recorder, {})
     supervisor.sink = activity
@@ -72,10 +72,10 @@ async def test_coordinator_supervisor_learns_of_traffic_from_the_store(
     def worker_commits(link: str) -> None:
         nonlocal clock_us
         clock_us += 1
-        conn.execute(TOUCH_LINK, (link, clock_us))
+        store.append([JournalWrite(links=[LinkSeen(link, clock_us)])])
 
     def poll() -> None:
-        activity.notice(links_seen_since(conn, 0))
+        activity.notice(store.links_seen_since(0))
 
     def events() -> list[tuple[str, str]]:
         return [(str(s.account_id), s.cid.qualifier) for s in recorder.signals if s.cid]

@@ -27,6 +27,7 @@ from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 
 from protocols.signal import Signal
+from receiver.store.history_sql import conditions
 from receiver.store.interface import (
     AccountHolder,
     AccountRow,
@@ -38,6 +39,7 @@ from receiver.store.interface import (
     Lease,
     NodeBeat,
     OutputState,
+    PrunePlan,
     StoreError,
     User,
     UserRole,
@@ -103,6 +105,13 @@ ON CONFLICT (serial) DO UPDATE SET
     model = excluded.model, channels = excluded.channels, firmware = excluded.firmware,
     armed = excluded.armed, armed_us = excluded.armed_us, peer = excluded.peer,
     connected_us = excluded.connected_us, updated_us = excluded.updated_us
+"""
+# Retention: the chain's anchor (the last removed row's seq and hash) with the delete.
+SET_ANCHOR = """
+INSERT INTO journal_chain (node, anchor_seq, anchor_hash)
+SELECT node, seq, chain_hash FROM signals WHERE seq = %s
+ON CONFLICT (node) DO UPDATE SET anchor_seq = excluded.anchor_seq,
+    anchor_hash = excluded.anchor_hash
 """
 ARMING_SINCE = """
 SELECT device, qualifier, code, received_us FROM signals
@@ -183,7 +192,7 @@ class PostgresStore:
         self.url = url
         self.window_us = int(duplicate_window * 1_000_000)
         self._lock = threading.Lock()
-        self._conn: PgConnection | None = connect(url)
+        self._conn: PgConnection | None = connect(url)  # migrated, or one line now
         self._listener: PgConnection | None = None
         self._seen_generation: int | None = None
 
@@ -221,6 +230,8 @@ class PostgresStore:
     # -- journal ---------------------------------------------------------------------------
 
     def append(self, writes: Sequence[JournalWrite]) -> list[WriteOutcome]:
+        if any(write.console for write in writes):
+            raise StoreError("the console's writes are SQLite statements: not on PostgreSQL")
         # Sort out repeats inside the batch first: a key's first signal is the candidate.
         candidates: dict[str, Signal] = {}  # key -> the first signal carrying it
         plan: list[list[tuple[Signal, str | None, bool]]] = []  # (signal, key, repeat in batch)
@@ -307,6 +318,10 @@ class PostgresStore:
                 cur.executemany(SAVE_CURSOR, cursors)
             if states:
                 cur.executemany(UPSERT_BRIDGE_STATE, states)
+        for write in writes:
+            if write.prune_through is not None:
+                conn.execute(SET_ANCHOR, (write.prune_through,))
+                conn.execute("DELETE FROM signals WHERE seq <= %s", (write.prune_through,))
 
     def read_after(self, seq: int, limit: int) -> list[tuple[int, Signal]]:
         with self._use("journal read") as conn:
@@ -338,6 +353,35 @@ class PostgresStore:
         with self._use("links read") as conn:
             rows = conn.execute("SELECT link, last_seen_us, trouble_open FROM links").fetchall()
         return {r["link"]: (int(r["last_seen_us"]), bool(r["trouble_open"])) for r in rows}
+
+    def links_seen_since(self, since_us: int) -> list[tuple[str, int]]:
+        with self._use("links read") as conn:
+            rows = conn.execute(
+                "SELECT link, last_seen_us FROM links WHERE last_seen_us > %s", (since_us,)
+            ).fetchall()
+        return [(r["link"], int(r["last_seen_us"])) for r in rows]
+
+    def prune_plan(self, before_us: int, limit: int, *, after_seq: int = 0) -> PrunePlan:
+        with self._use("journal read") as conn:
+            held = conn.execute(
+                "SELECT name, cursor FROM outputs ORDER BY cursor, name LIMIT 1"
+            ).fetchone()
+            rows = conn.execute(
+                "SELECT seq, received_us FROM signals WHERE seq > %s ORDER BY seq LIMIT %s",
+                (after_seq, limit),
+            ).fetchall()
+        lowest = (str(held["name"]), int(held["cursor"])) if held else None
+        return PrunePlan.of(
+            [(int(r["seq"]), int(r["received_us"])) for r in rows], before_us, lowest
+        )
+
+    def site_dealers(self) -> dict[int, str]:
+        with self._use("registry read") as conn:
+            rows = conn.execute(
+                "SELECT sites.id, dealers.name FROM sites "
+                "JOIN dealers ON dealers.id = sites.dealer_id"
+            ).fetchall()
+        return {int(r["id"]): str(r["name"]) for r in rows}
 
     # -- registry --------------------------------------------------------------------------
 
@@ -484,6 +528,16 @@ class PostgresStore:
             )
             for r in rows
         ]
+
+    def backlog(self, cursor: int) -> tuple[int, int | None]:
+        with self._use("output read") as conn:
+            row = conn.execute(
+                "SELECT count(*) AS n FROM signals WHERE seq > %s", (cursor,)
+            ).fetchone()
+            first = conn.execute(
+                "SELECT received_us FROM signals WHERE seq > %s ORDER BY seq LIMIT 1", (cursor,)
+            ).fetchone()
+        return (int(row["n"]) if row else 0), (int(first["received_us"]) if first else None)
 
     # -- leases and nodes ------------------------------------------------------------------
 
@@ -642,9 +696,7 @@ def _user(row: Mapping[str, Any]) -> User:
 
 
 def _history_conditions(query: HistoryQuery) -> tuple[list[str], list[Any]]:
-    """The history filters (``receiver.history``'s, written for SQLite's ``?``) in psycopg's
-    placeholders; none of its conditions holds a literal ``?`` or ``%``."""
-    from receiver.history import _conditions  # noqa: PLC0415 (history imports the journal)
-
-    where, params = _conditions(query)
+    """The history filters (``receiver/store/history_sql.py``, written for SQLite's ``?``) in
+    psycopg's placeholders; none of its conditions holds a literal ``?`` or ``%``."""
+    where, params = conditions(query)
     return [condition.replace("?", "%s") for condition in where], params

@@ -1,0 +1,105 @@
+"""Which store the registry (and the console's users) run on: the connection and the SQL
+module, and nothing else.
+
+Rules:
+- A store location is a SQLite file path or a ``postgresql://USER@HOST:PORT/DB`` URL
+  (``[store] url``). Each backend owns its SQL: ``receiver.store.registry_sql`` (SQLite) and
+  ``receiver.store.postgres.registry_sql`` (PostgreSQL) hold the same names; so do
+  ``receiver.store.console_sql`` and ``receiver.store.postgres.console_sql`` for the console's
+  users, sessions, API tokens and audit trail.
+- The registry service and the index run the module's statements on a
+  :class:`RegistryConnection`: a ``sqlite3.Connection`` as is, or a PostgreSQL connection
+  wrapped to behave like one (``receiver.store.postgres.statements``). This module is the one
+  place that tells them apart; the service never does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+from protocols.errors import InvalidInputError
+from receiver.store import console_sql as sqlite_console_sql
+from receiver.store import registry_sql as sqlite_sql
+from receiver.store.sqlite import connect as sqlite_connect
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+class RegistryCursor(Protocol):
+    """Rows read by column name (``row["id"]``)."""
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class RegistryConnection(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> RegistryCursor: ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> object: ...
+
+    @property
+    def in_transaction(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def is_postgres(location: str | Path) -> bool:
+    return str(location).startswith(POSTGRES_SCHEMES)
+
+
+def store_location(path: str, url: str = "") -> str:
+    """The ``[store]`` section's location: its ``url`` when set, else its ``path``."""
+    if url:
+        if not is_postgres(url):
+            raise InvalidInputError(f"[store] url must start with postgresql://, got {url!r}")
+        return url
+    return path
+
+
+def connect(location: str | Path, *, threads: bool = False) -> RegistryConnection:
+    """A connection to the store at ``location`` (migrated). ``threads``: it may be used from
+    a worker thread other than the one that opened it (one thread at a time)."""
+    if is_postgres(location):
+        from receiver.store.postgres.statements import StatementConnection  # noqa: PLC0415
+
+        return StatementConnection.open(str(location))
+    return sqlite_connect(location, check_same_thread=not threads)
+
+
+def sql_for(conn: RegistryConnection) -> ModuleType:
+    """The registry's SQL module for a connection's backend."""
+    if isinstance(conn, _postgres_connection_class()):
+        from receiver.store.postgres import registry_sql as postgres_sql  # noqa: PLC0415
+
+        return postgres_sql
+    return sqlite_sql
+
+
+def console_sql_for(conn: RegistryConnection) -> ModuleType:
+    """The console's SQL module (users, sessions, tokens, audit) for a connection's backend."""
+    if isinstance(conn, _postgres_connection_class()):
+        return _postgres_console_sql()
+    return sqlite_console_sql
+
+
+def console_sql_at(location: str | Path) -> ModuleType:
+    """The console's SQL module for the store at ``location``."""
+    return _postgres_console_sql() if is_postgres(location) else sqlite_console_sql
+
+
+def _postgres_console_sql() -> ModuleType:
+    from receiver.store.postgres import console_sql as postgres_console  # noqa: PLC0415
+
+    return postgres_console
+
+
+def _postgres_connection_class() -> type:
+    from receiver.store.postgres.statements import StatementConnection  # noqa: PLC0415
+
+    return StatementConnection

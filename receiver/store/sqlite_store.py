@@ -1,0 +1,540 @@
+"""The SQLite store: the embedded default, one receiver node on one file.
+
+Rules:
+- One connection per store object, opened at the first call (a store that cannot be opened
+  fails that call, as a store fault, and is retried by the next). Calls on one object are
+  serialized by a lock, so an object is safe to share between threads; the service still gives
+  each component its own object (``receiver.store.open_store``), so that a long read (history,
+  a backlog count) never waits behind the journal's commits, nor they behind it.
+- ``append`` is one ``BEGIN IMMEDIATE`` transaction (WAL, ``synchronous=FULL``): durable on
+  return. The write lock is retried in sub-millisecond steps instead of SQLite's busy handler
+  (which sleeps 1, 2, 5, 10 … up to 100 ms), for every write of this store.
+- Duplicates: a keyed signal whose (account, sequence) was committed within the window with
+  the same key is absorbed (the original row counts the repeat). The ``signals_by_dedupe``
+  index is read inside the write transaction, so every process's commits are seen: a retry
+  landing on another ingest worker is caught, and start-up loads nothing.
+- Each stored row extends the hash chain (``receiver/journal_chain.py``) from the newest
+  committed row, read under the write lock, so several writers extend one chain in commit order.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from itertools import chain
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from protocols.signal import Signal
+from receiver.journal_chain import NODE, chain_head, chain_rows
+from receiver.store.history_sql import conditions
+from receiver.store.interface import (
+    ArmName,
+    BridgeStateRow,
+    CursorUpdate,
+    JournalWrite,
+    OutputState,
+    PrunePlan,
+    WriteOutcome,
+)
+from receiver.store.signal_rows import SIGNAL_COLUMNS, signal_from_row, signal_row
+from receiver.store.sqlite import connect
+
+if TYPE_CHECKING:
+    from receiver.history import HistoryQuery
+
+T = TypeVar("T")
+
+_COLUMNS = ", ".join(SIGNAL_COLUMNS)
+_RECEIVED, _EFFECTIVE, _SEQUENCE, _KEY = (
+    SIGNAL_COLUMNS.index(name)
+    for name in ("received_us", "effective_account", "sequence", "dedupe_key")
+)
+# What a row's chain hash covers (receiver/journal_chain.py): every column inserted before it.
+CHAINED_COLUMNS = _COLUMNS
+_INSERTED = _COLUMNS + ", chain_hash"
+_ROW = f"({', '.join('?' * (len(SIGNAL_COLUMNS) + 1))})"
+# Rows per INSERT statement: one statement per chunk, so the worker thread drops and retakes
+# the GIL once per chunk instead of once per row (each handoff costs a context switch while
+# the trio thread is busy, which made commits five times slower under load).
+_ROWS_PER_STATEMENT = 256
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_STATEMENT)
+def _insert_sql(rows: int) -> str:
+    return f"INSERT INTO signals ({_INSERTED}) VALUES " + ", ".join([_ROW] * rows)
+
+
+COUNT_REPEAT = "UPDATE signals SET repeats = repeats + 1, last_repeat_us = ? WHERE seq = ?"
+TOUCH_LINK = (
+    "INSERT INTO links (link, last_seen_us) VALUES (?, ?) ON CONFLICT (link) DO UPDATE "
+    "SET last_seen_us = max(last_seen_us, excluded.last_seen_us)"
+)
+SET_TROUBLE = (
+    "INSERT INTO links (link, last_seen_us, trouble_open) VALUES (?, ?, ?) ON CONFLICT (link) "
+    "DO UPDATE SET trouble_open = excluded.trouble_open"
+)
+LAST_SEQ = "SELECT max(seq) FROM signals"
+LINKS = "SELECT link, last_seen_us, trouble_open FROM links"
+LINKS_SEEN_SINCE = "SELECT link, last_seen_us FROM links WHERE last_seen_us > ?"
+READ_AFTER = "SELECT * FROM signals WHERE seq > ? ORDER BY seq LIMIT ?"
+# Earlier signals that a batch's keyed signals may repeat: same account and sequence, within
+# the window (then the key itself is compared). Pairs per statement: SQLite allows 32,766
+# parameters since 3.32.
+_LOOKUP_CHUNK = 400
+_LOOKUP_ONE = (
+    "SELECT effective_account, sequence, seq, received_us, dedupe_key FROM signals "
+    "INDEXED BY signals_by_dedupe WHERE effective_account IS ? AND sequence IS ? "
+    "AND dedupe_key IS NOT NULL AND received_us >= ?"
+)
+
+
+@functools.lru_cache(maxsize=_LOOKUP_CHUNK)
+def _lookup_sql(pairs: int) -> str:
+    return (
+        "SELECT s.effective_account, s.sequence, s.seq, s.received_us, s.dedupe_key "
+        f"FROM (VALUES {', '.join(['(?, ?)'] * pairs)}) AS k "
+        # The planner would rather walk the account's whole window by signals_by_account.
+        "JOIN signals AS s INDEXED BY signals_by_dedupe "
+        "ON s.effective_account = k.column1 AND s.sequence = k.column2 "
+        "WHERE s.dedupe_key IS NOT NULL AND s.received_us >= ?"
+    )
+
+
+ENSURE_OUTPUT = (
+    "INSERT INTO outputs (name, cursor, updated_us) "
+    "VALUES (?, (SELECT coalesce(max(seq), 0) FROM signals), ?) ON CONFLICT (name) DO NOTHING"
+)
+SAVE_CURSOR = (
+    "UPDATE outputs SET cursor = max(cursor, ?), delivered = delivered + ?, "
+    "undeliverable = undeliverable + ?, connected = ?, "
+    "last_error = ?, last_success_us = coalesce(?, last_success_us), updated_us = ? "
+    "WHERE name = ?"
+)
+BACKLOG = "SELECT count(*), min(received_us) FROM signals WHERE seq > ?"
+OLDEST_AFTER = "SELECT received_us FROM signals WHERE seq > ? ORDER BY seq LIMIT 1"
+UPSERT_BRIDGE_STATE = """
+INSERT INTO bridge_state
+    (serial, model, channels, firmware, armed, armed_us, peer, connected_us, updated_us)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (serial) DO UPDATE SET
+    model = excluded.model, channels = excluded.channels, firmware = excluded.firmware,
+    armed = excluded.armed, armed_us = excluded.armed_us, peer = excluded.peer,
+    connected_us = excluded.connected_us, updated_us = excluded.updated_us
+"""
+ARMING_SINCE = """
+SELECT device, qualifier, code, received_us FROM signals
+WHERE received_us >= ? AND source = 'bridge' AND device IS NOT NULL
+  AND code IN ('401', '441') AND qualifier IN ('E', 'R')
+ORDER BY received_us, seq
+"""
+SITE_DEALERS = (
+    "SELECT sites.id, dealers.name FROM sites JOIN dealers ON dealers.id = sites.dealer_id"
+)
+# Retention: the anchor (the last removed row's seq and hash) and the delete, in one commit.
+SET_ANCHOR = (
+    "INSERT INTO journal_chain (node, anchor_seq, anchor_hash) "
+    "SELECT node, seq, chain_hash FROM signals WHERE seq = ? AND true "
+    "ON CONFLICT (node) DO UPDATE SET anchor_seq = excluded.anchor_seq, "
+    "anchor_hash = excluded.anchor_hash"
+)
+DELETE_THROUGH = "DELETE FROM signals WHERE seq <= ? AND node = ?"
+LOWEST_CURSOR = "SELECT name, cursor FROM outputs ORDER BY cursor, name LIMIT 1"
+PRUNE_CANDIDATES = (
+    "SELECT seq, received_us FROM signals WHERE node = ? AND seq > ? ORDER BY seq LIMIT ?"
+)
+
+# Waiting for another process's write lock: short sleeps, doubling up to this, for this long.
+_LOCK_STEP_MAX = 0.002
+_LOCK_TIMEOUT = 30.0
+
+
+def begin_immediate(conn: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``, retried in sub-millisecond steps while another process writes."""
+    deadline = time.monotonic() + _LOCK_TIMEOUT
+    step = 0.0001
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(step)
+        step = min(step * 2, _LOCK_STEP_MAX)
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    begin_immediate(conn)
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+class SqliteStore:
+    """The store over one SQLite file (see the module's rules)."""
+
+    def __init__(
+        self, path: str | Path, *, duplicate_window: float = 600.0, create: bool = True
+    ) -> None:
+        self.path = Path(path)
+        self.window_us = int(duplicate_window * 1_000_000)
+        self.create = create
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
+
+    # -- the connection ----------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = self._conn
+        if conn is None:
+            conn = connect(self.path, check_same_thread=False, create=self.create)
+            # Lock waits are ours (``begin_immediate``), not SQLite's coarse busy handler.
+            conn.execute("PRAGMA busy_timeout = 0")
+            self._conn = conn
+        return conn
+
+    def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            return work(self._connection())
+
+    def open(self) -> None:
+        """Open (create, migrate) the file now rather than at the first call."""
+        self._run(lambda conn: None)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def read_snapshot(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` (this package's readers: journal verify) in one read transaction."""
+
+        def snapshot(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN")  # one snapshot: rows committed meanwhile wait for the next run
+            try:
+                return work(conn)
+            finally:
+                conn.execute("ROLLBACK")
+
+        return self._run(snapshot)
+
+    # -- journal -----------------------------------------------------------------------------
+
+    def append(self, writes: Sequence[JournalWrite]) -> list[WriteOutcome]:
+        return self._run(lambda conn: self._append(conn, writes))
+
+    def _append(
+        self, conn: sqlite3.Connection, writes: Sequence[JournalWrite]
+    ) -> list[WriteOutcome]:
+        # Built before taking the write lock (other processes wait while we hold it);
+        # duplicates are rare, so a row built for one is cheap waste.
+        rows: list[tuple[Any, ...]] = []
+        keyed: list[int] = []  # indexes of rows with a dedupe key
+        for write in writes:
+            keys = write.keys or (None,) * len(write.signals)
+            for signal, key in zip(write.signals, keys, strict=True):
+                if key is not None:
+                    keyed.append(len(rows))
+                rows.append(signal_row(signal, key))
+        with write_transaction(conn):
+            dup_of: dict[int, int | tuple[int]] = {}  # row index -> seq (or (row index,))
+            if keyed:
+                dup_of = self._find_duplicates(conn, rows, keyed)
+            kept = [i for i in range(len(rows)) if i not in dup_of] if dup_of else None
+            stored_rows = rows if kept is None else [rows[i] for i in kept]
+            first_seq = 0
+            if stored_rows:
+                stored_rows, _ = chain_rows(stored_rows, chain_head(conn))
+                for start in range(0, len(stored_rows), _ROWS_PER_STATEMENT):
+                    chunk = stored_rows[start : start + _ROWS_PER_STATEMENT]
+                    conn.execute(_insert_sql(len(chunk)), list(chain.from_iterable(chunk)))
+                last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+                first_seq = last - len(stored_rows) + 1
+            if dup_of:
+                assert kept is not None
+                seq_of = {index: first_seq + n for n, index in enumerate(kept)}
+                repeats = [
+                    (rows[index][_RECEIVED], seq_of[t[0]] if isinstance(t, tuple) else t)
+                    for index, t in dup_of.items()
+                ]
+                conn.executemany(COUNT_REPEAT, repeats)
+            self._write_state(conn, writes)
+        outcomes: list[WriteOutcome] = []
+        index = 0
+        seq = first_seq
+        for write in writes:
+            if not dup_of:  # the usual case: everything stored, in order
+                seqs = range(seq, seq + len(write.signals))
+                stored = tuple(zip(seqs, write.signals, strict=True))
+                seq += len(write.signals)
+                outcomes.append(WriteOutcome(stored, ()))
+                continue
+            kept_here: list[tuple[int, Signal]] = []
+            dups: list[Signal] = []
+            for signal in write.signals:
+                if index in dup_of:
+                    dups.append(signal)
+                else:
+                    kept_here.append((seq, signal))
+                    seq += 1
+                index += 1
+            outcomes.append(WriteOutcome(tuple(kept_here), tuple(dups)))
+        return outcomes
+
+    @staticmethod
+    def _write_state(conn: sqlite3.Connection, writes: Sequence[JournalWrite]) -> None:
+        """The link, cursor, bridge state and retention writes riding in the transaction."""
+        links = [(t.link, t.seen_us) for w in writes for t in w.links]
+        if links:
+            conn.executemany(TOUCH_LINK, links)
+        troubles = [(t.link, t.seen_us, int(t.open)) for w in writes for t in w.troubles]
+        if troubles:
+            conn.executemany(SET_TROUBLE, troubles)
+        for write in writes:
+            if write.cursors:
+                conn.executemany(SAVE_CURSOR, [_cursor_params(c) for c in write.cursors])
+            if write.bridge_states:
+                conn.executemany(
+                    UPSERT_BRIDGE_STATE, [_state_params(s) for s in write.bridge_states]
+                )
+            if write.prune_through is not None:
+                conn.execute(SET_ANCHOR, (write.prune_through,))
+                conn.execute(DELETE_THROUGH, (write.prune_through, NODE))
+            for sql, params in write.console:
+                conn.execute(sql, params)
+
+    def _find_duplicates(
+        self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], keyed: list[int]
+    ) -> dict[int, int | tuple[int]]:
+        """Rows whose key was committed within the window (row index -> the original's seq),
+        or repeat a key first seen earlier in this batch (row index -> (that row's index,)).
+        Runs inside the write transaction, so every process's committed signals are seen."""
+        since = min(rows[index][_RECEIVED] for index in keyed) - self.window_us
+        pairs = list({(rows[i][_EFFECTIVE], rows[i][_SEQUENCE]) for i in keyed})
+        found: list[tuple[Any, ...]] = []
+        plain = [pair for pair in pairs if pair[0] is not None and pair[1] is not None]
+        for start in range(0, len(plain), _LOOKUP_CHUNK):
+            chunk = plain[start : start + _LOOKUP_CHUNK]
+            found += conn.execute(
+                _lookup_sql(len(chunk)), [*chain.from_iterable(chunk), since]
+            ).fetchall()
+        for pair in pairs:
+            if pair[0] is None or pair[1] is None:
+                found += conn.execute(_LOOKUP_ONE, (*pair, since)).fetchall()
+        known: dict[str, tuple[int, int]] = {}  # key -> (seq, received_us) of the latest
+        for _, _, seq, received, key in found:
+            if key not in known or seq > known[key][0]:
+                known[key] = (seq, received)
+        dup_of: dict[int, int | tuple[int]] = {}
+        first_in_batch: dict[str, int] = {}
+        for index in keyed:
+            row = rows[index]
+            key = row[_KEY]
+            if key in first_in_batch:
+                dup_of[index] = (first_in_batch[key],)
+                continue
+            hit = known.get(key)
+            if hit is not None and row[_RECEIVED] - hit[1] <= self.window_us:
+                dup_of[index] = hit[0]
+                continue
+            first_in_batch[key] = index
+        return dup_of
+
+    def read_after(self, seq: int, limit: int) -> list[tuple[int, Signal]]:
+        rows = self._run(lambda conn: conn.execute(READ_AFTER, (seq, limit)).fetchall())
+        return [(int(row["seq"]), signal_from_row(row)) for row in rows]
+
+    def last_seq(self) -> int:
+        row = self._run(lambda conn: conn.execute(LAST_SEQ).fetchone())
+        return int(row[0] or 0)
+
+    def recent_keys(self, since_us: int) -> list[tuple[str, int, int]]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT dedupe_key, seq, received_us FROM signals "
+                "WHERE dedupe_key IS NOT NULL AND received_us >= ? ORDER BY seq",
+                (since_us,),
+            ).fetchall()
+        )
+        return [(str(key), int(seq), int(received)) for key, seq, received in rows]
+
+    def purge_keys(self, before_us: int) -> int:
+        """Nothing to forget: the keys live in the signal rows and the window is applied when
+        they are read."""
+        del before_us
+        return 0
+
+    def links(self) -> dict[str, tuple[int, bool]]:
+        rows = self._run(lambda conn: conn.execute(LINKS).fetchall())
+        return {str(link): (int(seen), bool(trouble)) for link, seen, trouble in rows}
+
+    def links_seen_since(self, since_us: int) -> list[tuple[str, int]]:
+        rows = self._run(lambda conn: conn.execute(LINKS_SEEN_SINCE, (since_us,)).fetchall())
+        return [(str(link), int(seen)) for link, seen in rows]
+
+    def prune_plan(self, before_us: int, limit: int, *, after_seq: int = 0) -> PrunePlan:
+        def plan(conn: sqlite3.Connection) -> PrunePlan:
+            held = conn.execute(LOWEST_CURSOR).fetchone()
+            rows = conn.execute(PRUNE_CANDIDATES, (NODE, after_seq, limit)).fetchall()
+            return PrunePlan.of(rows, before_us, (str(held[0]), int(held[1])) if held else None)
+
+        return self._run(plan)
+
+    def site_dealers(self) -> dict[int, str]:
+        """Each site's dealer (the notifier's per-dealer targets)."""
+        rows = self._run(lambda conn: conn.execute(SITE_DEALERS).fetchall())
+        return {int(site): str(dealer) for site, dealer in rows}
+
+    # -- output cursors ----------------------------------------------------------------------
+
+    def ensure_output(self, name: str, now_us: int) -> int:
+        def ensure(conn: sqlite3.Connection) -> int:
+            with write_transaction(conn):
+                conn.execute(ENSURE_OUTPUT, (name, now_us))
+            row = conn.execute("SELECT cursor FROM outputs WHERE name = ?", (name,)).fetchone()
+            return int(row[0])
+
+        return self._run(ensure)
+
+    def save_cursor(self, update: CursorUpdate) -> None:
+        def save(conn: sqlite3.Connection) -> None:
+            with write_transaction(conn):
+                conn.execute(SAVE_CURSOR, _cursor_params(update))
+
+        self._run(save)
+
+    def output_states(self, names: Sequence[str]) -> list[OutputState]:
+        wanted = list(names)
+        rows = self._run(
+            lambda conn: conn.execute(
+                f"SELECT * FROM outputs WHERE name IN ({', '.join('?' * len(wanted))}) "
+                "ORDER BY name",
+                wanted,
+            ).fetchall()
+        )
+        return [
+            OutputState(
+                name=r["name"],
+                cursor=int(r["cursor"]),
+                delivered=int(r["delivered"]),
+                undeliverable=int(r["undeliverable"]),
+                connected=bool(r["connected"]),
+                last_error=r["last_error"],
+                last_success_us=r["last_success_us"],
+                updated_us=r["updated_us"],
+            )
+            for r in rows
+        ]
+
+    def backlog(self, cursor: int) -> tuple[int, int | None]:
+        """How many signals wait after ``cursor``, and the oldest one's receive time."""
+
+        def read(conn: sqlite3.Connection) -> tuple[int, int | None]:
+            count = int(
+                conn.execute("SELECT count(*) FROM signals WHERE seq > ?", (cursor,)).fetchone()[0]
+            )
+            first = conn.execute(OLDEST_AFTER, (cursor,)).fetchone()
+            return count, int(first[0]) if first else None
+
+        return self._run(read)
+
+    # -- bridge state ------------------------------------------------------------------------
+
+    def write_bridge_states(self, rows: Sequence[BridgeStateRow]) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            with write_transaction(conn):
+                conn.executemany(UPSERT_BRIDGE_STATE, [_state_params(r) for r in rows])
+
+        self._run(write)
+
+    def bridge_states(self) -> list[BridgeStateRow]:
+        rows = self._run(
+            lambda conn: conn.execute("SELECT * FROM bridge_state ORDER BY serial").fetchall()
+        )
+        return [
+            BridgeStateRow(
+                serial=r["serial"],
+                model=r["model"],
+                channels=r["channels"],
+                firmware=r["firmware"],
+                armed=cast("ArmName | None", r["armed"]),
+                armed_us=r["armed_us"],
+                peer=r["peer"],
+                connected_us=r["connected_us"],
+                updated_us=int(r["updated_us"]),
+            )
+            for r in rows
+        ]
+
+    def arming_since(self, since_us: int) -> list[tuple[str, str, str, int]]:
+        rows = self._run(lambda conn: conn.execute(ARMING_SINCE, (since_us,)).fetchall())
+        return [(r["device"], r["qualifier"], r["code"], int(r["received_us"])) for r in rows]
+
+    # -- history -----------------------------------------------------------------------------
+
+    def history(self, query: HistoryQuery) -> list[tuple[int, Signal]]:
+        where, params = conditions(query)
+        sql = "SELECT * FROM signals"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY received_us DESC, seq DESC"
+        if query.limit > 0:
+            sql += " LIMIT ?"
+            params.append(query.limit)
+        rows = self._run(lambda conn: conn.execute(sql, params).fetchall())
+        return [(int(row["seq"]), signal_from_row(row)) for row in rows]
+
+    def history_after(self, query: HistoryQuery, seq: int, limit: int) -> tuple[int, list[Signal]]:
+        newest = self.last_seq()
+        if newest <= seq:
+            return seq, []
+        where, params = conditions(query)
+        where = ["seq > ?", "seq <= ?", *where]
+        sql = f"SELECT * FROM signals WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
+        rows = self._run(lambda conn: conn.execute(sql, (seq, newest, *params, limit)).fetchall())
+        if len(rows) == limit:
+            newest = int(rows[-1]["seq"])
+        return newest, [signal_from_row(row) for row in rows]
+
+
+def _cursor_params(update: CursorUpdate) -> tuple[Any, ...]:
+    return (
+        update.cursor,
+        update.delivered,
+        update.undeliverable,
+        int(update.connected),
+        update.last_error,
+        update.last_success_us,
+        update.updated_us,
+        update.output,
+    )
+
+
+def _state_params(row: BridgeStateRow) -> tuple[Any, ...]:
+    return (
+        row.serial,
+        row.model,
+        row.channels,
+        row.firmware,
+        row.armed,
+        row.armed_us,
+        row.peer,
+        row.connected_us,
+        row.updated_us,
+    )

@@ -1,0 +1,114 @@
+"""The console's users, login sessions, API tokens and audit trail in the store, on a SQLite file
+and on PostgreSQL alike: `receiver users` as typed, then what a login and a token check read."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from receiver.cli import main as receiver_cli
+from receiver.console.auth import token_hash, verify_password
+from receiver.registry import backends
+from receiver.registry.backends import RegistryConnection
+from tests.receiver.conftest import store_section
+
+
+@pytest.fixture
+def config(tmp_path: Path, store_location: str) -> Path:
+    path = tmp_path / "receiver.toml"
+    path.write_text(store_section(store_location), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def conn(config: Path, store_location: str) -> Iterator[RegistryConnection]:
+    connection = backends.connect(store_location)
+    yield connection
+    connection.close()
+
+
+def users(config: Path, *args: str, stdin: str = "") -> int:
+    saved = sys.stdin
+    sys.stdin = io.StringIO(stdin)
+    try:
+        return receiver_cli(["--config", str(config), "users", *args])
+    finally:
+        sys.stdin = saved
+
+
+def commit(conn: RegistryConnection, *statements: tuple[str, tuple[object, ...]]) -> None:
+    sql = backends.console_sql_for(conn)
+    conn.execute(sql.BEGIN_WRITE)
+    for statement, params in statements:
+        conn.execute(statement, params)
+    conn.execute(sql.COMMIT)
+
+
+def test_users_tokens_sessions_and_audit_round_trip(
+    config: Path, conn: RegistryConnection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A user added by the CLI logs in with the password (its hash verifies), gets a session
+    that resolves to it, an API token printed once resolves to it too; a new password ends
+    the old sessions; the audit trail names who did each change."""
+    sql = backends.console_sql_for(conn)
+    assert users(config, "add", "otto", "--role", "operator", stdin="otto-password\n") == 0
+    assert capsys.readouterr().out == "user otto (operator) saved\n"
+    found = sql.user_by_name(conn, "otto")
+    assert found is not None
+    assert (found.user.name, found.user.role, found.disabled) == ("otto", "operator", False)
+    assert verify_password(found.password_hash, "otto-password")
+    assert not verify_password(found.password_hash, "wrong-password")
+    assert sql.user_by_name(conn, "nobody") is None
+
+    # A login: the session row the console writes, then reads on each request.
+    commit(conn, (sql.INSERT_SESSION, (token_hash("cookie"), found.user.id, "csrf", 1, 10**18)))
+    session = sql.session(conn, token_hash("cookie"))
+    assert session is not None
+    assert (session.user, session.csrf) == (found.user, "csrf")
+
+    assert users(config, "token", "otto", "--label", "automation bridge") == 0
+    token = capsys.readouterr().out.strip()
+    assert sql.token_user(conn, token_hash(token)) == found.user
+    assert sql.token_user(conn, token_hash("not-a-token")) is None
+    assert users(config, "token", "nobody") == 1
+    assert "no user named 'nobody'" in capsys.readouterr().err
+
+    # A new password or role ends the sessions opened under the old one.
+    assert users(config, "add", "otto", "--role", "viewer", stdin="otto-password-2\n") == 0
+    assert sql.session(conn, token_hash("cookie")) is None
+    again = sql.user_by_name(conn, "otto")
+    assert again is not None
+    assert again.user.role == "viewer"
+    assert verify_password(again.password_hash, "otto-password-2")
+
+    trail = [(row["action"], row["subject"], row["detail"]) for row in sql.audit(conn)]
+    assert trail == [
+        ("user_add", "otto", {"role": "viewer"}),
+        ("token_add", "otto", {"label": "automation bridge"}),
+        ("user_add", "otto", {"role": "operator"}),
+    ]
+    assert all(row["user"].startswith("cli") for row in sql.audit(conn))
+
+    assert users(config, "add", "ada", "--role", "admin", stdin="ada-password\n") == 0
+    capsys.readouterr()
+    assert users(config, "list", "--format", "json") == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(u["name"], u["role"], u["disabled"]) for u in listed] == [
+        ("ada", "admin", False),
+        ("otto", "viewer", False),
+    ]
+
+
+def test_a_short_password_is_refused_and_nothing_is_stored(
+    config: Path, conn: RegistryConnection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert users(config, "add", "bob", "--role", "viewer", stdin="short\n") == 2
+    assert "at least 8 characters" in capsys.readouterr().err
+    sql = backends.console_sql_for(conn)
+    assert sql.user_by_name(conn, "bob") is None
+    assert sql.audit(conn) == []
