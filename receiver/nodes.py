@@ -204,7 +204,7 @@ class Node:
         """Run ``work`` while renewals are confirmed in time; True when the work ended by
         itself (or the hold was cancelled from outside), False when the lease was lost."""
         self.held[name] = lease
-        self.log.info("lease_acquired", lease=name, epoch=lease.epoch)
+        self.log.info("lease_acquired", lease=name, epoch=lease.epoch)  # never when sole
         deadline = sent + self.lease * SAFE_FRACTION
         finished = False
         lost_why = ""
@@ -282,7 +282,8 @@ class Node:
             except STORE_ERRORS as exc:
                 self.log.warning("lease_release_failed", lease=name, error=str(exc))
                 return
-            self.log.info("lease_released", lease=name)
+            # The sole node of a SQLite store holds everything: no news worth a line.
+            (self.log.debug if self.sole else self.log.info)("lease_released", lease=name)
 
 
 class ClosableLeaseStore(LeaseStore, Protocol):
@@ -292,11 +293,10 @@ class ClosableLeaseStore(LeaseStore, Protocol):
 def open_lease_store(config: StoreConfig, *, create: bool = True) -> ClosableLeaseStore:
     """The leases and heartbeats of the configured store: PostgreSQL (``[store] url``, several
     nodes) or the SQLite file (one node holds everything)."""
-    url = str(getattr(config, "url", "") or "")
-    if url:
+    if config.url:
         from receiver.store.postgres.store import PostgresStore  # noqa: PLC0415 (psycopg)
 
-        return PostgresStore(url)
+        return PostgresStore(config.url)
     return SqliteLeaseStore(config.path, create=create)
 
 

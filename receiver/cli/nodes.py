@@ -18,6 +18,7 @@ from receiver.cli.config import config_source, describe_source
 from receiver.cli.output import add_format_option, emit
 from receiver.config import load_config
 from receiver.nodes import open_lease_store
+from receiver.store import describe
 from receiver.store.interface import Lease, NodeBeat
 
 COLUMNS = ("node", "heartbeat", "age_s", "holds", "pid", "version", "listeners")
@@ -58,8 +59,10 @@ def node_rows(nodes: list[NodeBeat], leases: list[Lease], now_us: int) -> list[d
 def _nodes(args: argparse.Namespace) -> int:
     source = config_source(args)
     config = load_config(source)
-    where = getattr(config.store, "url", "") or config.store.path
-    print(f"receiver: nodes of {describe_source(source)}, store {where}", file=sys.stderr)
+    print(
+        f"receiver: nodes of {describe_source(source)}, store {describe(config.store)}",
+        file=sys.stderr,
+    )
     store = open_lease_store(config.store, create=False)
     try:
         nodes, leases = store.nodes(), store.leases()

@@ -9,6 +9,7 @@ import pytest
 
 from receiver.cli import main
 from receiver.store.lease_sql import SqliteLeaseStore
+from receiver.store.postgres.store import PostgresStore
 from tests.receiver.conftest import write_config
 
 
@@ -68,3 +69,27 @@ def test_nodes_on_a_store_that_does_not_exist_is_one_line(
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2
     assert err[1].startswith(f"receiver: store {tmp_path / 'receiver.sqlite3'} does not exist")
+
+
+def test_nodes_reads_the_postgresql_store(
+    tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two nodes on one PostgreSQL: each listed with what it holds, the password never shown."""
+    config = tmp_path / "receiver.toml"
+    config.write_text(f'[store]\nurl = "{pg_url}"\n', encoding="utf-8")
+    store = PostgresStore(pg_url)
+    try:
+        store.heartbeat("receiver-a", {"pid": 1, "version": "1.0"})
+        store.heartbeat("receiver-b", {"pid": 2, "version": "1.0"})
+        assert store.acquire_lease("output:xml", "receiver-b", 60) is not None
+        assert store.acquire_lease("supervisor", "receiver-a", 60) is not None
+    finally:
+        store.close()
+    assert main(["--config", str(config), "nodes", "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert "store postgresql://" in err
+    rows = json.loads(out)
+    assert [(r["node"], [h.split(" until ")[0] for h in r["holds"]]) for r in rows] == [
+        ("receiver-a", ["supervisor"]),
+        ("receiver-b", ["output:xml"]),
+    ]
