@@ -107,9 +107,12 @@ class ReceiverProcess:
         setup: Sequence[Sequence[str]] = (),
         bridge_config: str = "",
         dc09_connections: int = 50_000,
+        store: str | None = None,
     ) -> None:
         """``outputs``: top-level TOML for the outputs (default none; ``[[outputs]]`` tables
         go at the end of the file). The bridge port is a free one, so runs never collide.
+        ``store``: the ``[store]`` table (e.g. a PostgreSQL ``url``); default a SQLite file in
+        the throwaway folder.
 
         ``embedded_default``: what ``make serve`` runs (signal log on, the spool output, one
         ingest worker per core, the console), only on free ports and a throwaway folder; the
@@ -135,8 +138,10 @@ class ReceiverProcess:
         self.config.write_text(
             f"log_signals = {'true' if embedded_default else 'false'}\n"
             + ("" if tables else outputs)
-            + f'[store]\npath = "{self.dir / "receiver.sqlite3"}"\n'
-            f'[bridge]\nlisten = "127.0.0.1:{self.bridge_port}"\n' + bridge_config + "\n"
+            + (store or f'[store]\npath = "{self.dir / "receiver.sqlite3"}"\n')
+            + f'[bridge]\nlisten = "127.0.0.1:{self.bridge_port}"\n'
+            + bridge_config
+            + "\n"
             f'[dc09]\nlisten = "127.0.0.1:{self.port}"\n'
             f"max_connections = {dc09_connections}\n"
             f"max_connections_per_peer = {dc09_connections}\n"

@@ -11,7 +11,8 @@ loop beside a task per connection), floor (the most a Python server on
 this machine can ACK: trio and epoll servers that only check CRC and header, beside the
 receiver), idle (10,000 supervised idle connections, RSS per connection), sink (signal →
 Sentinel sink latency at 1,000/s), spool (the default output's durable packages/s, one per
-call against the dispatcher's window), plot.
+call against the dispatcher's window), nodes (durable events/s and p99 at 100 connections on
+PostgreSQL with one and two receiver nodes, beside SQLite), plot.
 The full run takes under about ten minutes; ``--quick`` is a one-minute smoke run with small
 counts (its figures are not worth quoting). A step that fails is reported and the others run.
 Results: ``benchmarks/results/<step>.json`` and ``.md``, ``summary.md``, ``e2e.png``.
@@ -36,6 +37,7 @@ from benchmarks import (
     e2e,
     floor,
     idle,
+    nodes,
     plot,
     sink_latency,
     spool,
@@ -65,6 +67,7 @@ def steps(quick: bool) -> list[Step]:
             ("idle", idle.main, ["--connections", "1000", "--hold", "1"]),
             ("sink", sink_latency.main, ["--rate", "1000", "--duration", "2"]),
             ("spool", spool.main, ["--packages", "128", "--runs", "1"]),
+            ("nodes", nodes.main, ["--runs", "1", "--messages", "20"]),
             ("plot", plot.main, []),
         ]
     return [
@@ -83,6 +86,7 @@ def steps(quick: bool) -> list[Step]:
         ("idle", idle.main, ["--connections", "10000", "--hold", "5"]),
         ("sink", sink_latency.main, ["--rate", "1000", "--duration", "10"]),
         ("spool", spool.main, []),
+        ("nodes", nodes.main, ["--runs", "3", "--messages", "200"]),
         ("plot", plot.main, []),
     ]
 
@@ -161,6 +165,11 @@ def summary(codec_line: dict[str, Any] | None, outcomes: dict[str, str]) -> str:
         lines.append(
             f"| sink latency p99 <= {sink_latency.GOAL_P99_MS} ms at {sink_latency.GOAL_RATE}/s "
             f"| p99 {row['sink_p99_ms']} ms at {row['offered_rate']}/s |"
+        )
+    for row in _read("nodes"):
+        lines.append(
+            f"| (no goal) {row['store']}, {row['nodes']} node(s), {row['connections']} "
+            f"connections | {row['events_per_s']:.0f} durable events/s, p99 {row['p99_ms']} ms |"
         )
     spool_path = RESULTS / "spool.json"
     if spool_path.exists():

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -74,6 +75,14 @@ def _between(minimum: int, maximum: int) -> Validator:
     def check(_instance: Any, _attribute: attrs.Attribute[Any], value: Any) -> None:
         if not minimum <= value <= maximum:
             raise ValueError(f"must be {minimum} to {maximum}, got {_shown(value)}")
+
+    return check
+
+
+def _between_floats(minimum: float, maximum: float) -> Validator:
+    def check(_instance: Any, _attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not minimum <= value <= maximum:
+            raise ValueError(f"must be {minimum} to {maximum} seconds, got {_shown(value)}")
 
     return check
 
@@ -138,6 +147,20 @@ class StoreConfig:
     path: str = field(default="var/receiver.sqlite3", validator=_not_empty)
     # ... or PostgreSQL, "postgresql://USER@HOST:PORT/DB" (several nodes): give one of them.
     url: str = field(default="", validator=_store_url)
+
+
+@frozen
+class NodeConfig:
+    # This node's name among the receiver nodes sharing one store (its leases and heartbeat
+    # carry it): unique per node. Empty: the host name.
+    name: str = ""
+    # Seconds a node holds an output's or the supervisor's lease without renewing it: a node
+    # that dies or loses the database is replaced by another within about this long.
+    lease: float = field(default=10.0, validator=_between_floats(1.0, 3600.0))
+
+    @property
+    def node_name(self) -> str:
+        return self.name.strip() or socket.gethostname() or "receiver"
 
 
 @frozen
@@ -345,6 +368,7 @@ class Config:
     console: ConsoleConfig = ConsoleConfig()
     ingest: IngestConfig = IngestConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    node: NodeConfig = NodeConfig()
     outputs: tuple[OutputConfig, ...] = (
         OutputConfig(name="spool", kind="spool", settings={"directory": "var/spool"}),
     )
@@ -362,6 +386,7 @@ SECTIONS: Mapping[str, type[Any]] = {
     "console": ConsoleConfig,
     "ingest": IngestConfig,
     "delivery": DeliveryConfig,
+    "node": NodeConfig,
 }
 TOP_LEVEL_KEYS = ("log_signals", "outputs", "notify")
 # Output settings that are paths, by kind: relative ones are relative to the config file.

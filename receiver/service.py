@@ -5,6 +5,12 @@ Each component gets a store object of its own from ``Service.open_store`` (``[st
 SQLite, ``url``: PostgreSQL), never a path: the journal's writer, each output's cursor, the
 bridge states, the notifier, retention and the coordinator's link and commit watchers.
 
+Several nodes (``receiver.nodes``): every node ingests, commits and ACKs; each output's
+delivery (lease ``output:<name>``), the supervisor, the notifier and retention run only while
+this node holds their lease, and the node heartbeats what it holds. On SQLite the node is the
+store's only one and holds them all; on PostgreSQL the supervisor learns of traffic committed
+by other nodes from the store, and takes the stored trouble states over with its lease.
+
 Shutdown order (SIGINT/SIGTERM or ``request_shutdown``): stop accepting and close connections
 (a frame already being committed still gets its ACK: that section is shielded), stop the
 supervisor and the dispatcher, then close the journal, which commits what is queued.
@@ -18,6 +24,7 @@ store, listeners, outputs) and warns for each listener that is not on loopback.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import math
@@ -41,10 +48,18 @@ from receiver.config import Config, OutputConfig
 from receiver.connection_limits import fit_to_open_files, raise_open_file_limit
 from receiver.console import serve_console
 from receiver.dc09_listener import Dc09Intake, Dc09Server, account_link
-from receiver.dispatcher import Dispatcher, TroublePolicy
+from receiver.dispatcher import Dispatcher, OutputCursor, TroublePolicy
 from receiver.journal import Journal
 from receiver.logs import configure
 from receiver.metrics import Counters
+from receiver.nodes import (
+    SUPERVISOR_LEASE,
+    ClosableLeaseStore,
+    Node,
+    open_lease_store,
+    output_lease,
+    take_over_supervision,
+)
 from receiver.notify import Notifier
 from receiver.registry import backends as registry_backends
 from receiver.registry.backends import RegistryConnection
@@ -52,7 +67,7 @@ from receiver.registry_index import RegistryIndex
 from receiver.retention import Retention
 from receiver.store import describe, open_store
 from receiver.store.faults import STORE_ERRORS, StoreOutage
-from receiver.store.interface import SignalStore
+from receiver.store.interface import Lease, SignalStore
 from receiver.store.sqlite import tighten_permissions
 from receiver.supervisor import LinkActivity, Supervisor
 from receiver.workers import WorkerPool, die_with_parent
@@ -204,6 +219,17 @@ async def _start_listener(
     return port
 
 
+class HeldOutputs:
+    """The outputs this node delivers now, each under its lease (what the console reads)."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, Dispatcher] = {}
+
+    @property
+    def cursors(self) -> list[OutputCursor]:
+        return [cursor for d in self.by_name.values() for cursor in d.cursors]
+
+
 @attrs.define
 class Ports:
     dc09: int
@@ -249,8 +275,29 @@ class Service:
         self.pool: WorkerPool | None = None  # the coordinator's ingest workers
         self._shutdown = trio.Event()
         self.ports: Ports | None = None
-        self.dispatcher: Dispatcher | None = None
+        self.dispatcher: HeldOutputs | None = None
+        self.node: Node | None = None  # the coordinator's: its heartbeat and its leases
         self.servers: dict[str, Any] = {}
+
+    def _open_node(self) -> Node:
+        """This node on the store: on SQLite the only one (its file is locked), so it holds
+        every lease whatever the lease rows say; on PostgreSQL one of several."""
+        store: ClosableLeaseStore = open_lease_store(self.config.store)
+        return Node(
+            store,
+            self.config.node.node_name,
+            lease=self.config.node.lease,
+            sole=not self.config.store.url,
+        )
+
+    def _listeners(self, ports: Ports) -> dict[str, str]:
+        found = {
+            "dc09": f"{self.config.dc09.address[0]}:{ports.dc09}",
+            "bridge": f"{self.config.bridge.address[0]}:{ports.bridge}",
+        }
+        if ports.console is not None and self.config.console.address is not None:
+            found["console"] = f"{self.config.console.address[0]}:{ports.console}"
+        return found
 
     def open_store(self) -> SignalStore:
         """A store object of its own for one component (``receiver.store.open_store``)."""
@@ -336,7 +383,9 @@ class Service:
     def _coordinate(self, nursery: trio.Nursery, stored: dict[str, tuple[int, bool]]) -> None:
         """What runs once per node: supervision and registry refresh (and, as
         coordinator, link activity and commits learnt from the store)."""
-        if self.role == "coordinator":
+        if self.role == "coordinator" or self.config.store.url:
+            # Traffic that other processes (ingest workers, other nodes) commit is learnt
+            # from the store.
             self.activity = LinkActivity(
                 self.supervisor, self.journal, stored, on_new_link=self._new_link
             )
@@ -345,8 +394,66 @@ class Service:
                 self.activity.run, self.open_store(), self.config.supervision.check_interval
             )
             nursery.start_soon(self.journal.watch_other_writers, self.open_store())
-        nursery.start_soon(self.supervisor.run)
+        assert self.node is not None
+        nursery.start_soon(self.node.hold, SUPERVISOR_LEASE, self._supervise)
         nursery.start_soon(self.registry.run, self._registry_changed)
+
+    async def _supervise(
+        self, lease: Lease, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Supervision while this node holds its lease: it starts from the troubles stored
+        (another node may have opened or closed some), so none is written twice."""
+        fault = StoreOutage("supervisor", "take_over", counters=self.counters)
+        while True:
+            try:
+                stored = await self._stored_links()
+            except STORE_ERRORS as exc:
+                await trio.sleep(fault.failed(exc))
+                continue
+            fault.succeeded()
+            break
+        take_over_supervision(self.supervisor, stored)
+        await self.supervisor.run(task_status=task_status)
+
+    async def _deliver(
+        self,
+        number: int,
+        output: OutputConfig,
+        lease: Lease,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """One output's delivery while this node holds its lease: a cursor of its own each
+        time, opened where the store says the last holder got to."""
+        dispatcher = Dispatcher(
+            [build_output(output)],
+            self.open_store,
+            self.journal,
+            counters=self.counters,
+            policy=TroublePolicy(**attrs.asdict(self.config.delivery)),
+        )
+        for cursor in dispatcher.cursors:
+            cursor.number = number  # its troubles' zone: its place in the configuration
+        assert self.dispatcher is not None
+        self.dispatcher.by_name[output.name] = dispatcher
+        try:
+            await dispatcher.run(task_status=task_status)
+        finally:
+            self.dispatcher.by_name.pop(output.name, None)
+
+    async def _notify(
+        self, lease: Lease, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        await Notifier(
+            self.config.notify, self.open_store(), self.journal, counters=self.counters
+        ).run()
+
+    async def _retain(
+        self, lease: Lease, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        await Retention(self.open_store(), self.journal, self.config.journal.keep_days).run()
 
     async def _stored_links(self) -> dict[str, tuple[int, bool]]:
         """Every supervised link's last-seen time and trouble state, as stored."""
@@ -425,31 +532,23 @@ class Service:
                         # Keep the resolving index fresh; supervision is the coordinator's.
                         workers.start_soon(self.registry.run, lambda index: None)
                     else:
+                        node = self.node = self._open_node()
+                        workers.start_soon(node.run_heartbeat)
                         stored_links = await self._stored_links()
                         self.supervise_accounts(self.registry.current(), stored_links)
                         self.supervise_bridges(self.registry.current(), stored_links)
                         self._coordinate(workers, stored_links)
-                        self.dispatcher = Dispatcher(
-                            [build_output(o) for o in self.config.outputs],
-                            self.open_store,
-                            self.journal,
-                            counters=self.counters,
-                            policy=TroublePolicy(**attrs.asdict(self.config.delivery)),
-                        )
-                        await workers.start(self.dispatcher.run)
-                        workers.start_soon(
-                            Notifier(
-                                self.config.notify,
-                                self.open_store(),
-                                self.journal,
-                                counters=self.counters,
-                            ).run
-                        )
-                        workers.start_soon(
-                            Retention(
-                                self.open_store(), self.journal, self.config.journal.keep_days
-                            ).run
-                        )
+                        # Each output on one node at a time, under its lease (the cursor
+                        # is open before the listeners start where this node holds it).
+                        self.dispatcher = HeldOutputs()
+                        for number, output in enumerate(self.config.outputs, start=1):
+                            await workers.start(
+                                node.hold,
+                                output_lease(output.name),
+                                functools.partial(self._deliver, number, output),
+                            )
+                        workers.start_soon(node.hold, "notifier", self._notify)
+                        workers.start_soon(node.hold, "retention", self._retain)
                     async with trio.open_nursery() as listeners:
                         if self.role == "coordinator":
                             self.ports = await self._run_workers(listeners)
@@ -468,6 +567,8 @@ class Service:
                             self.ports.console = await workers.start(
                                 serve_console, self.config, self
                             )
+                        if self.node is not None:
+                            self.node.listeners = self._listeners(self.ports)
                         task_status.started(self.ports)
                         await self._shutdown.wait()
                         self.log.info("shutting_down")
@@ -476,6 +577,9 @@ class Service:
             finally:
                 self.journal.close()
                 self.registry.close()
+                if self.node is not None:
+                    lease_store: Any = self.node.store
+                    lease_store.close()
         self.log.info("stopped", **self.counters.snapshot())
 
 

@@ -19,6 +19,13 @@ Rules of this module:
   A run starts from a random sequence (or ``sequence_start``): a second run within the
   receiver's duplicate window must not send the first run's (account, sequence, data) again,
   which the receiver would ACK and absorb as duplicates.
+- A backup receiver path (``--backup``), as DC-09 panels have: a connection whose receiver stops
+  answering (no reply within ``timeout``, the connection refused or closed) sends that frame's
+  next attempt to the other path, with the same sequence (a receiver that did store it absorbs
+  the retry as a duplicate). It then stays on the path that answers, and goes back to the other
+  one only when this one stops answering in turn (the panel does not probe its primary while
+  the backup serves; a real dialler's periodic primary test is not simulated). A NAK or DUH is
+  an answer: it never switches. The summary counts the frames ACKed on each path.
 - Loopback only unless ``allow_remote``; every run is bounded in frames
   (``MAX_FRAMES``) and connections (``MAX_CONNECTIONS``).
 - Field quirks are sent only on request (``PanelQuirks``): binary CRC, a data block without
@@ -187,10 +194,14 @@ class PanelTally:
     bad_replies: int = 0
     connect_error: str | None = None
     latencies_ms: list[float] = attrs.Factory(list)
+    # With a backup path: ACKed frames per path ("HOST:PORT"), and switches between paths.
+    acked_at: dict[str, int] = attrs.Factory(dict)
+    switches: int = 0
 
     def summary(self, elapsed_s: float) -> PanelRunSummary:
         fields = attrs.asdict(self, recurse=False)
         fields["latencies_ms"] = tuple(self.latencies_ms)
+        fields["acked_at"] = tuple(sorted(self.acked_at.items()))
         return PanelRunSummary(**fields, elapsed_s=elapsed_s)
 
 
@@ -201,7 +212,8 @@ class PanelRunSummary:
     ``acked_events`` counts ACKed frames that carried events (what the journal should hold,
     one row per event). ``naks_wrong_key`` counts the naked frames whose NAK carried the
     panel's own time (not a clock problem: a wrong key); ``connect_error`` is the last reason
-    a connection could not be opened.
+    a connection could not be opened. With a backup path, ``acked_at`` holds the frames ACKed
+    on each path (``HOST:PORT``) and ``switches`` how often a connection changed path.
     """
 
     accounts: int
@@ -223,6 +235,8 @@ class PanelRunSummary:
     connect_error: str | None
     latencies_ms: tuple[float, ...]
     elapsed_s: float
+    acked_at: tuple[tuple[str, int], ...] = ()
+    switches: int = 0
 
     @property
     def ok(self) -> bool:
@@ -245,6 +259,7 @@ class PanelRunSummary:
         """The ``--json`` summary."""
         out = attrs.asdict(self, recurse=False)
         del out["latencies_ms"]
+        out["acked_at"] = dict(self.acked_at)
         out["elapsed_s"] = round(self.elapsed_s, 3)
         out["ok"] = self.ok
         out["events_per_s"] = round(self.events_per_s, 1)
@@ -259,6 +274,10 @@ class PanelRunSummary:
             value = self.latency_ms(fraction)
             return "-" if value is None else f"{value}"
 
+        paths = ""
+        if self.acked_at or self.switches:
+            counts = ", ".join(f"{count} at {path}" for path, count in self.acked_at)
+            paths = f", acked {counts or 'none'} (path switches {self.switches})"
         return (
             f"panels {self.accounts} on {self.connections} connections: "
             f"sent {self.sent}/{self.planned} (polls {self.polls}), acked {self.acked}, "
@@ -267,7 +286,7 @@ class PanelRunSummary:
             f"naks (wrong key?) {self.naks_wrong_key}, "
             f"clock corrections {self.clock_corrections}, "
             f"{self.events_per_s:.1f} events/s, ack p50 {ms(0.5)} ms, p90 {ms(0.9)} ms, "
-            f"p99 {ms(0.99)} ms, max {ms(1.0)} ms"
+            f"p99 {ms(0.99)} ms, max {ms(1.0)} ms{paths}"
         )
 
 
@@ -277,8 +296,11 @@ class PanelRunSummary:
 class PanelLink:
     """A panel's path to the receiver: send a frame, read replies until a deadline."""
 
-    def __init__(self, target: tuple[str, int], *, udp: bool) -> None:
+    def __init__(
+        self, target: tuple[str, int], *, udp: bool, backup: tuple[str, int] | None = None
+    ) -> None:
         self.target = target
+        self.other = backup
         self.udp = udp
         self._stream: trio.abc.Stream | None = None
         self._socket: trio.socket.SocketType | None = None
@@ -293,6 +315,18 @@ class PanelLink:
         else:
             self._stream = await open_stream("panel", *self.target)
             self._splitter = dc09.FrameSplitter()
+
+    @property
+    def path(self) -> str:
+        return where(*self.target)
+
+    async def switch(self) -> bool:
+        """Close this path and take the other one for the next attempt; False without one."""
+        if self.other is None:
+            return False
+        await self.aclose()
+        self.target, self.other = self.other, self.target
+        return True
 
     @property
     def is_open(self) -> bool:
@@ -360,8 +394,10 @@ class PanelFleet:
         *,
         rand: Callable[[int], bytes] = os.urandom,
         sequences: Sequences | None = None,
+        backup: tuple[str, int] | None = None,
     ) -> None:
         self.target = target
+        self.backup = backup
         self.options = options
         self.tally = tally or PanelTally()
         self.rand = rand
@@ -409,7 +445,7 @@ class PanelFleet:
 
     async def run_connection(self, transmissions: Iterable[Transmission], start: float) -> None:
         """Send ``transmissions`` in order over one connection, each waiting for its reply."""
-        link = PanelLink(self.target, udp=self.options.udp)
+        link = PanelLink(self.target, udp=self.options.udp, backup=self.backup)
         try:
             for item in transmissions:
                 if item.at > 0:
@@ -440,19 +476,24 @@ class PanelFleet:
                         await link.open()
                 except OSError as exc:
                     connected = False
-                    tally.connect_error = f"cannot connect to {where(*self.target)}: {reason(exc)}"
-                    await trio.sleep(min(opts.timeout, 0.05))
+                    tally.connect_error = f"cannot connect to {link.path}: {reason(exc)}"
+                    if not await self._switch(link):
+                        await trio.sleep(min(opts.timeout, 0.05))
                     continue
             connected = True
             if not await link.send(frame):
+                await self._switch(link)
                 continue
             reply = await self._await_reply(link, f"{sequence:04d}")
             if reply is None:
                 outcome = None
+                await self._switch(link)
                 continue
             outcome = reply.kind
             if reply.kind is Reply.ACK:
                 tally.acked += 1
+                if self.backup is not None:
+                    tally.acked_at[link.path] = tally.acked_at.get(link.path, 0) + 1
                 if item.token != NULL_TOKEN:
                     tally.acked_events += 1
                 tally.latencies_ms.append((trio.current_time() - started) * 1000.0)
@@ -479,6 +520,13 @@ class PanelFleet:
             tally.connect_failures += 1
         else:
             tally.timeouts += 1
+
+    async def _switch(self, link: PanelLink) -> bool:
+        """The receiver on this path stopped answering: the next attempt goes to the other."""
+        if not await link.switch():
+            return False
+        self.tally.switches += 1
+        return True
 
     async def _await_reply(self, link: PanelLink, sequence: str) -> dc09.Dc09Reply | None:
         with trio.move_on_after(self.options.timeout):
@@ -609,11 +657,15 @@ async def run_load(
     allow_remote: bool = False,
     progress: Callable[[PanelRunSummary], None] | None = None,
     rand: Callable[[int], bytes] = os.urandom,
+    backup: tuple[str, int] | None = None,
 ) -> PanelRunSummary:
-    """Send ``plan`` to ``target`` (loopback unless ``allow_remote``) and summarize."""
+    """Send ``plan`` to ``target`` (loopback unless ``allow_remote``), switching to ``backup``
+    when it stops answering, and summarize."""
     check_target(target[0], allow_remote=allow_remote)
+    if backup is not None:
+        check_target(backup[0], allow_remote=allow_remote)
     tally = PanelTally(accounts=len(plan.accounts), planned=plan.count)
-    fleet = PanelFleet(target, options, tally, rand=rand)
+    fleet = PanelFleet(target, options, tally, rand=rand, backup=backup)
     return await fleet.run(plan.lanes(), progress=progress)
 
 
@@ -633,6 +685,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     parser.add_argument("--target", required=True, metavar="HOST:PORT")
+    parser.add_argument(
+        "--backup",
+        metavar="HOST:PORT",
+        help="backup receiver path: taken when --target stops answering (no reply within "
+        "--timeout, connection refused or closed); kept while it answers",
+    )
     parser.add_argument("--account", required=True, help="first account number")
     parser.add_argument("--accounts", type=int, default=1, help="number of accounts (panels)")
     parser.add_argument("--key", help="AES key shared by the panels (encrypted frames)")
@@ -691,6 +749,9 @@ def handle(args: argparse.Namespace) -> int:
     try:
         target = parse_target(args.target)
         check_target(target[0], allow_remote=args.allow_remote)
+        backup = parse_target(args.backup) if args.backup else None
+        if backup is not None:
+            check_target(backup[0], allow_remote=args.allow_remote)
         options = options_from_args(args)
         plan = LoadPlan(
             accounts=account_numbers(args.account, args.accounts),
@@ -714,6 +775,7 @@ def handle(args: argparse.Namespace) -> int:
             options,
             allow_remote=args.allow_remote,
             progress=print_progress if on_terminal else None,
+            backup=backup,
         )
     )
     if on_terminal:

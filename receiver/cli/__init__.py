@@ -44,6 +44,7 @@ COMMAND_MODULES = (
     "users",
     "journal",
     "backup",
+    "nodes",
 )
 
 Handler = Callable[[argparse.Namespace], int]

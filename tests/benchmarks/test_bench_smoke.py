@@ -28,6 +28,7 @@ def test_run_dry_run_lists_every_step(capsys: pytest.CaptureFixture[str]) -> Non
         "idle",
         "sink",
         "spool",
+        "nodes",
         "plot",
     ]
 

@@ -17,8 +17,10 @@ from protocols.errors import InvalidInputError
 from simulators.cli import main as sim_main
 from simulators.panel import (
     LoadPlan,
+    PanelFleet,
     PanelOptions,
     PanelQuirks,
+    PanelTally,
     account_numbers,
     run_load,
 )
@@ -257,3 +259,103 @@ async def test_a_wrong_key_reads_as_wrong_key_naks_not_clock_corrections(
     summary = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
     assert (summary["naks_wrong_key"], summary["clock_corrections"]) == (3, 0)
     assert journal(receiver.db) == []
+
+
+# -- the backup receiver path ----------------------------------------------------------------
+
+
+async def _two_receivers(nursery: trio.Nursery, tmp_path: Path) -> list[RunningReceiver]:
+    """Two receivers with their own stores and ports, both serving account 1234."""
+    running = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        config_path = write_config(folder)
+        registry_setup(
+            config_path,
+            ["stations", "add", "S1"],
+            ["dealers", "add", "D1"],
+            ["sites", "add", "Main", "--dealer", "D1"],
+            ["accounts", "add", "--station", "S1", "1234", "--site", "Main"],
+            ["accounts", "add", "--station", "S1", "1235", "--site", "Main"],
+        )
+        running.append(await start_receiver(nursery, config_path))
+    return running
+
+
+async def test_a_panel_switches_to_its_backup_when_the_primary_stops(tmp_path: Path) -> None:
+    """The primary receiver stops mid-run: every connection moves to the backup once and
+    stays there; every frame is ACKed by one of them and stored where it was ACKed."""
+    plan = LoadPlan(accounts=["1234", "1235"], count=40, connections=2, rate=100.0)
+    async with trio.open_nursery() as nursery:
+        a, b = await _two_receivers(nursery, tmp_path)
+        tally = PanelTally(accounts=2, planned=plan.count)
+        fleet = PanelFleet(target(a), PanelOptions(timeout=2.0), tally, backup=target(b))
+
+        async def stop_primary() -> None:
+            while tally.acked < 10:
+                await trio.sleep(0.01)
+            a.service.request_shutdown()
+
+        nursery.start_soon(stop_primary)
+        with trio.fail_after(30):
+            summary = await fleet.run(plan.lanes())
+        b.service.request_shutdown()
+    assert summary.ok
+    paths = dict(summary.acked_at)
+    primary, backup = f"127.0.0.1:{a.ports.dc09}", f"127.0.0.1:{b.ports.dc09}"
+    assert paths[primary] >= 10
+    assert paths[primary] + paths[backup] == 40
+    assert summary.switches == 2
+    stored_a = {(r["account"], r["sequence"]) for r in journal(a.db)}
+    stored_b = {(r["account"], r["sequence"]) for r in journal(b.db)}
+    assert len(stored_a) >= paths[primary]
+    assert len(stored_b) == paths[backup]
+    assert len(stored_a | stored_b) == 40
+
+
+async def test_a_primary_that_does_not_answer_sends_the_retry_to_the_backup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A primary that takes frames and never replies: the first frame's retry goes to the
+    backup after one timeout, and the rest follow it there (as typed, with the summary)."""
+    received: list[bytes] = []
+
+    async def swallow(stream: trio.SocketStream) -> None:
+        async for data in stream:
+            received.append(bytes(data))
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, swallow, 0, host="127.0.0.1"))
+        silent = listeners[0].socket.getsockname()[1]
+        backup = (await _two_receivers(nursery, tmp_path))[1]
+        argv = ["panel", "--target", f"127.0.0.1:{silent}", "--account", "1234", "--count", "3"]
+        argv += ["--backup", f"127.0.0.1:{backup.ports.dc09}", "--timeout", "0.3"]
+        code, out, _ = await sim(capsys, *argv)
+        code_json, out_json, _ = await sim(capsys, *argv, "--json", "--protocol", "sia")
+        nursery.cancel_scope.cancel()
+    assert code == 0, out
+    assert "retransmits 1," in out
+    assert f"acked 3 at 127.0.0.1:{backup.ports.dc09} (path switches 1)" in out
+    assert b"".join(received).count(b"\r") == 2  # one frame per run, sent once, unanswered
+    summary = json.loads(next(line for line in out_json.splitlines() if line.startswith("{")))
+    assert code_json == 0
+    assert summary["acked_at"] == {f"127.0.0.1:{backup.ports.dc09}": 3}
+    assert summary["switches"] == 1
+    assert len(journal(backup.db)) == 6
+
+
+async def test_a_refused_primary_goes_to_the_backup_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nobody on the primary port: no timeout is waited, every frame is ACKed on the backup."""
+    async with trio.open_nursery() as nursery:
+        backup = (await _two_receivers(nursery, tmp_path))[1]
+        argv = ["panel", "--target", f"127.0.0.1:{closed_port()}", "--account", "1234"]
+        argv += ["--count", "4", "--backup", f"127.0.0.1:{backup.ports.dc09}"]
+        code, out, err = await sim(capsys, *argv, "--timeout", "30")
+        nursery.cancel_scope.cancel()
+    assert code == 0, out + err
+    assert "timeouts 0, connect failures 0," in out
+    assert f"acked 4 at 127.0.0.1:{backup.ports.dc09} (path switches 1)" in out
+    assert err == ""
