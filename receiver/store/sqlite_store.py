@@ -41,7 +41,12 @@ from receiver.store.interface import (
     PrunePlan,
     WriteOutcome,
 )
-from receiver.store.signal_rows import SIGNAL_COLUMNS, signal_from_row, signal_row
+from receiver.store.signal_rows import (
+    SIGNAL_COLUMNS,
+    SIGNAL_READ_SQL,
+    signal_from_values,
+    signal_row,
+)
 from receiver.store.sqlite import connect
 
 if TYPE_CHECKING:
@@ -81,7 +86,9 @@ SET_TROUBLE = (
 LAST_SEQ = "SELECT max(seq) FROM signals"
 LINKS = "SELECT link, last_seen_us, trouble_open FROM links"
 LINKS_SEEN_SINCE = "SELECT link, last_seen_us FROM links WHERE last_seen_us > ?"
-READ_AFTER = "SELECT * FROM signals WHERE seq > ? ORDER BY seq LIMIT ?"
+# Signals are read as plain tuples of seq and the reader's columns (no lookups by name).
+_READ = f"SELECT seq, {SIGNAL_READ_SQL} FROM signals"
+READ_AFTER = f"{_READ} WHERE seq > ? ORDER BY seq LIMIT ?"
 # Earlier signals that a batch's keyed signals may repeat: same account and sequence, within
 # the window (then the key itself is compared). Pairs per statement: SQLite allows 32,766
 # parameters since 3.32.
@@ -356,9 +363,18 @@ class SqliteStore:
             first_in_batch[key] = index
         return dup_of
 
+    def _read_signals(self, sql: str, params: Sequence[Any]) -> list[tuple[int, Signal]]:
+        """``sql`` selects ``seq`` then the reader's columns (``_READ``): (seq, Signal)s."""
+
+        def read(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            cursor = conn.cursor()
+            cursor.row_factory = None  # plain tuples: the reader takes its values by position
+            return cursor.execute(sql, params).fetchall()
+
+        return [(row[0], signal_from_values(row[1:])) for row in self._run(read)]
+
     def read_after(self, seq: int, limit: int) -> list[tuple[int, Signal]]:
-        rows = self._run(lambda conn: conn.execute(READ_AFTER, (seq, limit)).fetchall())
-        return [(int(row["seq"]), signal_from_row(row)) for row in rows]
+        return self._read_signals(READ_AFTER, (seq, limit))
 
     def last_seq(self) -> int:
         row = self._run(lambda conn: conn.execute(LAST_SEQ).fetchone())
@@ -490,15 +506,14 @@ class SqliteStore:
 
     def history(self, query: HistoryQuery) -> list[tuple[int, Signal]]:
         where, params = conditions(query)
-        sql = "SELECT * FROM signals"
+        sql = _READ
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY received_us DESC, seq DESC"
         if query.limit > 0:
             sql += " LIMIT ?"
             params.append(query.limit)
-        rows = self._run(lambda conn: conn.execute(sql, params).fetchall())
-        return [(int(row["seq"]), signal_from_row(row)) for row in rows]
+        return self._read_signals(sql, params)
 
     def history_after(self, query: HistoryQuery, seq: int, limit: int) -> tuple[int, list[Signal]]:
         newest = self.last_seq()
@@ -506,11 +521,11 @@ class SqliteStore:
             return seq, []
         where, params = conditions(query)
         where = ["seq > ?", "seq <= ?", *where]
-        sql = f"SELECT * FROM signals WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
-        rows = self._run(lambda conn: conn.execute(sql, (seq, newest, *params, limit)).fetchall())
+        sql = f"{_READ} WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
+        rows = self._read_signals(sql, (seq, newest, *params, limit))
         if len(rows) == limit:
-            newest = int(rows[-1]["seq"])
-        return newest, [signal_from_row(row) for row in rows]
+            newest = rows[-1][0]
+        return newest, [signal for _, signal in rows]
 
 
 def _cursor_params(update: CursorUpdate) -> tuple[Any, ...]:
