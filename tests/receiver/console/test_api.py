@@ -13,6 +13,7 @@ import structlog.testing
 import trio
 
 from simulators.sink import SentinelSink
+from tests.receiver.conftest import registry_setup
 from tests.receiver.console.conftest import ON_BOTH, Console, add_user, send_sia
 
 
@@ -103,6 +104,29 @@ async def test_accounts_outputs_bridges_troubles(console: Console) -> None:
         assert (await client.get("/api/v1/troubles")).json() == {"troubles": []}
         spec = (await client.get("/api/v1/openapi.json")).json()
         assert "/api/v1/signals/{signal_id}/acknowledge" in spec["paths"]
+
+
+@ON_BOTH
+async def test_a_registered_bridge_is_in_the_bridge_report(console: Console) -> None:
+    """A bridge added with the CLI is listed with its site and dealer, never seen yet."""
+    registry_setup(
+        console.receiver.config_path,
+        [
+            *("bridges", "add", "--site", "Main Street", "--serial", "CKB304-0002"),
+            *("--token", "t2", "--channels", "4"),
+        ],
+    )
+    async with console.login("vera") as client:
+        [bridge] = (await client.get("/api/v1/bridges")).json()["bridges"]
+        status = (await client.get("/api/v1/status")).json()
+    assert (bridge["serial"], bridge["site"], bridge["dealer"], bridge["account"]) == (
+        "CKB304-0002",
+        "Main Street",
+        "D1",
+        "1234",
+    )
+    assert (bridge["status"], bridge["channels"], bridge["troubles"]) == ("never", 4, [])
+    assert [b["serial"] for b in status["bridges"]] == ["CKB304-0002"]
 
 
 @ON_BOTH
@@ -350,6 +374,7 @@ async def test_a_new_password_ends_the_old_sessions(console: Console) -> None:
         assert (await client.get("/api/v1/signals")).status_code == 401
 
 
+@ON_BOTH
 async def test_admin_adds_a_user_through_the_api(console: Console) -> None:
     """An admin adds an operator (audited) who can then log in; an operator may not add
     users; a short password or unknown role is a 422."""
@@ -394,6 +419,7 @@ async def test_status_shows_the_connected_panels(console: Console) -> None:
     await stream.aclose()
 
 
+@ON_BOTH
 async def test_admin_changes_an_account_and_a_collision_names_the_holder(console: Console) -> None:
     """An admin renumbers account 1234 to 5678 (audited, and the running receiver resolves the
     new number); renumbering another account onto 5678 is refused with the holder named, as
