@@ -30,6 +30,7 @@ import psycopg
 import structlog
 import trio
 
+from protocols.errors import StartupError
 from receiver.config import Config
 from receiver.dispatcher import output_status
 from receiver.journal import to_us
@@ -37,7 +38,7 @@ from receiver.registry.backends import RegistryConnection, connect, console_sql_
 from receiver.store import open_store
 from receiver.store.console_sql import Statement
 from receiver.store.faults import STORE_ERRORS
-from receiver.store.interface import SignalStore
+from receiver.store.interface import SignalStore, StoreError
 
 from .auth import LoginLimiter
 
@@ -72,9 +73,7 @@ class StoreReader:
     async def run(self, read: Callable[[RegistryConnection], T]) -> T:
         async with self._lock:
             if self._conn is None:
-                self._conn = await trio.to_thread.run_sync(
-                    lambda: connect(self.location, threads=True)
-                )
+                self._conn = await trio.to_thread.run_sync(self._connect)
             conn = self._conn
             try:
                 return await trio.to_thread.run_sync(read, conn)
@@ -100,6 +99,12 @@ class StoreReader:
                 raise
 
         await self.run(write)
+
+    def _connect(self) -> RegistryConnection:
+        try:
+            return connect(self.location, threads=True)
+        except StartupError as exc:  # PostgreSQL unreachable: a store fault, tried again
+            raise StoreError(str(exc)) from exc
 
     def _drop(self) -> None:
         if self._conn is not None:
