@@ -17,7 +17,6 @@ Rules:
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -29,7 +28,7 @@ import trio
 from protocols.bridge import ArmState
 from receiver.journal import Journal, from_us, to_us
 from receiver.metrics import Counters
-from receiver.store import bridge_report_sql
+from receiver.registry.backends import RegistryConnection, bridge_report_sql_for
 from receiver.store.faults import StoreOutage
 from receiver.store.interface import ArmName, BridgeStateRow
 from receiver.store.interface import BridgeStateStore as StateTable
@@ -268,7 +267,7 @@ def _trouble_name(link: str, zones: Mapping[tuple[str, int], int]) -> tuple[str,
 
 
 def bridge_report(
-    conn: sqlite3.Connection,
+    conn: RegistryConnection,
     *,
     dealer: str | None = None,
     site: str | None = None,
@@ -281,7 +280,8 @@ def bridge_report(
     trouble is open; ``never`` when it never connected. Raises ``NotFoundError`` for an unknown
     dealer or site.
     """
-    rows, zones, open_links = bridge_report_sql.read(conn, dealer=dealer, site=site)
+    report_sql = bridge_report_sql_for(conn)  # SQLite's or PostgreSQL's
+    rows, zones, open_links = report_sql.read(conn, dealer=dealer, site=site)
     troubles: dict[str, list[str]] = {}
     for link in open_links:
         serial, name = _trouble_name(link, zones)

@@ -554,16 +554,7 @@ class Service:
                             self.ports = await self._run_workers(listeners)
                         else:
                             self.ports = await self._listen(listeners)
-                        if self.role != "worker" and self.config.store.url:
-                            if self.config.console.listen:
-                                # Its reads and writes are SQLite's until it has a store of
-                                # its own.
-                                self.log.warning(
-                                    "console_unavailable",
-                                    listen=self.config.console.listen,
-                                    error="the console needs the SQLite store ([store] path)",
-                                )
-                        elif self.role != "worker":
+                        if self.role != "worker":
                             self.ports.console = await workers.start(
                                 serve_console, self.config, self
                             )

@@ -2,9 +2,10 @@
 served by hypercorn's trio worker from the receiver's own trio process.
 
 One entry point, :func:`serve_console`, started as one task in the service's nursery. The
-console is a reader of the store and of the running service; the few writes it makes go
-through the journal's writer. A console that cannot bind its port is logged and left off:
-alarms keep flowing without it.
+console is a reader of the store (SQLite or PostgreSQL, ``[store]``) and of the running
+service; the few writes it makes go through the journal's writer on SQLite and commit on the
+console's own connection on PostgreSQL (``ConsoleState.write``). A console that cannot bind
+its port is logged and left off: alarms keep flowing without it.
 """
 
 from __future__ import annotations

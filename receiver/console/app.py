@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
@@ -49,13 +48,12 @@ from receiver.dc09_listener import account_link
 from receiver.registry import AccountCheck, AccountSpec, Registry
 from receiver.registry.backends import RegistryConnection
 from receiver.registry.service import AccountEdit
-from receiver.store import console_sql
-from receiver.store.console_sql import SignalFilter, User
+from receiver.store.console_sql import SignalFilter, User  # records both backends share
 
 from . import auth
 from .metrics import scrape
 from .openapi import OPENAPI
-from .state import ConsoleState, now_us
+from .state import CONSOLE_STORE_ERRORS, ConsoleState, now_us
 from .views import moment, signal_detail, signal_summary
 
 _T = TypeVar("_T")
@@ -92,6 +90,7 @@ def build_app(state: ConsoleState) -> Starlette:
     )
     templates.globals["moment"] = moment
     log = state.log
+    sql: Any = state.sql  # the store's console statements (SQLite or PostgreSQL)
 
     def is_api(request: Request) -> bool:
         return request.url.path.startswith("/api/")
@@ -115,7 +114,7 @@ def build_app(state: ConsoleState) -> Starlette:
         header = request.headers.get("authorization", "")
         if header.lower().startswith("bearer "):
             digest = auth.token_hash(header[7:].strip())
-            user = await state.reader.run(lambda conn: console_sql.token_user(conn, digest))
+            user = await state.reader.run(lambda conn: sql.token_user(conn, digest))
             if user is None:
                 raise Refusal(401, "unknown or revoked API token")
             return Caller(user, None)
@@ -123,7 +122,7 @@ def build_app(state: ConsoleState) -> Starlette:
         if not cookie:
             return None
         digest = auth.token_hash(cookie)
-        session = await state.reader.run(lambda conn: console_sql.session(conn, digest))
+        session = await state.reader.run(lambda conn: sql.session(conn, digest))
         if session is None:
             return None
         if session.expires_us < now_us():
@@ -187,8 +186,8 @@ def build_app(state: ConsoleState) -> Starlette:
     async def healthz(request: Request) -> Response:
         listening = state.service.ports is not None and not state.service.shutting_down
         try:
-            store_up = await state.reader.run(console_sql.alive)
-        except (sqlite3.Error, OSError) as exc:
+            store_up = await state.reader.run(sql.alive)
+        except CONSOLE_STORE_ERRORS as exc:
             log.error("console_store_down", error=str(exc))
             store_up = False
         body = {
@@ -233,7 +232,7 @@ def build_app(state: ConsoleState) -> Starlette:
             )
         if not name or not password:
             raise Refusal(422, "give a user name and a password")
-        found = await state.reader.run(lambda conn: console_sql.user_by_name(conn, name))
+        found = await state.reader.run(lambda conn: sql.user_by_name(conn, name))
         ok = await trio.to_thread.run_sync(
             auth.verify_password, found.password_hash if found else None, password
         )
@@ -255,10 +254,10 @@ def build_app(state: ConsoleState) -> Starlette:
         await state.write(
             [
                 (
-                    console_sql.INSERT_SESSION,
+                    sql.INSERT_SESSION,
                     (auth.token_hash(token), found.user.id, auth.new_token(), created, expires),
                 ),
-                (console_sql.DELETE_EXPIRED_SESSIONS, (created,)),
+                (sql.DELETE_EXPIRED_SESSIONS, (created,)),
             ]
         )
         log.info("console_login", user=name, peer=peer)
@@ -277,7 +276,7 @@ def build_app(state: ConsoleState) -> Starlette:
         form = await request.form()
         await check_csrf(request, caller, _text(form.get("csrf")))
         cookie = request.cookies.get(SESSION_COOKIE, "")
-        await state.write([(console_sql.DELETE_SESSION, (auth.token_hash(cookie),))])
+        await state.write([(sql.DELETE_SESSION, (auth.token_hash(cookie),))])
         response = RedirectResponse("/login", 303)
         response.delete_cookie(SESSION_COOKIE)
         return response
@@ -319,9 +318,9 @@ def build_app(state: ConsoleState) -> Starlette:
         )
 
     async def summaries(query: SignalFilter) -> list[dict[str, Any]]:
-        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            rows = console_sql.signal_rows(conn, query)
-            acks = console_sql.manual_acks(conn, [r["id"] for r in rows])
+        def read(conn: RegistryConnection) -> list[dict[str, Any]]:
+            rows = sql.signal_rows(conn, query)
+            acks = sql.manual_acks(conn, [r["id"] for r in rows])
             out = []
             for row in rows:
                 item = signal_summary(row)
@@ -336,12 +335,12 @@ def build_app(state: ConsoleState) -> Starlette:
         manual = state.manual_outputs()
         outputs = await state.outputs()
 
-        def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
-            row = console_sql.signal_row(conn, signal_id)
+        def read(conn: RegistryConnection) -> dict[str, Any] | None:
+            row = sql.signal_row(conn, signal_id)
             if row is None:
                 return None
             detail = signal_detail(row)
-            ack = console_sql.manual_ack(conn, signal_id)
+            ack = sql.manual_ack(conn, signal_id)
             detail["manual_ack"] = (
                 {**ack, "acked_at": moment(ack["acked_us"])} if ack is not None else None
             )
@@ -396,7 +395,7 @@ def build_app(state: ConsoleState) -> Starlette:
             "acknowledge",
             signal_id,
             {"outputs": waiting, "account": detail["account"]},
-            [(console_sql.INSERT_MANUAL_ACK, (signal_id, caller.user.name, at, ",".join(waiting)))],
+            [(sql.INSERT_MANUAL_ACK, (signal_id, caller.user.name, at, ",".join(waiting)))],
         )
         return {"signal_id": signal_id, "acknowledged_by": caller.user.name, "at": moment(at)}
 
@@ -426,7 +425,7 @@ def build_app(state: ConsoleState) -> Starlette:
     async def events(request: Request) -> Response:
         await require(request)
         query = signal_filter(request, default_limit=MAX_LIMIT)
-        after = query.after_seq or await state.reader.run(console_sql.max_seq)
+        after = query.after_seq or await state.reader.run(sql.max_seq)
 
         async def stream() -> AsyncIterator[bytes]:
             nonlocal after
@@ -502,14 +501,14 @@ def build_app(state: ConsoleState) -> Starlette:
             raise Refusal(404, f"no account {effective!r} on station {station!r}")
         link = account_link(account)
 
-        def read(conn: sqlite3.Connection) -> dict[str, Any]:
-            links = {r["link"]: r for r in console_sql.links(conn)}
+        def read(conn: RegistryConnection) -> dict[str, Any]:
+            links = {r["link"]: r for r in sql.links(conn)}
             bridges = [
                 b for b in Registry(conn).list_bridges() if b["account"] == account.effective
             ]
             recent = [
                 signal_summary(r)
-                for r in console_sql.signal_rows(
+                for r in sql.signal_rows(
                     conn, SignalFilter(station=station, account=account.effective, limit=20)
                 )
             ]
@@ -762,7 +761,7 @@ def build_app(state: ConsoleState) -> Starlette:
     async def bridges() -> list[dict[str, Any]]:
         offline_after = state.config.bridge.heartbeat_interval * state.config.bridge.heartbeat_grace
 
-        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+        def read(conn: RegistryConnection) -> list[dict[str, Any]]:
             return bridge_report(conn, offline_after=offline_after, now=datetime.now(UTC))
 
         try:
@@ -775,7 +774,7 @@ def build_app(state: ConsoleState) -> Starlette:
         return JSONResponse({"bridges": await bridges()})
 
     async def troubles() -> list[dict[str, Any]]:
-        rows = await state.reader.run(console_sql.open_troubles)
+        rows = await state.reader.run(sql.open_troubles)
         return [{"link": r["link"], "last_seen": moment(r["last_seen_us"])} for r in rows]
 
     async def api_troubles(request: Request) -> Response:
@@ -798,7 +797,7 @@ def build_app(state: ConsoleState) -> Starlette:
         return items
 
     async def handled_items() -> list[dict[str, Any]]:
-        rows = await state.reader.run(lambda conn: console_sql.recent_manual_acks(conn, 50))
+        rows = await state.reader.run(lambda conn: sql.recent_manual_acks(conn, 50))
         return [
             {
                 **signal_summary(r),
@@ -849,14 +848,14 @@ def build_app(state: ConsoleState) -> Starlette:
         limit = _int(request.query_params.get("limit"), "limit", 100)
         if not 1 <= limit <= MAX_LIMIT:
             raise Refusal(422, f"limit must be between 1 and {MAX_LIMIT}")
-        rows = await state.reader.run(lambda conn: console_sql.audit(conn, limit))
+        rows = await state.reader.run(lambda conn: sql.audit(conn, limit))
         for row in rows:
             row["at"] = moment(row.pop("at_us"))
         return JSONResponse({"audit": rows})
 
     async def api_users(request: Request) -> Response:
         await require(request, "admin")
-        rows = await state.reader.run(console_sql.users)
+        rows = await state.reader.run(sql.users)
         return JSONResponse(
             {
                 "users": [
@@ -895,8 +894,8 @@ def build_app(state: ConsoleState) -> Starlette:
             name,
             {"role": role},
             [
-                (console_sql.INSERT_USER, (name, role, password_hash, now_us())),
-                (console_sql.DELETE_USER_SESSIONS, (name,)),
+                (sql.INSERT_USER, (name, role, password_hash, now_us())),
+                (sql.DELETE_USER_SESSIONS, (name,)),
             ],
         )
         return JSONResponse({"name": name, "role": role}, 201)

@@ -8,7 +8,6 @@ Each scrape builds its own registry: several services in one process (tests) nev
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -23,7 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from receiver.metrics import LATENCY_BOUNDS, Latency
-from receiver.store import console_sql
+from receiver.registry.backends import RegistryConnection
 
 from .state import ConsoleState
 
@@ -154,15 +153,21 @@ class ScrapeCollector(Collector):
         yield waiting
 
 
-def _store_figures(conn: sqlite3.Connection) -> tuple[int, int, int]:
-    troubles = len(console_sql.open_troubles(conn))
-    accounts = int(conn.execute("SELECT count(*) FROM accounts").fetchone()[0])
-    bridges = int(conn.execute("SELECT count(*) FROM bridges").fetchone()[0])
-    return troubles, accounts, bridges
+# The same text on both backends (no placeholders), read by column name.
+COUNT_ACCOUNTS = "SELECT count(*) AS n FROM accounts"
+COUNT_BRIDGES = "SELECT count(*) AS n FROM bridges"
 
 
 async def scrape(state: ConsoleState) -> bytes:
-    troubles, accounts, bridges = await state.reader.run(_store_figures)
+    sql = state.sql
+
+    def store_figures(conn: RegistryConnection) -> tuple[int, int, int]:
+        troubles = len(sql.open_troubles(conn))
+        accounts = int(conn.execute(COUNT_ACCOUNTS).fetchone()["n"])
+        bridges = int(conn.execute(COUNT_BRIDGES).fetchone()["n"])
+        return troubles, accounts, bridges
+
+    troubles, accounts, bridges = await state.reader.run(store_figures)
     outputs = await state.outputs()
     queue = await state.manual_queue()
     counters = state.service.all_counters()

@@ -2,10 +2,17 @@
 
 Rules:
 - Reads run in a worker thread on the console's own store connection, one at a time (a
-  ``trio.Lock``): the trio loop that ACKs alarms never waits on SQLite for a web page.
-- Writes (sessions, audit rows, manual acknowledgements) go through the journal's one writer
-  (``Journal.append([], console=...)``), in one transaction each: a change and its audit
-  row are committed together or not at all.
+  ``trio.Lock``): the trio loop that ACKs alarms never waits on the store for a web page.
+  The connection is the store's at ``[store] url`` or ``path`` (PostgreSQL or SQLite); the
+  reader holds the backend's console SQL module (``StoreReader.sql``), so the pages, the API
+  and ``/metrics`` name statements through it and never pick a backend themselves. Rows are
+  read by column name (``sqlite3.Row`` or a dict: a Mapping either way).
+- Writes (sessions, audit rows, manual acknowledgements) commit in one transaction each: a
+  change and its audit row are committed together or not at all. The one seam is
+  :meth:`ConsoleState.write`: on SQLite it hands them to the journal's one writer
+  (``Journal.append([], console=...)``: SQLite has one writer); on PostgreSQL, which has no
+  single-writer rule, it commits them on the console's own connection
+  (:meth:`StoreReader.commit`: ``BEGIN``, the statements, ``COMMIT``; ``ROLLBACK`` on error).
 - Manual mode: an output counts as down from the first time the console sees it disconnected;
   once it has been down ``manual_after`` seconds, the alarms waiting for it (after its cursor)
   are the operator's queue. The output still receives every one of them when it returns.
@@ -13,22 +20,25 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import os
-import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import psycopg
 import structlog
 import trio
 
+from protocols.errors import StartupError
 from receiver.config import Config
 from receiver.dispatcher import output_status
 from receiver.journal import to_us
-from receiver.store import console_sql
-from receiver.store.interface import SignalStore
-from receiver.store.sqlite import connect
-from receiver.store.sqlite_store import SqliteStore
+from receiver.registry.backends import RegistryConnection, connect, console_sql_at, store_location
+from receiver.store import open_store
+from receiver.store.console_sql import Statement
+from receiver.store.faults import STORE_ERRORS
+from receiver.store.interface import SignalStore, StoreError
 
 from .auth import LoginLimiter
 
@@ -37,47 +47,81 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# What a console read or write may raise for a fault of the store, on either backend.
+CONSOLE_STORE_ERRORS = (*STORE_ERRORS, psycopg.Error)
+
 
 def now_us() -> int:
     return to_us(datetime.now(UTC))
 
 
 class StoreReader:
-    """The console's read connection, used from worker threads one call at a time."""
+    """The console's store connection, used from worker threads one call at a time."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._conn: sqlite3.Connection | None = None
+    def __init__(self, config: Config) -> None:
+        self.location = store_location(config.store.path, config.store.url)
+        self.postgres = bool(config.store.url)
+        self.sql = console_sql_at(self.location)  # the backend's console statements
+        self._conn: RegistryConnection | None = None
         self._lock = trio.Lock()
-        self._store: SignalStore = SqliteStore(
-            path
-        )  # the outputs' state, through the store's interface
+        self._store: SignalStore = open_store(config.store)  # the outputs' state
 
     async def outputs(self, names: list[str]) -> list[dict[str, Any]]:
         async with self._lock:
             return await trio.to_thread.run_sync(output_status, self._store, names)
 
-    async def run(self, read: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, read: Callable[[RegistryConnection], T]) -> T:
         async with self._lock:
             if self._conn is None:
-                self._conn = await trio.to_thread.run_sync(
-                    lambda: connect(self.path, check_same_thread=False)
-                )
+                self._conn = await trio.to_thread.run_sync(self._connect)
             conn = self._conn
-            return await trio.to_thread.run_sync(read, conn)
+            try:
+                return await trio.to_thread.run_sync(read, conn)
+            except CONSOLE_STORE_ERRORS:
+                if self.postgres:
+                    self._drop()  # a lost server: the next call connects again
+                raise
+
+    async def commit(self, statements: Sequence[Statement]) -> None:
+        """Commit ``statements`` in one transaction of their own on this connection."""
+        sql = self.sql
+
+        def write(conn: RegistryConnection) -> None:
+            conn.execute(sql.BEGIN_WRITE)
+            try:
+                for statement, params in statements:
+                    conn.execute(statement, params)
+                conn.execute(sql.COMMIT)
+            except BaseException:
+                with contextlib.suppress(*CONSOLE_STORE_ERRORS):
+                    if conn.in_transaction:
+                        conn.execute(sql.ROLLBACK)
+                raise
+
+        await self.run(write)
+
+    def _connect(self) -> RegistryConnection:
+        try:
+            return connect(self.location, threads=True)
+        except StartupError as exc:  # PostgreSQL unreachable: a store fault, tried again
+            raise StoreError(str(exc)) from exc
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(*CONSOLE_STORE_ERRORS):
+                self._conn.close()
+            self._conn = None
 
     def close(self) -> None:
         self._store.close()
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._drop()
 
 
 class ConsoleState:
     def __init__(self, config: Config, service: Service) -> None:
         self.config = config
         self.service = service
-        self.reader = StoreReader(config.store.path)
+        self.reader = StoreReader(config)
         self.limiter = LoginLimiter(config.console.max_failed_logins, config.console.login_window)
         self.log = structlog.get_logger("receiver.console")
         self._down_since: dict[str, float] = {}
@@ -85,8 +129,19 @@ class ConsoleState:
 
     # -- writes -------------------------------------------------------------------------------
 
-    async def write(self, statements: list[console_sql.Statement]) -> None:
-        await self.service.journal.append([], console=statements)
+    @property
+    def sql(self) -> Any:
+        """The store's console SQL module (``receiver.store.console_sql`` or its PostgreSQL
+        twin): the statements a write names come from here."""
+        return self.reader.sql
+
+    async def write(self, statements: list[Statement]) -> None:
+        """The one place a console write picks its path: the journal's writer on SQLite, a
+        transaction of its own on the console's connection on PostgreSQL."""
+        if self.reader.postgres:
+            await self.reader.commit(statements)
+        else:
+            await self.service.journal.append([], console=statements)
 
     async def audit(
         self,
@@ -94,10 +149,10 @@ class ConsoleState:
         action: str,
         subject: str | None,
         detail: dict[str, Any],
-        statements: list[console_sql.Statement] | None = None,
+        statements: list[Statement] | None = None,
     ) -> None:
         """Commit ``statements`` with the audit row that says who made them."""
-        row = console_sql.audit_statement(now_us(), user, action, subject, detail)
+        row = self.sql.audit_statement(now_us(), user, action, subject, detail)
         await self.write([*(statements or []), row])
         self.log.info("console_change", user=user, action=action, subject=subject, **detail)
 
@@ -156,16 +211,18 @@ class ConsoleState:
             row["manual_mode"] = row["name"] in manual
         return rows
 
-    async def manual_queue(self, limit: int = 200) -> list[tuple[sqlite3.Row, list[str]]]:
+    async def manual_queue(self, limit: int = 200) -> list[tuple[Mapping[str, Any], list[str]]]:
         """Alarms waiting for an output in manual mode, oldest first, each with the outputs it
         waits for (acknowledged ones included, marked by ``manual_user``)."""
         manual = self.manual_outputs()
         if not manual:
             return []
 
-        def read(conn: sqlite3.Connection) -> list[tuple[sqlite3.Row, list[str]]]:
+        sql = self.sql
+
+        def read(conn: RegistryConnection) -> list[tuple[Mapping[str, Any], list[str]]]:
             lowest = min(manual.values())
-            rows = console_sql.waiting_alarms(conn, lowest, limit)
+            rows: list[Mapping[str, Any]] = sql.waiting_alarms(conn, lowest, limit)
             return [(row, sorted(n for n, c in manual.items() if row["seq"] > c)) for row in rows]
 
         return await self.reader.run(read)

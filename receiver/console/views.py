@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Mapping
 from typing import Any
 
 from receiver.journal import from_us
@@ -10,7 +10,7 @@ from receiver.logs import raw_text
 from receiver.store.signal_rows import signal_from_row
 
 
-def signal_summary(row: sqlite3.Row) -> dict[str, Any]:
+def signal_summary(row: Mapping[str, Any]) -> dict[str, Any]:
     """One line of the live list."""
     qualifier, code = row["qualifier"], row["code"]
     return {
@@ -30,7 +30,7 @@ def signal_summary(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def signal_detail(row: sqlite3.Row) -> dict[str, Any]:
+def signal_detail(row: Mapping[str, Any]) -> dict[str, Any]:
     """Everything the journal holds about one signal."""
     signal = signal_from_row(row)
     cid, sia = signal.cid, signal.sia

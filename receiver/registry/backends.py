@@ -6,7 +6,8 @@ Rules:
   (``[store] url``). Each backend owns its SQL: ``receiver.store.registry_sql`` (SQLite) and
   ``receiver.store.postgres.registry_sql`` (PostgreSQL) hold the same names; so do
   ``receiver.store.console_sql`` and ``receiver.store.postgres.console_sql`` for the console's
-  users, sessions, API tokens and audit trail.
+  users, sessions, API tokens and audit trail, and ``receiver.store.bridge_report_sql`` and
+  ``receiver.store.postgres.bridge_report_sql`` for the bridge report.
 - The registry service and the index run the module's statements on a
   :class:`RegistryConnection`: a ``sqlite3.Connection`` as is, or a PostgreSQL connection
   wrapped to behave like one (``receiver.store.postgres.statements``). This module is the one
@@ -21,6 +22,7 @@ from types import ModuleType
 from typing import Any, Protocol
 
 from protocols.errors import InvalidInputError
+from receiver.store import bridge_report_sql as sqlite_bridge_report_sql
 from receiver.store import console_sql as sqlite_console_sql
 from receiver.store import registry_sql as sqlite_sql
 from receiver.store.sqlite import connect as sqlite_connect
@@ -86,6 +88,15 @@ def console_sql_for(conn: RegistryConnection) -> ModuleType:
     if isinstance(conn, _postgres_connection_class()):
         return _postgres_console_sql()
     return sqlite_console_sql
+
+
+def bridge_report_sql_for(conn: RegistryConnection) -> ModuleType:
+    """The bridge report's SQL module (``read``) for a connection's backend."""
+    if isinstance(conn, _postgres_connection_class()):
+        from receiver.store.postgres import bridge_report_sql  # noqa: PLC0415
+
+        return bridge_report_sql
+    return sqlite_bridge_report_sql
 
 
 def console_sql_at(location: str | Path) -> ModuleType:

@@ -1,5 +1,8 @@
 """A running receiver with its console on a loopback port, users of each role, and an
-automation output (Sentinel) whose sink is down, so manual mode can be seen."""
+automation output (Sentinel) whose sink is down, so manual mode can be seen.
+
+The ``console`` fixture runs on SQLite; a test marked ``@ON_BOTH`` runs on SQLite and on
+PostgreSQL (the session's throwaway cluster, ``pg_url``)."""
 
 from __future__ import annotations
 
@@ -19,11 +22,14 @@ from protocols.signal import SiaView
 from receiver.cli import main as receiver_cli
 from receiver.config import parse_config
 from receiver.console.auth import hash_password
-from receiver.store import console_sql
-from receiver.store.sqlite import connect
+from receiver.registry import backends
 from simulators.panel import PanelFleet, PanelOptions, Transmission
+from tests.conftest import Backend
 from tests.receiver.conftest import RunningReceiver, registry_setup, start_receiver, write_config
 from tests.receiver.test_crash import free_port
+
+# The console's behaviour on either store: `@ON_BOTH` on a test that takes ``console``.
+ON_BOTH = pytest.mark.parametrize("console", ["sqlite", "postgresql"], indirect=True)
 
 PASSWORDS = {"ada": "ada-admin-pw", "otto": "otto-operator-pw", "vera": "vera-viewer-pw"}
 ROLES = {"ada": "admin", "otto": "operator", "vera": "viewer"}
@@ -34,6 +40,7 @@ class Console:
     receiver: RunningReceiver
     url: str
     sink_port: int
+    store: Backend  # its database, read directly for what only the store shows
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, follow_redirects=False, timeout=10.0)
@@ -64,18 +71,23 @@ def _password_hash(password: str) -> str:
 def add_users(config: Path) -> None:
     """The three users, written with the statements `receiver users add` runs (its own test
     runs the command itself)."""
-    path = parse_config(config.read_text(encoding="utf-8")).store.path
-    conn = connect(path)
+    store = parse_config(config.read_text(encoding="utf-8")).store
+    conn = backends.connect(backends.store_location(store.path, store.url))
+    sql = backends.console_sql_for(conn)
     try:
         for name, role in ROLES.items():
-            conn.execute(console_sql.INSERT_USER, (name, role, _password_hash(PASSWORDS[name]), 0))
+            conn.execute(sql.INSERT_USER, (name, role, _password_hash(PASSWORDS[name]), 0))
     finally:
         conn.close()
 
 
-def console_config(tmp_path: Path, sink_port: int, manual_after: float = 0.0) -> Path:
+def console_config(
+    tmp_path: Path, sink_port: int, manual_after: float = 0.0, *, store: str | None = None
+) -> Path:
     path = write_config(
-        tmp_path, f'[console]\nlisten = "127.0.0.1:0"\nmanual_after = {manual_after}\n'
+        tmp_path,
+        f'[console]\nlisten = "127.0.0.1:0"\nmanual_after = {manual_after}\n',
+        store=store,
     )
     text = path.read_text().replace("outputs = []\n", "")
     text += (
@@ -100,10 +112,18 @@ async def send_sia(
     assert summary.acked_events == count, summary.line()
 
 
+def console_store(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """The store a ``console`` test runs on: SQLite unless ``@ON_BOTH`` asks for another."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        return Backend("postgresql", url=request.getfixturevalue("pg_url"))
+    return Backend("sqlite", path=tmp_path / "receiver.sqlite3")
+
+
 @pytest.fixture
-async def console(tmp_path: Path) -> AsyncIterator[Console]:
+async def console(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Console]:
     sink_port = free_port()  # nothing listens there: the automation sink is down
-    config = console_config(tmp_path, sink_port)
+    store = console_store(request, tmp_path)
+    config = console_config(tmp_path, sink_port, store=store.store_toml())
     registry_setup(
         config,
         ["stations", "add", "S1"],
@@ -115,5 +135,5 @@ async def console(tmp_path: Path) -> AsyncIterator[Console]:
     async with trio.open_nursery() as nursery:
         running = await start_receiver(nursery, config)
         assert running.ports.console is not None
-        yield Console(running, f"http://127.0.0.1:{running.ports.console}", sink_port)
+        yield Console(running, f"http://127.0.0.1:{running.ports.console}", sink_port, store)
         running.service.request_shutdown()

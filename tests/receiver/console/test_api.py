@@ -13,9 +13,11 @@ import structlog.testing
 import trio
 
 from simulators.sink import SentinelSink
-from tests.receiver.console.conftest import Console, add_user, send_sia
+from tests.receiver.conftest import registry_setup
+from tests.receiver.console.conftest import ON_BOTH, Console, add_user, send_sia
 
 
+@ON_BOTH
 async def test_healthz_answers_without_login(console: Console) -> None:
     """/healthz is open to anyone and says the listeners and the store are up."""
     async with console.client() as client:
@@ -42,6 +44,7 @@ async def test_nothing_but_login_is_served_before_logging_in(console: Console) -
         assert (await client.get("/login")).status_code == 200
 
 
+@ON_BOTH
 async def test_signal_sent_by_a_panel_is_listed_and_shown_in_full(console: Console) -> None:
     """A frame from the panel simulator is in /api/v1/signals and its page holds the raw
     frame, the peer and where each output stands."""
@@ -85,6 +88,7 @@ async def test_unknown_signal_and_account_are_404(console: Console) -> None:
         assert (await client.get("/api/v1/nothing")).status_code == 404
 
 
+@ON_BOTH
 async def test_accounts_outputs_bridges_troubles(console: Console) -> None:
     """The registry, the outputs' state (down sink: manual mode at manual_after = 0)."""
     async with console.login("vera") as client:
@@ -102,6 +106,30 @@ async def test_accounts_outputs_bridges_troubles(console: Console) -> None:
         assert "/api/v1/signals/{signal_id}/acknowledge" in spec["paths"]
 
 
+@ON_BOTH
+async def test_a_registered_bridge_is_in_the_bridge_report(console: Console) -> None:
+    """A bridge added with the CLI is listed with its site and dealer, never seen yet."""
+    registry_setup(
+        console.receiver.config_path,
+        [
+            *("bridges", "add", "--site", "Main Street", "--serial", "CKB304-0002"),
+            *("--token", "t2", "--channels", "4"),
+        ],
+    )
+    async with console.login("vera") as client:
+        [bridge] = (await client.get("/api/v1/bridges")).json()["bridges"]
+        status = (await client.get("/api/v1/status")).json()
+    assert (bridge["serial"], bridge["site"], bridge["dealer"], bridge["account"]) == (
+        "CKB304-0002",
+        "Main Street",
+        "D1",
+        "1234",
+    )
+    assert (bridge["status"], bridge["channels"], bridge["troubles"]) == ("never", 4, [])
+    assert [b["serial"] for b in status["bridges"]] == ["CKB304-0002"]
+
+
+@ON_BOTH
 async def test_operator_acknowledges_a_manual_mode_alarm_and_it_is_journaled(
     console: Console, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -124,16 +152,10 @@ async def test_operator_acknowledges_a_manual_mode_alarm_and_it_is_journaled(
         again = await machine.post(f"/api/v1/signals/{signal_id}/acknowledge")
         assert again.status_code == 409
         assert "already acknowledged by otto" in again.json()["error"]
-    conn = sqlite3.connect(console.receiver.db)
-    try:
-        assert conn.execute("SELECT user, outputs FROM manual_acks").fetchall() == [
-            ("otto", "automation")
-        ]
-        assert conn.execute(
-            "SELECT user, action, subject FROM audit WHERE action = 'acknowledge'"
-        ).fetchall() == [("otto", "acknowledge", signal_id)]
-    finally:
-        conn.close()
+    assert console.store.sql('SELECT "user", outputs FROM manual_acks') == [("otto", "automation")]
+    assert console.store.sql(
+        "SELECT \"user\", action, subject FROM audit WHERE action = 'acknowledge'"
+    ) == [("otto", "acknowledge", signal_id)]
 
 
 async def test_viewer_cannot_acknowledge(console: Console) -> None:
@@ -153,6 +175,7 @@ async def test_viewer_cannot_acknowledge(console: Console) -> None:
         conn.close()
 
 
+@ON_BOTH
 async def test_session_changes_need_the_csrf_token(console: Console) -> None:
     """An operator's session without the CSRF token is refused (403), with it accepted."""
     await send_sia(console.receiver, "BA", "012")
@@ -169,6 +192,11 @@ async def test_session_changes_need_the_csrf_token(console: Console) -> None:
         ).status_code == 422
         accepted = await client.post(url, headers={"X-CSRF-Token": csrf})
         assert accepted.status_code == 200, accepted.text
+    # The change and the audit row that names who made it, committed together.
+    assert console.store.sql('SELECT signal_id, "user" FROM manual_acks') == [(item["id"], "otto")]
+    assert console.store.sql(
+        "SELECT \"user\", subject FROM audit WHERE action = 'acknowledge'"
+    ) == [("otto", item["id"])]
 
 
 async def test_wrong_password_is_401_and_repeated_failures_are_rate_limited(
@@ -215,6 +243,7 @@ async def test_users_cli_lists_users_and_refuses_short_passwords(
     assert "bob" not in out
 
 
+@ON_BOTH
 async def test_admin_adds_an_account_and_a_collision_names_the_holder(console: Console) -> None:
     """An admin adds account 4321 through the API (audited); adding 1234 again is refused
     with the holder named as the CLI names it; an operator may not add; bad bodies are 422."""
@@ -254,17 +283,13 @@ async def test_admin_adds_an_account_and_a_collision_names_the_holder(console: C
     async with console.login("otto") as operator:
         refused = await operator.post("/api/v1/accounts", json={"station": "S1", "number": "77"})
         assert refused.status_code == 403
-    conn = sqlite3.connect(console.receiver.db)
-    try:
-        assert conn.execute("SELECT effective FROM accounts ORDER BY effective").fetchall() == [
-            ("1234",),
-            ("4321",),
-        ]
-        assert conn.execute(
-            "SELECT user, action, subject FROM audit WHERE action = 'account_add'"
-        ).fetchall() == [("ada", "account_add", "S1/4321")]
-    finally:
-        conn.close()
+    assert console.store.sql("SELECT effective FROM accounts ORDER BY effective") == [
+        ("1234",),
+        ("4321",),
+    ]
+    assert console.store.sql(
+        "SELECT \"user\", action, subject FROM audit WHERE action = 'account_add'"
+    ) == [("ada", "account_add", "S1/4321")]
 
 
 async def test_automation_still_gets_a_hand_acknowledged_alarm(
@@ -349,6 +374,7 @@ async def test_a_new_password_ends_the_old_sessions(console: Console) -> None:
         assert (await client.get("/api/v1/signals")).status_code == 401
 
 
+@ON_BOTH
 async def test_admin_adds_a_user_through_the_api(console: Console) -> None:
     """An admin adds an operator (audited) who can then log in; an operator may not add
     users; a short password or unknown role is a 422."""
@@ -393,6 +419,7 @@ async def test_status_shows_the_connected_panels(console: Console) -> None:
     await stream.aclose()
 
 
+@ON_BOTH
 async def test_admin_changes_an_account_and_a_collision_names_the_holder(console: Console) -> None:
     """An admin renumbers account 1234 to 5678 (audited, and the running receiver resolves the
     new number); renumbering another account onto 5678 is refused with the holder named, as

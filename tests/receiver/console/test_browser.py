@@ -200,3 +200,24 @@ async def test_viewer_cannot_acknowledge(
         assert conn.execute("SELECT count(*) FROM manual_acks").fetchone() == (0,)
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("console", ["postgresql"], indirect=True)
+async def test_on_postgresql_an_operator_sees_a_signal_arrive(
+    console: Console, browser: WebDriver
+) -> None:
+    """The console on the PostgreSQL store, in the browser: log in (a session row written on
+    PostgreSQL), and a frame from the panel simulator appears in the live list, no reload."""
+    await in_browser(lambda: log_in(browser, console, "otto"))
+    assert await in_browser(lambda: rows(browser)) == []
+    await send_sia(console.receiver, "BA", "012")
+
+    def arrived() -> list[str]:
+        found: list[str] = wait_for(
+            browser, lambda d: [r for r in rows(d) if "Burglary Alarm" in r], "alarm row"
+        )
+        return found
+
+    [row] = await in_browser(arrived)
+    assert "1234" in row
+    assert console.store.sql("SELECT count(*) FROM console_sessions") == [(1,)]

@@ -15,7 +15,7 @@ from receiver.console.app import build_app
 from receiver.console.openapi import OPENAPI
 from receiver.console.state import ConsoleState
 from receiver.service import Service
-from tests.receiver.console.conftest import Console, console_config, send_sia
+from tests.receiver.console.conftest import ON_BOTH, Console, console_config, send_sia
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -26,6 +26,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return found
 
 
+@ON_BOTH
 async def test_metrics_count_the_traffic_sent(console: Console) -> None:
     """Three alarms from the panel simulator and one retry of the last frame: frames, ACKs,
     the duplicate, the commits, the backlog at the down sink and the registry size show it."""

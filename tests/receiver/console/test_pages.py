@@ -7,9 +7,10 @@ import json
 
 import trio
 
-from tests.receiver.console.conftest import Console, send_sia
+from tests.receiver.console.conftest import ON_BOTH, Console, send_sia
 
 
+@ON_BOTH
 async def test_every_page_renders_for_a_viewer(console: Console) -> None:
     """Live list, signal, accounts, account, status and manual queue pages answer 200 and show
     what they are about; a viewer gets no acknowledge button."""
@@ -34,6 +35,7 @@ async def test_every_page_renders_for_a_viewer(console: Console) -> None:
         assert "no signal" in missing.text
 
 
+@ON_BOTH
 async def test_live_stream_carries_a_new_signal(console: Console) -> None:
     """/events/signals sends a signal committed after the stream opened, as an SSE event."""
     async with (

@@ -1,0 +1,75 @@
+"""The console's own connection to the PostgreSQL store (``[store] url``): each write commits
+in one transaction of its own, the change with its audit row or neither; a connection the
+server ends is a store fault, answered, and the next request connects again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from receiver.config import parse_config
+from receiver.console.app import build_app
+from receiver.console.state import ConsoleState, StoreReader
+from receiver.service import Ports, Service
+from tests.receiver.console.conftest import console_config
+
+
+async def test_on_postgresql_a_change_and_its_audit_row_commit_together(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A write whose second statement fails leaves nothing behind (not even the audit row
+    before it); the next write commits on a fresh connection."""
+    config_path = console_config(tmp_path, 1, store=f'[store]\nurl = "{pg_url}"\n')
+    reader = StoreReader(parse_config(config_path.read_text(encoding="utf-8")))
+    sql = reader.sql
+    try:
+        audit_row = sql.audit_statement(1, "ada", "user_add", "nina", {"role": "operator"})
+        with pytest.raises(psycopg.Error):
+            await reader.commit([audit_row, ("INSERT INTO nowhere VALUES (1)", ())])
+        assert await reader.run(sql.audit) == []
+        await reader.commit([audit_row])
+        [row] = await reader.run(sql.audit)
+    finally:
+        reader.close()
+    assert (row["user"], row["action"], row["subject"], row["detail"]) == (
+        "ada",
+        "user_add",
+        "nina",
+        {"role": "operator"},
+    )
+
+
+async def test_on_postgresql_a_lost_connection_is_store_down_then_reconnected(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The server ends the console's connection: /healthz answers 503 "store down" (no
+    crash), and the next request connects again and answers 200."""
+    config = parse_config(
+        console_config(tmp_path, 1, store=f'[store]\nurl = "{pg_url}"\n').read_text()
+    )
+    service = Service(config)
+    service.ports = Ports(dc09=1, bridge=2)  # as if listening: only the store is in question
+    state = ConsoleState(config, service)
+    transport = httpx.ASGITransport(app=build_app(state))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://console") as client:
+            assert (await client.get("/healthz")).json()["store"] == "up"
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            down = await client.get("/healthz")
+            assert (down.status_code, down.json()["store"]) == (503, "down")
+            up = await client.get("/healthz")
+            assert (up.status_code, up.json()) == (
+                200,
+                {"status": "ok", "listeners": "up", "store": "up"},
+            )
+    finally:
+        state.reader.close()
+        service.journal.close()
+        service.registry.close()
