@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from receiver.config import StoreConfig
-    from receiver.store.interface import SignalStore
+    from receiver.store.interface import ReportStore, SignalStore
 
 
 def open_store(
@@ -33,6 +33,18 @@ def open_store(
     from receiver.store.sqlite_store import SqliteStore  # noqa: PLC0415
 
     return SqliteStore(config.path, duplicate_window=duplicate_window, create=create)
+
+
+def open_report_store(config: StoreConfig) -> ReportStore:
+    """The read side for ``receiver journal verify`` and ``receiver report`` on ``[store]``
+    (either backend); a missing SQLite file is an error, not a new empty store."""
+    if config.url:
+        from receiver.store.postgres.store import PostgresStore  # noqa: PLC0415 (psycopg)
+
+        return PostgresStore(config.url)
+    from receiver.store.sqlite_store import SqliteStore  # noqa: PLC0415
+
+    return SqliteStore(config.path, create=False)
 
 
 def describe(config: StoreConfig) -> str:
