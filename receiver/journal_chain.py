@@ -12,7 +12,12 @@ Rules:
 - The counters a retry updates later (``repeats``, ``last_repeat_us``) are not covered: they
   change after the commit by design. Everything stored at the commit is.
 - The chain is computed by the journal's writer inside the commit (:func:`chain_rows`); its
-  head moves only once that commit succeeded. Nothing else writes signal rows.
+  head moves only once that commit succeeded. Nothing else writes signal rows. SQLite reads
+  the head under its write lock; PostgreSQL under the journal's advisory lock, in the append's
+  transaction, so writers on every node extend one chain in seq order.
+- :func:`verify_chain` is the one verifier; each backend supplies what it reads
+  (:class:`ChainReader`: ``receiver/store/chain_sql.py``, ``postgres/chain_sql.py``) in one
+  read snapshot.
 """
 
 from __future__ import annotations
