@@ -4,10 +4,11 @@ The interface is ``receiver/store/interface.py``; SQLite (``sqlite_store.py``) i
 engine, PostgreSQL (``postgres/``) the engine for several receiver nodes, and ``memory.py`` a
 fake for fast unit tests. Only this package speaks SQL.
 
-``open_store`` is the one place that picks a backend from ``[store]``: ``url`` is PostgreSQL,
-else ``path`` is SQLite. Each call returns a new store object with its own connection; the
-service gives each component its own (every store is also safe to share between threads: its
-calls serialize on a lock).
+``open_store`` (and ``open_report_store``, the read side for audits and reports) are the
+places that pick a backend from ``[store]``: ``url`` is PostgreSQL, else ``path`` is SQLite.
+Each call returns a new store object with its own connection; the service gives each
+component its own (every store is also safe to share between threads: its calls serialize on
+a lock).
 """
 
 from __future__ import annotations
