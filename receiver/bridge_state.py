@@ -17,7 +17,7 @@ Rules:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -281,7 +281,20 @@ def bridge_report(
     dealer or site.
     """
     report_sql = bridge_report_sql_for(conn)  # SQLite's or PostgreSQL's
-    rows, zones, open_links = report_sql.read(conn, dealer=dealer, site=site)
+    read = report_sql.read(conn, dealer=dealer, site=site)
+    return bridge_report_rows(read, offline_after=offline_after, now=now)
+
+
+# The report's rows, each bridge channel's zone, and the open bridge trouble links, as every
+# backend reads them (receiver/store/bridge_report_sql.py, postgres/bridge_report_sql.py).
+BridgeReportRead = tuple[Sequence[Any], Mapping[tuple[str, int], int], Sequence[str]]
+
+
+def bridge_report_rows(
+    read: BridgeReportRead, *, offline_after: float, now: datetime
+) -> list[dict[str, Any]]:
+    """``bridge_report`` over rows a store read (SQLite or PostgreSQL)."""
+    rows, zones, open_links = read
     troubles: dict[str, list[str]] = {}
     for link in open_links:
         serial, name = _trouble_name(link, zones)

@@ -12,17 +12,24 @@ Rules:
 - The counters a retry updates later (``repeats``, ``last_repeat_us``) are not covered: they
   change after the commit by design. Everything stored at the commit is.
 - The chain is computed by the journal's writer inside the commit (:func:`chain_rows`); its
-  head moves only once that commit succeeded. Nothing else writes signal rows.
+  head moves only once that commit succeeded. Nothing else writes signal rows. SQLite reads
+  the head under its write lock; PostgreSQL under the journal's advisory lock, in the append's
+  transaction, so writers on every node extend one chain in seq order.
+- :func:`verify_chain` is the one verifier; each backend supplies what it reads
+  (:class:`ChainReader`: ``receiver/store/chain_sql.py``, ``postgres/chain_sql.py``) in one
+  read snapshot.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 import attrs
+
+from receiver.store.signal_rows import SIGNAL_COLUMNS
 
 GENESIS = bytes(32)
 NODE = ""  # the single-node SQLite store's chain
@@ -144,32 +151,35 @@ class Verification:
     mismatch: Mismatch | None = None
 
 
-def _rows(conn: sqlite3.Connection, columns: str, since_us: int | None) -> Iterator[sqlite3.Row]:
-    sql = f"SELECT seq, node, chain_hash, {columns} FROM signals"
-    params: tuple[Any, ...] = ()
-    if since_us is not None:
-        first = conn.execute(
-            "SELECT min(seq) FROM signals WHERE received_us >= ?", (since_us,)
-        ).fetchone()[0]
-        sql += " WHERE seq >= ?"
-        params = (first if first is not None else 1 << 62,)
-    yield from conn.execute(sql + " ORDER BY seq", params)
+class ChainReader(Protocol):
+    """What verification reads, per backend (``receiver/store/chain_sql.py`` for SQLite,
+    ``receiver/store/postgres/chain_sql.py``), inside one read snapshot."""
+
+    def anchors(self) -> Iterable[tuple[str, int, bytes | None]]:
+        """(node, anchor seq, anchor hash) retention left in ``journal_chain``."""
+        ...
+
+    def rows(self, since_us: int | None) -> Iterable[Sequence[Any]]:
+        """``(seq, node, chain_hash, *SIGNAL_COLUMNS)`` in ``seq`` order; with ``since_us``
+        from the first row received then."""
+        ...
+
+    def before(self, node: str, seq: int) -> tuple[int, bytes | None] | None:
+        """The node's row just before ``seq``: (its seq, its chain hash)."""
+        ...
 
 
-def verify_chain(
-    conn: sqlite3.Connection, columns: str, *, since_us: int | None = None
-) -> Verification:
+def verify_chain(reader: ChainReader, *, since_us: int | None = None) -> Verification:
     """Recompute every chain in ``seq`` order; stop at the first row that does not match.
 
-    ``columns`` are the hashed fields, as the journal inserts them. With ``since_us`` the walk
-    starts at the first row received then, trusting the hash of the row before it.
+    The hashed fields are ``SIGNAL_COLUMNS``, as every backend's journal inserts them. With
+    ``since_us`` the walk starts at the first row received then, trusting the hash of the row
+    before it.
     """
     heads: dict[str, bytes] = {}  # per node: the hash its next row must follow
     previous: dict[str, int] = {}  # per node: seq of its previous row (or anchor)
     chained: set[str] = set()  # nodes whose chain has begun: a NULL hash now is tampering
-    for node, anchor_seq, anchor_hash in conn.execute(
-        "SELECT node, anchor_seq, anchor_hash FROM journal_chain"
-    ):
+    for node, anchor_seq, anchor_hash in reader.anchors():
         heads[node] = bytes(anchor_hash) if anchor_hash is not None else GENESIS
         previous[node] = int(anchor_seq)
         if anchor_hash is not None:
@@ -178,14 +188,10 @@ def verify_chain(
     first: int | None = None
     last: int | None = None
     seen: set[str] = set()
-    for row in _rows(conn, columns, since_us):
+    for row in reader.rows(since_us):
         seq, node, stored = int(row[0]), str(row[1]), row[2]
         if since_us is not None and node not in seen:
-            before = conn.execute(
-                "SELECT seq, chain_hash FROM signals WHERE node = ? AND seq < ? "
-                "ORDER BY seq DESC LIMIT 1",
-                (node, seq),
-            ).fetchone()
+            before = reader.before(node, seq)
             if before is not None:
                 previous[node] = int(before[0])
                 if before[1] is not None:
@@ -216,8 +222,12 @@ def verify_chain(
     return Verification(verified, unchained, first, last)
 
 
+_ID = 3 + SIGNAL_COLUMNS.index("id")
+_RECEIVED = 3 + SIGNAL_COLUMNS.index("received_us")
+
+
 def _failed(
-    row: sqlite3.Row, node: str, reason: str, verified: int, unchained: int
+    row: Sequence[Any], node: str, reason: str, verified: int, unchained: int
 ) -> Verification:
-    mismatch = Mismatch(int(row["seq"]), str(row["id"]), int(row["received_us"]), node, reason)
+    mismatch = Mismatch(int(row[0]), str(row[_ID]), int(row[_RECEIVED]), node, reason)
     return Verification(verified, unchained, None, None, mismatch)

@@ -18,16 +18,14 @@ Rules:
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from protocols.catalog import Category
 from protocols.errors import InvalidInputError, NotFoundError
 from receiver.journal import to_us
+from receiver.store.usage_sql import CATEGORIES, UsageRead
 
-CATEGORIES: Sequence[str] = tuple(c.value for c in Category)
 USAGE_COLUMNS: Sequence[str] = (
     "month",
     "dealer",
@@ -41,40 +39,12 @@ USAGE_COLUMNS: Sequence[str] = (
     "days_online",
 )
 _MONTH = re.compile(r"^\s*(\d{4})-(\d{2})\s*$")
-_DAY_US = 86_400 * 1_000_000
 
-_KNOWN = ", ".join(f"'{c}'" for c in CATEGORIES if c != Category.OTHER)
-_PER_CATEGORY = ", ".join(
-    f"sum(coalesce(category, 'other') = '{c}') AS {c}" for c in CATEGORIES if c != Category.OTHER
-)
-USAGE_SQL = f"""
-WITH month AS (
-    SELECT sg.*, coalesce(sg.site_id, a.site_id) AS billed_site
-    FROM signals AS sg LEFT JOIN accounts AS a ON a.id = sg.account_id
-    WHERE sg.received_us >= ? AND sg.received_us < ?
-)
-SELECT si.name AS site,
-       coalesce(m.effective_account, upper(m.account)) AS account,
-       m.station AS station,
-       count(*) AS signals,
-       {_PER_CATEGORY},
-       sum(coalesce(category, 'other') NOT IN ({_KNOWN})) AS other,
-       count(DISTINCT CASE WHEN source = 'bridge' THEN device END) AS bridges,
-       count(DISTINCT CASE WHEN source = 'bridge' AND channel IS NOT NULL
-                           THEN device || '/' || channel END) AS channels,
-       count(DISTINCT CASE WHEN source IN ('dc09', 'bridge')
-                           THEN received_us / {_DAY_US} END) AS days_online
-FROM month AS m JOIN sites AS si ON si.id = m.billed_site
-WHERE si.dealer_id = ?
-GROUP BY si.id, 2, 3
-"""
-REGISTERED_SQL = """
-SELECT si.name AS site, a.effective AS account, st.name AS station
-FROM accounts AS a
-JOIN sites AS si ON si.id = a.site_id
-JOIN stations AS st ON st.id = a.station_id
-WHERE si.dealer_id = ?
-"""
+
+class UsageSource(Protocol):
+    """A store's read side for the report (SQL per backend: ``receiver/store/usage_sql.py``)."""
+
+    def usage_rows(self, dealer: str, start_us: int, end_us: int) -> UsageRead | None: ...
 
 
 def month_bounds(text: str) -> tuple[datetime, datetime]:
@@ -88,21 +58,21 @@ def month_bounds(text: str) -> tuple[datetime, datetime]:
     return start, end
 
 
-def usage_report(conn: sqlite3.Connection, dealer: str, month: str) -> list[dict[str, Any]]:
+def usage_report(store: UsageSource, dealer: str, month: str) -> list[dict[str, Any]]:
     """The dealer's usage rows for ``month`` (YYYY-MM), ordered by site, account, station."""
     start, end = month_bounds(month)
-    found = conn.execute("SELECT id, name FROM dealers WHERE name = ?", (dealer,)).fetchone()
+    found = store.usage_rows(dealer, to_us(start), to_us(end))
     if found is None:
         raise NotFoundError(f"dealer {dealer!r} not found")
-    dealer_id, dealer_name = int(found[0]), str(found[1])
+    dealer_name, used, registered = found
     label = f"{start.year:04d}-{start.month:02d}"
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for row in conn.execute(USAGE_SQL, (to_us(start), to_us(end), dealer_id)):
-        record = {"month": label, "dealer": dealer_name, **dict(row)}
+    for row in used:
+        record = {"month": label, "dealer": dealer_name, **row}
         rows[(row["site"], row["account"], row["station"] or "")] = record
-    for row in conn.execute(REGISTERED_SQL, (dealer_id,)):
+    for row in registered:
         key = (row["site"], row["account"], row["station"] or "")
         if key not in rows:
             zeros = dict.fromkeys(("signals", *CATEGORIES, "bridges", "channels", "days_online"), 0)
-            rows[key] = {"month": label, "dealer": dealer_name, **dict(row), **zeros}
+            rows[key] = {"month": label, "dealer": dealer_name, **row, **zeros}
     return [rows[key] for key in sorted(rows)]

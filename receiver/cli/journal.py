@@ -16,10 +16,8 @@ from typing import Any
 from receiver.cli.config import configured
 from receiver.history import parse_moment
 from receiver.journal import from_us, to_us
-from receiver.journal_chain import verify_chain
 from receiver.retention import prune
-from receiver.store import open_store, sqlite_only
-from receiver.store.sqlite_store import CHAINED_COLUMNS, SqliteStore
+from receiver.store import open_report_store, open_store
 
 EXIT_TAMPERED = 1
 
@@ -59,11 +57,9 @@ def _verify(args: argparse.Namespace) -> int:
     config = configured(args)
     since = parse_moment(args.since) if args.since else None
     since_us = to_us(since) if since else None
-    store = SqliteStore(sqlite_only(config.store, "journal verify"), create=False)
+    store = open_report_store(config.store)
     try:
-        result = store.read_snapshot(
-            lambda conn: verify_chain(conn, CHAINED_COLUMNS, since_us=since_us)
-        )
+        result = store.verify_journal(since_us)
     finally:
         store.close()
     bad = result.mismatch

@@ -17,38 +17,36 @@ import argparse
 from datetime import UTC, datetime
 from typing import Any
 
-from receiver.bridge_state import REPORT_COLUMNS, bridge_report
+from receiver.bridge_state import REPORT_COLUMNS, bridge_report_rows
 from receiver.cli.config import configured
 from receiver.cli.output import add_format_option, emit
-from receiver.store import sqlite_only
-from receiver.store.sqlite import connect
+from receiver.store import open_report_store
 from receiver.usage import USAGE_COLUMNS, usage_report
 
 
 def _bridges(args: argparse.Namespace) -> int:
     config = configured(args)
-    conn = connect(sqlite_only(config.store, "report bridges"), create=False)
+    store = open_report_store(config.store)
     try:
-        rows = bridge_report(
-            conn,
-            dealer=args.dealer,
-            site=args.site,
-            offline_after=config.bridge.heartbeat_interval * config.bridge.heartbeat_grace,
-            now=datetime.now(UTC),
-        )
+        read = store.bridge_report_rows(args.dealer, args.site)
     finally:
-        conn.close()
+        store.close()
+    rows = bridge_report_rows(
+        read,
+        offline_after=config.bridge.heartbeat_interval * config.bridge.heartbeat_grace,
+        now=datetime.now(UTC),
+    )
     emit(rows, REPORT_COLUMNS, args.format)
     return 0
 
 
 def _usage(args: argparse.Namespace) -> int:
     config = configured(args)
-    conn = connect(sqlite_only(config.store, "report usage"), create=False)
+    store = open_report_store(config.store)
     try:
-        rows = usage_report(conn, args.dealer, args.month)
+        rows = usage_report(store, args.dealer, args.month)
     finally:
-        conn.close()
+        store.close()
     emit(rows, USAGE_COLUMNS, args.format)
     return 0
 

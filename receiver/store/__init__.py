@@ -4,10 +4,11 @@ The interface is ``receiver/store/interface.py``; SQLite (``sqlite_store.py``) i
 engine, PostgreSQL (``postgres/``) the engine for several receiver nodes, and ``memory.py`` a
 fake for fast unit tests. Only this package speaks SQL.
 
-``open_store`` is the one place that picks a backend from ``[store]``: ``url`` is PostgreSQL,
-else ``path`` is SQLite. Each call returns a new store object with its own connection; the
-service gives each component its own (every store is also safe to share between threads: its
-calls serialize on a lock).
+``open_store`` (and ``open_report_store``, the read side for audits and reports) are the
+places that pick a backend from ``[store]``: ``url`` is PostgreSQL, else ``path`` is SQLite.
+Each call returns a new store object with its own connection; the service gives each
+component its own (every store is also safe to share between threads: its calls serialize on
+a lock).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from receiver.config import StoreConfig
-    from receiver.store.interface import SignalStore
+    from receiver.store.interface import ReportStore, SignalStore
 
 
 def open_store(
@@ -33,6 +34,18 @@ def open_store(
     from receiver.store.sqlite_store import SqliteStore  # noqa: PLC0415
 
     return SqliteStore(config.path, duplicate_window=duplicate_window, create=create)
+
+
+def open_report_store(config: StoreConfig) -> ReportStore:
+    """The read side for ``receiver journal verify`` and ``receiver report`` on ``[store]``
+    (either backend); a missing SQLite file is an error, not a new empty store."""
+    if config.url:
+        from receiver.store.postgres.store import PostgresStore  # noqa: PLC0415 (psycopg)
+
+        return PostgresStore(config.url)
+    from receiver.store.sqlite_store import SqliteStore  # noqa: PLC0415
+
+    return SqliteStore(config.path, create=False)
 
 
 def describe(config: StoreConfig) -> str:

@@ -33,7 +33,10 @@ from protocols.errors import CollisionError, ReceiverError
 from protocols.signal import Signal
 
 if TYPE_CHECKING:
+    from receiver.bridge_state import BridgeReportRead
     from receiver.history import HistoryQuery
+    from receiver.journal_chain import Verification
+    from receiver.store.usage_sql import UsageRead
 
 
 class StoreError(ReceiverError, OSError):
@@ -406,6 +409,26 @@ class UserStore(Protocol):
     def user(self, name: str) -> User | None: ...
 
     def users(self) -> list[User]: ...
+
+
+class ReportStore(Protocol):
+    """The read side for audits and reports, each in one consistent snapshot (the SQL per
+    backend; the logic in ``receiver/journal_chain.py``, ``usage.py``, ``bridge_state.py``)."""
+
+    def verify_journal(self, since_us: int | None = None) -> Verification:
+        """Recompute the journal's hash chain; the first row that does not match, if any."""
+        ...
+
+    def usage_rows(self, dealer: str, start_us: int, end_us: int) -> UsageRead | None:
+        """The dealer's signals in ``[start_us, end_us)`` per site, account and station, and its
+        registered accounts; None for an unknown dealer."""
+        ...
+
+    def bridge_report_rows(self, dealer: str | None, site: str | None) -> BridgeReportRead:
+        """The registry's bridges with their state, channel zones and open troubles."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class SignalStore(JournalStore, OutputCursorStore, BridgeStateStore, HistoryStore, Protocol):

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from protocols.signal import Signal
-from receiver.journal_chain import NODE, chain_head, chain_rows
+from receiver.journal_chain import NODE, Verification, chain_head, chain_rows, verify_chain
+from receiver.store import bridge_report_sql, usage_sql
+from receiver.store.chain_sql import SqliteChainReader
 from receiver.store.history_sql import conditions
 from receiver.store.interface import (
     ArmName,
@@ -50,7 +52,9 @@ from receiver.store.signal_rows import (
 from receiver.store.sqlite import connect
 
 if TYPE_CHECKING:
+    from receiver.bridge_state import BridgeReportRead
     from receiver.history import HistoryQuery
+    from receiver.store.usage_sql import UsageRead
 
 T = TypeVar("T")
 
@@ -240,6 +244,21 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
 
         return self._run(snapshot)
+
+    # -- the read side for audits and reports (receiver/store/interface.py ``ReportStore``) --
+
+    def verify_journal(self, since_us: int | None = None) -> Verification:
+        return self.read_snapshot(
+            lambda conn: verify_chain(SqliteChainReader(conn), since_us=since_us)
+        )
+
+    def usage_rows(self, dealer: str, start_us: int, end_us: int) -> UsageRead | None:
+        return self.read_snapshot(lambda conn: usage_sql.read(conn, dealer, start_us, end_us))
+
+    def bridge_report_rows(self, dealer: str | None, site: str | None) -> BridgeReportRead:
+        return self.read_snapshot(
+            lambda conn: bridge_report_sql.read(conn, dealer=dealer, site=site)
+        )
 
     # -- journal -----------------------------------------------------------------------------
 

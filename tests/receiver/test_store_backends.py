@@ -198,15 +198,23 @@ def test_a_postgresql_store_that_cannot_be_reached_is_one_line(
         assert "secret" not in err
 
 
-def test_what_reads_sqlite_only_refuses_a_postgresql_store(
+def test_the_reports_and_verify_on_an_unreachable_postgresql_store_are_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`receiver report` and `receiver journal verify` say they read SQLite only (exit 1) rather
-    than create an empty SQLite file beside a PostgreSQL configuration."""
+    """`receiver report` and `receiver journal verify` read PostgreSQL too: a server nobody
+    listens on is one line naming the store (exit 1), and no SQLite file appears beside the
+    configuration."""
     config = tmp_path / "pg.toml"
     config.write_text('[store]\nurl = "postgresql://rx@127.0.0.1:1/alarms"\n')
-    for command in (["report", "bridges"], ["journal", "verify"]):
+    commands = (
+        ["report", "bridges"],
+        ["report", "usage", "--dealer", "D1", "--month", "2026-11"],
+        ["journal", "verify"],
+    )
+    for command in commands:
         capsys.readouterr()
         assert receiver_cli(["--config", str(config), *command]) == 1
-        assert "SQLite store only" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert "postgresql://rx@127.0.0.1:1/alarms" in err
     assert list(tmp_path.iterdir()) == [config]

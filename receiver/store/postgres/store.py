@@ -8,6 +8,11 @@ Rules:
   an advisory transaction lock first, so appends from every node serialize: seq order is commit
   order (an output's cursor never passes a signal still committing elsewhere), and appenders
   never deadlock on each other's dedupe keys or repeat counts.
+- Each stored row extends the hash chain (``receiver/journal_chain.py``, the same rows and
+  hashes as SQLite's): the head is read under that lock, in the append's transaction, so every
+  node extends one chain in seq order and two nodes never chain from the same head. The chain
+  is the database's (``node`` stays ''): per-node chains would buy nothing while the lock
+  serializes appends anyway.
 - Duplicates are caught by the primary key of ``dedupe_keys`` (INSERT ... ON CONFLICT), for
   every node: a key committed within the window absorbs the retry; an older one is replaced.
 - A broken connection (server restarted, network cut) is reopened at the next call; the call
@@ -27,6 +32,7 @@ from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 
 from protocols.signal import Signal
+from receiver.journal_chain import GENESIS, NODE, Verification, chain_rows, verify_chain
 from receiver.store.history_sql import conditions
 from receiver.store.interface import (
     AccountHolder,
@@ -45,11 +51,16 @@ from receiver.store.interface import (
     UserRole,
     WriteOutcome,
 )
+from receiver.store.postgres import bridge_report_sql, usage_sql
+from receiver.store.postgres.chain_sql import PgChainReader
 from receiver.store.postgres.schema import JOURNAL_LOCK, PgConnection, PostgresOpenError, connect
+from receiver.store.postgres.statements import StatementConnection
 from receiver.store.signal_rows import SIGNAL_COLUMNS, signal_from_row, signal_row, to_us
 
 if TYPE_CHECKING:
+    from receiver.bridge_state import BridgeReportRead
     from receiver.history import HistoryQuery
+    from receiver.store.usage_sql import UsageRead
 
 _COLUMN_TYPES = {
     "received_us": "int8",
@@ -59,9 +70,22 @@ _COLUMN_TYPES = {
     "channel": "int4",
     "raw": "bytea",
 }
-SIGNAL_TYPES = [_COLUMN_TYPES.get(c, "text") for c in SIGNAL_COLUMNS]
+SIGNAL_TYPES = [*(_COLUMN_TYPES.get(c, "text") for c in SIGNAL_COLUMNS), "bytea"]
 # Binary COPY: the cheapest way in from Python (a 256-row batch costs a few ms to encode).
-COPY_SIGNALS = f"COPY signals ({', '.join(SIGNAL_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+# Each row carries its chain hash (receiver/journal_chain.py) after the fields it covers.
+COPY_SIGNALS = f"COPY signals ({', '.join(SIGNAL_COLUMNS)}, chain_hash) FROM STDIN (FORMAT BINARY)"
+# Under the journal lock: the newest seq and the hash the next row follows (the newest row's,
+# else the anchor retention left, else NULL: GENESIS). One chain for every node: the lock
+# already serializes their appends, so seq order is chain order (see the module's rules).
+CHAIN_HEAD = f"""
+SELECT coalesce(newest.seq, 0) AS seq,
+       CASE WHEN newest.seq IS NOT NULL THEN newest.chain_hash
+            ELSE (SELECT anchor_hash FROM journal_chain WHERE node = '{NODE}') END AS head
+FROM (SELECT 1) AS one
+LEFT JOIN LATERAL (
+    SELECT seq, chain_hash FROM signals WHERE node = '{NODE}' ORDER BY seq DESC LIMIT 1
+) AS newest ON true
+"""
 # A key is new, or replaces one received longer than the window before it; else a duplicate.
 CLAIM_KEYS = """
 INSERT INTO dedupe_keys AS d (key, signal_id, received_us)
@@ -265,10 +289,12 @@ class PostgresStore:
                     repeats[key] = (count + 1, max(last, row[1]))
             seqs: dict[str, int] = {}
             if rows:
-                # Under the journal lock nobody else inserts: ours are the rows after `before`.
-                found = conn.execute("SELECT coalesce(max(seq), 0) AS seq FROM signals")
-                before = found.fetchone()
+                # Under the journal lock nobody else inserts: ours are the rows after `before`,
+                # and the chain's head (read in the same query) cannot move until we commit.
+                before = conn.execute(CHAIN_HEAD).fetchone()
                 assert before is not None
+                head = before["head"]
+                rows, _ = chain_rows(rows, bytes(head) if head is not None else GENESIS)
                 with conn.cursor() as cur, cur.copy(COPY_SIGNALS) as copy:
                     copy.set_types(SIGNAL_TYPES)
                     for row in rows:
@@ -631,6 +657,27 @@ class PostgresStore:
         if len(rows) == limit:
             newest = int(rows[-1]["seq"])
         return newest, [signal_from_row(row) for row in rows]
+
+    # -- the read side for audits and reports (receiver/store/interface.py ``ReportStore``) --
+
+    @contextmanager
+    def _snapshot(self, what: str) -> Iterator[PgConnection]:
+        """One read-only repeatable-read transaction: every query sees the same commits."""
+        with self._use(what) as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield conn
+
+    def verify_journal(self, since_us: int | None = None) -> Verification:
+        with self._snapshot("journal verify") as conn:
+            return verify_chain(PgChainReader(conn), since_us=since_us)
+
+    def usage_rows(self, dealer: str, start_us: int, end_us: int) -> UsageRead | None:
+        with self._snapshot("usage report") as conn:
+            return usage_sql.read(conn, dealer, start_us, end_us)
+
+    def bridge_report_rows(self, dealer: str | None, site: str | None) -> BridgeReportRead:
+        with self._snapshot("bridge report") as conn:
+            return bridge_report_sql.read(StatementConnection(conn), dealer=dealer, site=site)
 
     # -- users -----------------------------------------------------------------------------
 
