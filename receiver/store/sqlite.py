@@ -20,6 +20,7 @@ import os
 import re
 import sqlite3
 import stat
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -91,6 +92,27 @@ def migrate(conn: sqlite3.Connection) -> int:
     return schema_version(conn)
 
 
+_SETUP_PATIENCE = 30.0  # seconds a connection waits for another one setting the file up
+
+
+def _set_up(conn: sqlite3.Connection, path: Path) -> None:
+    """Configure and migrate, waiting out another connection doing the same: switching a new
+    file to WAL needs a lock that SQLite's busy handler does not wait for, so two processes (a
+    coordinator and its workers, two stores) opening one new file at once would otherwise get
+    "database is locked"."""
+    deadline = time.monotonic() + _SETUP_PATIENCE
+    while True:
+        try:
+            configure(conn)
+            _check_version(conn, path)
+            migrate(conn)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def connect(
     path: str | Path, *, check_same_thread: bool = True, create: bool = True
 ) -> sqlite3.Connection:
@@ -113,9 +135,7 @@ def connect(
         raise StoreOpenError(f"cannot open store {path}: {_reason(exc, path)}") from None
     try:
         conn.row_factory = sqlite3.Row
-        configure(conn)
-        _check_version(conn, path)
-        migrate(conn)
+        _set_up(conn, path)
         if not create:
             return conn
         # A read-only file opens and reads; find out now, not at the first alarm.
