@@ -50,6 +50,7 @@ from receiver.store.signal_rows import (
     signal_row,
 )
 from receiver.store.sqlite import connect
+from receiver.store.state_rows import cursor_params, state_params
 
 if TYPE_CHECKING:
     from receiver.bridge_state import BridgeReportRead
@@ -334,10 +335,10 @@ class SqliteStore:
             conn.executemany(SET_TROUBLE, troubles)
         for write in writes:
             if write.cursors:
-                conn.executemany(SAVE_CURSOR, [_cursor_params(c) for c in write.cursors])
+                conn.executemany(SAVE_CURSOR, [cursor_params(c) for c in write.cursors])
             if write.bridge_states:
                 conn.executemany(
-                    UPSERT_BRIDGE_STATE, [_state_params(s) for s in write.bridge_states]
+                    UPSERT_BRIDGE_STATE, [state_params(s) for s in write.bridge_states]
                 )
             if write.prune_through is not None:
                 conn.execute(SET_ANCHOR, (write.prune_through,))
@@ -450,7 +451,7 @@ class SqliteStore:
     def save_cursor(self, update: CursorUpdate) -> None:
         def save(conn: sqlite3.Connection) -> None:
             with write_transaction(conn):
-                conn.execute(SAVE_CURSOR, _cursor_params(update))
+                conn.execute(SAVE_CURSOR, cursor_params(update))
 
         self._run(save)
 
@@ -494,7 +495,7 @@ class SqliteStore:
     def write_bridge_states(self, rows: Sequence[BridgeStateRow]) -> None:
         def write(conn: sqlite3.Connection) -> None:
             with write_transaction(conn):
-                conn.executemany(UPSERT_BRIDGE_STATE, [_state_params(r) for r in rows])
+                conn.executemany(UPSERT_BRIDGE_STATE, [state_params(r) for r in rows])
 
         self._run(write)
 
@@ -545,30 +546,3 @@ class SqliteStore:
         if len(rows) == limit:
             newest = rows[-1][0]
         return newest, [signal for _, signal in rows]
-
-
-def _cursor_params(update: CursorUpdate) -> tuple[Any, ...]:
-    return (
-        update.cursor,
-        update.delivered,
-        update.undeliverable,
-        int(update.connected),
-        update.last_error,
-        update.last_success_us,
-        update.updated_us,
-        update.output,
-    )
-
-
-def _state_params(row: BridgeStateRow) -> tuple[Any, ...]:
-    return (
-        row.serial,
-        row.model,
-        row.channels,
-        row.firmware,
-        row.armed,
-        row.armed_us,
-        row.peer,
-        row.connected_us,
-        row.updated_us,
-    )

@@ -56,6 +56,7 @@ from receiver.store.postgres.chain_sql import PgChainReader
 from receiver.store.postgres.schema import JOURNAL_LOCK, PgConnection, PostgresOpenError, connect
 from receiver.store.postgres.statements import StatementConnection
 from receiver.store.signal_rows import SIGNAL_COLUMNS, signal_from_row, signal_row, to_us
+from receiver.store.state_rows import cursor_params, state_params
 
 if TYPE_CHECKING:
     from receiver.bridge_state import BridgeReportRead
@@ -335,8 +336,8 @@ class PostgresStore:
             links = sorted(seen)
             conn.execute(TOUCH_LINKS, (links, [seen[k] for k in links]))
         troubles = [(t.link, t.seen_us, int(t.open)) for w in writes for t in w.troubles]
-        cursors = [_cursor_params(c) for w in writes for c in w.cursors]
-        states = [_state_params(s) for w in writes for s in w.bridge_states]
+        cursors = [cursor_params(c) for w in writes for c in w.cursors]
+        states = [state_params(s) for w in writes for s in w.bridge_states]
         with conn.cursor() as cur:
             if troubles:
                 cur.executemany(SET_TROUBLE, troubles)
@@ -534,7 +535,7 @@ class PostgresStore:
 
     def save_cursor(self, update: CursorUpdate) -> None:
         with self._use("output cursor") as conn:
-            conn.execute(SAVE_CURSOR, _cursor_params(update))
+            conn.execute(SAVE_CURSOR, cursor_params(update))
 
     def output_states(self, names: Sequence[str]) -> list[OutputState]:
         with self._use("output read") as conn:
@@ -605,7 +606,7 @@ class PostgresStore:
 
     def write_bridge_states(self, rows: Sequence[BridgeStateRow]) -> None:
         with self._use("bridge state write") as conn, conn.transaction(), conn.cursor() as cur:
-            cur.executemany(UPSERT_BRIDGE_STATE, [_state_params(r) for r in rows])
+            cur.executemany(UPSERT_BRIDGE_STATE, [state_params(r) for r in rows])
 
     def bridge_states(self) -> list[BridgeStateRow]:
         with self._use("bridge state read") as conn:
@@ -699,33 +700,6 @@ class PostgresStore:
         with self._use("users read") as conn:
             rows = conn.execute("SELECT * FROM users ORDER BY name").fetchall()
         return [_user(row) for row in rows]
-
-
-def _cursor_params(update: CursorUpdate) -> tuple[Any, ...]:
-    return (
-        update.cursor,
-        update.delivered,
-        update.undeliverable,
-        int(update.connected),
-        update.last_error,
-        update.last_success_us,
-        update.updated_us,
-        update.output,
-    )
-
-
-def _state_params(row: BridgeStateRow) -> tuple[Any, ...]:
-    return (
-        row.serial,
-        row.model,
-        row.channels,
-        row.firmware,
-        row.armed,
-        row.armed_us,
-        row.peer,
-        row.connected_us,
-        row.updated_us,
-    )
 
 
 def _node(row: Mapping[str, Any]) -> NodeBeat:
