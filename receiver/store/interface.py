@@ -199,6 +199,20 @@ class OutputState:
     last_success_us: int | None
     updated_us: int | None
 
+    @classmethod
+    def from_row(cls, r: Mapping[str, Any]) -> OutputState:
+        """From an ``outputs`` row as either backend reads it (columns by name)."""
+        return cls(
+            name=r["name"],
+            cursor=int(r["cursor"]),
+            delivered=int(r["delivered"]),
+            undeliverable=int(r["undeliverable"]),
+            connected=bool(r["connected"]),
+            last_error=r["last_error"],
+            last_success_us=r["last_success_us"],
+            updated_us=r["updated_us"],
+        )
+
 
 @attrs.frozen
 class Lease:

@@ -464,19 +464,7 @@ class SqliteStore:
                 wanted,
             ).fetchall()
         )
-        return [
-            OutputState(
-                name=r["name"],
-                cursor=int(r["cursor"]),
-                delivered=int(r["delivered"]),
-                undeliverable=int(r["undeliverable"]),
-                connected=bool(r["connected"]),
-                last_error=r["last_error"],
-                last_success_us=r["last_success_us"],
-                updated_us=r["updated_us"],
-            )
-            for r in rows
-        ]
+        return [OutputState.from_row(r) for r in rows]
 
     def backlog(self, cursor: int) -> tuple[int, int | None]:
         """How many signals wait after ``cursor``, and the oldest one's receive time."""

@@ -542,19 +542,7 @@ class PostgresStore:
             rows = conn.execute(
                 "SELECT * FROM outputs WHERE name = ANY(%s) ORDER BY name", (list(names),)
             ).fetchall()
-        return [
-            OutputState(
-                name=r["name"],
-                cursor=int(r["cursor"]),
-                delivered=int(r["delivered"]),
-                undeliverable=int(r["undeliverable"]),
-                connected=bool(r["connected"]),
-                last_error=r["last_error"],
-                last_success_us=r["last_success_us"],
-                updated_us=r["updated_us"],
-            )
-            for r in rows
-        ]
+        return [OutputState.from_row(r) for r in rows]
 
     def backlog(self, cursor: int) -> tuple[int, int | None]:
         with self._use("output read") as conn:
