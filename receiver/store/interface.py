@@ -107,6 +107,21 @@ class BridgeStateRow:
     connected_us: int | None
     updated_us: int
 
+    @classmethod
+    def from_row(cls, r: Mapping[str, Any]) -> BridgeStateRow:
+        """From a ``bridge_state`` row as either backend reads it (columns by name)."""
+        return cls(
+            serial=r["serial"],
+            model=r["model"],
+            channels=r["channels"],
+            firmware=r["firmware"],
+            armed=r["armed"],
+            armed_us=r["armed_us"],
+            peer=r["peer"],
+            connected_us=r["connected_us"],
+            updated_us=int(r["updated_us"]),
+        )
+
 
 @attrs.frozen
 class JournalWrite:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from protocols.signal import Signal
 from receiver.journal_chain import NODE, Verification, chain_head, chain_rows, verify_chain
@@ -35,7 +35,6 @@ from receiver.store import bridge_report_sql, usage_sql
 from receiver.store.chain_sql import SqliteChainReader
 from receiver.store.history_sql import conditions
 from receiver.store.interface import (
-    ArmName,
     BridgeStateRow,
     CursorUpdate,
     JournalWrite,
@@ -491,20 +490,7 @@ class SqliteStore:
         rows = self._run(
             lambda conn: conn.execute("SELECT * FROM bridge_state ORDER BY serial").fetchall()
         )
-        return [
-            BridgeStateRow(
-                serial=r["serial"],
-                model=r["model"],
-                channels=r["channels"],
-                firmware=r["firmware"],
-                armed=cast("ArmName | None", r["armed"]),
-                armed_us=r["armed_us"],
-                peer=r["peer"],
-                connected_us=r["connected_us"],
-                updated_us=int(r["updated_us"]),
-            )
-            for r in rows
-        ]
+        return [BridgeStateRow.from_row(r) for r in rows]
 
     def arming_since(self, since_us: int) -> list[tuple[str, str, str, int]]:
         rows = self._run(lambda conn: conn.execute(ARMING_SINCE, (since_us,)).fetchall())

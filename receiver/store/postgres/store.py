@@ -38,7 +38,6 @@ from receiver.store.interface import (
     AccountHolder,
     AccountRow,
     AccountTakenError,
-    ArmName,
     BridgeStateRow,
     CursorUpdate,
     JournalWrite,
@@ -599,20 +598,7 @@ class PostgresStore:
     def bridge_states(self) -> list[BridgeStateRow]:
         with self._use("bridge state read") as conn:
             rows = conn.execute("SELECT * FROM bridge_state ORDER BY serial").fetchall()
-        return [
-            BridgeStateRow(
-                serial=r["serial"],
-                model=r["model"],
-                channels=r["channels"],
-                firmware=r["firmware"],
-                armed=cast("ArmName | None", r["armed"]),
-                armed_us=r["armed_us"],
-                peer=r["peer"],
-                connected_us=r["connected_us"],
-                updated_us=int(r["updated_us"]),
-            )
-            for r in rows
-        ]
+        return [BridgeStateRow.from_row(r) for r in rows]
 
     def arming_since(self, since_us: int) -> list[tuple[str, str, str, int]]:
         with self._use("journal read") as conn:
