@@ -19,12 +19,17 @@ Rules:
   write lock.
 - The store is the journal's own object (``receiver.store.open_store``): its one connection is
   used by the writer's worker thread only.
+- A write appended by a task running under a lease (``receiver.nodes.Node.hold`` sets
+  :data:`UNDER_LEASE` for its work's tasks) carries the hold's fencing token, and the store
+  refuses it once the lease changed hands (nothing of it stored). The hold is told first (it
+  stops the work, as when the lease is lost), then the appender gets :class:`LeaseLostError`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -35,6 +40,7 @@ from receiver.metrics import Counters
 from receiver.store.interface import (
     BridgeStateRow,
     CursorUpdate,
+    FencingToken,
     JournalStore,
     JournalWrite,
     LinkSeen,
@@ -43,10 +49,13 @@ from receiver.store.interface import (
 from receiver.store.signal_rows import from_us, to_us
 
 __all__ = [
+    "UNDER_LEASE",
     "AppendResult",
     "Journal",
     "JournalClosedError",
     "JournalError",
+    "LeaseLostError",
+    "WorkUnderLease",
     "from_us",
     "to_us",
 ]
@@ -58,6 +67,24 @@ class JournalError(ReceiverError, OSError):
 
 class JournalClosedError(JournalError):
     """The journal no longer takes appends (the receiver is stopping)."""
+
+
+class LeaseLostError(JournalError):
+    """The write was made under a lease that changed hands: refused, nothing of it stored."""
+
+
+class WorkUnderLease(Protocol):
+    """The hold a task's writes are made under (``receiver.nodes``)."""
+
+    @property
+    def token(self) -> FencingToken: ...
+
+    def refused(self) -> None:
+        """The store refused a write under this hold (called in the writer's task)."""
+        ...
+
+
+UNDER_LEASE: ContextVar[WorkUnderLease | None] = ContextVar("under_lease", default=None)
 
 
 @attrs.frozen
@@ -75,6 +102,7 @@ class AppendResult:
 @attrs.define(eq=False)
 class _Request:
     write: JournalWrite
+    hold: WorkUnderLease | None = None
     done: trio.Event = attrs.field(factory=trio.Event)
     result: AppendResult | None = None
     error: BaseException | None = None
@@ -108,6 +136,10 @@ class Journal:
         outcomes = self.store.append([req.write for req in batch])
         stored = 0
         for req, outcome in zip(batch, outcomes, strict=True):
+            if outcome.refused:
+                token = req.write.fence
+                req.error = LeaseLostError(f"write refused: lease {token} changed hands")
+                continue
             if outcome.duplicates or len(outcome.stored) != len(req.write.signals):
                 req.result = AppendResult(tuple(s for _, s in outcome.stored), outcome.duplicates)
             else:  # the usual case: everything stored, in order
@@ -157,6 +189,8 @@ class Journal:
         self.counters.observe("commit_seconds", trio.current_time() - started)
         self.counters.inc("journal_signals_stored", stored)
         for req in batch:
+            if req.hold is not None and isinstance(req.error, LeaseLostError):
+                req.hold.refused()  # the work stops before its appender hears of it
             req.done.set()
         if stored:
             self._committed.set()
@@ -188,6 +222,7 @@ class Journal:
         retention batch) and ``console`` (the console's SQLite writes) commit in the same
         transaction: every write to the store goes through this one writer.
         """
+        hold = UNDER_LEASE.get()
         write = JournalWrite(
             signals=signals,
             keys=keys if keys is not None else (),
@@ -197,8 +232,9 @@ class Journal:
             bridge_states=bridge_states,
             prune_through=prune_through,
             console=console,
+            fence=hold.token if hold is not None else None,
         )
-        req = _Request(write)
+        req = _Request(write, hold)
         await self._submit(req)
         assert req.result is not None
         return req.result

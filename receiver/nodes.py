@@ -16,10 +16,20 @@ Rules:
   a lease left by a node that died is taken over within ``lease`` plus that.
 - On a clean shutdown (the work cancelled from outside) the lease is released at once, so
   another node takes over without waiting for the expiry.
+- The lease's epoch, with the holder, is the fencing token of one hold: every journal write
+  the work makes carries it (``receiver.journal.UNDER_LEASE``), and the store refuses it once
+  the lease changed hands, even when it was queued before. A refused write is logged once per
+  hold (``lease_write_refused``) and counted (``lease_writes_refused``), and the work stops at
+  once, as when the lease is lost.
+- A failed lease request (the store unreachable) is logged at its first failure, then once per
+  ``FAILURE_LOG_INTERVAL`` per lease with the failures since the last line, and its recovery
+  once (``lease_request_recovered``); the requests themselves keep their pace. Heartbeats the
+  same.
 - On SQLite a single node simply holds every lease (the same code path): it is the store's only
   receiver (``serve`` locks the file), so it is ``sole``: its work runs whatever the lease rows
-  say, and they are written on a best-effort basis, for ``receiver nodes``. A store that cannot
-  be written (a full disk) must not stop deliveries there.
+  say, and they are written on a best-effort basis, for ``receiver nodes``; its writes carry no
+  token (nobody can take a lease from it). A store that cannot be written (a full disk) must
+  not stop deliveries there.
 """
 
 from __future__ import annotations
@@ -33,8 +43,10 @@ import trio
 
 from receiver import __version__
 from receiver.config import StoreConfig
+from receiver.journal import UNDER_LEASE
+from receiver.metrics import Counters
 from receiver.store.faults import STORE_ERRORS
-from receiver.store.interface import Lease, LeaseStore, NodeBeat
+from receiver.store.interface import FencingToken, Lease, LeaseStore, NodeBeat
 from receiver.store.lease_sql import SqliteLeaseStore
 from receiver.supervisor import Supervisor
 
@@ -44,6 +56,7 @@ SAFE_FRACTION: Final = 0.8  # stop the work this far into an unconfirmed lease
 RETRY_FRACTION: Final = 0.25  # ask again for a lease someone else holds
 RELEASE_TIMEOUT: Final = 2.0  # a clean shutdown waits this long at most to release a lease
 HEARTBEAT_INTERVAL: Final = 3.0
+FAILURE_LOG_INTERVAL: Final = 30.0  # a failing request is logged at most this often
 
 T = TypeVar("T")
 
@@ -74,6 +87,66 @@ class LeasedWork(Protocol):
     def __call__(self, lease: Lease, *, task_status: trio.TaskStatus[None]) -> Awaitable[None]: ...
 
 
+class FailureLog:
+    """The log of one repeated request (a lease's, the heartbeat): its first failure, then one
+    line per ``FAILURE_LOG_INTERVAL`` with the failures since the last line, its recovery once."""
+
+    def __init__(self, log: Any, failed: str, recovered: str, **fields: Any) -> None:
+        self.log = log.bind(**fields)
+        self.failed_event, self.recovered_event = failed, recovered
+        self.failures = 0  # since the last success
+        self.unlogged = 0  # since the last line
+        self.since = 0.0
+        self.next_line = -float("inf")
+
+    def failed(self, error: BaseException, **fields: Any) -> None:
+        now = trio.current_time()
+        if not self.failures:
+            self.since = now
+        self.failures += 1
+        self.unlogged += 1
+        if now < self.next_line:
+            return
+        self.log.warning(self.failed_event, error=str(error), failures=self.unlogged, **fields)
+        self.unlogged = 0
+        self.next_line = now + FAILURE_LOG_INTERVAL
+
+    def succeeded(self) -> None:
+        if not self.failures:
+            return
+        failed_for = round(trio.current_time() - self.since, 1)
+        self.log.info(self.recovered_event, failures=self.failures, failed_for=failed_for)
+        self.failures = self.unlogged = 0
+        self.next_line = -float("inf")
+
+
+class _Hold:
+    """One hold of a lease, as its work's writes carry it (``receiver.journal.WorkUnderLease``):
+    a refused write stops the work at once."""
+
+    def __init__(self, node: Node, lease: Lease, scope: trio.CancelScope) -> None:
+        self.node = node
+        self.lease = lease
+        self.scope = scope
+        self.refusals = 0
+
+    @property
+    def token(self) -> FencingToken:
+        return self.lease.token
+
+    def refused(self) -> None:
+        self.node.counters.inc("lease_writes_refused")
+        self.refusals += 1
+        if self.refusals == 1:
+            self.node.log.warning(
+                "lease_write_refused",
+                lease=self.lease.name,
+                epoch=self.lease.epoch,
+                why="the lease changed hands; the work under it stops",
+            )
+        self.scope.cancel()
+
+
 class _FirstStart:
     """Passes the first ``started()`` on to the holder's own starter; later ones do nothing
     (the work starts again each time the lease comes back)."""
@@ -100,6 +173,7 @@ class Node:
         listeners: Mapping[str, str] | None = None,
         call: StoreCall = in_thread,
         sole: bool = False,
+        counters: Counters | None = None,
     ) -> None:
         if not lease > 0:
             raise ValueError(f"lease must be more than 0, got {lease!r}")
@@ -111,8 +185,13 @@ class Node:
         self.held: dict[str, Lease] = {}
         self.call = call
         self.sole = sole
+        self.counters = counters if counters is not None else Counters()
         self.log = structlog.get_logger("receiver.nodes").bind(node=name)
         self.last_beat: NodeBeat | None = None
+        self._beat_failures = FailureLog(
+            self.log, "node_heartbeat_failed", "node_heartbeat_recovered"
+        )
+        self._lease_failures: dict[str, FailureLog] = {}
 
     # -- membership -------------------------------------------------------------------------
 
@@ -131,8 +210,9 @@ class Node:
         try:
             beat = await self.call(lambda: self.store.heartbeat(self.name, info))
         except STORE_ERRORS as exc:
-            self.log.warning("node_heartbeat_failed", error=str(exc))
+            self._beat_failures.failed(exc)
             return None
+        self._beat_failures.succeeded()
         self.last_beat = beat
         return beat
 
@@ -185,18 +265,21 @@ class Node:
     async def _ask(self, name: str, *, acquire: bool) -> Lease | None:
         """Acquire or renew; None when refused or when the store failed (logged)."""
         store, holder, ttl = self.store, self.name, self.lease
+        failures = self._lease_failures.get(name)
+        if failures is None:
+            failures = self._lease_failures[name] = FailureLog(
+                self.log, "lease_request_failed", "lease_request_recovered", lease=name
+            )
         try:
             if acquire:
-                return await self.call(lambda: store.acquire_lease(name, holder, ttl))
-            return await self.call(lambda: store.renew_lease(name, holder, ttl))
+                lease = await self.call(lambda: store.acquire_lease(name, holder, ttl))
+            else:
+                lease = await self.call(lambda: store.renew_lease(name, holder, ttl))
         except STORE_ERRORS as exc:
-            self.log.warning(
-                "lease_request_failed",
-                lease=name,
-                request="acquire" if acquire else "renew",
-                error=str(exc),
-            )
+            failures.failed(exc, request="acquire" if acquire else "renew")
             return None
+        failures.succeeded()
+        return lease
 
     async def _run_holding(
         self, name: str, lease: Lease, sent: float, work: LeasedWork, starting: _FirstStart
@@ -208,11 +291,15 @@ class Node:
         deadline = sent + self.lease * SAFE_FRACTION
         finished = False
         lost_why = ""
+        hold: _Hold | None = None
         try:
             async with trio.open_nursery() as nursery:
+                hold = _Hold(self, lease, nursery.cancel_scope)
 
                 async def run_work() -> None:
                     nonlocal finished
+                    assert hold is not None
+                    UNDER_LEASE.set(hold)  # this task's (and its children's) writes carry it
                     await work(lease, task_status=starting)
                     finished = True
                     nursery.cancel_scope.cancel()
@@ -246,7 +333,8 @@ class Node:
         if finished:
             await self._release(name)
             return True
-        self.log.warning("lease_lost", lease=name, why=lost_why)
+        if hold is None or not hold.refusals:  # a refused write said it already
+            self.log.warning("lease_lost", lease=name, why=lost_why)
         return False
 
     async def _hold_alone(self, name: str, work: LeasedWork, starting: _FirstStart) -> None:

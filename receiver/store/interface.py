@@ -17,6 +17,10 @@ Rules every backend keeps:
 - An account number is unique within its station on its effective form, enforced by the
   database: of two writers racing, one wins and the other gets :class:`AccountTakenError`.
 - A lease has at most one holder; it is taken over only after it expired (database clock).
+- A write made under a lease carries its :class:`FencingToken`: the store refuses it, storing
+  nothing of it, when the lease row no longer has that holder and epoch, checked in the write's
+  own transaction with the row locked until the commit (a takeover waits for it, or the write
+  sees the takeover). The other writes of the batch commit as if it had not been there.
 
 The typed records below replace ``Journal.append(statements=[(sql, params)])``: a cursor update
 and a bridge state row ride in the journal's transaction without the caller writing SQL.
@@ -131,7 +135,8 @@ class JournalWrite:
     ``prune_through`` removes the journal's prefix up to that seq (retention, with the chain's
     anchor). ``console`` are the operator console's writes (sessions, audit rows, manual
     acknowledgements: ``receiver/store/console_sql.py`` statements), SQLite only until the
-    console has typed records of its own; the PostgreSQL store refuses them.
+    console has typed records of its own; the PostgreSQL store refuses them. ``fence``: the
+    hold of a lease the write is made under (see the module's rules).
     """
 
     signals: Sequence[Signal] = ()
@@ -142,6 +147,7 @@ class JournalWrite:
     bridge_states: Sequence[BridgeStateRow] = ()
     prune_through: int | None = None
     console: Sequence[tuple[str, tuple[Any, ...]]] = ()
+    fence: FencingToken | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.keys and len(self.keys) != len(self.signals):
@@ -151,10 +157,12 @@ class JournalWrite:
 @attrs.frozen
 class WriteOutcome:
     """What one :class:`JournalWrite` became: stored signals with their journal position, and the
-    signals absorbed as duplicates of a committed key."""
+    signals absorbed as duplicates of a committed key; or ``refused`` (nothing of it stored):
+    its lease had changed hands."""
 
     stored: tuple[tuple[int, Signal], ...]
     duplicates: tuple[Signal, ...]
+    refused: bool = False
 
 
 # -- other records ---------------------------------------------------------------------------
@@ -233,12 +241,26 @@ class OutputState:
 class Lease:
     """Who handles ``name`` (an output, a supervised link) until ``expires_us`` (database clock).
 
-    ``epoch`` grows each time the lease changes hands: a fencing token for the new holder.
+    ``epoch`` grows each time the lease is taken (not when it is renewed): with the holder, the
+    fencing token of that hold.
     """
 
     name: str
     holder: str
     expires_us: int
+    epoch: int
+
+    @property
+    def token(self) -> FencingToken:
+        return FencingToken(self.name, self.holder, self.epoch)
+
+
+@attrs.frozen
+class FencingToken:
+    """The hold a write is made under: lease ``lease`` taken by ``holder`` at ``epoch``."""
+
+    lease: str
+    holder: str
     epoch: int
 
 

@@ -3,7 +3,11 @@
 Rules (the same as PostgreSQL's, so ``receiver.nodes`` has one code path):
 - A lease has at most one holder. Taking it is one ``BEGIN IMMEDIATE`` upsert that succeeds
   only when the lease is free, expired or already the taker's; renewing needs it unexpired
-  and ours; releasing expires it now (the epoch keeps growing on the next change of hands).
+  and ours; releasing expires it now (the row stays: its epoch keeps growing).
+- Every take (not a renewal) is a new hold with a new epoch, even by the same holder: the
+  fencing token of a hold's writes (``receiver/store/fencing.py``) is refused once its hold
+  ended, even when the same node took the lease again (its old work's late writes must not
+  land inside the new hold).
 - Times are the machine's clock in microseconds, read by SQLite itself (``julianday('now')``,
   millisecond precision), so every process sharing the file reads the same clock.
 - One connection per object, used from worker threads one call at a time (a lock).
@@ -32,7 +36,7 @@ ON CONFLICT (name) DO UPDATE SET
     acquired_us = CASE WHEN l.holder = excluded.holder THEN l.acquired_us
                        ELSE excluded.acquired_us END,
     expires_us = excluded.expires_us,
-    epoch = CASE WHEN l.holder = excluded.holder THEN l.epoch ELSE l.epoch + 1 END
+    epoch = l.epoch + 1
 WHERE l.holder = excluded.holder OR l.expires_us <= {NOW_US}
 RETURNING name, holder, expires_us, epoch
 """
@@ -56,6 +60,12 @@ ON CONFLICT (name) DO UPDATE SET heartbeat_us = excluded.heartbeat_us, info = ex
 RETURNING name, started_us, heartbeat_us, info
 """
 NODES: Final = "SELECT name, started_us, heartbeat_us, info FROM nodes ORDER BY name"
+
+
+def lease_rows_sql(names: int) -> str:
+    """The (name, holder, epoch) rows of ``names`` leases: the fencing check of a journal write,
+    read under the append's write lock (``receiver/store/fencing.py``)."""
+    return f"SELECT name, holder, epoch FROM leases WHERE name IN ({', '.join('?' * names)})"
 
 
 class SqliteLeaseStore:

@@ -33,6 +33,7 @@ from protocols.signal import Signal
 from receiver.journal_chain import NODE, Verification, chain_head, chain_rows, verify_chain
 from receiver.store import bridge_report_sql, usage_sql
 from receiver.store.chain_sql import SqliteChainReader
+from receiver.store.fencing import append_fenced, check_tokens, tokens_of
 from receiver.store.history_sql import conditions
 from receiver.store.interface import (
     BridgeStateRow,
@@ -42,6 +43,7 @@ from receiver.store.interface import (
     PrunePlan,
     WriteOutcome,
 )
+from receiver.store.lease_sql import lease_rows_sql
 from receiver.store.signal_rows import (
     SIGNAL_COLUMNS,
     SIGNAL_READ_SQL,
@@ -263,7 +265,8 @@ class SqliteStore:
     # -- journal -----------------------------------------------------------------------------
 
     def append(self, writes: Sequence[JournalWrite]) -> list[WriteOutcome]:
-        return self._run(lambda conn: self._append(conn, writes))
+        # Writes under a lease this node lost are refused (receiver/store/fencing.py).
+        return append_fenced(writes, lambda kept: self._run(lambda conn: self._append(conn, kept)))
 
     def _append(
         self, conn: sqlite3.Connection, writes: Sequence[JournalWrite]
@@ -325,7 +328,13 @@ class SqliteStore:
 
     @staticmethod
     def _write_state(conn: sqlite3.Connection, writes: Sequence[JournalWrite]) -> None:
-        """The link, cursor, bridge state and retention writes riding in the transaction."""
+        """The link, cursor, bridge state and retention writes riding in the transaction; the
+        check of the leases its writes were made under (the write lock is ours until the
+        commit, so no lease changes hands meanwhile)."""
+        tokens = tokens_of(writes)
+        if tokens:
+            names = sorted({t.lease for t in tokens})
+            check_tokens(tokens, conn.execute(lease_rows_sql(len(names)), names).fetchall())
         links = [(t.link, t.seen_us) for w in writes for t in w.links]
         if links:
             conn.executemany(TOUCH_LINK, links)

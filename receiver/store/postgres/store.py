@@ -33,6 +33,7 @@ from psycopg.types.json import Jsonb
 
 from protocols.signal import Signal
 from receiver.journal_chain import GENESIS, NODE, Verification, chain_rows, verify_chain
+from receiver.store.fencing import append_fenced, check_tokens, tokens_of
 from receiver.store.history_sql import conditions
 from receiver.store.interface import (
     AccountHolder,
@@ -147,7 +148,8 @@ _LEASE_COLUMNS = (
     "name, holder, (extract(epoch FROM expires_at) * 1000000)::bigint AS expires_us, epoch"
 )
 # Free, expired or already ours: take it. The upsert locks the row, so two takers serialize and
-# the second sees the first's unexpired lease: never two holders.
+# the second sees the first's unexpired lease: never two holders. Every take is a new hold with
+# a new epoch (a renewal keeps it): the fencing token of that hold's writes.
 ACQUIRE_LEASE = f"""
 INSERT INTO leases AS l (name, holder, acquired_at, expires_at)
 VALUES (%(name)s, %(holder)s, clock_timestamp(),
@@ -157,7 +159,7 @@ ON CONFLICT (name) DO UPDATE SET
     acquired_at = CASE WHEN l.holder = excluded.holder THEN l.acquired_at
                        ELSE excluded.acquired_at END,
     expires_at = excluded.expires_at,
-    epoch = CASE WHEN l.holder = excluded.holder THEN l.epoch ELSE l.epoch + 1 END
+    epoch = l.epoch + 1
 WHERE l.holder = excluded.holder OR l.expires_at <= clock_timestamp()
 RETURNING {_LEASE_COLUMNS}
 """
@@ -172,6 +174,10 @@ UPDATE leases SET expires_at = clock_timestamp() - interval '1 microsecond'
 WHERE name = %(name)s AND holder = %(holder)s AND expires_at > clock_timestamp()
 RETURNING name
 """
+# The fencing check of a journal write (receiver/store/fencing.py), in the append's
+# transaction: FOR SHARE holds off a takeover's update until the commit, and waits for (then
+# sees) one already under way.
+LEASE_ROWS = "SELECT name, holder, epoch FROM leases WHERE name = ANY(%s) FOR SHARE"
 LEASES = f"SELECT {_LEASE_COLUMNS} FROM leases WHERE expires_at > clock_timestamp() ORDER BY name"
 _NODE_COLUMNS = (
     "name, (extract(epoch FROM started_at) * 1000000)::bigint AS started_us, "
@@ -254,6 +260,10 @@ class PostgresStore:
     # -- journal ---------------------------------------------------------------------------
 
     def append(self, writes: Sequence[JournalWrite]) -> list[WriteOutcome]:
+        # Writes under a lease this node lost are refused (receiver/store/fencing.py).
+        return append_fenced(writes, self._append)
+
+    def _append(self, writes: Sequence[JournalWrite]) -> list[WriteOutcome]:
         if any(write.console for write in writes):
             raise StoreError("the console's writes are SQLite statements: not on PostgreSQL")
         # Sort out repeats inside the batch first: a key's first signal is the candidate.
@@ -326,7 +336,14 @@ class PostgresStore:
 
     @staticmethod
     def _write_state(conn: PgConnection, writes: Sequence[JournalWrite]) -> None:
-        """The link, cursor and bridge state updates that ride in the append's transaction."""
+        """The link, cursor and bridge state updates that ride in the append's transaction; the
+        check of the leases its writes were made under (their rows locked until the commit: a
+        takeover waits for it, or this check sees the takeover)."""
+        tokens = tokens_of(writes)
+        if tokens:
+            names = sorted({t.lease for t in tokens})
+            rows = conn.execute(LEASE_ROWS, (names,)).fetchall()
+            check_tokens(tokens, [(r["name"], r["holder"], r["epoch"]) for r in rows])
         seen: dict[str, int] = {}
         for write in writes:
             for touch in write.links:
