@@ -288,6 +288,7 @@ class Service:
             self.config.node.node_name,
             lease=self.config.node.lease,
             sole=not self.config.store.url,
+            counters=self.counters,
         )
 
     def _listeners(self, ports: Ports) -> dict[str, str]:

@@ -10,22 +10,39 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
+import psycopg
 import pytest
 import trio
 import trio.testing
+from structlog.testing import capture_logs
 
 from receiver import __version__
 from receiver.config import ConfigError, parse_config
+from receiver.journal import Journal, JournalError
+from receiver.metrics import Counters
 from receiver.nodes import RENEW_FRACTION, LeasedWork, Node, output_lease, take_over_supervision
-from receiver.store.interface import Lease, LeaseStore, NodeBeat, StoreError
+from receiver.store.interface import (
+    CursorUpdate,
+    FencingToken,
+    JournalWrite,
+    Lease,
+    LeaseStore,
+    LinkSeen,
+    LinkTrouble,
+    NodeBeat,
+    StoreError,
+)
 from receiver.store.lease_sql import SqliteLeaseStore
 from receiver.store.postgres.store import PostgresStore
 from receiver.supervisor import Supervisor
+from tests.conftest import Backend
+from tests.receiver.test_journal import make_signal
 
 T = TypeVar("T")
 LEASE = 10.0
@@ -55,9 +72,7 @@ class ClockedLeases:
         if row is None:
             self.rows[name] = _Row(holder, now + ttl, 1)
         elif row.holder == holder or row.expires <= now:
-            if row.holder != holder:
-                row.epoch += 1
-            row.holder, row.expires = holder, now + ttl
+            row.holder, row.expires, row.epoch = holder, now + ttl, row.epoch + 1
         else:
             return None
         return self._lease(name)
@@ -99,10 +114,12 @@ class Network:
         self.delay = 0.001
         self.down = False
         self.reply_lost = False  # the database acts, the reply never arrives
+        self.refused = 0  # calls that failed while down
 
     async def __call__(self, call: Callable[[], T]) -> T:
         await trio.sleep(self.delay)
         if self.down:
+            self.refused += 1
             raise StoreError("lease failed: connection refused")
         result = call()
         if self.reply_lost:
@@ -297,6 +314,83 @@ async def test_a_heartbeat_the_store_refuses_does_not_stop_the_node(
     assert await a.beat() is not None
 
 
+async def test_a_lease_request_failing_for_minutes_is_logged_first_then_every_30_s(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The database is unreachable for 95 s while B asks for the lease every 2.5 s: four lines
+    (the first failure, then one per 30 s with the failures since), the recovery once, and
+    nothing more once the requests go through (refused: A holds it)."""
+    store, net = ClockedLeases(), Network()
+    assert store.acquire_lease("output:xml", "a", 3600) is not None
+    with capture_logs() as logs:
+        b = node(store, "b", net)
+        async with trio.open_nursery() as nursery:
+            net.down = True
+            nursery.start_soon(b.hold, "output:xml", Spans().work("b"))
+            await trio.sleep(95)
+            failed = net.refused
+            net.down = False
+            await trio.sleep(120)
+            nursery.cancel_scope.cancel()
+    lines = [e for e in logs if e["event"].startswith("lease_request")]
+    assert [e["event"] for e in lines] == ["lease_request_failed"] * 4 + ["lease_request_recovered"]
+    assert lines[0]["failures"] == 1
+    assert sum(e["failures"] for e in lines[:4]) <= failed == lines[4]["failures"]
+    assert failed >= 95 / (LEASE * 0.25)
+    assert all(e["lease"] == "output:xml" and e["request"] == "acquire" for e in lines[:4])
+    assert lines[0]["error"] == "lease failed: connection refused"
+    assert 94 <= lines[4]["failed_for"] <= 96
+
+
+async def test_each_lease_logs_its_own_failures_and_a_new_outage_its_first_failure_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two leases failing at once give a line each; after a recovery the next outage's first
+    failure is logged at once, not 30 s after the last line."""
+    store, net = ClockedLeases(), Network()
+    with capture_logs() as logs:
+        a = node(store, "a", net)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(a.hold, "output:xml", Spans().work("a"))
+            await nursery.start(a.hold, "supervisor", Spans().work("a"))
+            for _ in range(2):
+                net.down = True
+                await trio.sleep(10)  # renewals fail, the leases are lost, asked for again
+                net.down = False
+                await trio.sleep(5)
+            nursery.cancel_scope.cancel()
+    lines = [(e["event"], e["lease"]) for e in logs if e["event"].startswith("lease_request")]
+    outage = [
+        ("lease_request_failed", "output:xml"),
+        ("lease_request_failed", "supervisor"),
+        ("lease_request_recovered", "output:xml"),
+        ("lease_request_recovered", "supervisor"),
+    ]
+    assert sorted(lines[:4]) == outage
+    assert sorted(lines[4:]) == outage
+
+
+async def test_a_heartbeat_failing_for_a_minute_is_logged_first_then_every_30_s(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store, net = ClockedLeases(), Network()
+    net.down = True
+    with capture_logs() as logs:
+        a = Node(store, "a", lease=LEASE, heartbeat=3.0, call=net)
+        with trio.move_on_after(61):
+            await a.run_heartbeat()
+        net.down = False
+        assert await a.beat() is not None
+        assert await a.beat() is not None
+    lines = [e for e in logs if e["event"].startswith("node_heartbeat")]
+    assert [(e["event"], e["failures"]) for e in lines] == [
+        ("node_heartbeat_failed", 1),
+        ("node_heartbeat_failed", 10),
+        ("node_heartbeat_failed", 10),
+        ("node_heartbeat_recovered", 21),
+    ]
+
+
 # -- the node section of the configuration ---------------------------------------------------
 
 
@@ -468,3 +562,185 @@ async def test_the_sole_node_of_a_sqlite_store_delivers_through_a_store_outage(
         nursery.cancel_scope.cancel()
     assert len(spans.runs) == 1
     assert store.leases() == []  # released at the end
+
+
+# -- the epoch fences late writes --------------------------------------------------------------
+
+
+def _leases_on(backend: Backend) -> Any:
+    """A lease store of its own on the backend's database."""
+    if backend.url is not None:
+        return PostgresStore(backend.url)
+    assert backend.path is not None
+    return SqliteLeaseStore(backend.path)
+
+
+def _stored(store: Any) -> list[str]:
+    return [signal.account for _, signal in store.read_after(0, 100)]
+
+
+def test_a_write_under_a_lease_that_changed_hands_is_refused_and_nothing_of_it_is_stored(
+    backend: Backend,
+) -> None:
+    """A's trouble, link time and cursor move, queued before B took the lease, are refused in
+    their own transaction: not the signal, nor its dedupe key, nor any state of it is stored;
+    the panel's signal and B's write in the same batch commit."""
+    store, leases = backend.open(), _leases_on(backend)
+    try:
+        store.ensure_output("xml", 0)
+        a = leases.acquire_lease("output:xml", "a", 30)
+        assert leases.release_lease("output:xml", "a")  # A's lease ended (expired, say)
+        b = leases.acquire_lease("output:xml", "b", 30)
+        assert (a.epoch, b.epoch) == (1, 2)
+        late = JournalWrite(
+            signals=[make_signal("7001")],
+            keys=["late-key"],
+            links=[LinkSeen("account:7001", 5)],
+            troubles=[LinkTrouble("account:7001", 5, True)],
+            cursors=[CursorUpdate("xml", 40, delivered=40)],
+            fence=a.token,
+        )
+        panel = JournalWrite(signals=[make_signal("7002")], keys=["panel-key"])
+        current = JournalWrite(
+            signals=[make_signal("7003")],
+            cursors=[CursorUpdate("xml", 1, delivered=1)],
+            fence=b.token,
+        )
+        outcomes = store.append([late, panel, current])
+        assert [o.refused for o in outcomes] == [True, False, False]
+        assert outcomes[0].stored == outcomes[0].duplicates == ()
+        assert [s.account for o in outcomes[1:] for _, s in o.stored] == ["7002", "7003"]
+        assert _stored(store) == ["7002", "7003"]
+        assert "account:7001" not in store.links()
+        (state,) = store.output_states(["xml"])
+        assert (state.cursor, state.delivered) == (1, 1)
+        assert store.verify_journal().mismatch is None  # the chain skips nothing
+        # The refused signal's key was not claimed: sent again without the lease, it is new.
+        (again,) = store.append([JournalWrite(signals=[make_signal("7001")], keys=["late-key"])])
+        assert (len(again.stored), again.duplicates) == (1, ())
+    finally:
+        store.close()
+        leases.close()
+
+
+def test_each_take_of_a_lease_is_a_new_epoch_even_by_the_same_node(backend: Backend) -> None:
+    """A node that takes its lease again (after an outage, or a restart) fences the writes of
+    its own earlier hold; a lease that has no row is not held."""
+    store, leases = backend.open(), _leases_on(backend)
+    try:
+        first = leases.acquire_lease("supervisor", "a", 30)
+        again = leases.acquire_lease("supervisor", "a", 30)  # unexpired, already ours
+        renewed = leases.renew_lease("supervisor", "a", 30)
+        assert (first.epoch, again.epoch, renewed.epoch) == (1, 2, 2)
+        unknown = FencingToken("output:nowhere", "a", 1)
+        outcomes = store.append(
+            [
+                JournalWrite(signals=[make_signal("7101")], fence=first.token),
+                JournalWrite(signals=[make_signal("7102")], fence=unknown),
+                JournalWrite(signals=[make_signal("7103")], fence=renewed.token),
+            ]
+        )
+        assert [o.refused for o in outcomes] == [True, True, False]
+        assert _stored(store) == ["7103"]
+    finally:
+        store.close()
+        leases.close()
+
+
+def test_a_write_waits_for_a_takeover_under_way_and_is_refused_once_it_commits(
+    pg_store: PostgresStore, pg_url: str
+) -> None:
+    """On PostgreSQL the check locks the lease row: a takeover not yet committed when A's write
+    reads the row makes the write wait, and then refuse (a plain read would see A's row)."""
+    a = pg_store.acquire_lease("output:xml", "a", 30)
+    assert a is not None
+    writer = PostgresStore(pg_url)
+    outcome: list[Any] = []
+    with psycopg.connect(pg_url) as takeover, psycopg.connect(pg_url, autocommit=True) as watch:
+        takeover.execute(
+            "UPDATE leases SET holder = 'b', epoch = epoch + 1 WHERE name = 'output:xml'"
+        )  # not committed yet
+        thread = threading.Thread(
+            target=lambda: outcome.extend(
+                writer.append([JournalWrite(signals=[make_signal("7201")], fence=a.token)])
+            )
+        )
+        thread.start()
+        try:
+            for _ in range(500):  # until A's write waits on the row (at most ~5 s)
+                waiting = watch.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%FROM leases%'"
+                ).fetchone()
+                if (waiting is not None and waiting[0]) or not thread.is_alive():
+                    break
+                thread.join(0.01)
+            takeover.commit()
+        finally:
+            thread.join(10)
+    writer.close()
+    assert [o.refused for o in outcome] == [True]
+    assert _stored(pg_store) == []
+
+
+async def test_a_refused_write_stops_the_work_at_once_and_is_logged_once(
+    backend: Backend,
+) -> None:
+    """A takes the output's lease; behind its back B takes it over (A's renewal is seconds
+    away). A's next cursor move, made by a task its work started, is refused: the work stops
+    at once, before A's appender even hears of it, with one log line and one count, and
+    nothing of it is stored."""
+    leases, other = _leases_on(backend), _leases_on(backend)
+    journal = Journal(backend.open())
+    reader = backend.open()
+    reader.ensure_output("xml", 0)
+    move = trio.Event()
+    seen: list[str] = []
+
+    async def deliver(
+        lease: Lease, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async def cursor() -> None:
+            await move.wait()
+            try:
+                await journal.append([], cursors=[CursorUpdate("xml", 9, delivered=9)])
+                seen.append("saved")
+            except JournalError as exc:
+                seen.append(type(exc).__name__)
+            except trio.Cancelled:
+                seen.append("cancelled")
+                raise
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cursor)
+            task_status.started()
+
+    with capture_logs() as logs:
+        counters = Counters()
+        a = Node(leases, "a", lease=30.0, counters=counters)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(journal.run)
+            await nursery.start(a.hold, "output:xml", deliver)
+            assert "output:xml" in a.held
+            assert other.release_lease("output:xml", "a")
+            assert other.acquire_lease("output:xml", "b", 30) is not None
+            move.set()
+            with trio.fail_after(5):
+                while "output:xml" in a.held:
+                    await trio.sleep(0.01)
+            journal.close()
+            nursery.cancel_scope.cancel()
+    leases.close()
+    other.close()
+    try:
+        (state,) = reader.output_states(["xml"])
+    finally:
+        reader.close()
+    assert seen == ["cancelled"]
+    assert (state.cursor, state.delivered) == (0, 0)
+    assert counters.values["lease_writes_refused"] == 1
+    events = [e for e in logs if e["event"].startswith("lease_")]
+    assert [(e["event"], e.get("epoch")) for e in events] == [
+        ("lease_acquired", 1),
+        ("lease_write_refused", 1),
+    ]
