@@ -744,3 +744,40 @@ async def test_a_refused_write_stops_the_work_at_once_and_is_logged_once(
         ("lease_acquired", 1),
         ("lease_write_refused", 1),
     ]
+
+
+async def test_the_sole_node_of_a_sqlite_store_writes_whatever_its_lease_rows_say(
+    tmp_path: Path,
+) -> None:
+    """On SQLite the node holds every lease (the file is locked to it): its work's writes carry
+    no token, so a lease row it could not keep up (a full disk) never refuses them."""
+    backend = Backend("sqlite", path=tmp_path / "store.sqlite3")
+    leases = _leases_on(backend)
+    journal = Journal(backend.open())
+    saved = trio.Event()
+
+    async def deliver(
+        lease: Lease, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        assert leases.release_lease("output:xml", "a")
+        assert leases.acquire_lease("output:xml", "someone", 30) is not None
+        await journal.append([make_signal("7301")])
+        saved.set()
+        await trio.sleep_forever()
+
+    a = Node(leases, "a", lease=30.0, sole=True)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        await nursery.start(a.hold, "output:xml", deliver)
+        with trio.fail_after(5):
+            await saved.wait()
+        assert "output:xml" in a.held
+        journal.close()
+        nursery.cancel_scope.cancel()
+    reader = backend.open()
+    try:
+        assert _stored(reader) == ["7301"]
+    finally:
+        reader.close()
+        leases.close()
