@@ -61,6 +61,10 @@ OPEN_TROUBLES = "SELECT link, last_seen_us FROM links WHERE trouble_open = 1 ORD
 LINKS = "SELECT link, last_seen_us, trouble_open FROM links ORDER BY link"
 MAX_SEQ = "SELECT coalesce(max(seq), 0) FROM signals"
 ALIVE = "SELECT 1"
+# /metrics: how many accounts and bridges the registry holds.
+REGISTRY_SIZE = (
+    "SELECT (SELECT count(*) FROM accounts) AS accounts, (SELECT count(*) FROM bridges) AS bridges"
+)
 
 
 @attrs.frozen
@@ -239,3 +243,9 @@ def max_seq(conn: sqlite3.Connection) -> int:
 
 def alive(conn: sqlite3.Connection) -> bool:
     return conn.execute(ALIVE).fetchone() is not None
+
+
+def registry_size(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(accounts, bridges) in the registry."""
+    row = conn.execute(REGISTRY_SIZE).fetchone()
+    return int(row["accounts"]), int(row["bridges"])

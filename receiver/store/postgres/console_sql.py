@@ -69,6 +69,10 @@ OPEN_TROUBLES = (
 LINKS = 'SELECT link, last_seen_us, trouble_open FROM links ORDER BY link COLLATE "C"'
 MAX_SEQ = "SELECT coalesce(max(seq), 0) AS seq FROM signals"
 ALIVE = "SELECT 1 AS alive"
+# /metrics: how many accounts and bridges the registry holds.
+REGISTRY_SIZE = (
+    "SELECT (SELECT count(*) FROM accounts) AS accounts, (SELECT count(*) FROM bridges) AS bridges"
+)
 # %% is a literal % (the statement has parameters).
 WAITING_ALARMS = (
     'SELECT s.*, m."user" AS manual_user, m.acked_us AS manual_acked_us '
@@ -202,3 +206,10 @@ def max_seq(conn: StatementConnection) -> int:
 
 def alive(conn: StatementConnection) -> bool:
     return conn.execute(ALIVE).fetchone() is not None
+
+
+def registry_size(conn: StatementConnection) -> tuple[int, int]:
+    """(accounts, bridges) in the registry."""
+    row = conn.execute(REGISTRY_SIZE).fetchone()
+    assert row is not None  # one row, always
+    return int(row["accounts"]), int(row["bridges"])
