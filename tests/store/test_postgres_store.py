@@ -412,7 +412,7 @@ async def test_a_store_built_inside_trio_connects_in_the_thread_of_its_first_cal
     """A component built on the event loop opens no connection there: the server sees none
     until the first call, which connects (and migrates) in the worker thread running it."""
     threads: list[threading.Thread] = []
-    real = store_module.connect
+    real = connect  # what the store module calls
 
     def recorded(url: str, **options: Any) -> Any:
         threads.append(threading.current_thread())
