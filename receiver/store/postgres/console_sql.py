@@ -13,7 +13,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from receiver.store.console_sql import Credentials, Session, SignalFilter, Statement, User
+from receiver.store.console_sql import (
+    Credentials,
+    Session,
+    SignalFilter,
+    Statement,
+    User,
+    commit_with,
+)
 from receiver.store.postgres.statements import StatementConnection
 
 __all__ = ["Credentials", "Session", "SignalFilter", "Statement", "User"]
@@ -213,3 +220,8 @@ def registry_size(conn: StatementConnection) -> tuple[int, int]:
     row = conn.execute(REGISTRY_SIZE).fetchone()
     assert row is not None  # one row, always
     return int(row["accounts"]), int(row["bridges"])
+
+
+def commit(conn: StatementConnection, statements: Sequence[Statement]) -> None:
+    """``statements`` in one transaction of their own: all of them are committed, or none."""
+    commit_with(conn, statements, BEGIN_WRITE)
