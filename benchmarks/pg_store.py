@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "postgresql, 2 nodes": [],
     }
     try:
-        PostgresStore(cluster.url).close()  # migrate once
+        PostgresStore(cluster.url).open().close()  # migrate once
         with tempfile.TemporaryDirectory(prefix="receiver-bench-") as folder:
             for run in range(args.runs):
                 results["sqlite"].append(

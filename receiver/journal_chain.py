@@ -13,8 +13,9 @@ Rules:
   change after the commit by design. Everything stored at the commit is.
 - The chain is computed by the journal's writer inside the commit (:func:`chain_rows`); its
   head moves only once that commit succeeded. Nothing else writes signal rows. SQLite reads
-  the head under its write lock; PostgreSQL under the journal's advisory lock, in the append's
-  transaction, so writers on every node extend one chain in seq order.
+  the head under its write lock (``receiver/store/chain_sql.py`` ``chain_head``); PostgreSQL
+  under the journal's advisory lock, in the append's transaction (``CHAIN_HEAD`` in
+  ``receiver/store/postgres/store.py``), so writers on every node extend one chain in seq order.
 - :func:`verify_chain` is the one verifier; each backend supplies what it reads
   (:class:`ChainReader`: ``receiver/store/chain_sql.py``, ``postgres/chain_sql.py``) in one
   read snapshot.
@@ -23,7 +24,6 @@ Rules:
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -116,19 +116,6 @@ def chain_rows(rows: Sequence[tuple[Any, ...]], head: bytes) -> tuple[list[tuple
         head = sha256(head + encode_row(row)).digest()
         chained.append((*row, head))
     return chained, head
-
-
-def chain_head(conn: sqlite3.Connection, node: str = NODE) -> bytes:
-    """The hash the node's next row follows: its newest row's, else its anchor's, else GENESIS."""
-    row = conn.execute(
-        "SELECT chain_hash FROM signals WHERE node = ? ORDER BY seq DESC LIMIT 1", (node,)
-    ).fetchone()
-    if row is not None:
-        return bytes(row[0]) if row[0] is not None else GENESIS
-    anchor = conn.execute(
-        "SELECT anchor_hash FROM journal_chain WHERE node = ?", (node,)
-    ).fetchone()
-    return bytes(anchor[0]) if anchor is not None and anchor[0] is not None else GENESIS
 
 
 @attrs.frozen

@@ -72,7 +72,7 @@ def postgres_cluster() -> Iterator[Cluster]:
     try:
         with psycopg.connect(cluster.url, autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {TEMPLATE}")
-        PostgresStore(cluster.url_for(TEMPLATE)).close()  # migrated once
+        PostgresStore(cluster.url_for(TEMPLATE)).open().close()  # migrated once
         yield cluster
     finally:
         cluster.stop()

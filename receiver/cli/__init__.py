@@ -1,9 +1,10 @@
 """The ``receiver`` console script.
 
 Exit codes: 0 ok, 1 refused, not found or cannot start (a port in use, a store that cannot
-be opened or that another receiver holds), 2 bad input (a configuration mistake: every one,
-one line each). Errors are one line on stderr. Each subcommand group lives in its own module
-with a ``register(subparsers)`` function; the handler it sets returns the exit code.
+be opened or that another receiver holds, a store lost in the middle of a command), 2 bad input
+(a configuration mistake: every one, one line each). Errors are one line on stderr. Each
+subcommand group lives in its own module with a ``register(subparsers)`` function; the handler
+it sets returns the exit code.
 
 ``--config FILE`` is accepted before or after the subcommand; without it ``RECEIVER_CONFIG``
 names the file, and without that the embedded default applies.
@@ -25,6 +26,8 @@ from protocols.errors import (
 )
 from receiver import __version__
 from receiver.config import CONFIG_ENV, ConfigError
+from receiver.store.faults import fault_line
+from receiver.store.interface import StoreError
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -111,12 +114,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(exc), EXIT_REFUSED)
     except InvalidInputError as exc:
         return fail(str(exc), EXIT_BAD_INPUT)
+    except StoreError as exc:  # a store that cannot be reached is not bad input
+        return fail(fault_line(exc) or str(exc), EXIT_REFUSED)
     except ReceiverError as exc:
         return fail(str(exc), EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except Exception as exc:
+        line = fault_line(exc)  # SQLite's or PostgreSQL's own error, reaching us as it is
+        if line is None:
+            raise
+        return fail(line, EXIT_REFUSED)
 
 
 if __name__ == "__main__":

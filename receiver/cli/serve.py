@@ -3,7 +3,8 @@
 Before anything listens it reads and checks the configuration (every mistake, exit 2), takes
 the store's lock (one receiver per store: a second one is refused, naming the holder's pid)
 and opens the store; any of these failing, or a listener address that cannot be bound, is one
-line on stderr and exit 1, never a traceback.
+line on stderr and exit 1, never a traceback. So is a store lost while the service starts (a
+PostgreSQL server stopped after the first check): the first failure, in one line.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from receiver.cli.config import config_source
 from receiver.config import load_config
 from receiver.logs import configure
 from receiver.service import first_in_group, serve_until_signalled
-from receiver.store import open_store
+from receiver.store.faults import fault_line
 from receiver.store.lock import StoreLock
 from receiver.store.sqlite import connect
 
@@ -32,7 +33,9 @@ def _serve(args: argparse.Namespace) -> int:
     json_logs = True if args.json_logs else None
     configure(json=json_logs, level=logging.getLevelNamesMapping()[config.log.level.upper()])
     if config.store.url:  # PostgreSQL: several nodes share it, no file lock
-        open_store(config.store).close()  # reachable and migrated, or one line now
+        from receiver.store.postgres.schema import connect as pg_connect  # noqa: PLC0415
+
+        pg_connect(config.store.url).close()  # reachable and migrated, or one line now
         lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     else:
         lock = StoreLock.acquire(config.store.path)
@@ -46,10 +49,24 @@ def _serve(args: argparse.Namespace) -> int:
             )
         except BaseExceptionGroup as group:
             found = first_in_group(group, StartupError)
-            if found is None:
+            if found is not None:
+                raise found from None
+            lost = _store_fault(group)
+            if lost is None:
                 raise
-            raise found from None
+            raise StartupError(lost) from None
     return 0
+
+
+def _store_fault(exc: BaseException) -> str | None:
+    """The line for the first store fault in ``exc`` or its (nested) exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _store_fault(inner)
+            if found is not None:
+                return found
+        return None
+    return fault_line(exc)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:

@@ -68,16 +68,8 @@ def _location(config: Config) -> str:
 def _run(config: Config, statements: list[console_sql.Statement]) -> None:
     """``statements`` (built from the store's console SQL module) in one transaction."""
     conn = backends.connect(_location(config))
-    sql = backends.console_sql_for(conn)
     try:
-        conn.execute(sql.BEGIN_WRITE)
-        try:
-            for statement, params in statements:
-                conn.execute(statement, params)
-        except BaseException:
-            conn.execute(sql.ROLLBACK)
-            raise
-        conn.execute(sql.COMMIT)
+        backends.console_sql_for(conn).commit(conn, statements)
     finally:
         conn.close()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 import attrs
+import psycopg
 import trio
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
@@ -49,6 +51,8 @@ from receiver.registry import AccountCheck, AccountSpec, Registry
 from receiver.registry.backends import RegistryConnection
 from receiver.registry.service import AccountEdit
 from receiver.store.console_sql import SignalFilter, User  # records both backends share
+from receiver.store.faults import fault_line
+from receiver.store.interface import StoreError
 
 from . import auth
 from .metrics import scrape
@@ -61,6 +65,8 @@ _T = TypeVar("_T")
 SESSION_COOKIE = "receiver_session"
 MAX_LIMIT = 500
 MAX_BODY = 64 * 1024
+# What a request may meet when the store is down or lost, on either backend (answered 503).
+STORE_FAULTS: tuple[type[Exception], ...] = (StoreError, sqlite3.Error, psycopg.Error)
 
 
 class Refusal(Exception):  # noqa: N818 - it is the answer, not a bug
@@ -176,6 +182,17 @@ def build_app(state: ConsoleState) -> Starlette:
         )
         page.headers.update(exc.headers)
         return page
+
+    async def store_down(request: Request, exc: Exception) -> Response:
+        """A store fault (the server down or lost, the disk failing) is 503, not a traceback:
+        the console started without its store and answers again once it is back."""
+        reason = fault_line(exc) or str(exc)
+        log.error("console_store_down", error=reason, path=request.url.path)
+        message = f"the store is unavailable: {reason}"
+        if is_api(request) or request.url.path in ("/metrics", "/events/signals"):
+            return JSONResponse({"error": message}, 503)
+        # No caller to show: naming one would read the store again.
+        return render(request, "error.html", None, status=503, message=message, code=503)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -951,7 +968,11 @@ def build_app(state: ConsoleState) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers={Refusal: refused, HTTPException: http_error},
+        exception_handlers={
+            Refusal: refused,
+            HTTPException: http_error,
+            **{kind: store_down for kind in STORE_FAULTS},
+        },
         middleware=[Middleware(PageHeaders), Middleware(BodyLimit)],
     )
     app.state.templates = templates

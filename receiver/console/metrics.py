@@ -153,19 +153,12 @@ class ScrapeCollector(Collector):
         yield waiting
 
 
-# The same text on both backends (no placeholders), read by column name.
-COUNT_ACCOUNTS = "SELECT count(*) AS n FROM accounts"
-COUNT_BRIDGES = "SELECT count(*) AS n FROM bridges"
-
-
 async def scrape(state: ConsoleState) -> bytes:
     sql = state.sql
 
     def store_figures(conn: RegistryConnection) -> tuple[int, int, int]:
-        troubles = len(sql.open_troubles(conn))
-        accounts = int(conn.execute(COUNT_ACCOUNTS).fetchone()["n"])
-        bridges = int(conn.execute(COUNT_BRIDGES).fetchone()["n"])
-        return troubles, accounts, bridges
+        accounts, bridges = sql.registry_size(conn)
+        return len(sql.open_troubles(conn)), accounts, bridges
 
     troubles, accounts, bridges = await state.reader.run(store_figures)
     outputs = await state.outputs()

@@ -85,20 +85,7 @@ class StoreReader:
     async def commit(self, statements: Sequence[Statement]) -> None:
         """Commit ``statements`` in one transaction of their own on this connection."""
         sql = self.sql
-
-        def write(conn: RegistryConnection) -> None:
-            conn.execute(sql.BEGIN_WRITE)
-            try:
-                for statement, params in statements:
-                    conn.execute(statement, params)
-                conn.execute(sql.COMMIT)
-            except BaseException:
-                with contextlib.suppress(*CONSOLE_STORE_ERRORS):
-                    if conn.in_transaction:
-                        conn.execute(sql.ROLLBACK)
-                raise
-
-        await self.run(write)
+        await self.run(lambda conn: sql.commit(conn, statements))
 
     def _connect(self) -> RegistryConnection:
         try:

@@ -23,10 +23,12 @@ if TYPE_CHECKING:
 def open_store(
     config: StoreConfig, *, duplicate_window: float = 600.0, create: bool = True
 ) -> SignalStore:
-    """A new store object for ``[store]``. SQLite opens its file at the first call (a file that
-    cannot be opened is then a store fault, retried); PostgreSQL connects now, and a server it
-    cannot reach is a :class:`StartupError`. ``create`` false: a missing SQLite file is an error
-    (the CLI's readers), not a new empty store."""
+    """A new store object for ``[store]``. Neither backend touches its database here: SQLite
+    opens its file and PostgreSQL connects at the first call, in the thread making it (inside
+    trio, a worker thread: never the event loop); a file that cannot be opened or a server that
+    cannot be reached is then a store fault of that call (:class:`StoreError`), retried by the
+    service, one line and exit 1 at the CLI. ``create`` false: a missing SQLite file is an
+    error (the CLI's readers), not a new empty store."""
     if config.url:
         from receiver.store.postgres.store import PostgresStore  # noqa: PLC0415 (psycopg)
 

@@ -2,20 +2,32 @@
 
 Rules: reads are functions over a connection (run them in a worker thread); writes are
 ``(sql, params)`` statements, so the service sends them through the journal's one writer
-(``Journal.append([], statements=...)``) and the CLI runs them in its own transaction. Only
-constants and placeholders reach SQLite, never text from a request.
+(``Journal.append([], statements=...)``) and the CLI runs them in its own transaction
+(:func:`commit`). Only constants and placeholders reach SQLite, never text from a request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
 Statement = tuple[str, tuple[Any, ...]]
+
+
+class StatementConnection(Protocol):
+    """What :func:`commit` needs of a connection: a ``sqlite3.Connection``, or PostgreSQL's
+    ``receiver.store.postgres.statements.StatementConnection``."""
+
+    def execute(self, sql: str, params: Any = ..., /) -> Any: ...
+
+    @property
+    def in_transaction(self) -> bool: ...
+
 
 # One transaction per change with its audit row (the CLI's; the service's go through its writer).
 BEGIN_WRITE = "BEGIN IMMEDIATE"
@@ -61,6 +73,10 @@ OPEN_TROUBLES = "SELECT link, last_seen_us FROM links WHERE trouble_open = 1 ORD
 LINKS = "SELECT link, last_seen_us, trouble_open FROM links ORDER BY link"
 MAX_SEQ = "SELECT coalesce(max(seq), 0) FROM signals"
 ALIVE = "SELECT 1"
+# /metrics: how many accounts and bridges the registry holds.
+REGISTRY_SIZE = (
+    "SELECT (SELECT count(*) FROM accounts) AS accounts, (SELECT count(*) FROM bridges) AS bridges"
+)
 
 
 @attrs.frozen
@@ -239,3 +255,30 @@ def max_seq(conn: sqlite3.Connection) -> int:
 
 def alive(conn: sqlite3.Connection) -> bool:
     return conn.execute(ALIVE).fetchone() is not None
+
+
+def registry_size(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(accounts, bridges) in the registry."""
+    row = conn.execute(REGISTRY_SIZE).fetchone()
+    return int(row["accounts"]), int(row["bridges"])
+
+
+def commit(conn: StatementConnection, statements: Sequence[Statement]) -> None:
+    """``statements`` in one transaction of their own: all of them are committed, or none."""
+    commit_with(conn, statements, BEGIN_WRITE)
+
+
+def commit_with(conn: StatementConnection, statements: Sequence[Statement], begin: str) -> None:
+    """:func:`commit` with the backend's own ``BEGIN``."""
+    conn.execute(begin)
+    try:
+        for statement, params in statements:
+            conn.execute(statement, params)
+        conn.execute(COMMIT)
+    except BaseException:
+        # The first failure is what the caller must see; a rollback on a lost connection
+        # fails too, and the server has rolled back already.
+        with contextlib.suppress(Exception):
+            if conn.in_transaction:
+                conn.execute(ROLLBACK)
+        raise

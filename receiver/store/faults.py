@@ -12,19 +12,50 @@ Rules:
   (the listeners send no ACK, the panel retries) and counted in ``store_errors`` too.
 - ``STORE_ERRORS`` are the exceptions a store raises for a fault of the disk or the database:
   every ``sqlite3.Error`` and ``OSError`` (``JournalError`` is one).
+- :func:`fault_line` is what a command says of a store it lost (the CLI: one line, exit 1): the
+  first failure of a chain (a rollback on a lost connection fails too, and says less).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import sys
 from typing import Any, Final
 
 import structlog
 import trio
 
 from receiver.metrics import Counters
+from receiver.store.interface import StoreError
 
 STORE_ERRORS: Final = (sqlite3.Error, OSError)
+
+
+def _database_error(exc: BaseException) -> str | None:
+    """The backend an exception of the database itself comes from, else None."""
+    if isinstance(exc, sqlite3.Error):
+        return "SQLite"
+    psycopg = sys.modules.get("psycopg")  # never imported: no PostgreSQL error to be had
+    if psycopg is not None and isinstance(exc, psycopg.Error):
+        return "PostgreSQL"
+    return None
+
+
+def fault_line(exc: BaseException) -> str | None:
+    """One line saying how the store failed (a :class:`StoreError`, or an error of SQLite or
+    PostgreSQL that reached the caller as it is), else None: not a fault of the store."""
+    if isinstance(exc, StoreError):  # it names the operation and the database's reason
+        return _first_line(exc)
+    if _database_error(exc) is None:
+        return None
+    first = exc  # raised while handling another database error: that one is the cause
+    while first.__context__ is not None and _database_error(first.__context__) is not None:
+        first = first.__context__
+    return f"the {_database_error(first)} store failed: {_first_line(first)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 class StoreOutage:

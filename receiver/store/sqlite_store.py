@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from protocols.signal import Signal
-from receiver.journal_chain import NODE, Verification, chain_head, chain_rows, verify_chain
+from receiver.journal_chain import NODE, Verification, chain_rows, verify_chain
 from receiver.store import bridge_report_sql, usage_sql
-from receiver.store.chain_sql import SqliteChainReader
+from receiver.store.chain_sql import SqliteChainReader, chain_head
 from receiver.store.fencing import append_fenced, check_tokens, tokens_of
 from receiver.store.history_sql import conditions
 from receiver.store.interface import (

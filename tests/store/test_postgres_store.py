@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import psycopg
 import pytest
+import trio
 
 from protocols.signal import ContactIdView, SiaView, Signal, Source, new_signal_id
 from receiver.history import HistoryQuery
@@ -28,6 +29,7 @@ from receiver.store.interface import (
     StoreError,
     User,
 )
+from receiver.store.postgres import store as store_module
 from receiver.store.postgres.schema import SCHEMA_VERSION, PostgresOpenError, connect
 from receiver.store.postgres.store import PostgresStore
 from receiver.store.signal_rows import signal_row
@@ -391,6 +393,62 @@ def test_migrations_apply_once_even_when_two_nodes_start_together(
 def test_an_unreachable_server_is_one_clear_error() -> None:
     with pytest.raises(PostgresOpenError, match="cannot connect to the PostgreSQL store"):
         connect("postgresql://nobody:secret@127.0.0.1:1/none")
+
+
+def receiver_connections(url: str) -> int:
+    """The receiver's sessions on the test database, as the server counts them."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = 'receiver'"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_a_store_built_inside_trio_connects_in_the_thread_of_its_first_call(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A component built on the event loop opens no connection there: the server sees none
+    until the first call, which connects (and migrates) in the worker thread running it."""
+    threads: list[threading.Thread] = []
+    real = connect  # what the store module calls
+
+    def recorded(url: str, **options: Any) -> Any:
+        threads.append(threading.current_thread())
+        return real(url, **options)
+
+    monkeypatch.setattr(store_module, "connect", recorded)
+    before = receiver_connections(pg_url)
+    store = PostgresStore(pg_url)
+    try:
+        assert (threads, receiver_connections(pg_url)) == ([], before)
+        assert await trio.to_thread.run_sync(store.last_seq) == 0
+        assert len(threads) == 1
+        assert threads[0] is not threading.main_thread()
+        assert receiver_connections(pg_url) == before + 1
+        await trio.to_thread.run_sync(store.last_seq)  # the same connection serves on
+        assert len(threads) == 1
+    finally:
+        store.close()
+
+
+def test_an_unreachable_server_is_a_store_fault_of_the_first_call_or_of_open() -> None:
+    """Built on a server nobody runs, a store says so at its first call (a StoreError: what
+    the service retries, one line at the CLI), or at once when asked to ``open``; the password
+    is never shown."""
+    url = "postgresql://nobody:secret@127.0.0.1:1/none"
+    store = PostgresStore(url)
+    with pytest.raises(
+        StoreError,
+        match="^journal read failed: cannot connect to the PostgreSQL "
+        r"store postgresql://nobody:\*\*\*@127.0.0.1:1/none",
+    ) as lost:
+        store.last_seq()
+    assert "secret" not in str(lost.value)
+    with pytest.raises(PostgresOpenError, match="cannot connect to the PostgreSQL store"):
+        store.open()
+    store.close()
 
 
 def _columns_sqlite(table: str) -> list[str]:

@@ -99,28 +99,47 @@ class Cluster:
         errors = []
         for _ in range(_START_ATTEMPTS):  # a free port may be taken before the server binds it
             self.port = _free_port()
-            options = (
-                f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} "
-                "-c synchronous_commit=on -c fsync=on -c max_connections=200"
-            )
-            done = self._run(
-                str(self.bin_dir / "pg_ctl"),
-                "-D",
-                str(self.data),
-                "-l",
-                str(self.folder / "server.log"),
-                "-o",
-                options,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            )
+            done = self._pg_ctl_start()
             if done.returncode == 0:
                 self.started = True
                 return
             errors.append(done.stderr.strip() or done.stdout.strip())
         raise ClusterError(f"pg_ctl start failed: {errors[-1]} (log: {self.log_tail()})")
+
+    def _pg_ctl_start(self) -> subprocess.CompletedProcess[str]:
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} "
+            "-c synchronous_commit=on -c fsync=on -c max_connections=200"
+        )
+        return self._run(
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.folder / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
+    def halt(self) -> None:
+        """Stop the server as an operator would (``pg_ctl stop``, fast: every session is cut),
+        keeping its data: :meth:`resume` starts it again on the same port."""
+        if self.started:
+            self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop")
+            self.started = False
+
+    def resume(self) -> None:
+        """Start a halted server again, on its port."""
+        if not self.started:
+            done = self._pg_ctl_start()
+            if done.returncode != 0:
+                error = done.stderr.strip() or done.stdout.strip()
+                raise ClusterError(f"pg_ctl start failed: {error} (log: {self.log_tail()})")
+            self.started = True
 
     def log_tail(self, lines: int = 5) -> str:
         try:
@@ -132,9 +151,7 @@ class Cluster:
     def stop(self) -> None:
         """Stop the server (fast shutdown) and remove its folder."""
         try:
-            if self.started:
-                self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop")
-                self.started = False
+            self.halt()
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
 

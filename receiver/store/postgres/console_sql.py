@@ -13,7 +13,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from receiver.store.console_sql import Credentials, Session, SignalFilter, Statement, User
+from receiver.store.console_sql import (
+    Credentials,
+    Session,
+    SignalFilter,
+    Statement,
+    User,
+    commit_with,
+)
 from receiver.store.postgres.statements import StatementConnection
 
 __all__ = ["Credentials", "Session", "SignalFilter", "Statement", "User"]
@@ -69,6 +76,10 @@ OPEN_TROUBLES = (
 LINKS = 'SELECT link, last_seen_us, trouble_open FROM links ORDER BY link COLLATE "C"'
 MAX_SEQ = "SELECT coalesce(max(seq), 0) AS seq FROM signals"
 ALIVE = "SELECT 1 AS alive"
+# /metrics: how many accounts and bridges the registry holds.
+REGISTRY_SIZE = (
+    "SELECT (SELECT count(*) FROM accounts) AS accounts, (SELECT count(*) FROM bridges) AS bridges"
+)
 # %% is a literal % (the statement has parameters).
 WAITING_ALARMS = (
     'SELECT s.*, m."user" AS manual_user, m.acked_us AS manual_acked_us '
@@ -202,3 +213,15 @@ def max_seq(conn: StatementConnection) -> int:
 
 def alive(conn: StatementConnection) -> bool:
     return conn.execute(ALIVE).fetchone() is not None
+
+
+def registry_size(conn: StatementConnection) -> tuple[int, int]:
+    """(accounts, bridges) in the registry."""
+    row = conn.execute(REGISTRY_SIZE).fetchone()
+    assert row is not None  # one row, always
+    return int(row["accounts"]), int(row["bridges"])
+
+
+def commit(conn: StatementConnection, statements: Sequence[Statement]) -> None:
+    """``statements`` in one transaction of their own: all of them are committed, or none."""
+    commit_with(conn, statements, BEGIN_WRITE)

@@ -15,6 +15,11 @@ Rules:
   serializes appends anyway.
 - Duplicates are caught by the primary key of ``dedupe_keys`` (INSERT ... ON CONFLICT), for
   every node: a key committed within the window absorbs the retry; an older one is replaced.
+- A store object connects at its first call, in the thread making it (a worker thread: a
+  component built inside trio never connects on the event loop), and migrates the schema then;
+  a server it cannot reach is a :class:`StoreError` of that call, as a lost one is (SQLite opens
+  its file the same way). :meth:`PostgresStore.open` connects at once, for a caller that wants
+  an unreachable server to be a :class:`PostgresOpenError` (a ``StartupError``) now.
 - A broken connection (server restarted, network cut) is reopened at the next call; the call
   that saw it fail raises :class:`StoreError` (outcome unknown: no ACK).
 """
@@ -53,7 +58,12 @@ from receiver.store.interface import (
 )
 from receiver.store.postgres import bridge_report_sql, usage_sql
 from receiver.store.postgres.chain_sql import PgChainReader
-from receiver.store.postgres.schema import JOURNAL_LOCK, PgConnection, PostgresOpenError, connect
+from receiver.store.postgres.schema import (
+    JOURNAL_LOCK,
+    PgConnection,
+    PostgresOpenError,
+    connect,
+)
 from receiver.store.postgres.statements import StatementConnection
 from receiver.store.signal_rows import SIGNAL_COLUMNS, signal_from_row, signal_row, to_us
 from receiver.store.state_rows import cursor_params, state_params
@@ -222,18 +232,27 @@ class PostgresStore:
         self.url = url
         self.window_us = int(duplicate_window * 1_000_000)
         self._lock = threading.Lock()
-        self._conn: PgConnection | None = connect(url)  # migrated, or one line now
+        self._conn: PgConnection | None = None  # connected (and migrated) at the first call
+        self._migrated = False
         self._listener: PgConnection | None = None
         self._seen_generation: int | None = None
 
     # -- connections -----------------------------------------------------------------------
+
+    def open(self) -> PostgresStore:
+        """Connect (and migrate) now, in the calling thread: a server that cannot be reached is
+        a :class:`PostgresOpenError` here rather than a :class:`StoreError` at the first call."""
+        with self._lock:
+            self._connection()
+        return self
 
     def _connection(self) -> PgConnection:
         conn = self._conn
         if conn is None or conn.closed or conn.broken:
             if conn is not None:
                 conn.close()
-            self._conn = conn = connect(self.url, migrate_schema=False)
+            self._conn = conn = connect(self.url, migrate_schema=not self._migrated)
+            self._migrated = True
         return conn
 
     @contextmanager
@@ -449,7 +468,7 @@ class PostgresStore:
                     pass
                 self._seen_generation = self.registry_generation()
                 return True
-        except psycopg.Error as exc:
+        except (psycopg.Error, PostgresOpenError) as exc:
             raise StoreError(f"registry watch failed: {str(exc).strip()}") from exc
         return False
 

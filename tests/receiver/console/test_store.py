@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import httpx
 import psycopg
 import pytest
@@ -69,6 +70,35 @@ async def test_on_postgresql_a_lost_connection_is_store_down_then_reconnected(
                 200,
                 {"status": "ok", "listeners": "up", "store": "up"},
             )
+    finally:
+        state.reader.close()
+        service.journal.close()
+        service.registry.close()
+
+
+async def test_the_console_starts_while_the_postgresql_server_is_down(tmp_path: Path) -> None:
+    """Built on a server nobody runs (it stopped after `receiver serve` checked it), the console
+    starts without touching it on the event loop; its health, metrics, API and pages answer
+    that the store is down (503), never a traceback, and the process goes on."""
+    url = "postgresql://receiver@127.0.0.1:1/receiver"  # a loopback port nobody listens on
+    config = parse_config(console_config(tmp_path, 1).read_text())
+    service = Service(config)
+    service.ports = Ports(dc09=1, bridge=2)  # as if listening: only the store is in question
+    state = ConsoleState(attrs.evolve(config, store=attrs.evolve(config.store, url=url)), service)
+    transport = httpx.ASGITransport(app=build_app(state))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://console") as client:
+            down = await client.get("/healthz")
+            assert (down.status_code, down.json()["store"]) == (503, "down")
+            metrics = await client.get("/metrics")
+            assert metrics.status_code == 503, metrics.text
+            assert metrics.json()["error"].startswith("the store is unavailable: ")
+            api = await client.get("/api/v1/signals", headers={"authorization": "Bearer x"})
+            assert api.status_code == 503, api.text
+            client.cookies.set("receiver_session", "x")
+            page = await client.get("/signals")
+            assert page.status_code == 503, page.text
+            assert "the store is unavailable" in page.text
     finally:
         state.reader.close()
         service.journal.close()
