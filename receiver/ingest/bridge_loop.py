@@ -78,17 +78,11 @@ class BridgeLoop(SocketLoop[_Bridge, tuple[bool, dict[int, bool]]]):
     def __init__(self, intake: BridgeIntake, limits: ConnectionLimits, log: Any) -> None:
         config: BridgeConfig = intake.config
         super().__init__(
+            config,
+            first_timeout=config.hello_timeout,
             counters=intake.counters,
             limits=limits,
             log=log,
-            timeouts=(
-                config.idle_timeout,
-                config.hello_timeout,
-                config.garbage_timeout,
-                config.send_timeout,
-            ),
-            garbage_timeout=config.garbage_timeout,
-            send_timeout=config.send_timeout,
             backlog_limit=None,
             counter_prefix="bridge_",
         )

@@ -78,17 +78,11 @@ class Dc09Loop(SocketLoop[_Panel, bool]):
     def __init__(self, intake: Dc09Intake, limits: ConnectionLimits, log: Any) -> None:
         config: Dc09Config = intake.config
         super().__init__(
+            config,
+            first_timeout=config.frame_timeout,
             counters=intake.counters,
             limits=limits,
             log=log,
-            timeouts=(
-                config.idle_timeout,
-                config.frame_timeout,
-                config.garbage_timeout,
-                config.send_timeout,
-            ),
-            garbage_timeout=config.garbage_timeout,
-            send_timeout=config.send_timeout,
             backlog_limit=config.reply_backlog_bytes,
         )
         self.intake = intake

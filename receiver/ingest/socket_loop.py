@@ -40,7 +40,7 @@ import os
 import select
 import socket
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Final, Generic, TypeVar
+from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 
 import trio
 
@@ -57,6 +57,17 @@ _RESOURCE_ERRORS: Final = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBU
 _IN: Final = select.EPOLLIN
 _OUT: Final = select.EPOLLOUT
 _GONE: Final = select.EPOLLHUP | select.EPOLLERR
+
+
+class Timeouts(Protocol):
+    """The timeouts every port has (``Dc09Config``, ``BridgeConfig``), in seconds."""
+
+    @property
+    def idle_timeout(self) -> float: ...
+    @property
+    def garbage_timeout(self) -> float: ...
+    @property
+    def send_timeout(self) -> float: ...
 
 
 class Connection:
@@ -108,30 +119,30 @@ class SocketLoop(Generic[C, Outcome]):
 
     def __init__(
         self,
+        config: Timeouts,
         *,
+        first_timeout: float,
         counters: Counters,
         limits: ConnectionLimits,
         log: Any,
-        timeouts: Sequence[float],
-        garbage_timeout: float,
-        send_timeout: float,
         backlog_limit: int | None,
         counter_prefix: str = "",
     ) -> None:
-        """``timeouts``: every timeout the sweep enforces (it runs often enough for the
-        shortest)."""
+        """``first_timeout``: the protocol's own timeout besides ``config``'s (``_deadline``
+        enforces it; the sweep runs often enough for the shortest)."""
         self.counters = counters
         self.limits = limits
         self.log = log
-        self.garbage_timeout = garbage_timeout
-        self.send_timeout = send_timeout
+        self.garbage_timeout = config.garbage_timeout
+        self.send_timeout = config.send_timeout
         self.backlog_limit = backlog_limit
         self._prefix = counter_prefix
+        timeouts = (config.idle_timeout, first_timeout, config.garbage_timeout, config.send_timeout)
+        self._sweep_every = max(0.01, min(1.0, min(timeouts) / 4))
         self._epoll = select.epoll()
         self._listeners: dict[int, socket.socket] = {}
         self._conns: dict[int, C] = {}
         self._accept_paused_until = 0.0
-        self._sweep_every = max(0.01, min(1.0, min(timeouts) / 4))
         self._next_sweep = 0.0
 
     @property
