@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import random
 import socket
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -154,11 +155,12 @@ async def test_a_pipelining_panel_is_never_cut_off_as_a_slow_frame(
 
 
 async def shut_down_with_a_stalled_write(
-    config: Path, port: Callable[[Ports], int | None], chunk: bytes
+    config: Path, port: Callable[[Ports], int | None], chunk: bytes, *, reset: str | None = None
 ) -> dict[str, int]:
     """Start a receiver; connect with a tiny receive window and send ``chunk`` again and again,
-    never reading, until the receiver's replies fill the window and its writes stall; then ask
-    it to shut down. Returns its counters once it stopped; fails if it does not stop."""
+    never reading, until the receiver's replies fill the window and its writes stall; then
+    (with ``reset``, a counter) reset the connection and wait for the counter, and ask it to
+    shut down. Returns its counters once it stopped; fails if it does not stop."""
     stopped = trio.Event()
     service = Service(parse_config(config.read_text(encoding="utf-8")))
 
@@ -181,6 +183,12 @@ async def shut_down_with_a_stalled_write(
                     blocked = True
                     break
             assert blocked, "the receiver kept reading: the window never filled"
+            if reset is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()  # unread replies and no linger: the peer sees a reset
+                with trio.fail_after(5):
+                    while reset not in service.counters.snapshot():
+                        await trio.sleep(0.01)
             service.request_shutdown()
             with trio.move_on_after(60):
                 await stopped.wait()
@@ -209,17 +217,46 @@ async def test_a_bridge_that_never_reads_is_closed_and_shutdown_completes(
     """The same on the bridge port: damaged frames (each NAKed) sent by a peer that never reads
     its NAKs; shutdown completes and the connection is counted as closed on send_timeout."""
     config = write_bridge_config(tmp_path)
+    values = await shut_down_with_a_stalled_write(
+        config, lambda ports: ports.bridge, damaged_bridge_frames(1000)
+    )
+    assert values.get("bridge_connections_closed_send_timeout") == 1
+
+
+def damaged_bridge_frames(count: int) -> bytes:
+    """A HELLO's worth of framing, then ``count`` alarms with a bad CRC (each one NAKed)."""
     client = BridgeClient(None)  # type: ignore[arg-type]  # frames only, no stream
     client.frame(Hello(SERIAL, "CKB304", 4, "2.4.1", "token"))
     damaged = bytearray()
-    for _ in range(1000):
+    for _ in range(count):
         frame = bytearray(client.frame(Event(channel=1, kind=EventKind.INPUT_ALARM)))
         frame[-1] ^= 0xFF
         damaged += frame
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize("port", ["dc09", "bridge"])
+async def test_a_peer_that_resets_while_its_replies_wait_is_closed_as_lost(
+    tmp_path: Path, clock: Any, port: str
+) -> None:
+    """A panel or bridge that never reads its replies, then resets the connection: the
+    receiver closes it at once as ``connection_lost`` (counted per port), not at send_timeout,
+    and shutdown completes."""
+    if port == "dc09":
+        config = write_config(tmp_path, "udp = false\n")
+        chunk, prefix = b"".join(null(seq) for seq in range(1000)), ""
+    else:
+        config, chunk, prefix = (
+            write_bridge_config(tmp_path),
+            damaged_bridge_frames(1000),
+            "bridge_",
+        )
+    lost = f"{prefix}connections_closed_connection_lost"
     values = await shut_down_with_a_stalled_write(
-        config, lambda ports: ports.bridge, bytes(damaged)
+        config, lambda ports: getattr(ports, port), chunk, reset=lost
     )
-    assert values.get("bridge_connections_closed_send_timeout") == 1
+    assert values.get(lost) == 1
+    assert f"{prefix}connections_closed_send_timeout" not in values
 
 
 async def test_a_megabyte_of_rejections_logs_a_bounded_number_of_lines(
@@ -400,4 +437,40 @@ async def test_a_flood_of_damaged_bridge_frames_logs_a_bounded_number_of_lines(
             SERIAL,
         )
         assert len(logged) + count["count"] == 1000
+        running.service.request_shutdown()
+
+
+async def test_one_host_over_the_bridge_connection_limit_is_refused(tmp_path: Path) -> None:
+    """``max_connections_per_peer`` on the bridge port: the connection past it is closed at
+    once and counted, a line logged; the bridges already connected still get their HELLO."""
+    async with trio.open_nursery() as nursery:
+        running = await open_bridge(tmp_path, nursery, "max_connections_per_peer = 2\n")
+        clients = [await BridgeClient.open(running) for _ in range(2)]
+        with trio.fail_after(10):
+            while counters(running).get("bridge_connections", 0) < 2:
+                await trio.sleep(0.01)
+        with structlog.testing.capture_logs() as logs:
+            extra = await BridgeClient.open(running)
+            assert await closed_by_receiver(extra.stream, 10)
+        assert counters(running).get("bridge_connections_refused") == 1
+        assert [e["event"] for e in logs if e["event"] == "connection_refused"] == [
+            "connection_refused"
+        ]
+        assert isinstance(await clients[0].hello(), Ack)
+        running.service.request_shutdown()
+
+
+async def test_an_authenticated_bridge_gone_quiet_is_closed_after_idle_timeout(
+    tmp_path: Path,
+) -> None:
+    """After its HELLO, a bridge that sends nothing is closed after ``idle_timeout`` (not
+    ``hello_timeout``: it said HELLO) and counted as idle."""
+    async with trio.open_nursery() as nursery:
+        running = await open_bridge(tmp_path, nursery, "idle_timeout = 0.5\n")
+        client = await BridgeClient.open(running)
+        assert isinstance(await client.hello(), Ack)
+        assert await closed_by_receiver(client.stream, 10)
+        values = counters(running)
+        assert values.get("bridge_connections_closed_idle") == 1
+        assert "bridge_connections_closed_no_hello" not in values
         running.service.request_shutdown()
