@@ -274,9 +274,14 @@ class SocketLoop(Generic[C, Outcome]):
                 )
                 sock.close()
                 continue
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
+            except OSError:  # gone before it was set up (reset in the backlog): nothing to serve
+                release(self.limits, host)
+                sock.close()
+                continue
             log = self.log.bind(conn_id=next_conn_id(), peer=peer, **self.log_fields)
             conn = self._connection(sock, host=host, peer=peer, log=log, now=now)
             self._conns[conn.fd] = conn
