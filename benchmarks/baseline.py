@@ -29,10 +29,12 @@ nothing in the warm-up is reported as such and not measured.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,25 +176,27 @@ def process_cpu(server: ReceiverProcess | BaselineServer) -> float:
     return cpu_seconds(server.process.pid)
 
 
-def aes_setup(accounts: int, runs: int) -> list[list[str]]:
+@contextlib.contextmanager
+def aes_setup(accounts: int, runs: int) -> Iterator[list[list[str]]]:
     """CLI commands registering dc09blast's accounts with the AES key on lines 0..runs (the
-    warm-up uses line 0, run N line N), as one all-or-nothing CSV import."""
-    with tempfile.NamedTemporaryFile(prefix="bench-accounts-", suffix=".csv", delete=False) as f:
-        csv = Path(f.name)
-    rows = ["line,number,key,key_format"]
-    rows += [
-        f"{line:X},{int(ACCOUNT_BASE, 16) + i:X},{AES_KEY},ascii"
-        for line in range(runs + 1)
-        for i in range(accounts)
-    ]
-    csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    commands = [["stations", "add", STATION]]
-    # Unique within the station on the effective number: each run's line adds its own prefix.
-    commands += [
-        ["stations", "add-line", STATION, f"{line:X}", "--prefix", f"P{line:X}"]
-        for line in range(1, runs + 1)
-    ]
-    return [*commands, ["accounts", "import", "--station", STATION, str(csv)]]
+    warm-up uses line 0, run N line N), as one all-or-nothing CSV import. Run them inside the
+    ``with``: the CSV is removed at its end."""
+    with tempfile.TemporaryDirectory(prefix="bench-accounts-") as folder:
+        csv = Path(folder) / "accounts.csv"
+        rows = ["line,number,key,key_format"]
+        rows += [
+            f"{line:X},{int(ACCOUNT_BASE, 16) + i:X},{AES_KEY},ascii"
+            for line in range(runs + 1)
+            for i in range(accounts)
+        ]
+        csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        commands = [["stations", "add", STATION]]
+        # Unique within the station on the effective number: each run's line adds its own prefix.
+        commands += [
+            ["stations", "add-line", STATION, f"{line:X}", "--prefix", f"P{line:X}"]
+            for line in range(1, runs + 1)
+        ]
+        yield [*commands, ["accounts", "import", "--station", STATION, str(csv)]]
 
 
 def _measure(
@@ -273,20 +277,22 @@ def compare(
         accounts = min(conns, 10_000)
         figures: dict[str, dict[str, Any]] = {}
         for name in ("ours", "pysiaalarm"):
-            server: ReceiverProcess | BaselineServer = (
-                ReceiverProcess(
-                    embedded_default=embedded_default,
-                    setup=aes_setup(accounts, runs) if aes else (),
+            server: ReceiverProcess | BaselineServer
+            if name == "ours":
+                # The setup runs while the receiver is made, so its CSV can go right after.
+                keyed: contextlib.AbstractContextManager[list[list[str]]] = (
+                    aes_setup(accounts, runs) if aes else contextlib.nullcontext([])
                 )
-                if name == "ours"
-                else BaselineServer(
+                with keyed as setup:
+                    server = ReceiverProcess(embedded_default=embedded_default, setup=setup)
+            else:
+                server = BaselineServer(
                     python,
                     accounts,
                     udp=udp,
                     core=None if embedded_default else 0,
                     key=AES_KEY if aes else None,
                 )
-            )
             # With the embedded default both servers may use both cores (the generator too).
             blast_core = None if embedded_default else 1
             try:

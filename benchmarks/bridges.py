@@ -14,6 +14,7 @@ Bounded: every run stops after ``--timeout`` seconds, counting what was ACKed by
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import select
 import socket
@@ -21,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,18 +51,20 @@ def bridge_id(index: int) -> bytes:
     return b"\x02" + index.to_bytes(5, "big")
 
 
-def setup(connections: int) -> list[list[str]]:
-    """CLI commands registering the bridges: a dealer, a site, one CSV import."""
-    with tempfile.NamedTemporaryFile(prefix="bench-bridges-", suffix=".csv", delete=False) as f:
-        csv = Path(f.name)
-    rows = ["site,serial,token,channels"]
-    rows += [f"bench-site,{serial(i)},{TOKEN},{CHANNELS}" for i in range(connections)]
-    csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return [
-        ["dealers", "add", "bench-dealer"],
-        ["sites", "add", "bench-site", "--dealer", "bench-dealer"],
-        ["bridges", "import", str(csv)],
-    ]
+@contextlib.contextmanager
+def setup(connections: int) -> Iterator[list[list[str]]]:
+    """CLI commands registering the bridges: a dealer, a site, one CSV import. Run them inside
+    the ``with``: the CSV is removed at its end."""
+    with tempfile.TemporaryDirectory(prefix="bench-bridges-") as folder:
+        csv = Path(folder) / "bridges.csv"
+        rows = ["site,serial,token,channels"]
+        rows += [f"bench-site,{serial(i)},{TOKEN},{CHANNELS}" for i in range(connections)]
+        csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        yield [
+            ["dealers", "add", "bench-dealer"],
+            ["sites", "add", "bench-site", "--dealer", "bench-dealer"],
+            ["bridges", "import", str(csv)],
+        ]
 
 
 def _frames(index: int, first_sequence: int, messages: int) -> list[bytes]:
@@ -210,17 +214,18 @@ def measure(
     embedded_default: bool,
     batched: bool = True,
 ) -> dict[str, Any]:
-    server = ReceiverProcess(
-        setup=setup(connections),
-        core=0,
-        embedded_default=embedded_default,
-        dc09_connections=100,
-        bridge_config=(
-            f"batched = {'true' if batched else 'false'}\n"
-            f"max_connections = {connections + 100}\n"
-            f"max_connections_per_peer = {connections + 100}\n"
-        ),
-    )
+    with setup(connections) as commands:  # run while the receiver is made
+        server = ReceiverProcess(
+            setup=commands,
+            core=0,
+            embedded_default=embedded_default,
+            dc09_connections=100,
+            bridge_config=(
+                f"batched = {'true' if batched else 'false'}\n"
+                f"max_connections = {connections + 100}\n"
+                f"max_connections_per_peer = {connections + 100}\n"
+            ),
+        )
     if not embedded_default and (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {1})
     socks: list[socket.socket] = []

@@ -759,11 +759,20 @@ class BridgeConnection:
                 # length field wrong: resynchronise there instead of waiting for them all.
                 embedded = self._embedded_frame(len(buf))
                 if embedded > 0:
+                    if self._quiet:
+                        self._discard(1)  # a false magic inside bytes already reported
+                        continue
                     return self._bad_length(embedded, "bridge frame length runs into a frame")
                 return self._need_data()
             frame = bytes(buf[:size])
             end = HEADER_SIZE + length
             if zlib.crc32(frame[:end]) != int.from_bytes(frame[end:], "big"):
+                if self._quiet:
+                    # A false magic inside a frame already reported (in its CRC, say): those
+                    # bytes are not a second frame to refuse, and the sequence this header
+                    # names is not one the bridge sent.
+                    self._discard(1)
+                    continue
                 embedded = self._embedded_frame(size)
                 if embedded > 0:
                     # The same report whether or not the rest had arrived (any chunking).

@@ -510,6 +510,10 @@ def _decrypt_tail(
             f"decrypted text does not parse ({exc}): wrong key?", raw=raw
         ) from None
     if timestamp is None:
+        if not body.isascii():
+            # A wrong key's garbage with a '|' near its end and a ']' after it (one frame in
+            # several thousand): what a panel encrypts is ASCII.
+            raise DecryptionError("decrypted text is not ASCII: wrong key?", raw=raw)
         raise StaleTimestampError("encrypted frame without a timestamp", raw=raw, reason="no_time")
     return data, extended, timestamp
 

@@ -4,7 +4,8 @@
 --out DIR`` writes each package that arrives as ``DIR/<package-id>.xml`` (atomically; a
 package id seen before is counted as a duplicate and not rewritten), then answers per mode:
 ack (ACK it), nak (NAK it), silent (say nothing), drop (close the connection). Without
-``--passkey`` any passkey is accepted.
+``--passkey`` any passkey is accepted. A client that resets its connection costs that
+connection only: one line on stderr, counted as ``lost`` in the summary.
 
 ``receiver-sim sink surgard --listen HOST:PORT [--mode ack|nak|silent] --out FILE`` appends
 each message that arrives (heartbeats included, without the DC4) as one line, then answers
@@ -49,6 +50,7 @@ class SentinelSink:
         self.invalid = 0
         self.refused = 0
         self.heartbeats = 0
+        self.lost = 0  # connections the client reset (or left) before its answer
 
     async def serve(
         self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
@@ -59,16 +61,26 @@ class SentinelSink:
         await trio.serve_listeners(self.handle, listeners)
 
     async def handle(self, stream: trio.SocketStream) -> None:
+        """Serve one client. A client that resets the connection (or is gone when answered)
+        costs that connection only: counted as ``lost``, one line on stderr."""
+        try:
+            peer = "{}:{}".format(*stream.socket.getpeername())
+        except OSError:
+            peer = "a client"
+        try:
+            await self._converse(stream)
+        except trio.BrokenResourceError as exc:
+            self.lost += 1
+            print(f"receiver-sim sink: connection lost ({peer}): {exc}", file=sys.stderr)
+
+    async def _converse(self, stream: trio.SocketStream) -> None:
         reader = transport.FrameReader()
         authenticated = False
         async with stream:
             while True:
                 event = reader.next_event()
                 if event is transport.NEED_DATA:
-                    try:
-                        data = await stream.receive_some(65536)
-                    except trio.BrokenResourceError:
-                        return
+                    data = await stream.receive_some(65536)
                     if not data:
                         return
                     reader.receive_data(data)
@@ -121,7 +133,7 @@ class SentinelSink:
     def summary(self) -> str:
         return (
             f"packages={self.packages} duplicates={self.duplicates} invalid={self.invalid} "
-            f"heartbeats={self.heartbeats} refused={self.refused}"
+            f"heartbeats={self.heartbeats} refused={self.refused} lost={self.lost}"
         )
 
 

@@ -57,13 +57,3 @@ def describe(config: StoreConfig) -> str:
 
         return _safe(config.url)
     return config.path
-
-
-def sqlite_only(config: StoreConfig, command: str) -> str:
-    """The SQLite file for a command that reads only SQLite so far; a PostgreSQL store is one
-    clear refusal (exit 1) instead of an empty file created at ``[store] path``."""
-    if config.url:
-        from protocols.errors import StartupError  # noqa: PLC0415
-
-        raise StartupError(f"receiver {command} reads the SQLite store only, not [store] url yet")
-    return config.path

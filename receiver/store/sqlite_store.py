@@ -65,8 +65,6 @@ _RECEIVED, _EFFECTIVE, _SEQUENCE, _KEY = (
     SIGNAL_COLUMNS.index(name)
     for name in ("received_us", "effective_account", "sequence", "dedupe_key")
 )
-# What a row's chain hash covers (receiver/journal_chain.py): every column inserted before it.
-CHAINED_COLUMNS = _COLUMNS
 _INSERTED = _COLUMNS + ", chain_hash"
 _ROW = f"({', '.join('?' * (len(SIGNAL_COLUMNS) + 1))})"
 # Rows per INSERT statement: one statement per chunk, so the worker thread drops and retakes

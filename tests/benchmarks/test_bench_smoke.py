@@ -101,17 +101,33 @@ def test_unknown_transport_is_a_usage_error() -> None:
 
 def test_aes_setup_keys_every_line_the_runs_use() -> None:
     """The AES run registers each dc09blast account, keyed, on line 0 (the warm-up) and on
-    each run's line, each run's line with its own prefix so the numbers do not collide."""
-    commands = baseline.aes_setup(2, 2)
-    assert commands[0] == ["stations", "add", baseline.STATION]
-    assert commands[1][:4] == ["stations", "add-line", baseline.STATION, "1"]
-    assert commands[2][:4] == ["stations", "add-line", baseline.STATION, "2"]
-    csv = Path(commands[-1][-1])
-    rows = csv.read_text(encoding="utf-8").splitlines()
-    csv.unlink()
+    each run's line, each run's line with its own prefix so the numbers do not collide; its
+    CSV is gone once the setup is done."""
+    with baseline.aes_setup(2, 2) as commands:
+        assert commands[0] == ["stations", "add", baseline.STATION]
+        assert commands[1][:4] == ["stations", "add-line", baseline.STATION, "1"]
+        assert commands[2][:4] == ["stations", "add-line", baseline.STATION, "2"]
+        csv = Path(commands[-1][-1])
+        rows = csv.read_text(encoding="utf-8").splitlines()
+    assert not csv.exists()
+    assert not csv.parent.exists()
     assert rows[0] == "line,number,key,key_format"
     assert f"2,100001,{baseline.AES_KEY},ascii" in rows
     assert len(rows) == 1 + 2 * 3
+
+
+def test_bridges_setup_imports_every_bridge_and_leaves_no_csv() -> None:
+    """The bridges run imports one CSV row per bridge; the CSV is gone once the setup is done."""
+    with bridges.setup(3) as commands:
+        assert commands[-1][:2] == ["bridges", "import"]
+        csv = Path(commands[-1][-1])
+        rows = csv.read_text(encoding="utf-8").splitlines()
+    assert not csv.exists()
+    assert not csv.parent.exists()
+    assert rows == [
+        "site,serial,token,channels",
+        *(f"bench-site,{bridges.serial(i)},{bridges.TOKEN},4" for i in range(3)),
+    ]
 
 
 def test_pysiaalarm_udp_server_gets_its_transport() -> None:

@@ -380,6 +380,28 @@ def test_an_oversized_length_is_skipped_without_buffering() -> None:
     assert junk.reply_to(refused, now=T0) is None
 
 
+def test_a_false_magic_in_a_damaged_crc_is_not_a_second_frame() -> None:
+    """Damaged frames whose last CRC bytes are ``56 42`` (about one run in a hundred of a
+    1,000-frame flood): the next frame's version and type make that false header's length 258,
+    and it is not refused (nor NAKed, with a sequence the bridge never sent) as a second frame.
+    One bad_crc per frame sent, each NAKed with its own sequence, however the bytes arrive."""
+    crc = b"\x00\x00VB"
+    _, sent = bridge_stream([Event(channel=1, kind=EventKind.INPUT_ALARM)] * 13)
+    hello, *frames = (encode_frame(e) for e in sent)
+    damaged = [frame[:-4] + crc for frame in frames[:-1]]
+    assert all(zlib.crc32(d[:-4]) != int.from_bytes(crc, "big") for d in damaged)
+    stream = hello + b"".join(damaged) + frames[-1]
+    expected = [sent[0], *(("ChecksumError", "bad_crc", d) for d in damaged), sent[-1]]
+    receiver = BridgeConnection("receiver")
+    out = read_all(receiver, [stream])
+    assert describe(out) == expected
+    refused = [e for e in out if isinstance(e, ChecksumError)]
+    naks = [decode_frame(receiver.reply_to(e, now=T0) or b"").body for e in refused]
+    assert naks == [Nak(e.sequence, NakReason.BAD_CRC) for e in sent[1:-1]]
+    trickled = read_all(BridgeConnection("receiver"), [bytes([b]) for b in stream])
+    assert describe(trickled) == expected
+
+
 def _grown(frame: bytes, extra: int) -> bytes:
     """``frame`` with ``extra`` added to its length field (CRC left as it was)."""
     damaged = bytearray(frame)

@@ -158,12 +158,31 @@ def test_plain_timestamp_checked_only_when_asked() -> None:
 
 
 def test_encrypted_without_key_or_with_wrong_key_is_naked() -> None:
-    """No key, or the wrong key, gives a NAK and never any decoded data."""
-    raw = dc09.encode_frame("SIA-DCS", 5, "1234", "#1234|NBA1", key=KEY, timestamp=NOW)
+    """No key, or the wrong key, gives a NAK and never any decoded data.
+
+    The pad is fixed: with a random one, one run in a few thousand decrypted to garbage that
+    looked like a data block without a timestamp (the next test)."""
+    raw = dc09.encode_frame(
+        "SIA-DCS", 5, "1234", "#1234|NBA1", key=KEY, timestamp=NOW, rand=random.Random(5).randbytes
+    )
     for key in (None, bytes(16), bytes(32)):
         with pytest.raises(DecryptionError) as caught:
             dc09.decode_frame(raw, key=key, now=NOW)
         assert caught.value.reply is Reply.NAK
+
+
+def test_wrong_key_garbage_shaped_like_a_data_block_is_a_decryption_error() -> None:
+    """Under a wrong key this frame decrypts to ``…|Bv»´x]``: a '|', no control character, a
+    ']' and no timestamp. It is a wrong key (DecryptionError, NAK), not an encrypted frame
+    "without a timestamp" (which sent the operator looking at the panel's clock)."""
+    raw = (
+        b'\n350A0076"*SIA-DCS"0005L0#1234[03AF2836CDF930FD24A86E4771F78B56E9172522B70713F36AE1'
+        b"6F61B4A736EDDC5DEE72DA96F5A44D9CE999E5EB782D\r"
+    )
+    with pytest.raises(DecryptionError) as caught:
+        dc09.decode_frame(raw, key=bytes(32), now=NOW)
+    assert caught.value.reply is Reply.NAK
+    assert "wrong key" in str(caught.value)
 
 
 def test_encrypted_ack_is_encrypted_with_pipe_and_receiver_time() -> None:

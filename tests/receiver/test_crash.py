@@ -24,9 +24,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_for_port(port: int, timeout: float = 20.0) -> None:
+async def wait_for_port(
+    port: int,
+    timeout: float = 20.0,
+    *,
+    server: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
+    """Until something accepts on ``port``; with ``server``, one that exited fails at once,
+    with its ``log``."""
     with trio.fail_after(timeout):
         while True:
+            if server is not None and server.poll() is not None:
+                output = log.read_text(encoding="utf-8", errors="replace") if log else ""
+                pytest.fail(f"receiver exited {server.returncode}:\n{output}")
             try:
                 stream = await trio.open_tcp_stream("127.0.0.1", port)
             except OSError:
@@ -34,6 +45,20 @@ async def wait_for_port(port: int, timeout: float = 20.0) -> None:
                 continue
             await stream.aclose()
             return
+
+
+async def wait_for_port_closed(port: int) -> None:
+    """Until nothing accepts on ``port``. A killed coordinator's workers die with it
+    (PR_SET_PDEATHSIG), but a moment after it has been reaped: until then they still accept
+    on the port, and a restart would find it taken or mistake them for itself."""
+    with trio.fail_after(20):
+        while True:
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+            except OSError:
+                return
+            await stream.aclose()
+            await trio.sleep(0.05)
 
 
 async def panel(port: int, account: str, acked: list[tuple[str, str]], count: int) -> None:
@@ -67,10 +92,12 @@ async def test_sigkill_mid_load_loses_no_acked_signal(tmp_path: Path, backend: B
         encoding="utf-8",
     )
     command = [sys.executable, "-m", "receiver.cli", "--config", str(config), "serve"]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_log, restart_log = tmp_path / "first.log", tmp_path / "restarted.log"
+    with first_log.open("wb") as output:
+        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     acked: list[tuple[str, str]] = []
     try:
-        await wait_for_port(port)
+        await wait_for_port(port, 60, server=server, log=first_log)
         async with trio.open_nursery() as nursery:
             for i in range(20):
                 nursery.start_soon(panel, port, f"{7000 + i}", acked, 5000)
@@ -85,12 +112,14 @@ async def test_sigkill_mid_load_loses_no_acked_signal(tmp_path: Path, backend: B
             server.wait(10)
     assert server.returncode == -signal.SIGKILL
     assert len(acked) >= 400
+    await wait_for_port_closed(port)
 
     # Restart on the same store: it must open (SQLite: WAL recovery) and still hold every
     # ACKed frame.
-    restarted = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with restart_log.open("wb") as output:
+        restarted = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     try:
-        await wait_for_port(port)
+        await wait_for_port(port, 60, server=restarted, log=restart_log)
     finally:
         restarted.send_signal(signal.SIGTERM)
         assert restarted.wait(20) == 0

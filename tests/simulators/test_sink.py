@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import signal
 import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import trio
 
+from adapters.sentinel import transport
 from adapters.sentinel.client import SentinelOutput
-from adapters.sentinel.package import validate
+from adapters.sentinel.package import Package, validate
 from adapters.surgard.output import SurGardOutput
 from simulators.cli import main
 from tests.adapters.test_sentinel_package import make_signal
@@ -48,7 +50,7 @@ async def test_sentinel_sink_files_packages_and_stops_on_sigterm(tmp_path: Path)
     finally:
         code, out = stop(process)
     assert code == 0
-    assert out.strip().endswith("packages=1 duplicates=1 invalid=0 heartbeats=0 refused=0")
+    assert out.strip().endswith("packages=1 duplicates=1 invalid=0 heartbeats=0 refused=0 lost=0")
     assert [p.name for p in tmp_path.iterdir()] == ["pkg-1.xml"]
     validate((tmp_path / "pkg-1.xml").read_bytes())
 
@@ -135,3 +137,45 @@ def test_a_port_in_use_or_an_address_not_here_is_one_line_and_exit_1(tmp_path: P
             assert done.stderr.splitlines() == [
                 f"receiver-sim sink: {kind} sink: cannot listen on {listen}: {expected}"
             ]
+
+
+def reset(sock: trio.socket.SocketType) -> None:
+    """Close ``sock`` with an RST, as a client that crashed or timed out does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+async def test_a_client_that_resets_is_counted_and_the_next_one_served(tmp_path: Path) -> None:
+    """Clients that send a package and reset the connection before its ACK (SO_LINGER 0):
+    the sink files each package, counts each connection lost with a line on stderr, and
+    serves the next client; its summary counts them."""
+    process, port = start("sentinel", "--out", str(tmp_path))
+    try:
+        for number in range(3):
+            xml = Package.from_signal(make_signal(), f"pkg-{number}").to_xml()
+            with trio.fail_after(20):
+                client = await trio.open_tcp_stream("127.0.0.1", port)
+                await client.send_all(transport.encode(transport.Auth("any")))
+                reader = transport.FrameReader()
+                while (event := reader.next_event()) is transport.NEED_DATA:
+                    reader.receive_data(await client.receive_some(4096))
+                assert event == transport.AuthAccepted()
+                await client.send_all(transport.encode(transport.PackageFrame(xml)))
+                reset(client.socket)
+                while not (tmp_path / f"pkg-{number}.xml").exists():
+                    await trio.sleep(0.01)
+        output = SentinelOutput("s", ("127.0.0.1", port), timeout=10)
+        await output.deliver(make_signal(), "pkg-9")
+        await output.aclose()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "pkg-0.xml",
+        "pkg-1.xml",
+        "pkg-2.xml",
+        "pkg-9.xml",
+    ]
+    assert out.strip().endswith("packages=4 duplicates=0 invalid=0 heartbeats=0 refused=0 lost=3")
+    assert err.count("connection lost") == 3, err
