@@ -37,6 +37,7 @@ import trio
 from protocols.errors import ReceiverError
 from protocols.signal import Signal
 from receiver.metrics import Counters
+from receiver.store.faults import STORE_ERRORS, StoreOutage
 from receiver.store.interface import (
     BridgeStateRow,
     CursorUpdate,
@@ -256,11 +257,18 @@ class Journal:
         """Wake ``wait_committed`` when other processes (the ingest workers) commit signals:
         the coordinator's dispatcher then reads after its cursors as when it shares a journal.
         ``store`` is a store object of its own (the writer's is the writer thread's)."""
+        outage = StoreOutage("journal", "watch_other_writers", counters=self.counters)
         try:
             seen = self.last_seq
             while True:
                 await trio.sleep(interval)
-                newest = await trio.to_thread.run_sync(store.last_seq)
+                try:
+                    newest = await trio.to_thread.run_sync(store.last_seq)
+                except STORE_ERRORS as exc:  # the database is away: wait it out, never end
+                    outage.failed(exc)
+                    await outage.wait()
+                    continue
+                outage.succeeded()
                 if newest > seen:
                     seen = newest
                     self._committed.set()

@@ -11,9 +11,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import trio
+import trio.testing
 
 from protocols.signal import ContactIdView, SiaView, Signal, Source, new_signal_id
 from receiver.journal import Journal, JournalError
+from receiver.store.interface import JournalWrite
 from receiver.store.memory import MemoryStore
 from tests.conftest import Backend
 
@@ -232,3 +234,23 @@ async def test_state_rides_in_the_signals_transaction() -> None:
     [output] = store.output_states(["sink"])
     assert (output.cursor, output.delivered) == (1, 1)
     assert store.bridge_states() == [state]
+
+
+async def test_the_watch_on_other_writers_waits_out_a_store_outage(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The coordinator's watch on the workers' commits survives a store that fails for a
+    while (PostgreSQL restarting): it counts the failures, backs off, and still wakes the
+    dispatcher for a signal another writer committed meanwhile."""
+    store = MemoryStore()
+    journal = Journal(store)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        # A worker's commit, not through this journal; then the store fails three reads.
+        store.append([JournalWrite(signals=[make_signal()])])
+        store.fail_next(3)
+        nursery.start_soon(journal.watch_other_writers, store)
+        with trio.fail_after(30):
+            await journal.wait_committed()
+        nursery.cancel_scope.cancel()
+    assert journal.counters.snapshot()["store_errors"] == 3
