@@ -73,7 +73,25 @@ _ROW = f"({', '.join('?' * (len(SIGNAL_COLUMNS) + 1))})"
 _ROWS_PER_STATEMENT = 256
 
 
-@functools.lru_cache(maxsize=_ROWS_PER_STATEMENT)
+def statement_sizes(count: int, largest: int = _ROWS_PER_STATEMENT) -> list[int]:
+    """``count`` rows as chunks of power-of-two sizes (largest first, at most ``largest``).
+
+    One SQL string per size, so a few statements serve every batch size: the connection's
+    statement cache (128 entries) keeps them all prepared, where one string per batch size
+    (1..256 rows, and the duplicate lookup's 1..400 pairs) kept evicting each other and a
+    34-column, 100-row INSERT was parsed again at most commits."""
+    sizes = [largest] * (count // largest)
+    rest = count % largest
+    size = largest
+    while rest:
+        size >>= 1
+        if rest >= size:
+            sizes.append(size)
+            rest -= size
+    return sizes
+
+
+@functools.lru_cache(maxsize=16)
 def _insert_sql(rows: int) -> str:
     return f"INSERT INTO signals ({_INSERTED}) VALUES " + ", ".join([_ROW] * rows)
 
@@ -94,9 +112,10 @@ LINKS_SEEN_SINCE = "SELECT link, last_seen_us FROM links WHERE last_seen_us > ?"
 _READ = f"SELECT seq, {SIGNAL_READ_SQL} FROM signals"
 READ_AFTER = f"{_READ} WHERE seq > ? ORDER BY seq LIMIT ?"
 # Earlier signals that a batch's keyed signals may repeat: same account and sequence, within
-# the window (then the key itself is compared). Pairs per statement: SQLite allows 32,766
-# parameters since 3.32.
-_LOOKUP_CHUNK = 400
+# the window (then the key itself is compared). Pairs per statement (a power of two; a chunk
+# is padded up to the next one by repeating its last pair, so a few SQL strings serve every
+# batch): SQLite allows 32,766 parameters since 3.32.
+_LOOKUP_CHUNK = 256
 _LOOKUP_ONE = (
     "SELECT effective_account, sequence, seq, received_us, dedupe_key FROM signals "
     "INDEXED BY signals_by_dedupe WHERE effective_account IS ? AND sequence IS ? "
@@ -104,7 +123,7 @@ _LOOKUP_ONE = (
 )
 
 
-@functools.lru_cache(maxsize=_LOOKUP_CHUNK)
+@functools.lru_cache(maxsize=16)
 def _lookup_sql(pairs: int) -> str:
     return (
         "SELECT s.effective_account, s.sequence, s.seq, s.received_us, s.dedupe_key "
@@ -287,9 +306,11 @@ class SqliteStore:
             first_seq = 0
             if stored_rows:
                 stored_rows, _ = chain_rows(stored_rows, chain_head(conn))
-                for start in range(0, len(stored_rows), _ROWS_PER_STATEMENT):
-                    chunk = stored_rows[start : start + _ROWS_PER_STATEMENT]
-                    conn.execute(_insert_sql(len(chunk)), list(chain.from_iterable(chunk)))
+                start = 0
+                for size in statement_sizes(len(stored_rows)):
+                    chunk = stored_rows[start : start + size]
+                    start += size
+                    conn.execute(_insert_sql(size), list(chain.from_iterable(chunk)))
                 last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
                 first_seq = last - len(stored_rows) + 1
             if dup_of:
@@ -357,8 +378,10 @@ class SqliteStore:
         plain = [pair for pair in pairs if pair[0] is not None and pair[1] is not None]
         for start in range(0, len(plain), _LOOKUP_CHUNK):
             chunk = plain[start : start + _LOOKUP_CHUNK]
+            padded = 1 << (len(chunk) - 1).bit_length()  # a repeated pair finds nothing new
+            chunk += [chunk[-1]] * (padded - len(chunk))
             found += conn.execute(
-                _lookup_sql(len(chunk)), [*chain.from_iterable(chunk), since]
+                _lookup_sql(padded), [*chain.from_iterable(chunk), since]
             ).fetchall()
         for pair in pairs:
             if pair[0] is None or pair[1] is None:
