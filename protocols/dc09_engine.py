@@ -235,8 +235,12 @@ class Dc09Engine(Generic[R]):
                 # Encrypted: the key depends on the account named in the clear header.
                 header = dc09.read_header(raw)
             else:
-                # Plaintext needs no key: decode once (the hot path), look up afterwards.
-                frame = dc09.decode_frame(raw, key=None, now=now, window=rules.window)
+                # Plaintext needs no key: decode once (the hot path), look up afterwards; the
+                # common frame in one match when no window applies to plaintext.
+                if not rules.window.check_plain:
+                    frame = dc09.decode_common(raw)
+                if frame is None:
+                    frame = dc09.decode_frame(raw, key=None, now=now, window=rules.window)
                 header = frame.header
         except ChecksumError as exc:
             if rules.bad_crc_reply is Reply.NAK:
