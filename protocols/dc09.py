@@ -47,6 +47,7 @@ __all__ = [
     "Dc09Frame",
     "Dc09Header",
     "Dc09Reply",
+    "Envelope",
     "FrameIntegrity",
     "FrameSplitter",
     "TimestampWindow",
@@ -60,6 +61,7 @@ __all__ = [
     "integrity",
     "nak",
     "parse_key",
+    "read_envelope",
     "read_header",
     "reply_for_error",
 ]
@@ -607,17 +609,29 @@ def read_header(raw: bytes) -> Dc09Header:
     return _envelope(raw).header
 
 
+Envelope = _Envelope
+
+
+def read_envelope(raw: bytes) -> Envelope:
+    """``read_header``'s work kept whole (``.header`` is the header): hand it to
+    ``decode_frame`` so that an encrypted frame's CRC and header, read to find its key, are not
+    read again. Raises what ``read_header`` raises."""
+    return _envelope(raw)
+
+
 def decode_frame(
     raw: bytes,
     *,
     key: bytes | None,
     now: datetime,
     window: TimestampWindow = TimestampWindow(),
+    envelope: Envelope | None = None,
 ) -> Dc09Frame:
-    """Check, decrypt and decode one frame (with or without LF/CR)."""
-    env = _envelope(raw)
+    """Check, decrypt and decode one frame (with or without LF/CR). ``envelope``: what
+    ``read_envelope(raw)`` returned for this same ``raw``, if it was called."""
+    env = _envelope(raw) if envelope is None else envelope
     header = env.header
-    quirks = env.quirks
+    quirks = list(env.quirks)  # an envelope may serve several tries (key rotation)
     if header.token not in EVENT_TOKENS:
         raise UnsupportedError(f"token {header.token!r} is not supported", raw=raw)
     if header.encrypted:
