@@ -307,11 +307,12 @@ class SqliteStore:
             if stored_rows:
                 stored_rows, _ = chain_rows(stored_rows, chain_head(conn))
                 start = 0
+                last = 0
                 for size in statement_sizes(len(stored_rows)):
                     chunk = stored_rows[start : start + size]
                     start += size
-                    conn.execute(_insert_sql(size), list(chain.from_iterable(chunk)))
-                last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+                    cursor = conn.execute(_insert_sql(size), list(chain.from_iterable(chunk)))
+                    last = cursor.lastrowid or 0  # the statement's last row (last_insert_rowid)
                 first_seq = last - len(stored_rows) + 1
             if dup_of:
                 assert kept is not None
