@@ -73,25 +73,39 @@ _ROW = f"({', '.join('?' * (len(SIGNAL_COLUMNS) + 1))})"
 _ROWS_PER_STATEMENT = 256
 
 
-def statement_sizes(count: int, largest: int = _ROWS_PER_STATEMENT) -> list[int]:
-    """``count`` rows as chunks of power-of-two sizes (largest first, at most ``largest``).
+# Statement sizes: every size up to 32 rows, then multiples of 16 up to 256 (46 SQL strings).
+_EXACT_UP_TO = 32
+_STEP = 16
 
-    One SQL string per size, so a few statements serve every batch size: the connection's
-    statement cache (128 entries) keeps them all prepared, where one string per batch size
-    (1..256 rows, and the duplicate lookup's 1..400 pairs) kept evicting each other and a
-    34-column, 100-row INSERT was parsed again at most commits."""
+
+def statement_sizes(count: int, largest: int = _ROWS_PER_STATEMENT) -> list[int]:
+    """``count`` rows as chunks of the statement sizes (largest first, at most ``largest``):
+    one chunk up to 32 rows, else a multiple of 16 and the rest, at most two per 256 rows.
+
+    One SQL string per size, so a few dozen statements serve every batch size: the
+    connection's statement cache (128 entries) keeps them prepared, where one string per batch
+    size (1..256 rows, and the duplicate lookup's 1..400 pairs) kept evicting each other and a
+    34-column, 100-row INSERT was parsed again at most commits. Few chunks per batch: each
+    statement drops and retakes the GIL (``_ROWS_PER_STATEMENT``)."""
     sizes = [largest] * (count // largest)
     rest = count % largest
-    size = largest
-    while rest:
-        size >>= 1
-        if rest >= size:
-            sizes.append(size)
-            rest -= size
+    if rest > _EXACT_UP_TO:
+        sizes.append(rest - rest % _STEP)
+        rest %= _STEP
+    if rest:
+        sizes.append(rest)
     return sizes
 
 
-@functools.lru_cache(maxsize=16)
+def lookup_size(pairs: int) -> int:
+    """The statement size that holds ``pairs`` (at most ``_LOOKUP_CHUNK``): exact up to 32,
+    else the next multiple of 16 (the lookup is padded by repeating a pair)."""
+    if pairs <= _EXACT_UP_TO:
+        return pairs
+    return -(-pairs // _STEP) * _STEP
+
+
+@functools.lru_cache(maxsize=64)
 def _insert_sql(rows: int) -> str:
     return f"INSERT INTO signals ({_INSERTED}) VALUES " + ", ".join([_ROW] * rows)
 
@@ -112,9 +126,9 @@ LINKS_SEEN_SINCE = "SELECT link, last_seen_us FROM links WHERE last_seen_us > ?"
 _READ = f"SELECT seq, {SIGNAL_READ_SQL} FROM signals"
 READ_AFTER = f"{_READ} WHERE seq > ? ORDER BY seq LIMIT ?"
 # Earlier signals that a batch's keyed signals may repeat: same account and sequence, within
-# the window (then the key itself is compared). Pairs per statement (a power of two; a chunk
-# is padded up to the next one by repeating its last pair, so a few SQL strings serve every
-# batch): SQLite allows 32,766 parameters since 3.32.
+# the window (then the key itself is compared). Pairs per statement: at most 256, a chunk
+# padded up to its ``lookup_size`` by repeating its last pair, so a few dozen SQL strings
+# serve every batch. SQLite allows 32,766 parameters since 3.32.
 _LOOKUP_CHUNK = 256
 _LOOKUP_ONE = (
     "SELECT effective_account, sequence, seq, received_us, dedupe_key FROM signals "
@@ -123,7 +137,7 @@ _LOOKUP_ONE = (
 )
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=64)
 def _lookup_sql(pairs: int) -> str:
     return (
         "SELECT s.effective_account, s.sequence, s.seq, s.received_us, s.dedupe_key "
@@ -379,7 +393,7 @@ class SqliteStore:
         plain = [pair for pair in pairs if pair[0] is not None and pair[1] is not None]
         for start in range(0, len(plain), _LOOKUP_CHUNK):
             chunk = plain[start : start + _LOOKUP_CHUNK]
-            padded = 1 << (len(chunk) - 1).bit_length()  # a repeated pair finds nothing new
+            padded = lookup_size(len(chunk))  # a repeated pair finds nothing new
             chunk += [chunk[-1]] * (padded - len(chunk))
             found += conn.execute(
                 _lookup_sql(padded), [*chain.from_iterable(chunk), since]
