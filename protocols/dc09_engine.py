@@ -230,13 +230,20 @@ class Dc09Engine(Generic[R]):
         now = self.clock()
         rules = self.rules
         frame: Dc09Frame | None = None
+        envelope: dc09.Envelope | None = None
         try:
             if b'"*' in raw[:16]:
-                # Encrypted: the key depends on the account named in the clear header.
-                header = dc09.read_header(raw)
+                # Encrypted: the key depends on the account named in the clear header (read
+                # once: the decode below goes on from this envelope).
+                envelope = dc09.read_envelope(raw)
+                header = envelope.header
             else:
-                # Plaintext needs no key: decode once (the hot path), look up afterwards.
-                frame = dc09.decode_frame(raw, key=None, now=now, window=rules.window)
+                # Plaintext needs no key: decode once (the hot path), look up afterwards; the
+                # common frame in one match when no window applies to plaintext.
+                if not rules.window.check_plain:
+                    frame = dc09.decode_common(raw)
+                if frame is None:
+                    frame = dc09.decode_frame(raw, key=None, now=now, window=rules.window)
                 header = frame.header
         except ChecksumError as exc:
             if rules.bad_crc_reply is Reply.NAK:
@@ -273,7 +280,7 @@ class Dc09Engine(Generic[R]):
                 return self._reject(refused_plain, header, raw, now)
         try:
             if frame is None or (window is not rules.window and window.check_plain):
-                frame, key = _decode_rotating(raw, key, in_grace, now, window)
+                frame, key = _decode_rotating(raw, key, in_grace, now, window, envelope=envelope)
             events = parse_events(frame.header.token, frame.data)
         except RemoteProtocolError as exc:
             return self._reject(exc, header, raw, now)
@@ -302,18 +309,21 @@ def _decode_rotating(
     in_grace: tuple[bytes | None, ...],
     now: datetime,
     window: TimestampWindow,
+    *,
+    envelope: dc09.Envelope | None = None,
 ) -> tuple[Dc09Frame, bytes | None]:
     """Decode under the account's key, then under a previous key still in its grace; the
     frame and the key it decrypted under (the ACK is encrypted with it). The first error is
     the one reported."""
     try:
-        return dc09.decode_frame(raw, key=key, now=now, window=window), key
+        return dc09.decode_frame(raw, key=key, now=now, window=window, envelope=envelope), key
     except RemoteProtocolError:
         for old in in_grace:
             if old is None or old == key:
                 continue
             try:
-                return dc09.decode_frame(raw, key=old, now=now, window=window), old
+                frame = dc09.decode_frame(raw, key=old, now=now, window=window, envelope=envelope)
+                return frame, old
             except RemoteProtocolError:
                 continue
         raise

@@ -19,6 +19,7 @@ Rules:
 from __future__ import annotations
 
 import functools
+import re
 
 from attrs import frozen
 
@@ -31,10 +32,6 @@ from protocols.signal import ContactIdView, Flag, SiaView
 SIA_DCS = "SIA-DCS"
 ADM_CID = "ADM-CID"
 NULL = "NULL"
-_ACCOUNT_CHARS = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-_DIGITS = frozenset("0123456789")
-_HEX = frozenset("0123456789ABCDEF")
-_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _QUALIFIER = {"1": "E", "3": "R", "6": "P"}
 _NO_FLAGS: frozenset[str] = frozenset()
 _UNKNOWN: frozenset[str] = frozenset({Flag.UNKNOWN_CODE.value})
@@ -70,36 +67,18 @@ def _parse_cached(token: str, data: str) -> tuple[Event, ...]:
     return (_fast_cid(data) or _general_cid(data),)
 
 
-def _account_prefix(data: str) -> tuple[str, int] | None:
-    """``#acct|`` at the start: the account and the index after the bar."""
-    if not data or data[0] != "#":
-        return None
-    bar = data.find("|", 1)
-    if bar < 2 or not _ACCOUNT_CHARS.issuperset(data[1:bar]):
-        return None
-    return data[1:bar], bar + 1
+# The common shapes, each read in one match: "#acct|Nri<digits>/<CC><digits>" (or without the
+# "ri<digits>/" area) and "#acct|QXYZ GG CCC". The groups are exactly what the hand-sliced
+# reading took: the account (letters and digits, up to the first '|'), the area, code, address.
+_SIA_SHAPE = re.compile(r"#([0-9A-Za-z]+)\|N(?:ri([0-9]*)/)?([A-Z]{2})([0-9]*)", re.ASCII)
+_CID_SHAPE = re.compile(r"#([0-9A-Za-z]+)\|([136])(.{3}) ([0-9A-F]{2}) ([0-9A-F]{3})", re.DOTALL)
 
 
 def _fast_sia(data: str) -> tuple[Event, ...] | None:
-    # "#acct|Nri<digits>/<CC><digits>" and "#acct|N<CC><digits>".
-    prefix = _account_prefix(data)
-    if prefix is None:
+    match = _SIA_SHAPE.fullmatch(data)
+    if match is None:
         return None
-    account, i = prefix
-    if data[i : i + 1] != "N":
-        return None
-    i += 1
-    area: str | None = None
-    if data[i : i + 2] == "ri":
-        slash = data.find("/", i + 2)
-        area = data[i + 2 : slash]
-        if slash < 0 or not _DIGITS.issuperset(area):
-            return None
-        i = slash + 1
-    code = data[i : i + 2]
-    address = data[i + 2 :]
-    if len(code) != 2 or not _UPPER.issuperset(code) or not _DIGITS.issuperset(address):
-        return None
+    account, area, code, address = match.groups()
     entry = SIA.get(code)
     if entry is None:
         return None  # unknown codes take the general path, which flags them
@@ -135,19 +114,13 @@ def _general_sia(data: str) -> tuple[Event, ...]:
 
 
 def _fast_cid(data: str) -> Event | None:
-    # "#acct|QXYZ GG CCC"
-    prefix = _account_prefix(data)
-    if prefix is None:
+    match = _CID_SHAPE.fullmatch(data)
+    if match is None:
         return None
-    account, i = prefix
-    body = data[i:]
-    if len(body) != 11 or body[4] != " " or body[7] != " ":
+    account, digit, code, group, zone = match.groups()
+    if code not in CID:
         return None
-    qualifier = _QUALIFIER.get(body[0])
-    code, group, zone = body[1:4], body[5:7], body[8:11]
-    if qualifier is None or code not in CID or not _HEX.issuperset(group + zone):
-        return None
-    cid, sia, name, category = _cid_views(qualifier, code, group, zone)
+    cid, sia, name, category = _cid_views(_QUALIFIER[digit], code, group, zone)
     return Event(cid, sia, name, category, account, _NO_FLAGS)
 
 

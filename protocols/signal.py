@@ -12,6 +12,7 @@ import enum
 import itertools
 import os
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -203,38 +204,38 @@ class Signal:
                 extra.add(Flag.UNKNOWN_ACCOUNT)
             flags = flags | extra
         signal: Signal = _new(cls)
-        _set(signal, "id", _ids.new(received_at))
-        _set(signal, "received_at", received_at)
-        _set(signal, "source", Source.DC09)
-        _set(signal, "peer", peer)
-        _set(signal, "account", header.account)
-        _set(signal, "receiver_no", header.receiver)
-        _set(signal, "line", header.line)
+        _set_id(signal, _ids.new(received_at))
+        _set_received_at(signal, received_at)
+        _set_source(signal, Source.DC09)
+        _set_peer(signal, peer)
+        _set_account(signal, header.account)
+        _set_receiver_no(signal, header.receiver)
+        _set_line(signal, header.line)
         if account is None:
-            _set(signal, "station", station)
-            _set(signal, "account_id", None)
-            _set(signal, "effective_account", header.account.upper())
-            _set(signal, "site_id", None)
-            _set(signal, "site_name", None)
+            _set_station(signal, station)
+            _set_account_id(signal, None)
+            _set_effective_account(signal, header.account.upper())
+            _set_site_id(signal, None)
+            _set_site_name(signal, None)
         else:
-            _set(signal, "station", account.station)
-            _set(signal, "account_id", account.account_id)
-            _set(signal, "effective_account", account.effective)
-            _set(signal, "site_id", account.site_id)
-            _set(signal, "site_name", account.site_name)
-        _set(signal, "token", header.token)
-        _set(signal, "sequence", header.sequence)
-        _set(signal, "device_time", frame.timestamp)
-        _set(signal, "cid", event.cid)
-        _set(signal, "sia", event.sia)
-        _set(signal, "name", event.name)
-        _set(signal, "category", event.category)
-        _set(signal, "device", None)
-        _set(signal, "channel", None)
-        _set(signal, "zone_type", None)
-        _set(signal, "extended", frame.extended)
-        _set(signal, "flags", flags)
-        _set(signal, "raw", frame.raw)
+            _set_station(signal, account.station)
+            _set_account_id(signal, account.account_id)
+            _set_effective_account(signal, account.effective)
+            _set_site_id(signal, account.site_id)
+            _set_site_name(signal, account.site_name)
+        _set_token(signal, header.token)
+        _set_sequence(signal, header.sequence)
+        _set_device_time(signal, frame.timestamp)
+        _set_cid(signal, event.cid)
+        _set_sia(signal, event.sia)
+        _set_name(signal, event.name)
+        _set_category(signal, event.category)
+        _set_device(signal, None)
+        _set_channel(signal, None)
+        _set_zone_type(signal, None)
+        _set_extended(signal, frame.extended)
+        _set_flags(signal, flags)
+        _set_raw(signal, frame.raw)
         return signal
 
     @classmethod
@@ -298,7 +299,40 @@ class Signal:
         return Flag.SUPPRESSED not in self.flags and Flag.DUPLICATE not in self.flags
 
 
-# The trusted factory's tools: a frozen slotted instance is filled as attrs' own __init__
-# fills it (object.__setattr__ on each slot), only without re-running the validators.
+# The trusted factory's tools: a frozen slotted instance is filled slot by slot, as attrs' own
+# __init__ fills it, only without re-running the validators; each slot's own setter (its
+# member descriptor's ``__set__``) costs half of ``object.__setattr__``'s lookup by name.
 _new = object.__new__
-_set = object.__setattr__
+_SlotSetter = Callable[[Signal, object], None]
+
+
+def _slot_setter(name: str) -> _SlotSetter:
+    setter: _SlotSetter = getattr(Signal, name).__set__
+    return setter
+
+
+_set_id: _SlotSetter = _slot_setter("id")
+_set_received_at: _SlotSetter = _slot_setter("received_at")
+_set_source: _SlotSetter = _slot_setter("source")
+_set_peer: _SlotSetter = _slot_setter("peer")
+_set_account: _SlotSetter = _slot_setter("account")
+_set_receiver_no: _SlotSetter = _slot_setter("receiver_no")
+_set_line: _SlotSetter = _slot_setter("line")
+_set_station: _SlotSetter = _slot_setter("station")
+_set_account_id: _SlotSetter = _slot_setter("account_id")
+_set_effective_account: _SlotSetter = _slot_setter("effective_account")
+_set_site_id: _SlotSetter = _slot_setter("site_id")
+_set_site_name: _SlotSetter = _slot_setter("site_name")
+_set_token: _SlotSetter = _slot_setter("token")
+_set_sequence: _SlotSetter = _slot_setter("sequence")
+_set_device_time: _SlotSetter = _slot_setter("device_time")
+_set_cid: _SlotSetter = _slot_setter("cid")
+_set_sia: _SlotSetter = _slot_setter("sia")
+_set_name: _SlotSetter = _slot_setter("name")
+_set_category: _SlotSetter = _slot_setter("category")
+_set_device: _SlotSetter = _slot_setter("device")
+_set_channel: _SlotSetter = _slot_setter("channel")
+_set_zone_type: _SlotSetter = _slot_setter("zone_type")
+_set_extended: _SlotSetter = _slot_setter("extended")
+_set_flags: _SlotSetter = _slot_setter("flags")
+_set_raw: _SlotSetter = _slot_setter("raw")

@@ -9,7 +9,10 @@ address): a sender of garbage must not turn each byte it sends into a line of lo
 
 from __future__ import annotations
 
+import functools
+import json as json_module
 import logging
+import os
 import sys
 import traceback
 from collections import OrderedDict
@@ -20,7 +23,7 @@ import attrs
 import structlog
 import trio
 
-from protocols.signal import Signal
+from protocols.signal import ContactIdView, SiaView, Signal
 
 
 class LogStream:
@@ -46,24 +49,31 @@ class LogStream:
             self.lost += 1
 
 
-def configure(*, json: bool | None = None, level: int = logging.INFO) -> None:
-    """Configure structlog once for the service (CLI commands stay quiet)."""
+def configure(
+    *, json: bool | None = None, level: int = logging.INFO, stream: TextIO | None = None
+) -> None:
+    """Configure structlog once for the service (CLI commands stay quiet). ``stream``: where
+    lines go (default stderr)."""
     if json is None:
         json = not sys.stderr.isatty()
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
+    out = LogStream(stream if stream is not None else sys.stderr)
+    processors = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        renderer,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, LogStream(sys.stderr))),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, out)),
         cache_logger_on_first_use=True,
     )
+    direct = json and level <= logging.INFO
+    _configured.signal_lines = _SignalLines(processors, renderer, out) if direct else None
 
 
 def raw_text(raw: bytes, limit: int = 512) -> str:
@@ -110,15 +120,133 @@ def signal_entry(signal: Signal, *, duplicate: bool) -> dict[str, Any]:
 def log_signals(log: Any, signals: Sequence[Signal], duplicates: Sequence[Signal] = ()) -> None:
     """One ``signals`` line per commit (``log_signals = true``), from any listener: every
     stored signal's fields, as a list. One log event per batch instead of one per signal keeps
-    the information and drops most of its cost (the processor chain and a write per event)."""
+    the information and drops most of its cost (the processor chain and a write per event).
+
+    With the service's JSON logging (``configure``) still in place, the line is rendered here
+    (``_SignalLines``): the same keys and values, in the same order, as structlog writes it,
+    without building a dict per signal and encoding it again. Any other configuration (the
+    console renderer, ``capture_logs`` in tests) gets the event through structlog."""
     if not signals:
         return
     duplicate_ids = {s.id for s in duplicates} if duplicates else set()
+    lines = _configured.signal_lines
+    if lines is not None and lines.write(log, signals, duplicate_ids):
+        return
     log.info(
         "signals",
         count=len(signals),
         signals=[signal_entry(s, duplicate=s.id in duplicate_ids) for s in signals],
     )
+
+
+_quote = cast(Any, json_module.encoder).encode_basestring_ascii  # json.dumps' own (C) quoting
+_SPLICE = f"\x00signals-{os.getpid()}-{id(object())}\x00"  # stands for the entries while rendering
+
+
+@functools.lru_cache(maxsize=1024)
+def _flags_json(flags: frozenset[str]) -> str:
+    return json_module.dumps(sorted(flags))
+
+
+def _event_text(cid: ContactIdView | None, sia: SiaView | None, name: str | None) -> str:
+    """The event's part of an entry (``signal_entry``'s keys from cid_event to name)."""
+    parts = []
+    if cid is not None:
+        parts.append(
+            f', "cid_event": {_quote(cid.qualifier + cid.code)}, "group": {_quote(cid.group)}'
+            f', "zone": {_quote(cid.zone)}'
+        )
+    if sia is not None:
+        parts.append(f', "sia": {_quote(sia.code)}')
+        if cid is None and sia.address:
+            parts.append(f', "zone": {_quote(sia.address)}')
+    if name is not None:
+        parts.append(f', "name": {_quote(name)}')
+    return "".join(parts)
+
+
+# The codecs intern their event views (the same few events recur), so the event's text is
+# cached by the views' identity (hashing an attrs view by value costs more than its text);
+# each entry keeps its views alive, so an id is never reused while its entry stands.
+_EVENT_TEXTS_MAX = 8192
+_event_texts: dict[
+    tuple[int, int, str | None], tuple[ContactIdView | None, SiaView | None, str]
+] = {}
+
+
+def _entry_json(signal: Signal, duplicate: bool) -> str:
+    """``json.dumps(signal_entry(signal, duplicate=duplicate))``, built from cached parts."""
+    cid, sia, name = signal.cid, signal.sia, signal.name
+    key = (id(cid), id(sia), name)
+    hit = _event_texts.get(key)
+    if hit is None or hit[0] is not cid or hit[1] is not sia:
+        if len(_event_texts) >= _EVENT_TEXTS_MAX:
+            _event_texts.clear()
+        hit = _event_texts[key] = (cid, sia, _event_text(cid, sia, name))
+    effective = signal.effective_account
+    device = signal.device
+    return "".join(
+        (
+            f'{{"signal_id": {_quote(signal.id)}, "account": {_quote(signal.account)}',
+            "" if effective is None else f', "effective_account": {_quote(effective)}',
+            ""
+            if device is None
+            else f', "device": {_quote(device)}, "channel": {json_module.dumps(signal.channel)}',
+            hit[2],
+            f', "flags": {_flags_json(signal.flags)}' if signal.flags else "",
+            ', "duplicate": true}' if duplicate else "}",
+        )
+    )
+
+
+class _SignalLines:
+    """The ``signals`` line written straight to the service's log stream, as structlog's
+    processors (``configure``) would render it: the logger's bound context, ``count``,
+    ``signals``, ``event``, the context variables, ``level`` and ``timestamp``."""
+
+    def __init__(self, processors: list[Any], renderer: Any, stream: LogStream) -> None:
+        self.processors = processors
+        self.renderer = renderer
+        self.stream = stream
+        self.stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+
+    def write(self, log: Any, signals: Sequence[Signal], duplicate_ids: set[str]) -> bool:
+        """Write the line; False when the configuration is no longer ours (or the logger is
+        not a structlog one): the caller then logs through structlog."""
+        processors = structlog.get_config()["processors"]
+        # capture_logs empties and refills the configured list itself: compare its contents.
+        if processors is not self.processors or processors[-1:] != [self.renderer]:
+            return False
+        try:
+            context = structlog.get_context(log)
+        except AttributeError:
+            return False
+        if "signals" in context or "event" in context:
+            return False
+        event: dict[str, Any] = dict(context)
+        event["count"] = len(signals)
+        event["signals"] = _SPLICE
+        event["event"] = "signals"
+        for processor in (
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            self.stamp,
+        ):
+            event = dict(processor(None, "info", event))
+        entries = ", ".join([_entry_json(s, s.id in duplicate_ids) for s in signals])
+        line = self.renderer(None, "info", event).replace(_quote(_SPLICE), f"[{entries}]", 1)
+        self.stream.write(line + "\n")
+        self.stream.flush()
+        return True
+
+
+class _Configured:
+    """What ``configure`` set up that the module's functions use."""
+
+    signal_lines: _SignalLines | None = None
+
+
+_configured = _Configured()
 
 
 @attrs.define

@@ -73,7 +73,39 @@ _ROW = f"({', '.join('?' * (len(SIGNAL_COLUMNS) + 1))})"
 _ROWS_PER_STATEMENT = 256
 
 
-@functools.lru_cache(maxsize=_ROWS_PER_STATEMENT)
+# Statement sizes: every size up to 32 rows, then multiples of 16 up to 256 (46 SQL strings).
+_EXACT_UP_TO = 32
+_STEP = 16
+
+
+def statement_sizes(count: int, largest: int = _ROWS_PER_STATEMENT) -> list[int]:
+    """``count`` rows as chunks of the statement sizes (largest first, at most ``largest``):
+    one chunk up to 32 rows, else a multiple of 16 and the rest, at most two per 256 rows.
+
+    One SQL string per size, so a few dozen statements serve every batch size: the
+    connection's statement cache (128 entries) keeps them prepared, where one string per batch
+    size (1..256 rows, and the duplicate lookup's 1..400 pairs) kept evicting each other and a
+    34-column, 100-row INSERT was parsed again at most commits. Few chunks per batch: each
+    statement drops and retakes the GIL (``_ROWS_PER_STATEMENT``)."""
+    sizes = [largest] * (count // largest)
+    rest = count % largest
+    if rest > _EXACT_UP_TO:
+        sizes.append(rest - rest % _STEP)
+        rest %= _STEP
+    if rest:
+        sizes.append(rest)
+    return sizes
+
+
+def lookup_size(pairs: int) -> int:
+    """The statement size that holds ``pairs`` (at most ``_LOOKUP_CHUNK``): exact up to 32,
+    else the next multiple of 16 (the lookup is padded by repeating a pair)."""
+    if pairs <= _EXACT_UP_TO:
+        return pairs
+    return -(-pairs // _STEP) * _STEP
+
+
+@functools.lru_cache(maxsize=64)
 def _insert_sql(rows: int) -> str:
     return f"INSERT INTO signals ({_INSERTED}) VALUES " + ", ".join([_ROW] * rows)
 
@@ -94,9 +126,10 @@ LINKS_SEEN_SINCE = "SELECT link, last_seen_us FROM links WHERE last_seen_us > ?"
 _READ = f"SELECT seq, {SIGNAL_READ_SQL} FROM signals"
 READ_AFTER = f"{_READ} WHERE seq > ? ORDER BY seq LIMIT ?"
 # Earlier signals that a batch's keyed signals may repeat: same account and sequence, within
-# the window (then the key itself is compared). Pairs per statement: SQLite allows 32,766
-# parameters since 3.32.
-_LOOKUP_CHUNK = 400
+# the window (then the key itself is compared). Pairs per statement: at most 256, a chunk
+# padded up to its ``lookup_size`` by repeating its last pair, so a few dozen SQL strings
+# serve every batch. SQLite allows 32,766 parameters since 3.32.
+_LOOKUP_CHUNK = 256
 _LOOKUP_ONE = (
     "SELECT effective_account, sequence, seq, received_us, dedupe_key FROM signals "
     "INDEXED BY signals_by_dedupe WHERE effective_account IS ? AND sequence IS ? "
@@ -104,7 +137,7 @@ _LOOKUP_ONE = (
 )
 
 
-@functools.lru_cache(maxsize=_LOOKUP_CHUNK)
+@functools.lru_cache(maxsize=64)
 def _lookup_sql(pairs: int) -> str:
     return (
         "SELECT s.effective_account, s.sequence, s.seq, s.received_us, s.dedupe_key "
@@ -288,10 +321,13 @@ class SqliteStore:
             first_seq = 0
             if stored_rows:
                 stored_rows, _ = chain_rows(stored_rows, chain_head(conn))
-                for start in range(0, len(stored_rows), _ROWS_PER_STATEMENT):
-                    chunk = stored_rows[start : start + _ROWS_PER_STATEMENT]
-                    conn.execute(_insert_sql(len(chunk)), list(chain.from_iterable(chunk)))
-                last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+                start = 0
+                last = 0
+                for size in statement_sizes(len(stored_rows)):
+                    chunk = stored_rows[start : start + size]
+                    start += size
+                    cursor = conn.execute(_insert_sql(size), list(chain.from_iterable(chunk)))
+                    last = cursor.lastrowid or 0  # the statement's last row (last_insert_rowid)
                 first_seq = last - len(stored_rows) + 1
             if dup_of:
                 assert kept is not None
@@ -364,8 +400,10 @@ class SqliteStore:
         plain = [pair for pair in pairs if pair[0] is not None and pair[1] is not None]
         for start in range(0, len(plain), _LOOKUP_CHUNK):
             chunk = plain[start : start + _LOOKUP_CHUNK]
+            padded = lookup_size(len(chunk))  # a repeated pair finds nothing new
+            chunk += [chunk[-1]] * (padded - len(chunk))
             found += conn.execute(
-                _lookup_sql(len(chunk)), [*chain.from_iterable(chunk), since]
+                _lookup_sql(padded), [*chain.from_iterable(chunk), since]
             ).fetchall()
         for pair in pairs:
             if pair[0] is None or pair[1] is None:

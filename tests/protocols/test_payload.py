@@ -175,3 +175,22 @@ def test_fast_path_cost_is_reported() -> None:
         n = 2000
         cost = timeit.timeit(functools.partial(parse_events, token, data), number=n) / n
         print(f"parse_events({token}, {data!r}): {cost * 1e6:.2f} us (memoized)")
+
+
+_NEAR_SHAPES = st.builds(
+    str.__add__,
+    st.sampled_from(["#1234|N", "#1234|Nri", "#12|1", "#A|3", "#1|6", "#|N", ""]),
+    st.text(st.sampled_from(list("#|Nri/0123456789ABCDEFZaz \n\u0660")), max_size=14),
+)
+
+
+@given(_NEAR_SHAPES)
+def test_fast_paths_decline_or_agree_with_the_general_parsers_near_their_shapes(data: str) -> None:
+    """Text close to the common shapes (stray bars, slashes, spaces, lower case, non-ASCII
+    digits): each fast path declines, or gives exactly what the general parser gives."""
+    fast_sia = payload._fast_sia(data)
+    if fast_sia is not None:
+        assert fast_sia == payload._general_sia(data)
+    fast_cid = payload._fast_cid(data)
+    if fast_cid is not None:
+        assert fast_cid == payload._general_cid(data)
