@@ -240,6 +240,12 @@ class SpoolOutput:
     # many packages, so the spool drains faster than signals arrive at full ingest rate.
     window = 512
 
+    # Seconds the dispatcher waits after a small batch before reading the next (``coalesce``
+    # setting): steady traffic then costs two flushes per several packages, not per one or
+    # two. An alarm after a quiet spell is not held at all.
+    COALESCE = 0.005
+    MAX_COALESCE = 0.1
+
     def __init__(
         self,
         name: str,
@@ -248,7 +254,13 @@ class SpoolOutput:
         link_template: str | None = None,
         station: str | None = None,
         file_mode: int = PRIVATE_FILE,
+        coalesce: float = COALESCE,
     ) -> None:
+        if not 0 <= coalesce <= self.MAX_COALESCE:
+            raise InvalidInputError(
+                f"output {name!r}: coalesce must be 0 to {self.MAX_COALESCE} seconds, "
+                f"got {coalesce}"
+            )
         if file_mode & ~0o666 or not file_mode & 0o600 == 0o600:
             raise InvalidInputError(
                 f"output {name!r}: file_mode must give the owner read and write and no one "
@@ -259,6 +271,7 @@ class SpoolOutput:
         self.directory = Path(directory)
         self.link_template = check_link_template(link_template)
         self.station = station
+        self.coalesce = coalesce
         self.unnamed = True  # O_TMPFILE + linkat where the filesystem has them (False: never)
         self._last_error: str | None = None
 
@@ -271,6 +284,7 @@ class SpoolOutput:
             link_template=read.text("link_template"),
             station=read.text("station"),
             file_mode=read.integer("file_mode", PRIVATE_FILE, maximum=0o777),
+            coalesce=read.number("coalesce", cls.COALESCE),
         )
         read.finish()
         return output

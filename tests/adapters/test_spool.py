@@ -372,3 +372,16 @@ async def test_a_real_fault_is_not_taken_for_a_missing_feature(
         await output.deliver(make_signal(), "pkg-1")
     assert os.listdir(tmp_path) == []
     assert spool._unnamed_by_device == {}  # asked again at the next try
+
+
+def test_coalesce_setting_is_bounded() -> None:
+    """``coalesce`` (seconds the dispatcher gathers after a small batch): 0.005 unless set,
+    0 turns it off, more than 0.1 s is refused at start (it would hold alarms)."""
+    default = build_output(OutputConfig(name="spool", kind="spool"))
+    assert isinstance(default, SpoolOutput)
+    assert default.coalesce == 0.005
+    off = build_output(OutputConfig(name="s", kind="spool", settings={"coalesce": 0}))
+    assert isinstance(off, SpoolOutput)
+    assert off.coalesce == 0
+    with pytest.raises(InvalidInputError, match="coalesce"):
+        build_output(OutputConfig(name="s", kind="spool", settings={"coalesce": 0.5}))
