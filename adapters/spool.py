@@ -4,9 +4,10 @@ Rules:
 - A package is durable before ``deliver`` returns: its data flushed, then given its final name
   in one step, and the directory fsynced. A reader never sees a half-written package. On Linux
   the data goes to an unnamed inode in the directory (``O_TMPFILE``) linked to its name once
-  flushed, so a crash leaves nothing; elsewhere (no ``O_TMPFILE``, no ``/proc``) to a named
-  temporary renamed over the final name, so a crash leaves at most a ``.*.tmp`` file. Never a
-  torn ``.xml``.
+  flushed, so a crash leaves nothing (a redelivery, linked to a temporary name and renamed
+  over the old file, at most a ``.*.tmp``); elsewhere (no ``O_TMPFILE``, no ``/proc``) to a
+  named temporary renamed over the final name, so a crash leaves at most a ``.*.tmp`` file.
+  Never a torn ``.xml``.
 - The package id is the file name, so a redelivery after a crash overwrites the same file with
   the same content: at-least-once delivery never shows as two packages.
 - Packages name accounts and sites: files are created ``0600`` and a folder the spool creates
