@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -46,33 +48,32 @@ def _signal(index: int) -> Signal:
     )
 
 
-async def _rate(packages: int, window: int, unnamed: bool) -> tuple[float, float]:
+async def _rate(directory: Path, packages: int, window: int, unnamed: bool) -> tuple[float, float]:
     """Packages per second and CPU microseconds per package."""
-    directory = tempfile.mkdtemp(prefix="spool-bench-", dir=ROOT / "var")
-    try:
-        output = SpoolOutput("spool", directory)
-        output.unnamed = unnamed
-        items = [(_signal(i), f"p-{i:06d}") for i in range(packages)]
-        started, cpu = time.perf_counter(), time.process_time()
-        for start in range(0, packages, window):
-            await output.deliver_batch(items[start : start + window])
-        cpu_us = (time.process_time() - cpu) / packages * 1e6
-        return packages / (time.perf_counter() - started), cpu_us
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    output = SpoolOutput("spool", directory)
+    output.unnamed = unnamed
+    items = [(_signal(i), f"p-{i:06d}") for i in range(packages)]
+    started, cpu = time.perf_counter(), time.process_time()
+    for start in range(0, packages, window):
+        await output.deliver_batch(items[start : start + window])
+    cpu_us = (time.process_time() - cpu) / packages * 1e6
+    return packages / (time.perf_counter() - started), cpu_us
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--packages", type=int, default=1280)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--window", type=int, default=64)
-    args = parser.parse_args(argv)
-    (ROOT / "var").mkdir(exist_ok=True)
-    results = []
+def _measure(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
     # The last row is the one benchmarks/run.py reports: --window packages on the usual path.
-    for window, unnamed in ((1, True), (args.window, False), (args.window, True)):
-        runs = [trio.run(_rate, args.packages, window, unnamed) for _ in range(args.runs)]
+    # The rows' runs alternate (A B C A B C ...): a machine whose load changes meanwhile
+    # weighs on all of them alike.
+    rows = ((1, True), (args.window, False), (args.window, True))
+    measured: dict[tuple[int, bool], list[tuple[float, float]]] = {row: [] for row in rows}
+    for run in range(args.runs):
+        for window, unnamed in rows:
+            folder = scratch / f"{window}-{unnamed}-{run}"
+            rate = trio.run(_rate, folder, args.packages, window, unnamed)
+            measured[window, unnamed].append(rate)
+    for window, unnamed in rows:
+        runs = measured[window, unnamed]
         rates = [rate for rate, _ in runs]
         row = {
             "window": window,
@@ -91,6 +92,24 @@ def main(argv: list[str] | None = None) -> int:
             f"cpu {row['cpu_us_per_package']:.0f} us/package",
             flush=True,
         )
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--packages", type=int, default=1280)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--window", type=int, default=64)
+    args = parser.parse_args(argv)
+    (ROOT / "var").mkdir(exist_ok=True)
+    # Every run's folder is removed at the end, not after each run: on ext4 without a journal
+    # the inode allocator steps over inodes freed in the last minute or so, one by one, so
+    # removing a run's files would slow the file creations of the runs after it.
+    scratch = Path(tempfile.mkdtemp(prefix="spool-bench-", dir=ROOT / "var"))
+    try:
+        results = _measure(args, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     ratio = results[-1]["packages_per_s"] / results[0]["packages_per_s"]
     print(f"window {args.window} / one per call: {ratio:.2f}")
     lines = [
