@@ -1,9 +1,13 @@
 """The spool: each package written as ``DIR/<package-id>.xml``, the embedded default output.
 
 Rules:
-- A package is durable before ``deliver`` returns: written to a temporary file in the same
-  directory, fsynced, renamed over its final name, and the directory fsynced. A reader never
-  sees a half-written package; a crash leaves at most a ``.*.tmp`` file, never a torn ``.xml``.
+- A package is durable before ``deliver`` returns: its data flushed, then given its final name
+  in one step, and the directory fsynced. A reader never sees a half-written package. On Linux
+  the data goes to an unnamed inode in the directory (``O_TMPFILE``) linked to its name once
+  flushed, so a crash leaves nothing (a redelivery, linked to a temporary name and renamed
+  over the old file, at most a ``.*.tmp``); elsewhere (no ``O_TMPFILE``, no ``/proc``) to a
+  named temporary renamed over the final name, so a crash leaves at most a ``.*.tmp`` file.
+  Never a torn ``.xml``.
 - The package id is the file name, so a redelivery after a crash overwrites the same file with
   the same content: at-least-once delivery never shows as two packages.
 - Packages name accounts and sites: files are created ``0600`` and a folder the spool creates
@@ -12,7 +16,7 @@ Rules:
 - The work runs in a worker thread, one call per batch (XML built there too, off the event
   loop; the first package of each batch is validated against the XSD, see ``_write_batch``):
   the dispatcher hands over up to ``window`` packages, all written, then flushed together
-  (``syncfs``), then renamed, with one directory fsync, so a backlog costs two flushes per
+  (``syncfs``), then named, with one directory fsync, so a backlog costs two flushes per
   batch instead of two per package.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -55,8 +60,8 @@ def _sync_filesystem(fd: int) -> bool:
     if _SYNCFS is None:
         return False
     if _SYNCFS(fd) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
     return True
 
 
@@ -74,7 +79,8 @@ def write_atomically(
 ) -> Path:
     """Write ``directory/name`` so that it appears whole or not at all, and (``durable``)
     survives a crash: the file and the directory entry are fsynced."""
-    return write_all_atomically(directory, [(name, data)], durable=durable, mode=mode)[0]
+    write_all_atomically(directory, [(name, data)], durable=durable, mode=mode)
+    return directory / name
 
 
 def write_all_atomically(
@@ -83,21 +89,61 @@ def write_all_atomically(
     *,
     durable: bool = True,
     mode: int = PRIVATE_FILE,
-) -> list[Path]:
+    unnamed: bool = True,
+) -> int:
     """``write_atomically`` for several files at once: every file is written, then all are
     flushed (one ``syncfs`` for the batch where Linux has it, else an fsync each), then each is
-    renamed over its final name, and the directory is fsynced once for all the renames.
+    given its final name, and the directory is fsynced once for all the names.
+
+    Where the filesystem has them (``unnamed``, probed once per filesystem), each file is
+    written as an unnamed inode in the directory (``O_TMPFILE``) and linked to its final name
+    (``linkat`` through ``/proc/self/fd``): one directory insert per package instead of a
+    temporary's insert, then a rename (an insert and a removal), and a crash before the link
+    leaves nothing at all. A name that already exists (a redelivery) is linked to a temporary
+    name and renamed over it, so it is still replaced whole. Elsewhere the classic way:
+    a named temporary renamed over the final name.
 
     New files get ``mode`` (0600: the receiver's user only), a folder created here
     ``folder_mode(mode)``; the process umask can only narrow them. Names are resolved against
     one open directory descriptor (``dir_fd``): no path walk per file, and the same descriptor
-    serves the directory's fsync."""
+    serves the directory's fsync. Returns how many files were written (all, or it raises)."""
     if not directory.is_dir():
         directory.mkdir(mode=folder_mode(mode), parents=True, exist_ok=True)
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if unnamed and _unnamed_files(dir_fd):
+            written = _write_unnamed(dir_fd, files, durable=durable, mode=mode)
+        else:
+            written = _write_named(dir_fd, files, durable=durable, mode=mode)
+        if durable and written:
+            # The renames and links are durable only once the directory entry is (on ext4 and
+            # XFS this commits the link count of each linked inode with it: one transaction).
+            os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return written
+
+
+def _write_data(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _flush(descriptors: Sequence[int]) -> None:
+    """One syncfs for a batch of files where Linux has it, else an fsync of each."""
+    if not (len(descriptors) > 1 and _sync_filesystem(descriptors[0])):
+        for fd in descriptors:
+            os.fsync(fd)
+
+
+def _write_named(
+    dir_fd: int, files: Sequence[tuple[str, bytes]], *, durable: bool, mode: int
+) -> int:
+    """Temporaries ``.<name>.<pid>.tmp``, written and flushed, then renamed into place."""
     suffix = f".{os.getpid()}.tmp"
     temporaries: list[tuple[str, str]] = []
     descriptors: list[int] = []
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:
             for name, data in files:
@@ -105,30 +151,87 @@ def write_all_atomically(
                 fd = os.open(temporary, _CREATE, mode, dir_fd=dir_fd)
                 descriptors.append(fd)
                 temporaries.append((temporary, name))
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            if durable and not (len(descriptors) > 1 and _sync_filesystem(descriptors[0])):
-                for fd in descriptors:
-                    os.fsync(fd)
+                _write_data(fd, data)
+            if durable:
+                _flush(descriptors)
         except BaseException:
             for temporary, _ in temporaries:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(temporary, dir_fd=dir_fd)
             raise
-        finally:
-            for fd in descriptors:
-                os.close(fd)
-        for temporary, final in temporaries:
-            os.replace(temporary, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        if durable and temporaries:
-            os.fsync(dir_fd)  # the renames are durable only once the directory entry is
     finally:
-        os.close(dir_fd)
-    return [directory / final for _, final in temporaries]
+        for fd in descriptors:
+            os.close(fd)
+    for temporary, final in temporaries:
+        os.replace(temporary, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    return len(temporaries)
+
+
+def _write_unnamed(
+    dir_fd: int, files: Sequence[tuple[str, bytes]], *, durable: bool, mode: int
+) -> int:
+    """Unnamed inodes (``O_TMPFILE``), written and flushed, then linked to their names. Until
+    its link an inode is in no directory: a failure or a crash before it leaves no file (the
+    kernel frees the inode when its descriptor closes, or at the next mount)."""
+    descriptors: list[int] = []
+    try:
+        for _, data in files:
+            descriptors.append(os.open(".", _UNNAMED, mode, dir_fd=dir_fd))
+            _write_data(descriptors[-1], data)
+        if durable:
+            _flush(descriptors)
+        for fd, (name, _) in zip(descriptors, files, strict=True):
+            _link(fd, name, dir_fd)
+    finally:
+        for fd in descriptors:
+            os.close(fd)
+    return len(descriptors)
+
+
+def _link(fd: int, name: str, dir_fd: int) -> None:
+    """Give the unnamed inode ``fd`` the name ``name``, replacing a file of that name whole."""
+    inode = f"{_PROC_FD}/{fd}"
+    try:
+        os.link(inode, name, dst_dir_fd=dir_fd, follow_symlinks=True)
+    except FileExistsError:
+        # A redelivery: linkat never replaces, so link a temporary name and rename it over.
+        temporary = f".{name}.{os.getpid()}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary, dir_fd=dir_fd)  # left by a crash between these two steps
+        os.link(inode, temporary, dst_dir_fd=dir_fd, follow_symlinks=True)
+        os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+_O_TMPFILE: int | None = getattr(os, "O_TMPFILE", None)
+_UNNAMED = os.O_WRONLY | (_O_TMPFILE or 0) | getattr(os, "O_CLOEXEC", 0)
+_PROC_FD = "/proc/self/fd"
+# Refusals of O_TMPFILE that mean "not here" (the filesystem, the kernel, or no /proc to link
+# through), by filesystem (st_dev): probed once each.
+_NOT_SUPPORTED = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT})
+_unnamed_by_device: dict[int, bool] = {}
+
+
+def _unnamed_files(dir_fd: int) -> bool:
+    """Whether the filesystem of ``dir_fd`` takes unnamed files that can be linked in."""
+    device = os.fstat(dir_fd).st_dev
+    known = _unnamed_by_device.get(device)
+    if known is None:
+        known = _unnamed_by_device[device] = _probe_unnamed(dir_fd)
+    return known
+
+
+def _probe_unnamed(dir_fd: int) -> bool:
+    if _O_TMPFILE is None or not os.path.isdir(_PROC_FD):
+        return False
+    try:
+        fd = os.open(".", _UNNAMED, PRIVATE_FILE, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in _NOT_SUPPORTED:
+            return False
+        raise  # a real fault (a full disk, a permission): the caller reports it
+    os.close(fd)  # never linked: the kernel frees it
+    return True
 
 
 class SpoolOutput:
@@ -138,6 +241,12 @@ class SpoolOutput:
     # many packages, so the spool drains faster than signals arrive at full ingest rate.
     window = 512
 
+    # Seconds the dispatcher waits after a small batch before reading the next (``coalesce``
+    # setting): steady traffic then costs two flushes per several packages, not per one or
+    # two. An alarm after a quiet spell is not held at all.
+    COALESCE = 0.005
+    MAX_COALESCE = 0.1
+
     def __init__(
         self,
         name: str,
@@ -146,7 +255,13 @@ class SpoolOutput:
         link_template: str | None = None,
         station: str | None = None,
         file_mode: int = PRIVATE_FILE,
+        coalesce: float = COALESCE,
     ) -> None:
+        if not 0 <= coalesce <= self.MAX_COALESCE:
+            raise InvalidInputError(
+                f"output {name!r}: coalesce must be 0 to {self.MAX_COALESCE} seconds, "
+                f"got {coalesce}"
+            )
         if file_mode & ~0o666 or not file_mode & 0o600 == 0o600:
             raise InvalidInputError(
                 f"output {name!r}: file_mode must give the owner read and write and no one "
@@ -157,6 +272,8 @@ class SpoolOutput:
         self.directory = Path(directory)
         self.link_template = check_link_template(link_template)
         self.station = station
+        self.coalesce = coalesce
+        self.unnamed = True  # O_TMPFILE + linkat where the filesystem has them (False: never)
         self._last_error: str | None = None
 
     @classmethod
@@ -168,6 +285,7 @@ class SpoolOutput:
             link_template=read.text("link_template"),
             station=read.text("station"),
             file_mode=read.integer("file_mode", PRIVATE_FILE, maximum=0o777),
+            coalesce=read.number("coalesce", cls.COALESCE),
         )
         read.finish()
         return output
@@ -198,7 +316,7 @@ class SpoolOutput:
             # check could still catch (a schema file or libxml2 at odds with the tests) is
             # systematic, the same for every package, and shows on the first batch.
             files.append((f"{package_id}.xml", package.to_xml(validate=index == 0)))
-        write_all_atomically(self.directory, files, mode=self.file_mode)
+        write_all_atomically(self.directory, files, mode=self.file_mode, unnamed=self.unnamed)
         return len(files)
 
     async def deliver_batch(self, items: Sequence[tuple[Signal, str]]) -> int:

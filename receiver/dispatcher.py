@@ -8,6 +8,11 @@ Rules:
   Outputs that can pipeline (``deliver_batch``) get up to ``window`` packages per round trip;
   the cursor moves past the ACKed prefix only.
   The package id is the signal id, so the far side can drop a repeat.
+- An output whose cost is per exchange rather than per package (the spool: two flushes per
+  batch) may ask to ``coalesce``: after a small batch (under ``window // 8``) the cursor waits
+  that long (a few ms) before reading again, so steady traffic is handed over in fewer,
+  larger batches. An alarm after a quiet spell is never held; one arriving just behind a
+  small batch waits at most ``coalesce``. A backlog (full windows) never waits.
 - The cursor is saved at most every ``save_interval`` seconds: a crash redelivers at most that
   much, which at-least-once allows; it never skips anything.
 - Suppressed signals (a zone type switched off) and absorbed duplicates are never sent.
@@ -93,6 +98,7 @@ class OutputCursor:
         reconnect_interval: float = 1.0,
         read_batch: int = 256,
         window: int = 64,
+        coalesce: float = 0.0,
         counters: Counters | None = None,
         policy: TroublePolicy | None = None,
         number: int = 1,
@@ -114,6 +120,7 @@ class OutputCursor:
         self.reconnect_interval = reconnect_interval
         self.read_batch = read_batch
         self.window = window
+        self.coalesce = coalesce
         self.cursor = 0
         self.delivered_unsaved = 0
         self.undeliverable_unsaved = 0
@@ -184,8 +191,13 @@ class OutputCursor:
     async def _save_direct(self, update: CursorUpdate) -> None:
         await trio.to_thread.run_sync(self.store.save_cursor, update)
 
-    async def _wait_for_more(self) -> None:
-        # Woken by our own journal's commits; the timeout also catches other writers.
+    async def _wait_for_more(self, read_up_to: int) -> None:
+        # Woken by our own journal's commits; the timeout also catches other writers. A commit
+        # that landed while the empty read ran has already fired its wake-up: read again now
+        # rather than wait out the timeout (``read_up_to``: the journal's end when it began).
+        if self.journal is not None and self.journal.last_seq > read_up_to:
+            await trio.lowlevel.checkpoint()
+            return
         with trio.move_on_after(self.save_interval):
             if self.journal is not None:
                 await self.journal.wait_committed()
@@ -383,6 +395,8 @@ class OutputCursor:
     async def _run(self) -> None:
         pending: deque[tuple[int, Signal]] = deque()
         last_save = trio.current_time()
+        small = max(1, self.window // 8)
+        handed_small = False  # the last exchange was a small batch: traffic is trickling in
         while True:
             if trio.current_time() - last_save >= self.save_interval:
                 if (
@@ -391,6 +405,11 @@ class OutputCursor:
                     await self.save()
                 last_save = trio.current_time()
             if not pending:
+                if handed_small and self.coalesce > 0:
+                    # More is probably on its way: let it gather, one exchange for all of it.
+                    await trio.sleep(self.coalesce)
+                handed_small = False
+                read_up_to = self.journal.last_seq if self.journal is not None else 0
                 try:
                     batch = await trio.to_thread.run_sync(self._read)
                 except STORE_ERRORS as exc:
@@ -398,7 +417,7 @@ class OutputCursor:
                     continue
                 self._read_fault.succeeded()
                 if not batch:
-                    await self._wait_for_more()
+                    await self._wait_for_more(read_up_to)
                     continue
                 pending.extend(batch)
             # Up to `window` signals go out in one pipelined exchange (where the output
@@ -406,6 +425,7 @@ class OutputCursor:
             group = [pending[i] for i in range(min(len(pending), self.window))]
             to_send = [(s, s.id) for _, s in group if Flag.SUPPRESSED not in s.flags]
             acked = await self._deliver(to_send) if to_send else 0
+            handed_small = 0 < len(to_send) < small
             for seq, signal in group:
                 if Flag.SUPPRESSED not in signal.flags:
                     if not acked:
@@ -427,13 +447,15 @@ def _cursor(
     counters: Counters | None,
     **options: Any,
 ) -> OutputCursor:
-    """An output may ask for a larger window (the spool: one flush per that many packages)."""
+    """An output may ask for a larger window (the spool: one flush per that many packages) and
+    to coalesce small batches."""
     window = int(getattr(output, "window", 64))
     return OutputCursor(
         output,
         store,
         journal,
         window=window,
+        coalesce=float(getattr(output, "coalesce", 0.0)),
         read_batch=max(256, window),
         counters=counters,
         **options,

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,10 @@ from adapters.spool import SpoolOutput, write_atomically
 from protocols.errors import InvalidInputError
 from receiver.config import OutputConfig
 from tests.adapters.test_sentinel_package import make_signal
+
+# The two ways a package gets its name: an unnamed inode linked in (O_TMPFILE, where the
+# filesystem has it), or a named temporary renamed over it (everywhere else).
+BOTH_PATHS = pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed", "named"])
 
 
 async def test_each_package_becomes_one_file(tmp_path: Path) -> None:
@@ -107,14 +115,16 @@ async def test_a_batch_is_written_whole(tmp_path: Path) -> None:
         assert package.device_id == f"{1000 + i}"
 
 
+@BOTH_PATHS
 @pytest.mark.parametrize("flush", ["syncfs", "fsync"])
 async def test_a_failed_flush_publishes_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flush: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flush: str, unnamed: bool
 ) -> None:
     """When the disk refuses the flush (one syncfs for the batch, or the per-file fsync where
-    syncfs is missing), no package of the batch appears (none is renamed into place), no
-    temporary is left, and the dispatcher gets a DeliveryError to retry on."""
+    syncfs is missing), no package of the batch appears (none is named), no temporary is
+    left, and the dispatcher gets a DeliveryError to retry on."""
     output = SpoolOutput("spool", tmp_path)
+    output.unnamed = unnamed
 
     def full_disk(fd: int) -> int:
         raise OSError(28, "No space left on device")
@@ -182,3 +192,196 @@ async def test_file_mode_lets_the_automation_group_read(tmp_path: Path) -> None:
     for bad in (0o400, 0o755):
         with pytest.raises(InvalidInputError, match="file_mode"):
             SpoolOutput("s", tmp_path, file_mode=bad)
+
+
+# -- unnamed inodes (O_TMPFILE + linkat) and the named-temporary fallback -------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def unnamed_here(directory: Path) -> bool:
+    """Whether this filesystem takes O_TMPFILE files (the probe the spool runs)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return spool._probe_unnamed(fd)
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture(autouse=True)
+def fresh_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test probes the filesystem afresh (the spool remembers the answer per device)."""
+    monkeypatch.setattr(spool, "_unnamed_by_device", {})
+
+
+def count_renames(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    renamed: list[str] = []
+    real_replace = os.replace
+
+    def replace(src: str, dst: str, **kwargs: int) -> None:
+        renamed.append(dst)
+        real_replace(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return renamed
+
+
+async def test_new_packages_are_linked_in_without_a_temporary_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the filesystem has O_TMPFILE, a new package gets its name in one link: no
+    temporary file is created and nothing is renamed."""
+    if not unnamed_here(tmp_path):
+        pytest.skip("no O_TMPFILE on this filesystem")
+    renamed = count_renames(monkeypatch)
+    output = SpoolOutput("spool", tmp_path / "spool")
+    assert await output.deliver_batch([(make_signal(), f"p-{i}") for i in range(3)]) == 3
+    await output.deliver(make_signal(), "single")
+    assert renamed == []
+    assert sorted(os.listdir(tmp_path / "spool")) == ["p-0.xml", "p-1.xml", "p-2.xml", "single.xml"]
+    validate((tmp_path / "spool" / "p-1.xml").read_bytes())
+
+
+CRASH_BEFORE_NAMING = """
+import os, signal, sys
+from pathlib import Path
+from adapters import spool
+
+def crash(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)  # the receiver dies after the flush, before the name
+
+os.link = os.replace = crash
+spool.write_all_atomically(
+    Path(sys.argv[1]), [("a.xml", b"<a/>"), ("b.xml", b"<b/>")], unnamed=sys.argv[2] == "1"
+)
+"""
+
+
+@BOTH_PATHS
+def test_a_crash_before_the_name_leaves_no_package(tmp_path: Path, unnamed: bool) -> None:
+    """A receiver killed between writing packages and naming them leaves no .xml at all: on
+    the unnamed path nothing whatsoever, on the named path at most its .tmp files."""
+    if unnamed and not unnamed_here(tmp_path):
+        pytest.skip("no O_TMPFILE on this filesystem")
+    process = subprocess.run(
+        [sys.executable, "-c", CRASH_BEFORE_NAMING, str(tmp_path), "1" if unnamed else "0"],
+        cwd=REPO,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert process.returncode == -signal.SIGKILL, process.stderr
+    left = os.listdir(tmp_path)
+    if unnamed:
+        assert left == []
+    else:
+        assert left
+        assert all(name.startswith(".") and name.endswith(".tmp") for name in left)
+
+
+@BOTH_PATHS
+def test_a_redelivered_id_replaces_the_file_whole(tmp_path: Path, unnamed: bool) -> None:
+    """The same name written again (a redelivery) is one file holding the new bytes, swapped
+    in whole (a new inode), with no temporary left behind, on either path."""
+    spool.write_all_atomically(tmp_path, [("a.xml", b"old")], unnamed=unnamed)
+    inode = (tmp_path / "a.xml").stat().st_ino
+    stale = tmp_path / f".a.xml.{os.getpid()}.tmp"  # as a crash mid-redelivery leaves it
+    stale.write_bytes(b"torn")
+    written = spool.write_all_atomically(
+        tmp_path, [("a.xml", b"new content"), ("b.xml", b"b")], unnamed=unnamed
+    )
+    assert written == 2
+    assert (tmp_path / "a.xml").read_bytes() == b"new content"
+    assert (tmp_path / "a.xml").stat().st_ino != inode
+    assert sorted(os.listdir(tmp_path)) == ["a.xml", "b.xml"]
+
+
+@BOTH_PATHS
+@pytest.mark.parametrize(("file_mode", "folder"), [(0o600, 0o700), (0o640, 0o750)])
+async def test_modes_on_either_path(
+    tmp_path: Path, unnamed: bool, file_mode: int, folder: int
+) -> None:
+    """Packages get ``file_mode`` and a folder the spool creates ``folder_mode`` of it, whether
+    they were linked in or renamed in (the umask can only narrow them)."""
+    old = os.umask(0o022)
+    try:
+        output = SpoolOutput("spool", tmp_path / "spool", file_mode=file_mode)
+        output.unnamed = unnamed
+        await output.deliver_batch([(make_signal(), "p-1"), (make_signal(), "p-2")])
+        await output.deliver(make_signal(), "p-1")  # a redelivery keeps the mode too
+    finally:
+        os.umask(old)
+    assert (tmp_path / "spool").stat().st_mode & 0o777 == folder
+    for name in ("p-1.xml", "p-2.xml"):
+        assert (tmp_path / "spool" / name).stat().st_mode & 0o777 == file_mode
+
+
+@pytest.mark.parametrize("refusal", [errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT])
+async def test_without_o_tmpfile_packages_are_renamed_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: int
+) -> None:
+    """A filesystem or kernel that refuses O_TMPFILE (the errors that mean "not here") gets
+    the named temporaries, renamed into place: every package still arrives whole."""
+    real_open = os.open
+    tmpfile = getattr(os, "O_TMPFILE", 0o20200000)
+
+    def refusing_open(path: str, flags: int, *args: int, **kwargs: int) -> int:
+        if flags & tmpfile == tmpfile:
+            raise OSError(refusal, os.strerror(refusal))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    renamed = count_renames(monkeypatch)
+    output = SpoolOutput("spool", tmp_path)
+    assert await output.deliver_batch([(make_signal(), f"p-{i}") for i in range(3)]) == 3
+    assert sorted(renamed) == ["p-0.xml", "p-1.xml", "p-2.xml"]
+    assert sorted(os.listdir(tmp_path)) == ["p-0.xml", "p-1.xml", "p-2.xml"]
+
+
+async def test_without_proc_packages_are_renamed_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No /proc to link an unnamed inode through: the named temporaries, from the first
+    package on."""
+    monkeypatch.setattr(spool, "_PROC_FD", str(tmp_path / "no-proc"))
+    renamed = count_renames(monkeypatch)
+    output = SpoolOutput("spool", tmp_path / "spool")
+    await output.deliver(make_signal(), "pkg-1")
+    assert renamed == ["pkg-1.xml"]
+    assert os.listdir(tmp_path / "spool") == ["pkg-1.xml"]
+
+
+async def test_a_real_fault_is_not_taken_for_a_missing_feature(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe's own failure for another reason (a full disk) is the delivery error the
+    dispatcher retries on, not a silent switch to the other path."""
+    real_open = os.open
+    tmpfile = getattr(os, "O_TMPFILE", 0o20200000)
+
+    def full_disk(path: str, flags: int, *args: int, **kwargs: int) -> int:
+        if flags & tmpfile == tmpfile:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, flags, *args, **kwargs)
+
+    if not unnamed_here(tmp_path):
+        pytest.skip("no O_TMPFILE on this filesystem")
+    monkeypatch.setattr(os, "open", full_disk)
+    output = SpoolOutput("spool", tmp_path)
+    with pytest.raises(DeliveryError, match="No space left"):
+        await output.deliver(make_signal(), "pkg-1")
+    assert os.listdir(tmp_path) == []
+    assert spool._unnamed_by_device == {}  # asked again at the next try
+
+
+def test_coalesce_setting_is_bounded() -> None:
+    """``coalesce`` (seconds the dispatcher gathers after a small batch): 0.005 unless set,
+    0 turns it off, more than 0.1 s is refused at start (it would hold alarms)."""
+    default = build_output(OutputConfig(name="spool", kind="spool"))
+    assert isinstance(default, SpoolOutput)
+    assert default.coalesce == 0.005
+    off = build_output(OutputConfig(name="s", kind="spool", settings={"coalesce": 0}))
+    assert isinstance(off, SpoolOutput)
+    assert off.coalesce == 0
+    with pytest.raises(InvalidInputError, match="coalesce"):
+        build_output(OutputConfig(name="s", kind="spool", settings={"coalesce": 0.5}))

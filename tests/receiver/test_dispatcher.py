@@ -8,7 +8,7 @@ import signal as os_signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,8 +19,10 @@ from lxml import etree
 from structlog.testing import capture_logs
 
 from adapters.sentinel.client import SentinelOutput
+from adapters.spool import SpoolOutput
 from protocols import dc09
-from receiver.dispatcher import OutputCursor, output_status
+from protocols.signal import Signal
+from receiver.dispatcher import OutputCursor, _cursor, output_status
 from receiver.journal import Journal
 from receiver.store.memory import MemoryStore
 from simulators.sink import SentinelSink, SurGardSink
@@ -290,4 +292,117 @@ async def test_automation_back_after_a_long_outage_is_served_within_seconds(
             await nursery.start(sink.serve, "127.0.0.1", port)
             await sink.filed.wait()
             assert sink.filed_at[0] - back <= 2.0
+            nursery.cancel_scope.cancel()
+
+
+class BatchedSpool(SpoolOutput):
+    """The spool, remembering which packages each exchange carried."""
+
+    window = 64
+
+    def __init__(self, directory: Path, coalesce: float) -> None:
+        super().__init__("spool", directory, coalesce=coalesce)
+        self.batches: list[list[str]] = []
+        self.handed = trio.Event()
+
+    async def deliver_batch(self, items: Sequence[tuple[Signal, str]]) -> int:
+        written = await super().deliver_batch(items)
+        self.batches.append([package_id for _, package_id in items])
+        self.handed.set()
+        self.handed = trio.Event()
+        return written
+
+
+async def test_small_batches_coalesce_and_a_lone_alarm_is_not_held(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    """Under a clock that moves only when the test moves it: an alarm after a quiet spell
+    reaches the spool at once (no time passes); alarms arriving just behind a small batch wait
+    for the coalescing delay and then go out together, in one exchange; a backlog is never
+    held (a full batch is followed by the next at once)."""
+    output = BatchedSpool(tmp_path / "spool", coalesce=0.005)
+    store = MemoryStore()
+    journal = Journal(store)
+    cursor = _cursor(output, store, journal, None)
+    assert (cursor.window, cursor.coalesce) == (64, 0.005)
+
+    def ids(count: int, start: int) -> list[Signal]:
+        return [make_signal(id=f"s-{start + i:04d}") for i in range(count)]
+
+    async def delivered(count: int) -> None:
+        while sum(map(len, output.batches)) < count:
+            await output.handed.wait()
+
+    with real_time_limit(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(journal.run)
+            await nursery.start(cursor.run)
+            await journal.append(ids(1, 0))
+            await delivered(1)  # at once: the clock never moved
+            assert trio.current_time() == 0
+            for n in range(1, 4):  # three more while the cursor waits behind a small batch
+                await journal.append(ids(1, n))
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(output.batches) == 1  # held, for now
+            mock_clock.jump(0.005)
+            await delivered(4)
+            assert output.batches[1] == ["s-0001", "s-0002", "s-0003"]
+            # A quiet spell (the cursor found nothing and waits for commits), then one alarm.
+            mock_clock.jump(0.005)
+            await trio.testing.wait_all_tasks_blocked()
+            before = trio.current_time()
+            await journal.append(ids(1, 4))
+            await delivered(5)
+            assert trio.current_time() == before
+            # A backlog: 130 at once go out in full windows, one after another, unheld.
+            mock_clock.jump(0.005)
+            await trio.testing.wait_all_tasks_blocked()
+            await journal.append(ids(130, 5))
+            before = trio.current_time()
+            await delivered(135)
+            assert [len(b) for b in output.batches[3:]] == [64, 64, 2]
+            assert trio.current_time() == before
+            nursery.cancel_scope.cancel()
+    assert sorted(os.listdir(tmp_path / "spool")) == [f"s-{i:04d}.xml" for i in range(135)]
+
+
+class LateCommitStore(MemoryStore):
+    """A store whose next read misses a commit that lands while it runs (the read's snapshot
+    is taken first, the commit completes before the read returns)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.late: Callable[[], None] | None = None
+
+    def read_after(self, seq: int, limit: int) -> list[tuple[int, Signal]]:
+        rows = super().read_after(seq, limit)
+        late, self.late = self.late, None
+        if late is not None:
+            late()
+        return rows
+
+
+async def test_a_commit_during_an_empty_read_is_not_left_waiting(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    """An alarm committed while the cursor's read ran (and found nothing) goes out at once,
+    not after the cursor's polling timeout (the clock here never moves)."""
+    output = BatchedSpool(tmp_path / "spool", coalesce=0.0)
+    store = LateCommitStore()
+    journal = Journal(store)
+    cursor = OutputCursor(output, store, journal, window=64)
+    token = trio.lowlevel.current_trio_token()
+
+    def commit_meanwhile() -> None:
+        trio.from_thread.run(journal.append, [make_signal(id="late-1")], trio_token=token)
+
+    with real_time_limit(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(journal.run)
+            store.late = commit_meanwhile
+            await nursery.start(cursor.run)
+            while not output.batches:
+                await output.handed.wait()
+            assert output.batches == [["late-1"]]
+            assert trio.current_time() == 0
             nursery.cancel_scope.cancel()
