@@ -5,6 +5,7 @@ Everything runs on loopback. Every load run is bounded in frames and in time.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -210,7 +211,26 @@ class ReceiverProcess:
             self.process.kill()
             self.process.wait()
         self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        _remove_at_exit(self.dir)
+
+
+# Throwaway folders are removed when the benchmark process ends, not when each receiver stops:
+# on ext4 without a journal (this VM's root filesystem) every new inode steps past the inodes
+# freed in the last minutes (``recently_deleted``), so deleting one run's spool of tens of
+# thousands of packages would slow the file creation of the runs after it, ours and not theirs.
+_FOLDERS: list[Path] = []
+
+
+def _remove_at_exit(folder: Path) -> None:
+    if not _FOLDERS:
+        atexit.register(_remove_folders)
+    _FOLDERS.append(folder)
+
+
+def _remove_folders() -> None:
+    for folder in _FOLDERS:
+        shutil.rmtree(folder, ignore_errors=True)
+    _FOLDERS.clear()
 
 
 def run_blast(
