@@ -250,6 +250,11 @@ class Lease:
     expires_us: int
     epoch: int
 
+    @classmethod
+    def from_row(cls, r: Mapping[str, Any]) -> Lease:
+        """From a ``leases`` row as either backend reads it (columns by name)."""
+        return cls(r["name"], r["holder"], int(r["expires_us"]), int(r["epoch"]))
+
     @property
     def token(self) -> FencingToken:
         return FencingToken(self.name, self.holder, self.epoch)

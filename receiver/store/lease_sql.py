@@ -102,7 +102,7 @@ class SqliteLeaseStore:
         params = {"name": name, "holder": holder, "ttl_us": int(ttl * 1_000_000)}
         with self._use("lease") as conn:
             row = conn.execute(sql, params).fetchone()
-        return _lease(row) if row is not None else None
+        return Lease.from_row(row) if row is not None else None
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
         return self._lease(ACQUIRE_LEASE, name, holder, ttl)
@@ -117,7 +117,7 @@ class SqliteLeaseStore:
 
     def leases(self) -> list[Lease]:
         with self._use("lease read", write=False) as conn:
-            return [_lease(row) for row in conn.execute(LEASES).fetchall()]
+            return [Lease.from_row(row) for row in conn.execute(LEASES).fetchall()]
 
     def heartbeat(self, node: str, info: Mapping[str, Any]) -> NodeBeat:
         with self._use("heartbeat") as conn:
@@ -133,10 +133,6 @@ class SqliteLeaseStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-
-
-def _lease(row: sqlite3.Row) -> Lease:
-    return Lease(row["name"], row["holder"], int(row["expires_us"]), int(row["epoch"]))
 
 
 def _node(row: sqlite3.Row) -> NodeBeat:

@@ -594,9 +594,7 @@ class PostgresStore:
     def _lease(self, sql: str, name: str, holder: str, ttl: float) -> Lease | None:
         with self._use("lease") as conn:
             row = conn.execute(sql, {"name": name, "holder": holder, "ttl": ttl}).fetchone()
-        if row is None:
-            return None
-        return Lease(row["name"], row["holder"], int(row["expires_us"]), int(row["epoch"]))
+        return Lease.from_row(row) if row is not None else None
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
         return self._lease(ACQUIRE_LEASE, name, holder, ttl)
@@ -612,7 +610,7 @@ class PostgresStore:
     def leases(self) -> list[Lease]:
         with self._use("lease") as conn:
             rows = conn.execute(LEASES).fetchall()
-        return [Lease(r["name"], r["holder"], int(r["expires_us"]), int(r["epoch"])) for r in rows]
+        return [Lease.from_row(r) for r in rows]
 
     def heartbeat(self, node: str, info: Mapping[str, Any]) -> NodeBeat:
         with self._use("heartbeat") as conn:
