@@ -2,8 +2,13 @@
 
 It keeps the interface's rules that a component can observe (one outcome per write, duplicates
 within the window absorbed with the repeat counted, journal order, cursors that only move on,
-everything in one ``append`` applied together or not at all) and nothing of durability. Not
-for the service: a receiver's alarms belong on disk.
+everything in one ``append`` applied together or not at all, writes under a lease fenced as
+``receiver/store/fencing.py`` says) and nothing of durability. Not for the service: a
+receiver's alarms belong on disk.
+
+Leases are kept as the SQLite store keeps them (``receiver/store/lease_sql.py``): taken when
+free, expired or already the taker's, each take a new epoch (a renewal keeps it), released by
+expiring now; the clock is ``time.time`` unless a test gives its own.
 
 ``fail_next`` makes the next calls raise :class:`StoreError` (a full disk, a lost server), so
 tests can show what a component does when its store fails.
@@ -12,16 +17,19 @@ tests can show what a component does when its store fails.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
 
 from protocols.signal import Signal
+from receiver.store.fencing import append_fenced, check_tokens, tokens_of
 from receiver.store.interface import (
     BridgeStateRow,
     CursorUpdate,
     JournalWrite,
+    Lease,
     OutputState,
     PrunePlan,
     StoreError,
@@ -44,8 +52,12 @@ class StoredSignal:
 class MemoryStore:
     """The store's journal, cursor, bridge state and history sides, in memory."""
 
-    def __init__(self, *, duplicate_window: float = 600.0) -> None:
+    def __init__(
+        self, *, duplicate_window: float = 600.0, clock: Callable[[], float] = time.time
+    ) -> None:
         self.window_us = int(duplicate_window * 1_000_000)
+        self.clock = clock
+        self.lease_rows: dict[str, Lease] = {}  # every lease ever taken, expired ones too
         self.rows: list[StoredSignal] = []
         self.by_key: dict[str, StoredSignal] = {}
         self.link_rows: dict[str, tuple[int, bool]] = {}
@@ -69,6 +81,55 @@ class MemoryStore:
     def close(self) -> None:
         self.closed = True
 
+    # -- leases ------------------------------------------------------------------------------
+
+    def _now_us(self) -> int:
+        return int(self.clock() * 1_000_000)
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        """Take ``name`` if it is free, expired or already ``holder``'s: a new epoch each take."""
+        with self._lock:
+            self._check("lease")
+            now = self._now_us()
+            row = self.lease_rows.get(name)
+            if row is not None and row.holder != holder and row.expires_us > now:
+                return None
+            epoch = 1 if row is None else row.epoch + 1
+            lease = Lease(name, holder, now + int(ttl * 1_000_000), epoch)
+            self.lease_rows[name] = lease
+            return lease
+
+    def renew_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        """Extend ``holder``'s unexpired lease, keeping its epoch; None if it is not theirs."""
+        with self._lock:
+            self._check("lease")
+            now = self._now_us()
+            row = self.lease_rows.get(name)
+            if row is None or row.holder != holder or row.expires_us <= now:
+                return None
+            lease = attrs.evolve(row, expires_us=now + int(ttl * 1_000_000))
+            self.lease_rows[name] = lease
+            return lease
+
+    def release_lease(self, name: str, holder: str) -> bool:
+        """Expire ``holder``'s lease now (the row stays: its epoch keeps growing)."""
+        with self._lock:
+            now = self._now_us()
+            row = self.lease_rows.get(name)
+            if row is None or row.holder != holder or row.expires_us <= now:
+                return False
+            self.lease_rows[name] = attrs.evolve(row, expires_us=now - 1)
+            return True
+
+    def leases(self) -> list[Lease]:
+        """The unexpired leases, by name."""
+        now = self._now_us()
+        return [
+            self.lease_rows[n]
+            for n in sorted(self.lease_rows)
+            if self.lease_rows[n].expires_us > now
+        ]
+
     # -- journal -----------------------------------------------------------------------------
 
     def append(self, writes: Sequence[JournalWrite]) -> list[WriteOutcome]:
@@ -76,57 +137,66 @@ class MemoryStore:
             self._check("journal commit")
             if any(write.console for write in writes):
                 raise StoreError("the console's writes are SQLite statements: not in memory")
-            ids = {row.signal.id for row in self.rows}
-            new_rows: list[StoredSignal] = []
-            new_keys: dict[str, StoredSignal] = {}
-            repeats: list[StoredSignal] = []
-            outcomes: list[WriteOutcome] = []
-            seq = self._next_seq
-            for write in writes:
-                stored: list[tuple[int, Signal]] = []
-                duplicates: list[Signal] = []
-                keys = write.keys or (None,) * len(write.signals)
-                for signal, key in zip(write.signals, keys, strict=True):
-                    if key is not None:
-                        hit = new_keys.get(key) or self.by_key.get(key)
-                        received = to_us(signal.received_at)
-                        if hit is not None and received - to_us(hit.signal.received_at) <= (
-                            self.window_us
-                        ):
-                            repeats.append(hit)
-                            duplicates.append(signal)
-                            continue
-                    if signal.id in ids:  # the id is unique, as in every backend
-                        raise StoreError(f"journal commit failed: signal {signal.id} exists")
-                    ids.add(signal.id)
-                    row = StoredSignal(seq, signal, key)
-                    seq += 1
-                    new_rows.append(row)
-                    if key is not None:
-                        new_keys[key] = row
-                    stored.append((row.seq, signal))
-                outcomes.append(WriteOutcome(tuple(stored), tuple(duplicates)))
-            # Committed: apply everything at once.
-            self.rows += new_rows
-            self.by_key.update(new_keys)
-            self._next_seq = seq
-            for row in repeats:
-                row.repeats += 1
-            for write in writes:
-                for touch in write.links:
-                    seen, trouble = self.link_rows.get(touch.link, (0, False))
-                    self.link_rows[touch.link] = (max(seen, touch.seen_us), trouble)
-                for change in write.troubles:
-                    seen, _ = self.link_rows.get(change.link, (change.seen_us, False))
-                    self.link_rows[change.link] = (seen, change.open)
-                for update in write.cursors:
-                    self._save_cursor(update)
-                for state in write.bridge_states:
-                    self.states[state.serial] = state
-                if write.prune_through is not None:
-                    self.rows = [r for r in self.rows if r.seq > write.prune_through]
-            self.appends += 1
-            return outcomes
+            # Writes under a lease that changed hands are refused (receiver/store/fencing.py).
+            return append_fenced(writes, self._append)
+
+    def _append(self, writes: Sequence[JournalWrite]) -> list[WriteOutcome]:
+        """One try of the batch, under the lock: nothing is applied before every check passed."""
+        tokens = tokens_of(writes)
+        if tokens:
+            rows = (self.lease_rows.get(t.lease) for t in tokens)
+            check_tokens(tokens, ((r.name, r.holder, r.epoch) for r in rows if r is not None))
+        ids = {row.signal.id for row in self.rows}
+        new_rows: list[StoredSignal] = []
+        new_keys: dict[str, StoredSignal] = {}
+        repeats: list[StoredSignal] = []
+        outcomes: list[WriteOutcome] = []
+        seq = self._next_seq
+        for write in writes:
+            stored: list[tuple[int, Signal]] = []
+            duplicates: list[Signal] = []
+            keys = write.keys or (None,) * len(write.signals)
+            for signal, key in zip(write.signals, keys, strict=True):
+                if key is not None:
+                    hit = new_keys.get(key) or self.by_key.get(key)
+                    received = to_us(signal.received_at)
+                    if hit is not None and received - to_us(hit.signal.received_at) <= (
+                        self.window_us
+                    ):
+                        repeats.append(hit)
+                        duplicates.append(signal)
+                        continue
+                if signal.id in ids:  # the id is unique, as in every backend
+                    raise StoreError(f"journal commit failed: signal {signal.id} exists")
+                ids.add(signal.id)
+                row = StoredSignal(seq, signal, key)
+                seq += 1
+                new_rows.append(row)
+                if key is not None:
+                    new_keys[key] = row
+                stored.append((row.seq, signal))
+            outcomes.append(WriteOutcome(tuple(stored), tuple(duplicates)))
+        # Committed: apply everything at once.
+        self.rows += new_rows
+        self.by_key.update(new_keys)
+        self._next_seq = seq
+        for row in repeats:
+            row.repeats += 1
+        for write in writes:
+            for touch in write.links:
+                seen, trouble = self.link_rows.get(touch.link, (0, False))
+                self.link_rows[touch.link] = (max(seen, touch.seen_us), trouble)
+            for change in write.troubles:
+                seen, _ = self.link_rows.get(change.link, (change.seen_us, False))
+                self.link_rows[change.link] = (seen, change.open)
+            for update in write.cursors:
+                self._save_cursor(update)
+            for state in write.bridge_states:
+                self.states[state.serial] = state
+            if write.prune_through is not None:
+                self.rows = [r for r in self.rows if r.seq > write.prune_through]
+        self.appends += 1
+        return outcomes
 
     def read_after(self, seq: int, limit: int) -> list[tuple[int, Signal]]:
         self._check("journal read")

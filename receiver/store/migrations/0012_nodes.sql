@@ -4,7 +4,14 @@
 -- A lease makes one node at a time handle an output or a supervised link: taken when free,
 -- expired or already the taker's, renewed only by its holder before it expires, released at
 -- a clean shutdown. Times are microseconds since the epoch on the machine's clock (the one
--- every process sharing the file reads). `epoch` grows when the lease changes hands.
+-- every process sharing the file reads).
+--
+-- `epoch` grows with every take (never with a renewal), even when the same node takes the
+-- lease again: (name, holder, epoch) is the fencing token of that hold. A journal write made
+-- under a lease carries its token and is refused, storing nothing of it, when the row no
+-- longer has that holder and epoch, checked in the append's own transaction
+-- (receiver/store/fencing.py, receiver/store/lease_sql.py). A sole SQLite node's writes carry
+-- no token. (This comment was updated after the migration shipped; the schema is unchanged.)
 CREATE TABLE leases (
     name        TEXT    PRIMARY KEY,
     holder      TEXT    NOT NULL,
