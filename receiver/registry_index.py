@@ -9,8 +9,9 @@ Rules:
 - Lookups are dict lookups and never raise on what a panel sends: a frame on an unregistered
   line resolves as a line without prefix (``line_known`` tells the caller to flag it).
 - The index is immutable once built; a refresh builds a new one. No trio: the service calls
-  it in a worker thread. It reads SQLite or PostgreSQL alike, through the backend's SQL module
-  (``receiver.registry.backends`` picks it from the connection); on PostgreSQL the counter is
+  it in a worker thread. It reads SQLite or PostgreSQL alike through the store's
+  :class:`~receiver.store.interface.RegistryTables` (``receiver.registry.backends.tables_for``
+  gives them for a connection), never a statement of its own; on PostgreSQL the counter is
   ``meta.registry_generation`` too, bumped by the same triggers on every node's change.
 """
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
 
 from attrs import frozen
 
@@ -27,7 +27,8 @@ from protocols.errors import InvalidInputError
 from receiver import alarm_library
 from receiver.account_numbers import DEFAULT_LINE, AccountKey, line_key
 from receiver.alarm_library import BUILTIN, LibraryEntry, LibraryOverride
-from receiver.registry.backends import RegistryConnection, sql_for
+from receiver.registry.backends import RegistryConnection, tables_for
+from receiver.store.interface import RegistryRow, RegistryTables
 
 __all__ = [
     "BridgeInfo",
@@ -120,11 +121,6 @@ class _SiteLibrary:
 _BUILTIN_LIBRARY = _SiteLibrary({}, {}, {e.zone_type: e for e in alarm_library.resolve_all()})
 
 
-def _generation(conn: RegistryConnection) -> int:
-    row = conn.execute(sql_for(conn).GENERATION).fetchone()
-    return int(row["value"]) if row is not None else 0
-
-
 class RegistryIndex:
     """An immutable snapshot of the registry, indexed for the hot path."""
 
@@ -147,28 +143,27 @@ class RegistryIndex:
         self._channel_overrides = channel_overrides
 
     @classmethod
-    def load(cls, conn: RegistryConnection) -> RegistryIndex:
+    def load(cls, store: RegistryConnection | RegistryTables) -> RegistryIndex:
         """Read the registry in one snapshot (a read transaction)."""
-        sql = sql_for(conn)
-        own_transaction = not conn.in_transaction
+        tables = tables_for(store)
+        own_transaction = not tables.in_transaction
         if own_transaction:
-            conn.execute(sql.BEGIN_READ)
+            tables.begin_read()
         try:
-            return cls._read(conn)
+            return cls._read(tables)
         finally:
             if own_transaction:
-                conn.execute(sql.ROLLBACK)
+                tables.rollback()
 
     @classmethod
-    def _read(cls, conn: RegistryConnection) -> RegistryIndex:
-        sql = sql_for(conn)
-        generation = _generation(conn)
+    def _read(cls, tables: RegistryTables) -> RegistryIndex:
+        generation = tables.generation()
         lines: dict[str, dict[str, str]] = {}
-        for row in conn.execute(sql.ALL_LINES):
+        for row in tables.all_lines():
             lines.setdefault(row["station"], {})[row["number"]] = row["prefix"]
         accounts: dict[int, ResolvedAccount] = {}
         by_station: dict[str, dict[str, ResolvedAccount]] = {name: {} for name in lines}
-        for row in conn.execute(sql.ACCOUNTS):
+        for row in tables.accounts():
             key = (
                 AccountKey.parse_raw(row["key_text"], row["key_format"])
                 if row["key_text"] is not None
@@ -207,13 +202,13 @@ class RegistryIndex:
         }
 
         dealer_overrides: dict[int, dict[str, LibraryOverride]] = {}
-        for row in conn.execute(sql.DEALER_OVERRIDES):
+        for row in tables.dealer_overrides():
             dealer_overrides.setdefault(row["dealer_id"], {})[row["zone_type"]] = _override(row)
         site_overrides: dict[int, dict[str, LibraryOverride]] = {}
-        for row in conn.execute(sql.SITE_OVERRIDES):
+        for row in tables.site_overrides():
             site_overrides.setdefault(row["site_id"], {})[row["zone_type"]] = _override(row)
         libraries = {}
-        for row in conn.execute(sql.SITE_DEALERS):
+        for row in tables.site_dealers():
             dealer = dealer_overrides.get(row["dealer_id"], {})
             site = site_overrides.get(row["id"], {})
             entries = alarm_library.resolve_all(dealer=dealer, site=site)
@@ -223,7 +218,7 @@ class RegistryIndex:
 
         channels: dict[int, dict[int, ChannelInfo]] = {}
         channel_overrides: dict[tuple[int, int], LibraryOverride] = {}
-        for row in conn.execute(sql.CHANNELS):
+        for row in tables.channels():
             channels.setdefault(row["bridge_id"], {})[row["channel"]] = ChannelInfo(
                 channel=row["channel"],
                 zone=row["zone"],
@@ -235,7 +230,7 @@ class RegistryIndex:
                 channel_overrides[(row["bridge_id"], row["channel"])] = override
         bridges = {}
         by_serial_channel: dict[tuple[str, int], LibraryOverride] = {}
-        for row in conn.execute(sql.BRIDGES):
+        for row in tables.bridges():
             bridges[row["serial"]] = BridgeInfo(
                 bridge_id=row["id"],
                 serial=row["serial"],
@@ -261,11 +256,12 @@ class RegistryIndex:
             channel_overrides=MappingProxyType(by_serial_channel),
         )
 
-    def refresh_if_changed(self, conn: RegistryConnection) -> RegistryIndex:
+    def refresh_if_changed(self, store: RegistryConnection | RegistryTables) -> RegistryIndex:
         """``self`` when the store's counter has not moved, else a freshly loaded index."""
-        if _generation(conn) == self.generation:
+        tables = tables_for(store)
+        if tables.generation() == self.generation:
             return self
-        return self.load(conn)
+        return self.load(tables)
 
     def stations(self) -> tuple[str, ...]:
         """The registry's station names, sorted."""
@@ -328,6 +324,6 @@ class RegistryIndex:
         return self._accounts
 
 
-def _override(row: Any) -> LibraryOverride:
+def _override(row: RegistryRow) -> LibraryOverride:
     enabled = None if row["enabled"] is None else bool(row["enabled"])
     return LibraryOverride(code=row["code"], enabled=enabled)

@@ -165,7 +165,7 @@ def _list(args: argparse.Namespace) -> int:
     with open_registry(args) as registry:
         rows = registry.list_bridges()
         # The same lookup the receiver makes for each bridge event.
-        index = RegistryIndex.load(registry.conn)
+        index = RegistryIndex.load(registry.tables)
     as_json = args.format == "json"
     for row in rows:
         entry = index.library_entry(

@@ -8,10 +8,12 @@ Rules:
   ``receiver.store.console_sql`` and ``receiver.store.postgres.console_sql`` for the console's
   users, sessions, API tokens and audit trail, and ``receiver.store.bridge_report_sql`` and
   ``receiver.store.postgres.bridge_report_sql`` for the bridge report.
-- The registry service and the index run the module's statements on a
-  :class:`RegistryConnection`: a ``sqlite3.Connection`` as is, or a PostgreSQL connection
-  wrapped to behave like one (``receiver.store.postgres.statements``). This module is the one
-  place that tells them apart; the service never does.
+- The registry service and the index call the typed methods of
+  :class:`~receiver.store.interface.RegistryTables` (``tables_for``): the store's
+  ``SqlRegistryTables`` runs the backend's statements on a :class:`RegistryConnection` (a
+  ``sqlite3.Connection`` as is, or a PostgreSQL connection wrapped to behave like one,
+  ``receiver.store.postgres.statements``). This module is the one place that tells the
+  backends apart; the service never does, and never runs a statement.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from protocols.errors import InvalidInputError
 from receiver.store import bridge_report_sql as sqlite_bridge_report_sql
 from receiver.store import console_sql as sqlite_console_sql
 from receiver.store import registry_sql as sqlite_sql
+from receiver.store.interface import RegistryTables
+from receiver.store.registry_tables import SqlRegistryTables
 from receiver.store.sqlite import connect as sqlite_connect
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -81,6 +85,14 @@ def sql_for(conn: RegistryConnection) -> ModuleType:
 
         return postgres_sql
     return sqlite_sql
+
+
+def tables_for(source: RegistryConnection | RegistryTables) -> RegistryTables:
+    """The registry's tables on a connection (either backend), or ``source`` itself when it
+    already is the registry's tables (a store's, ``MemoryStore.registry()``)."""
+    if isinstance(source, RegistryTables):
+        return source
+    return SqlRegistryTables(source, sql_for(source))
 
 
 def console_sql_for(conn: RegistryConnection) -> ModuleType:

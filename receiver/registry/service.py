@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import attrs
@@ -71,6 +70,7 @@ from receiver.registry.records import (
     non_negative,
     positive,
 )
+from receiver.store.interface import AccountRow, RegistryRow, RegistryTables, RowRefusedError
 
 Progress = Callable[[int, int], None]
 
@@ -80,9 +80,8 @@ class Registry:
     SQLite or PostgreSQL; ``sql`` is that backend's SQL module (picked from the connection
     when not given)."""
 
-    def __init__(self, conn: RegistryConnection, sql: ModuleType | None = None) -> None:
-        self.conn = conn
-        self.sql = sql if sql is not None else backends.sql_for(conn)
+    def __init__(self, store: RegistryConnection | RegistryTables) -> None:
+        self.tables = backends.tables_for(store)
 
     @classmethod
     def open(cls, location: str | Path) -> Registry:
@@ -90,54 +89,54 @@ class Registry:
         return cls(backends.connect(location))
 
     def close(self) -> None:
-        self.conn.close()
+        self.tables.close()
 
     @contextmanager
-    def _write(self) -> Iterator[RegistryConnection]:
-        self.conn.execute(self.sql.BEGIN_WRITE)
+    def _write(self) -> Iterator[RegistryTables]:
+        self.tables.begin_write()
         try:
-            yield self.conn
+            yield self.tables
         except BaseException:
-            self.conn.execute(self.sql.ROLLBACK)
+            self.tables.rollback()
             raise
-        self.conn.execute(self.sql.COMMIT)
+        self.tables.commit()
 
     @contextmanager
-    def _read(self) -> Iterator[RegistryConnection]:
-        self.conn.execute(self.sql.BEGIN_READ)
+    def _read(self) -> Iterator[RegistryTables]:
+        self.tables.begin_read()
         try:
-            yield self.conn
+            yield self.tables
         finally:
-            self.conn.execute(self.sql.ROLLBACK)
+            self.tables.rollback()
 
     # -- lookups (inside a transaction) -------------------------------------------------------
 
     def _station(self, name: str) -> StationRecord:
-        row = self.conn.execute(self.sql.STATION_BY_NAME, (name.strip(),)).fetchone()
+        row = self.tables.station_by_name(name.strip())
         if row is None:
             raise NotFoundError(f"no station named {name.strip()!r}")
         return StationRecord(row["id"], row["name"])
 
     def _line(self, station: StationRecord, number: str) -> LineRecord:
-        row = self.conn.execute(self.sql.LINE, (station.id, number)).fetchone()
+        row = self.tables.line(station.id, number)
         if row is None:
             raise NotFoundError(f"station {station.name!r} has no line {number}")
         return LineRecord(row["id"], row["number"], row["prefix"])
 
     def _dealer_id(self, name: str) -> int:
-        row = self.conn.execute(self.sql.DEALER_BY_NAME, (name.strip(),)).fetchone()
+        row = self.tables.dealer_by_name(name.strip())
         if row is None:
             raise NotFoundError(f"no dealer named {name.strip()!r}")
         return int(row["id"])
 
     def _site(self, name: str) -> Any:
-        row = self.conn.execute(self.sql.SITE_BY_NAME, (name.strip(),)).fetchone()
+        row = self.tables.site_by_name(name.strip())
         if row is None:
             raise NotFoundError(f"no site named {name.strip()!r}")
         return row
 
     def _holder(self, station: StationRecord, effective: str) -> Holder | None:
-        row = self.conn.execute(self.sql.HOLDER, (station.id, effective)).fetchone()
+        row = self.tables.holder(station.id, effective)
         if row is None:
             return None
         return Holder(
@@ -154,25 +153,25 @@ class Registry:
         name = entity_name(name, "station")
         output = _optional_text(xml_output, "XML output")
         key = _optional_text(passkey, "passkey")
-        with self._write() as conn:
-            if conn.execute(self.sql.STATION_BY_NAME, (name,)).fetchone() is not None:
+        with self._write():
+            if self.tables.station_by_name(name) is not None:
                 raise RegistryError(f"station {name!r} already exists")
-            station_id = conn.execute(self.sql.INSERT_STATION, (name, output, key)).fetchone()["id"]
-            conn.execute(self.sql.INSERT_LINE, (station_id, DEFAULT_LINE, ""))
+            station_id = self.tables.insert_station(name, output, key)
+            self.tables.insert_line(station_id, DEFAULT_LINE, "")
 
     def add_line(self, station: str, number: str, prefix: str | None = None) -> str:
         """Add a line to a station; returns the line number in its stored form."""
         number = line_number(number)
         pfx = line_prefix(prefix)
-        with self._write() as conn:
+        with self._write():
             st = self._station(station)
-            if conn.execute(self.sql.LINE, (st.id, number)).fetchone() is not None:
+            if self.tables.line(st.id, number) is not None:
                 raise RegistryError(f"station {st.name!r} already has line {number}")
-            conn.execute(self.sql.INSERT_LINE, (st.id, number, pfx))
+            self.tables.insert_line(st.id, number, pfx)
         return number
 
     def lines(self) -> list[dict[str, Any]]:
-        with self._read() as conn:
+        with self._read():
             return [
                 {
                     "station": r["station"],
@@ -180,19 +179,19 @@ class Registry:
                     "prefix": r["prefix"],
                     "accounts": r["accounts"],
                 }
-                for r in conn.execute(self.sql.ALL_LINES)
+                for r in self.tables.all_lines()
             ]
 
     def add_dealer(self, name: str) -> None:
         name = entity_name(name, "dealer")
-        with self._write() as conn:
-            if conn.execute(self.sql.DEALER_BY_NAME, (name,)).fetchone() is not None:
+        with self._write():
+            if self.tables.dealer_by_name(name) is not None:
                 raise RegistryError(f"dealer {name!r} already exists")
-            conn.execute(self.sql.INSERT_DEALER, (name,))
+            self.tables.insert_dealer(name)
 
     def dealers(self) -> list[dict[str, Any]]:
-        with self._read() as conn:
-            return [{"name": r["name"]} for r in conn.execute(self.sql.DEALERS)]
+        with self._read():
+            return [{"name": r["name"]} for r in self.tables.dealers()]
 
     def add_site(
         self,
@@ -207,18 +206,15 @@ class Registry:
             raise InvalidInputError(
                 f"arming source must be one of {', '.join(ARMING_SOURCES)}, got {arming_source!r}"
             )
-        with self._write() as conn:
+        with self._write():
             dealer_id = self._dealer_id(dealer)
-            if conn.execute(self.sql.SITE_BY_NAME, (name,)).fetchone() is not None:
+            if self.tables.site_by_name(name) is not None:
                 raise RegistryError(f"site {name!r} already exists")
-            conn.execute(
-                self.sql.INSERT_SITE,
-                (name, dealer_id, (address or "").strip() or None, arming_source),
-            )
+            self.tables.insert_site(name, dealer_id, (address or "").strip() or None, arming_source)
 
     def sites(self) -> list[dict[str, Any]]:
-        with self._read() as conn:
-            return [dict(r) for r in conn.execute(self.sql.SITES)]
+        with self._read():
+            return [dict(r) for r in self.tables.sites()]
 
     # -- accounts -----------------------------------------------------------------------------
 
@@ -250,19 +246,19 @@ class Registry:
     def add_account(self, station: str, spec: AccountSpec) -> AccountCheck:
         """Add an account; refused with the holder named if its effective number is taken."""
         try:
-            with self._write() as conn:
+            with self._write():
                 st = self._station(station)
                 check = self._check(st, spec.line, spec.number)
                 if check.holder is not None:
                     raise _collision(check.effective, st.name, check.holder)
                 site_id = int(self._site(spec.site)["id"]) if spec.site else None
                 line = self._line(st, spec.line)
-                conn.execute(self.sql.INSERT_ACCOUNT, _account_params(st, line, spec, site_id))
+                self.tables.insert_account_rows([_account_row(st, line, spec, site_id)])
                 if site_id is not None:
                     check = attrs.evolve(
                         check, attached_bridges=self._attach_waiting_bridges(site_id)
                     )
-        except self.sql.IntegrityError:
+        except RowRefusedError:
             # Only reachable if another writer slipped past the check (another node).
             with self._read():
                 st = self._station(station)
@@ -274,12 +270,12 @@ class Registry:
         return check
 
     def list_accounts(self, station: str | None = None) -> list[dict[str, Any]]:
-        with self._read() as conn:
+        with self._read():
             if station is not None:
                 self._station(station)
-                rows = conn.execute(self.sql.ACCOUNTS_OF_STATION, (station.strip(),))
+                rows = self.tables.accounts_of_station(station.strip())
             else:
-                rows = conn.execute(self.sql.ACCOUNTS_ORDERED)
+                rows = self.tables.accounts_ordered()
             return [
                 {
                     "station": r["station"],
@@ -309,18 +305,18 @@ class Registry:
         rows = list(rows)
         problems: list[ImportProblem] = []
         try:
-            with self._write() as conn:
+            with self._write():
                 st = self._station(station)
                 lines = {
                     r["number"]: LineRecord(r["id"], r["number"], r["prefix"])
-                    for r in conn.execute(self.sql.LINES_OF_STATION, (st.id,))
+                    for r in self.tables.lines_of_station(st.id)
                 }
-                sites = {r["name"]: int(r["id"]) for r in conn.execute(self.sql.SITE_IDS)}
+                sites = {r["name"]: int(r["id"]) for r in self.tables.site_ids()}
                 held = {
                     r["effective"]: Holder(
                         r["id"], st.name, r["line"], r["number"], r["effective"], r["site"]
                     )
-                    for r in conn.execute(self.sql.HOLDERS_OF_STATION, (st.id,))
+                    for r in self.tables.holders_of_station(st.id)
                 }
                 in_file: dict[str, tuple[int, str, str]] = {}
                 params = []
@@ -335,16 +331,16 @@ class Registry:
                         problems=problems,
                     )
                     if found is not None:
-                        params.append(_account_params(st, found.line, found.spec, found.site_id))
+                        params.append(_account_row(st, found.line, found.spec, found.site_id))
                     if progress is not None and (done % 500 == 0 or done == len(rows)):
                         progress(done, len(rows))
                 # A refused import or a dry run writes nothing; committing the empty
                 # transaction just releases the lock.
                 if not dry_run and not any(p.kind != "warning" for p in problems):
-                    conn.executemany(self.sql.INSERT_ACCOUNT, params)
-                    for site_id in {r["site_id"] for r in conn.execute(self.sql.SITES_WAITING)}:
+                    self.tables.insert_account_rows(params)
+                    for site_id in {r["site_id"] for r in self.tables.sites_waiting()}:
                         self._attach_waiting_bridges(int(site_id))
-        except self.sql.IntegrityError as exc:
+        except RowRefusedError as exc:
             # Another writer (another node, one not taking the write lock) committed a number
             # this file holds between the check and the insert: the unique index refused it.
             raise self._taken_while_importing(station, params, exc) from None
@@ -352,13 +348,13 @@ class Registry:
         return ImportReport(st.name, len(rows), imported, dry_run, tuple(problems))
 
     def _taken_while_importing(
-        self, station: str, params: list[tuple[Any, ...]], exc: Exception
+        self, station: str, params: list[AccountRow], exc: Exception
     ) -> CollisionError:
         """The refusal of an import the unique index stopped, naming the holder it met."""
-        wanted = {str(p[3]) for p in params}  # the effective numbers the file held
-        with self._read() as conn:
+        wanted = {p.effective for p in params}  # the effective numbers the file held
+        with self._read():
             st = self._station(station)
-            for row in conn.execute(self.sql.HOLDERS_OF_STATION, (st.id,)).fetchall():
+            for row in self.tables.holders_of_station(st.id):
                 if row["effective"] in wanted:
                     holder = Holder(
                         row["id"],
@@ -396,29 +392,26 @@ class Registry:
             raise InvalidInputError("give exactly one of --dealer or --site")
         if not inherit and code is None and enabled is None:
             raise InvalidInputError("nothing to set: give --code, --enable/--disable or --inherit")
-        with self._write() as conn:
+        with self._write():
             owner: tuple[int | None, int | None]
             if dealer is not None:
                 owner = (self._dealer_id(dealer), None)
-                row = conn.execute(self.sql.DEALER_OVERRIDE, (owner[0], key)).fetchone()
+                row = self.tables.dealer_override(owner[0], key)
             else:
                 assert site is not None
                 owner = (None, int(self._site(site)["id"]))
-                row = conn.execute(self.sql.SITE_OVERRIDE, (owner[1], key)).fetchone()
+                row = self.tables.site_override(owner[1], key)
             if inherit:
                 if row is not None:
-                    conn.execute(self.sql.DELETE_OVERRIDE, (row["id"],))
+                    self.tables.delete_override(row["id"])
                 return
             if row is None:
-                conn.execute(self.sql.INSERT_OVERRIDE, (*owner, key, code, _flag(enabled)))
+                self.tables.insert_override(owner[0], owner[1], key, code, _flag(enabled))
                 return
-            conn.execute(
-                self.sql.UPDATE_OVERRIDE,
-                (
-                    code if code is not None else row["code"],
-                    _flag(enabled) if enabled is not None else row["enabled"],
-                    row["id"],
-                ),
+            self.tables.update_override(
+                row["id"],
+                code if code is not None else row["code"],
+                _flag(enabled) if enabled is not None else row["enabled"],
             )
 
     def library(self, *, site: str | None = None, dealer: str | None = None) -> list[LibraryEntry]:
@@ -430,11 +423,15 @@ class Registry:
             if site is not None:
                 row = self._site(site)
                 dealer_id = int(row["dealer_id"])
-                site_overrides = self._overrides(self.sql.SITE_OVERRIDES, "site_id", int(row["id"]))
+                site_overrides = self._overrides(
+                    self.tables.site_overrides(), "site_id", int(row["id"])
+                )
             else:
                 assert dealer is not None
                 dealer_id = self._dealer_id(dealer)
-            dealer_overrides = self._overrides(self.sql.DEALER_OVERRIDES, "dealer_id", dealer_id)
+            dealer_overrides = self._overrides(
+                self.tables.dealer_overrides(), "dealer_id", dealer_id
+            )
         return alarm_library.resolve_all(dealer=dealer_overrides, site=site_overrides)
 
     # -- bridges --------------------------------------------------------------------------------
@@ -455,25 +452,27 @@ class Registry:
         try:
             with self._write():
                 self._insert_bridge(new, site, account)
-        except self.sql.IntegrityError as exc:
+        except RowRefusedError as exc:
             raise CollisionError(f"bridge {new.serial} refused: {exc}") from None
         return new.serial
 
     def _insert_bridge(self, new: _NewBridge, site: str, account: str | None) -> None:
-        conn = self.conn
         site_row = self._site(site)
         account_id, account_label = self._site_account(site_row, account)
-        holder = conn.execute(self.sql.BRIDGE_BY_SERIAL, (new.serial,)).fetchone()
+        holder = self.tables.bridge_by_serial(new.serial)
         if holder is not None:
             raise RegistryError(f"bridge {new.serial} already exists")
         zones = range(new.first_zone, new.first_zone + new.channels)
         self._refuse_zone_collision(account_id, account_label, zones, own_bridge=None)
-        bridge_id = conn.execute(
-            self.sql.INSERT_BRIDGE,
-            (new.serial, new.token, new.model, new.channels, site_row["id"], account_id),
-        ).fetchone()["id"]
-        conn.executemany(
-            self.sql.INSERT_CHANNEL,
+        bridge_id = self.tables.insert_bridge(
+            new.serial,
+            token=new.token,
+            model=new.model,
+            channels=new.channels,
+            site_id=site_row["id"],
+            account_id=account_id,
+        )
+        self.tables.insert_channels(
             [
                 (bridge_id, ch, account_id, new.first_zone + ch - 1, "instant")
                 for ch in range(1, new.channels + 1)
@@ -483,7 +482,7 @@ class Registry:
     def _site_account(self, site_row: Any, account: str | None) -> tuple[int | None, str | None]:
         """The account a new bridge reports under: the site's only one, or ``account``; (None,
         None) when the site has none yet (the bridge waits for it)."""
-        accounts = self.conn.execute(self.sql.ACCOUNTS_OF_SITE, (site_row["id"],)).fetchall()
+        accounts = self.tables.accounts_of_site(site_row["id"])
         if not accounts and account is None:
             return None, None
         if account is None:
@@ -521,15 +520,15 @@ class Registry:
         if camera is not None and (len(camera) > NAME_MAX or not camera.isprintable()):
             raise InvalidInputError("camera name must be printable and at most 200 characters")
         try:
-            with self._write() as conn:
-                bridge = conn.execute(self.sql.BRIDGE_BY_SERIAL, (serial,)).fetchone()
+            with self._write():
+                bridge = self.tables.bridge_by_serial(serial)
                 if bridge is None:
                     raise NotFoundError(f"no bridge {serial}")
                 if not 1 <= channel <= bridge["channels"]:
                     raise InvalidInputError(
                         f"bridge {serial} has channels 1-{bridge['channels']}, not {channel}"
                     )
-                current = conn.execute(self.sql.CHANNEL, (bridge["id"], channel)).fetchone()
+                current = self.tables.channel(bridge["id"], channel)
                 if zone is not None and zone != current["zone"]:
                     holder = self._zone_holders(bridge["account_id"], bridge["id"]).get(zone)
                     if holder is not None:
@@ -544,29 +543,26 @@ class Registry:
                     if inherit
                     else (_flag(enabled) if enabled is not None else current["enabled"])
                 )
-                conn.execute(
-                    self.sql.UPDATE_CHANNEL,
-                    (
-                        zone if zone is not None else current["zone"],
-                        key or current["zone_type"],
-                        (camera.strip() or None) if camera is not None else current["camera"],
-                        new_code,
-                        new_enabled,
-                        bridge["id"],
-                        channel,
-                    ),
+                self.tables.update_channel(
+                    bridge["id"],
+                    channel,
+                    zone=zone if zone is not None else current["zone"],
+                    zone_type=key or current["zone_type"],
+                    camera=(camera.strip() or None) if camera is not None else current["camera"],
+                    code=new_code,
+                    enabled=new_enabled,
                 )
-        except self.sql.IntegrityError as exc:
+        except RowRefusedError as exc:
             raise CollisionError(f"channel {channel} of bridge {serial} refused: {exc}") from None
 
     def list_bridges(self) -> list[dict[str, Any]]:
         """One row per channel: bridge, site, account, zone (three digits), type, camera, and
         the channel's own library override (``code``/``enabled``, None when it inherits)."""
-        with self._read() as conn:
-            accounts = {r["id"]: r["effective"] for r in conn.execute(self.sql.ACCOUNTS)}
-            bridges = {r["id"]: r for r in conn.execute(self.sql.BRIDGES)}
+        with self._read():
+            accounts = {r["id"]: r["effective"] for r in self.tables.accounts()}
+            bridges = {r["id"]: r for r in self.tables.bridges()}
             rows = []
-            for c in conn.execute(self.sql.CHANNELS):
+            for c in self.tables.channels():
                 b = bridges[c["bridge_id"]]
                 rows.append(
                     {
@@ -592,7 +588,7 @@ class Registry:
         """The named station, or the registry's only one when no name is given."""
         if name is not None:
             return self._station(name)
-        rows = self.conn.execute(self.sql.STATIONS).fetchall()
+        rows = self.tables.stations()
         if len(rows) != 1:
             raise InvalidInputError(f"the registry has {len(rows)} stations: give --station NAME")
         return StationRecord(rows[0]["id"], rows[0]["name"])
@@ -609,41 +605,38 @@ class Registry:
         renamed = entity_name(new_name, "station") if new_name is not None else None
         output = _optional_text(xml_output, "XML output") if xml_output is not KEEP else KEEP
         key = _optional_text(passkey, "passkey") if passkey is not KEEP else KEEP
-        with self._write() as conn:
-            row = conn.execute(self.sql.STATION_BY_NAME, (name.strip(),)).fetchone()
+        with self._write():
+            row = self.tables.station_by_name(name.strip())
             if row is None:
                 raise NotFoundError(f"no station named {name.strip()!r}")
             if (
                 renamed is not None
                 and renamed != row["name"]
-                and conn.execute(self.sql.STATION_BY_NAME, (renamed,)).fetchone() is not None
+                and self.tables.station_by_name(renamed) is not None
             ):
                 raise CollisionError(
                     f"station name {renamed!r} is held by another station",
                     holder=f"station {renamed}",
                 )
             final = renamed or row["name"]
-            conn.execute(
-                self.sql.UPDATE_STATION,
-                (
-                    final,
-                    row["xml_output"] if output is KEEP else output,
-                    row["passkey"] if key is KEEP else key,
-                    row["id"],
-                ),
+            self.tables.update_station(
+                row["id"],
+                final,
+                row["xml_output"] if output is KEEP else output,
+                row["passkey"] if key is KEEP else key,
             )
         return str(final)
 
     def show_station(self, name: str) -> dict[str, Any]:
         """A station's record: XML receiver, whether a passkey is set, lines, prefixes and
         account counts (the passkey itself is never shown)."""
-        with self._read() as conn:
-            row = conn.execute(self.sql.STATION_BY_NAME, (name.strip(),)).fetchone()
+        with self._read():
+            row = self.tables.station_by_name(name.strip())
             if row is None:
                 raise NotFoundError(f"no station named {name.strip()!r}")
             lines = [
                 {"line": r["number"], "prefix": r["prefix"], "accounts": r["accounts"]}
-                for r in conn.execute(self.sql.STATION_LINES, (row["id"],))
+                for r in self.tables.station_lines(row["id"])
             ]
         return {
             "name": row["name"],
@@ -657,23 +650,23 @@ class Registry:
 
     def edit_dealer(self, name: str, *, new_name: str) -> str:
         renamed = entity_name(new_name, "dealer")
-        with self._write() as conn:
+        with self._write():
             dealer_id = self._dealer_id(name)
-            holder = conn.execute(self.sql.DEALER_BY_NAME, (renamed,)).fetchone()
+            holder = self.tables.dealer_by_name(renamed)
             if holder is not None and int(holder["id"]) != dealer_id:
                 raise CollisionError(
                     f"dealer name {renamed!r} is held by another dealer",
                     holder=f"dealer {renamed}",
                 )
-            conn.execute(self.sql.RENAME_DEALER, (renamed, dealer_id))
+            self.tables.rename_dealer(dealer_id, renamed)
         return renamed
 
     def remove_dealer(self, name: str, *, cascade: bool = False) -> Removed:
         """Mark a dealer removed (its name is free again); with ``cascade`` its sites, their
         accounts and bridges too. Signals and history are kept."""
-        with self._write() as conn:
+        with self._write():
             dealer_id = self._dealer_id(name)
-            sites = [r["name"] for r in conn.execute(self.sql.SITES_OF_DEALER, (dealer_id,))]
+            sites = [r["name"] for r in self.tables.sites_of_dealer(dealer_id)]
             if sites and not cascade:
                 raise RegistryError(
                     f"dealer {name.strip()!r} still has {len(sites)} site(s) "
@@ -682,7 +675,7 @@ class Registry:
             removed = Removed()
             for site in sites:
                 removed = removed.plus(self._remove_site(site, cascade=True))
-            conn.execute(self.sql.REMOVE_DEALER, (time.time(), dealer_id))
+            self.tables.remove_dealer(dealer_id, time.time())
         return removed
 
     def edit_site(
@@ -697,10 +690,10 @@ class Registry:
         renamed = entity_name(new_name, "site") if new_name is not None else None
         if arming_source is not KEEP and arming_source is not None:
             _arming_source(arming_source)
-        with self._write() as conn:
+        with self._write():
             row = self._site(name)
             if renamed is not None and renamed != row["name"]:
-                holder = conn.execute(self.sql.SITE_BY_NAME, (renamed,)).fetchone()
+                holder = self.tables.site_by_name(renamed)
                 if holder is not None:
                     raise CollisionError(
                         f"site name {renamed!r} is held by another site "
@@ -708,16 +701,13 @@ class Registry:
                         holder=f"site {renamed}",
                     )
             dealer_id = self._dealer_id(dealer) if dealer is not None else row["dealer_id"]
-            current = conn.execute(self.sql.SITE_DETAILS, (row["id"],)).fetchone()
-            conn.execute(
-                self.sql.UPDATE_SITE,
-                (
-                    renamed or row["name"],
-                    dealer_id,
-                    current["address"] if address is KEEP else ((address or "").strip() or None),
-                    current["arming_source"] if arming_source is KEEP else arming_source,
-                    row["id"],
-                ),
+            current = self.tables.site_details(row["id"])
+            self.tables.update_site(
+                row["id"],
+                renamed or row["name"],
+                dealer_id,
+                current["address"] if address is KEEP else ((address or "").strip() or None),
+                current["arming_source"] if arming_source is KEEP else arming_source,
             )
         return str(renamed or row["name"])
 
@@ -728,10 +718,9 @@ class Registry:
             return self._remove_site(name, cascade=cascade)
 
     def _remove_site(self, name: str, *, cascade: bool) -> Removed:
-        conn = self.conn
         row = self._site(name)
-        accounts = conn.execute(self.sql.ACCOUNTS_OF_SITE, (row["id"],)).fetchall()
-        bridges = conn.execute(self.sql.BRIDGES_OF_SITE, (row["id"],)).fetchall()
+        accounts = self.tables.accounts_of_site(row["id"])
+        bridges = self.tables.bridges_of_site(row["id"])
         if (accounts or bridges) and not cascade:
             raise RegistryError(
                 f"site {row['name']!r} still has {len(accounts)} account(s) "
@@ -741,11 +730,11 @@ class Registry:
             )
         now = time.time()
         for bridge in bridges:
-            conn.execute(self.sql.DELETE_BRIDGE_CHANNELS, (bridge["id"],))
-            conn.execute(self.sql.REMOVE_BRIDGE, (now, bridge["id"]))
+            self.tables.delete_bridge_channels(bridge["id"])
+            self.tables.remove_bridge(bridge["id"], now)
         for account in accounts:
-            conn.execute(self.sql.REMOVE_ACCOUNT, (now, account["id"]))
-        conn.execute(self.sql.REMOVE_SITE, (now, row["id"]))
+            self.tables.remove_account(account["id"], now)
+        self.tables.remove_site(row["id"], now)
         return Removed(
             sites=(str(row["name"]),),
             accounts=tuple(str(a["effective"]) for a in accounts),
@@ -758,7 +747,7 @@ class Registry:
         st = self._station_or_only(station)
         ln = self._line(st, line_number(line))
         effective = effective_number(ln.prefix, account_number(number))
-        row = self.conn.execute(self.sql.ACCOUNT_BY_EFFECTIVE, (st.id, effective)).fetchone()
+        row = self.tables.account_by_effective(st.id, effective)
         if row is None:
             raise NotFoundError(f"station {st.name!r} has no account {effective}")
         return st, row
@@ -788,9 +777,9 @@ class Registry:
         if window_policy not in (KEEP, None, *WINDOW_POLICIES):
             raise InvalidInputError(f"window policy must be reject or flag, got {window_policy!r}")
         try:
-            with self._write() as conn:
+            with self._write():
                 st, row = self._account(station, line, number)
-                old_line = conn.execute(self.sql.LINE_BY_ID, (row["line_id"],)).fetchone()
+                old_line = self.tables.line_by_id(row["line_id"])
                 target_line = line_number(new_line) if new_line is not None else old_line["number"]
                 target_number = (
                     account_number(new_number) if new_number is not None else row["number"]
@@ -802,19 +791,20 @@ class Registry:
                 site_id = row["site_id"]
                 if site is not KEEP:
                     site_id = int(self._site(site)["id"]) if site is not None else None
-                current = conn.execute(self.sql.ACCOUNT_SETTINGS, (row["id"],)).fetchone()
-                conn.execute(
-                    self.sql.UPDATE_ACCOUNT,
-                    (
-                        ln.id,
-                        target_number,
-                        check.effective,
-                        site_id,
-                        current["supervision"] if supervision is KEEP else supervision,
-                        current["window_past"] if window_past is KEEP else window_past,
-                        current["window_future"] if window_future is KEEP else window_future,
-                        current["window_policy"] if window_policy is KEEP else window_policy,
-                        row["id"],
+                current = self.tables.account_settings(row["id"])
+                self.tables.update_account(
+                    row["id"],
+                    line_id=ln.id,
+                    number=target_number,
+                    effective=check.effective,
+                    site_id=site_id,
+                    supervision=current["supervision"] if supervision is KEEP else supervision,
+                    window_past=current["window_past"] if window_past is KEEP else window_past,
+                    window_future=(
+                        current["window_future"] if window_future is KEEP else window_future
+                    ),
+                    window_policy=(
+                        current["window_policy"] if window_policy is KEEP else window_policy
                     ),
                 )
                 detached: tuple[str, ...] = ()
@@ -825,7 +815,7 @@ class Registry:
                         attached += self._attach_waiting_bridges(int(row["site_id"]))
                     if site_id is not None:
                         attached += self._attach_waiting_bridges(int(site_id))
-        except self.sql.IntegrityError:
+        except RowRefusedError:
             raise CollisionError(
                 f"account {number.strip()} refused: its new number was taken meanwhile"
             ) from None
@@ -840,9 +830,9 @@ class Registry:
     def remove_account(self, station: str | None, line: str, number: str) -> AccountEdit:
         """Mark an account removed: its number is free again; its signals stay in the journal.
         Bridges reporting under it wait for the site's next account."""
-        with self._write() as conn:
+        with self._write():
             st, row = self._account(station, line, number)
-            conn.execute(self.sql.REMOVE_ACCOUNT, (time.time(), row["id"]))
+            self.tables.remove_account(row["id"], time.time())
             detached = self._detach_bridges(int(row["id"]))
             attached: tuple[str, ...] = ()
             if row["site_id"] is not None:
@@ -869,19 +859,16 @@ class Registry:
         key (or plaintext, if it had none) are still accepted until then; returns that
         deadline (epoch seconds), None without grace."""
         grace = non_negative(grace, "grace")
-        with self._write() as conn:
+        with self._write():
             _, row = self._account(station, line, number)
             until = time.time() + grace if grace else None
-            conn.execute(
-                self.sql.SET_ACCOUNT_KEY,
-                (
-                    key.text,
-                    key.format,
-                    row["key_text"] if until is not None else None,
-                    row["key_format"] if until is not None else None,
-                    until,
-                    row["id"],
-                ),
+            self.tables.set_account_key(
+                row["id"],
+                key_text=key.text,
+                key_format=key.format,
+                previous_text=row["key_text"] if until is not None else None,
+                previous_format=row["key_format"] if until is not None else None,
+                grace_until=until,
             )
         return until
 
@@ -889,7 +876,7 @@ class Registry:
 
     def _bridge(self, serial: str) -> Any:
         serial = bridge_serial(serial)
-        row = self.conn.execute(self.sql.BRIDGE_BY_SERIAL, (serial,)).fetchone()
+        row = self.tables.bridge_by_serial(serial)
         if row is None:
             raise NotFoundError(f"no bridge {serial}")
         return row
@@ -940,32 +927,27 @@ class Registry:
     ) -> str:
         renamed = bridge_serial(new_serial) if new_serial is not None else None
         try:
-            with self._write() as conn:
+            with self._write():
                 row = self._bridge(serial)
                 final = renamed or str(row["serial"])
                 if renamed is not None and renamed != row["serial"]:
-                    holder = conn.execute(self.sql.BRIDGE_BY_SERIAL, (renamed,)).fetchone()
+                    holder = self.tables.bridge_by_serial(renamed)
                     if holder is not None:
                         raise CollisionError(
                             f"serial {renamed} is held by another bridge", holder=renamed
                         )
                 site_row = (
-                    self._site(site)
-                    if site is not None
-                    else conn.execute(self.sql.SITE_BY_ID, (row["site_id"],)).fetchone()
+                    self._site(site) if site is not None else self.tables.site_by_id(row["site_id"])
                 )
                 if site is None and account is None:
                     account_id = row["account_id"]
                     label = None
                     if account_id is not None:
-                        label = conn.execute(self.sql.ACCOUNT_BY_ID, (account_id,)).fetchone()[
-                            "effective"
-                        ]
+                        label = self.tables.account_by_id(account_id)["effective"]
                 else:
                     account_id, label = self._site_account(site_row, account)
                 zones = {
-                    int(r["channel"]): int(r["zone"])
-                    for r in conn.execute(self.sql.BRIDGE_ZONES, (row["id"],))
+                    int(r["channel"]): int(r["zone"]) for r in self.tables.bridge_zones(row["id"])
                 }
                 if first_zone is not None:
                     _zones_in_range(first_zone, int(row["channels"]))
@@ -973,31 +955,28 @@ class Registry:
                 self._refuse_zone_collision(
                     account_id, label, zones.values(), own_bridge=str(row["serial"])
                 )
-                conn.execute(
-                    self.sql.UPDATE_BRIDGE,
-                    (
-                        final,
-                        row["model"] if model is KEEP else ((model or "").strip() or None),
-                        site_row["id"],
-                        account_id,
-                        row["id"],
-                    ),
+                self.tables.update_bridge(
+                    row["id"],
+                    serial=final,
+                    model=row["model"] if model is KEEP else ((model or "").strip() or None),
+                    site_id=site_row["id"],
+                    account_id=account_id,
                 )
                 # Through NULL, so the (account, zone) index never sees a half-shifted bridge.
-                conn.execute(self.sql.DETACH_CHANNELS, (row["id"],))
+                self.tables.detach_channels(row["id"])
                 if first_zone is not None:
-                    conn.execute(self.sql.SHIFT_BRIDGE_ZONES, (first_zone, row["id"]))
-                conn.execute(self.sql.BRIDGE_CHANNELS_ACCOUNT, (account_id, row["id"]))
-        except self.sql.IntegrityError as exc:
+                    self.tables.shift_bridge_zones(row["id"], first_zone)
+                self.tables.set_channels_account(row["id"], account_id)
+        except RowRefusedError as exc:
             raise CollisionError(f"bridge {serial.strip().upper()} refused: {exc}") from None
         return final
 
     def remove_bridge(self, serial: str) -> str:
         """Mark a bridge removed: its serial is free again, its zones too; signals stay."""
-        with self._write() as conn:
+        with self._write():
             row = self._bridge(serial)
-            conn.execute(self.sql.DELETE_BRIDGE_CHANNELS, (row["id"],))
-            conn.execute(self.sql.REMOVE_BRIDGE, (time.time(), row["id"]))
+            self.tables.delete_bridge_channels(row["id"])
+            self.tables.remove_bridge(row["id"], time.time())
         return str(row["serial"])
 
     def set_token(self, serial: str, token: str, *, grace: float | None = None) -> float | None:
@@ -1005,12 +984,11 @@ class Registry:
         in until then (returned, epoch seconds)."""
         token = bridge_token(token)
         grace = non_negative(grace, "grace")
-        with self._write() as conn:
+        with self._write():
             row = self._bridge(serial)
             until = time.time() + grace if grace else None
-            conn.execute(
-                self.sql.SET_BRIDGE_TOKEN,
-                (token, row["token"] if until is not None else None, until, row["id"]),
+            self.tables.set_bridge_token(
+                row["id"], token, row["token"] if until is not None else None, until
             )
         return until
 
@@ -1019,22 +997,25 @@ class Registry:
         rows = list(rows)
         problems: list[ImportProblem] = []
         seen: dict[str, int] = {}
-        self.conn.execute(self.sql.BEGIN_WRITE)
+        self.tables.begin_write()
         try:
             for row in rows:
                 # A refused row is undone alone (PostgreSQL aborts the whole transaction on a
                 # refused statement unless it is inside a savepoint).
-                self.conn.execute(self.sql.SAVEPOINT_ROW)
+                self.tables.savepoint("import_row")
                 problem = self._import_bridge(row, seen)
                 if problem is not None:
                     problems.append(problem)
-                    self.conn.execute(self.sql.ROLLBACK_ROW)
-                self.conn.execute(self.sql.RELEASE_ROW)
+                    self.tables.rollback_to("import_row")
+                self.tables.release("import_row")
         except BaseException:
-            self.conn.execute(self.sql.ROLLBACK)
+            self.tables.rollback()
             raise
         # A dry run or a refused import writes nothing.
-        self.conn.execute(self.sql.ROLLBACK if (dry_run or problems) else self.sql.COMMIT)
+        if dry_run or problems:
+            self.tables.rollback()
+        else:
+            self.tables.commit()
         imported = 0 if (dry_run or problems) else len(rows)
         return ImportReport("", len(rows), imported, dry_run, tuple(problems))
 
@@ -1065,7 +1046,7 @@ class Registry:
             return ImportProblem(row.line, "collision", str(exc))
         except InvalidInputError as exc:
             return ImportProblem(row.line, "invalid", str(exc))
-        except self.sql.IntegrityError as exc:
+        except RowRefusedError as exc:
             return ImportProblem(row.line, "collision", f"refused by the store: {exc}")
         return None
 
@@ -1078,9 +1059,9 @@ class Registry:
         site's account (``account_id`` None), on that bridge alone."""
         rows: list[Any] = []
         if account_id is not None:
-            rows = self.conn.execute(self.sql.ZONE_HOLDERS, (account_id,)).fetchall()
+            rows = self.tables.zone_holders(account_id)
         elif bridge_id:
-            rows = self.conn.execute(self.sql.ZONE_HOLDERS_OF_BRIDGE, (bridge_id,)).fetchall()
+            rows = self.tables.zone_holders_of_bridge(bridge_id)
         return {int(r["zone"]): (r["serial"], int(r["channel"])) for r in rows}
 
     def _refuse_zone_collision(
@@ -1108,36 +1089,37 @@ class Registry:
     def _attach_waiting_bridges(self, site_id: int) -> tuple[str, ...]:
         """Give a site's waiting bridges its account, once it has exactly one. A bridge whose zones
         collide with another bridge on that account keeps waiting (``set-channel`` its zones)."""
-        accounts = self.conn.execute(self.sql.ACCOUNTS_OF_SITE, (site_id,)).fetchall()
+        accounts = self.tables.accounts_of_site(site_id)
         if len(accounts) != 1:
             return ()
         account_id = int(accounts[0]["id"])
         attached = []
-        for bridge in self.conn.execute(self.sql.WAITING_BRIDGES, (site_id,)).fetchall():
-            self.conn.execute(self.sql.SAVEPOINT_ATTACH)
+        for bridge in self.tables.waiting_bridges(site_id):
+            self.tables.savepoint("attach_bridge")
             try:
-                self.conn.execute(self.sql.ATTACH_BRIDGE, (account_id, bridge["id"]))
-                self.conn.execute(self.sql.ATTACH_CHANNELS, (account_id, bridge["id"]))
-            except self.sql.IntegrityError:
-                self.conn.execute(self.sql.ROLLBACK_ATTACH)
+                self.tables.attach_bridge(bridge["id"], account_id)
+            except RowRefusedError:
+                self.tables.rollback_to("attach_bridge")
             else:
                 attached.append(str(bridge["serial"]))
-            self.conn.execute(self.sql.RELEASE_ATTACH)
+            self.tables.release("attach_bridge")
         return tuple(attached)
 
     def _detach_bridges(self, account_id: int) -> tuple[str, ...]:
         """Bridges reporting under an account stop doing so (they wait for their site's)."""
         detached = []
-        for bridge in self.conn.execute(self.sql.BRIDGES_OF_ACCOUNT, (account_id,)).fetchall():
-            self.conn.execute(self.sql.DETACH_BRIDGE, (bridge["id"],))
-            self.conn.execute(self.sql.DETACH_CHANNELS, (bridge["id"],))
+        for bridge in self.tables.bridges_of_account(account_id):
+            self.tables.detach_bridge(bridge["id"])
             detached.append(str(bridge["serial"]))
         return tuple(detached)
 
-    def _overrides(self, query: str, column: str, owner: int) -> dict[str, LibraryOverride]:
-        """The library overrides ``query`` reads whose ``column`` (dealer or site) is ``owner``."""
+    @staticmethod
+    def _overrides(
+        rows: Iterable[RegistryRow], column: str, owner: int
+    ) -> dict[str, LibraryOverride]:
+        """The library overrides among ``rows`` whose ``column`` (dealer or site) is ``owner``."""
         found = {}
-        for row in self.conn.execute(query):
+        for row in rows:
             if row[column] == owner:
                 enabled = None if row["enabled"] is None else bool(row["enabled"])
                 found[row["zone_type"]] = LibraryOverride(code=row["code"], enabled=enabled)
@@ -1155,21 +1137,21 @@ def _collision(effective: str, station: str, holder: Holder) -> CollisionError:
     )
 
 
-def _account_params(
+def _account_row(
     station: StationRecord, line: LineRecord, spec: AccountSpec, site_id: int | None
-) -> tuple[Any, ...]:
-    return (
-        station.id,
-        line.id,
-        spec.number,
-        effective_number(line.prefix, spec.number),
-        site_id,
-        spec.key.text if spec.key else None,
-        spec.key.format if spec.key else None,
-        spec.supervision,
-        spec.window_past,
-        spec.window_future,
-        spec.window_policy,
+) -> AccountRow:
+    return AccountRow(
+        station_id=station.id,
+        line_id=line.id,
+        number=spec.number,
+        effective=effective_number(line.prefix, spec.number),
+        site_id=site_id,
+        key_text=spec.key.text if spec.key else None,
+        key_format=spec.key.format if spec.key else None,
+        supervision=spec.supervision,
+        window_past=spec.window_past,
+        window_future=spec.window_future,
+        window_policy=spec.window_policy,
     )
 
 

@@ -29,7 +29,7 @@ and a bridge state row ride in the journal's transaction without the caller writ
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
@@ -45,6 +45,11 @@ if TYPE_CHECKING:
 
 class StoreError(ReceiverError, OSError):
     """The store failed or its outcome is unknown (the caller must not ACK what it carried)."""
+
+
+class RowRefusedError(ReceiverError):
+    """A unique index (or a check) of the database refused a registry row; the message is the
+    database's own (either driver's)."""
 
 
 class AccountTakenError(CollisionError):
@@ -293,7 +298,7 @@ class AccountRow:
     supervision: float | None = None
     window_past: float | None = None
     window_future: float | None = None
-    window_policy: Literal["reject", "flag"] | None = None
+    window_policy: str | None = None  # "reject" or "flag" (the registry checked it)
 
 
 @attrs.frozen
@@ -305,6 +310,12 @@ class AccountHolder:
     effective: str
     line: str
     site: str | None
+
+
+# A registry row read by column name (``row["id"]``), the same on both backends.
+RegistryRow = Mapping[str, Any]
+# The registry's two savepoints: one waiting bridge attached, one CSV row of a bridge import.
+Savepoint = Literal["attach_bridge", "import_row"]
 
 
 UserRole = Literal["admin", "operator", "viewer"]
@@ -395,6 +406,254 @@ class RegistryStore(Protocol):
     def accounts(self) -> list[dict[str, Any]]:
         """Every account with what the receiver needs to act on a frame."""
         ...
+
+
+@runtime_checkable
+class RegistryTables(Protocol):
+    """The registry's tables as the registry service (``receiver.registry.service``) and the
+    hot path's index (``receiver.registry_index``) use them: one typed method per read or
+    write, no SQL. ``receiver.store.registry_tables.SqlRegistryTables`` implements it for
+    SQLite and PostgreSQL (each through its own registry SQL module); ``MemoryStore.registry``
+    gives one in memory.
+
+    The caller owns the transaction: ``begin_write`` serializes registry writers (SQLite
+    ``BEGIN IMMEDIATE``; PostgreSQL an advisory lock, on every node), ``begin_read`` is one
+    snapshot. The unique indexes are the last line of defence: a refused row raises
+    :class:`RowRefusedError` (inside a write, roll back or to a savepoint).
+    """
+
+    def close(self) -> None: ...
+
+    @property
+    def in_transaction(self) -> bool: ...
+
+    def begin_write(self) -> None: ...
+
+    def begin_read(self) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+    def savepoint(self, name: Savepoint) -> None: ...
+
+    def rollback_to(self, name: Savepoint) -> None: ...
+
+    def release(self, name: Savepoint) -> None: ...
+
+    def generation(self) -> int: ...
+
+    def station_by_name(self, name: str) -> RegistryRow | None: ...
+
+    def stations(self) -> list[RegistryRow]: ...
+
+    def insert_station(self, name: str, xml_output: str | None, passkey: str | None) -> int: ...
+
+    def update_station(
+        self, station_id: int, name: str, xml_output: str | None, passkey: str | None
+    ) -> None: ...
+
+    def station_lines(self, station_id: int) -> list[RegistryRow]: ...
+
+    def line(self, station_id: int, number: str) -> RegistryRow | None: ...
+
+    def line_by_id(self, line_id: int) -> RegistryRow: ...
+
+    def lines_of_station(self, station_id: int) -> list[RegistryRow]: ...
+
+    def all_lines(self) -> list[RegistryRow]: ...
+
+    def insert_line(self, station_id: int, number: str, prefix: str) -> None: ...
+
+    def dealer_by_name(self, name: str) -> RegistryRow | None: ...
+
+    def dealers(self) -> list[RegistryRow]: ...
+
+    def insert_dealer(self, name: str) -> None: ...
+
+    def rename_dealer(self, dealer_id: int, name: str) -> None: ...
+
+    def remove_dealer(self, dealer_id: int, at: float) -> None: ...
+
+    def sites_of_dealer(self, dealer_id: int) -> list[RegistryRow]: ...
+
+    def site_by_name(self, name: str) -> RegistryRow | None: ...
+
+    def site_by_id(self, site_id: int) -> RegistryRow: ...
+
+    def site_details(self, site_id: int) -> RegistryRow: ...
+
+    def site_ids(self) -> list[RegistryRow]: ...
+
+    def sites(self) -> list[RegistryRow]: ...
+
+    def site_dealers(self) -> list[RegistryRow]: ...
+
+    def insert_site(
+        self, name: str, dealer_id: int, address: str | None, arming_source: str | None
+    ) -> None: ...
+
+    def update_site(
+        self,
+        site_id: int,
+        name: str,
+        dealer_id: int,
+        address: str | None,
+        arming_source: str | None,
+    ) -> None: ...
+
+    def remove_site(self, site_id: int, at: float) -> None: ...
+
+    def holder(self, station_id: int, effective: str) -> RegistryRow | None: ...
+
+    def holders_of_station(self, station_id: int) -> list[RegistryRow]: ...
+
+    def insert_account_rows(self, rows: Sequence[AccountRow]) -> None: ...
+
+    def accounts_of_site(self, site_id: int) -> list[RegistryRow]: ...
+
+    def account_by_id(self, account_id: int) -> RegistryRow: ...
+
+    def account_by_effective(self, station_id: int, effective: str) -> RegistryRow | None: ...
+
+    def account_settings(self, account_id: int) -> RegistryRow: ...
+
+    def update_account(
+        self,
+        account_id: int,
+        *,
+        line_id: int,
+        number: str,
+        effective: str,
+        site_id: int | None,
+        supervision: float | None,
+        window_past: float | None,
+        window_future: float | None,
+        window_policy: str | None,
+    ) -> None: ...
+
+    def set_account_key(
+        self,
+        account_id: int,
+        *,
+        key_text: str,
+        key_format: str,
+        previous_text: str | None,
+        previous_format: str | None,
+        grace_until: float | None,
+    ) -> None: ...
+
+    def remove_account(self, account_id: int, at: float) -> None: ...
+
+    def accounts(self) -> list[RegistryRow]:
+        """Every account with what the receiver needs to act on a frame (any order)."""
+        ...
+
+    def accounts_ordered(self) -> list[RegistryRow]: ...
+
+    def accounts_of_station(self, station: str) -> list[RegistryRow]: ...
+
+    def dealer_override(self, dealer_id: int, zone_type: str) -> RegistryRow | None: ...
+
+    def site_override(self, site_id: int, zone_type: str) -> RegistryRow | None: ...
+
+    def insert_override(
+        self,
+        dealer_id: int | None,
+        site_id: int | None,
+        zone_type: str,
+        code: str | None,
+        enabled: int | None,
+    ) -> None: ...
+
+    def update_override(self, override_id: int, code: str | None, enabled: int | None) -> None: ...
+
+    def delete_override(self, override_id: int) -> None: ...
+
+    def dealer_overrides(self) -> list[RegistryRow]: ...
+
+    def site_overrides(self) -> list[RegistryRow]: ...
+
+    def bridge_by_serial(self, serial: str) -> RegistryRow | None: ...
+
+    def bridges(self) -> list[RegistryRow]: ...
+
+    def bridges_of_account(self, account_id: int) -> list[RegistryRow]: ...
+
+    def bridges_of_site(self, site_id: int) -> list[RegistryRow]: ...
+
+    def waiting_bridges(self, site_id: int) -> list[RegistryRow]: ...
+
+    def sites_waiting(self) -> list[RegistryRow]: ...
+
+    def insert_bridge(
+        self,
+        serial: str,
+        *,
+        token: str,
+        model: str | None,
+        channels: int,
+        site_id: int,
+        account_id: int | None,
+    ) -> int: ...
+
+    def update_bridge(
+        self,
+        bridge_id: int,
+        *,
+        serial: str,
+        model: str | None,
+        site_id: int,
+        account_id: int | None,
+    ) -> None: ...
+
+    def set_bridge_token(
+        self, bridge_id: int, token: str, previous: str | None, grace_until: float | None
+    ) -> None: ...
+
+    def remove_bridge(self, bridge_id: int, at: float) -> None: ...
+
+    def attach_bridge(self, bridge_id: int, account_id: int) -> None:
+        """The bridge and its channels report under ``account_id`` (it waited for it)."""
+        ...
+
+    def detach_bridge(self, bridge_id: int) -> None:
+        """The bridge and its channels report under no account (they wait for one)."""
+        ...
+
+    def insert_channels(self, rows: Sequence[tuple[int, int, int | None, int, str]]) -> None:
+        """(bridge id, channel, account id, zone, zone type) rows."""
+        ...
+
+    def channel(self, bridge_id: int, channel: int) -> RegistryRow: ...
+
+    def channels(self) -> list[RegistryRow]: ...
+
+    def update_channel(
+        self,
+        bridge_id: int,
+        channel: int,
+        *,
+        zone: int,
+        zone_type: str,
+        camera: str | None,
+        code: str | None,
+        enabled: int | None,
+    ) -> None: ...
+
+    def detach_channels(self, bridge_id: int) -> None: ...
+
+    def set_channels_account(self, bridge_id: int, account_id: int | None) -> None: ...
+
+    def shift_bridge_zones(self, bridge_id: int, first_zone: int) -> None: ...
+
+    def bridge_zones(self, bridge_id: int) -> list[RegistryRow]: ...
+
+    def delete_bridge_channels(self, bridge_id: int) -> None: ...
+
+    def zone_holders(self, account_id: int) -> list[RegistryRow]: ...
+
+    def zone_holders_of_bridge(self, bridge_id: int) -> list[RegistryRow]: ...
 
 
 class OutputCursorStore(Protocol):

@@ -14,6 +14,7 @@ from receiver.registry import (
     AccountKey,
     AccountSpec,
     Registry,
+    backends,
     line_number,
     read_import_csv,
 )
@@ -36,11 +37,7 @@ def accounts(reg: Registry) -> list[tuple[str, str, str]]:
 
 
 def generation(reg: Registry) -> int:
-    return int(
-        reg.conn.execute("SELECT value FROM meta WHERE key='registry_generation'").fetchone()[
-            "value"
-        ]
-    )
+    return reg.tables.generation()
 
 
 def test_prefixed_line_collides_with_typed_prefix_both_ways(registry: Registry) -> None:
@@ -147,14 +144,18 @@ def test_unique_index_violation_becomes_a_collision_naming_the_holder(
     assert accounts(registry) == [("1", "777", "ABC777")]
 
 
-def test_database_enforces_uniqueness_on_its_own(registry: Registry) -> None:
+def test_database_enforces_uniqueness_on_its_own(registry: Registry, store_location: str) -> None:
     """A raw insert of a taken effective number fails in the database itself."""
     registry.add_account("S1", AccountSpec(number="1234"))
-    with pytest.raises(registry.sql.IntegrityError):
-        registry.conn.execute(
-            "INSERT INTO accounts (station_id, line_id, number, effective) "
-            "SELECT station_id, line_id, 'x', '1234' FROM accounts"
-        )
+    raw = backends.connect(store_location)
+    try:
+        with pytest.raises(backends.sql_for(raw).IntegrityError):
+            raw.execute(
+                "INSERT INTO accounts (station_id, line_id, number, effective) "
+                "SELECT station_id, line_id, 'x', '1234' FROM accounts"
+            )
+    finally:
+        raw.close()
 
 
 def test_keys_are_validated_and_exposed_raw() -> None:

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocols.errors import CollisionError
-from receiver.registry import AccountSpec, ImportRow, Registry, effective_number
+from receiver.registry import AccountSpec, ImportRow, Registry, backends, effective_number
 
 ALNUM = string.ascii_letters + string.digits
 # Numbers drawn from a small alphabet so that collisions (case, prefixes) are frequent.
@@ -29,9 +29,10 @@ line_numbers = st.sampled_from(sorted(PREFIXES))
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    reg = Registry.open(Path(tmp_path_factory.mktemp("props")) / "r.sqlite3")
+    conn = backends.connect(Path(tmp_path_factory.mktemp("props")) / "r.sqlite3")
     # Thousands of tiny commits: these properties are about comparison, not durability.
-    reg.conn.execute("PRAGMA synchronous = OFF")
+    conn.execute("PRAGMA synchronous = OFF")
+    reg = Registry(conn)
     yield reg
     reg.close()
 

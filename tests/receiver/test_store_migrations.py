@@ -62,16 +62,9 @@ def test_bridges_survive_the_rebuild_that_lets_them_wait_for_an_account(tmp_path
     upgraded.close()
     registry = Registry.open(path)
     try:
-        generation = int(
-            registry.conn.execute(
-                "SELECT value FROM meta WHERE key = 'registry_generation'"
-            ).fetchone()[0]
-        )
+        generation = registry.tables.generation()
         registry.set_channel("B1", 3, zone=30)
         assert {r["zone"] for r in registry.list_bridges()} >= {"001", "012", "030"}
-        after = registry.conn.execute(
-            "SELECT value FROM meta WHERE key = 'registry_generation'"
-        ).fetchone()[0]
-        assert int(after) > generation
+        assert registry.tables.generation() > generation
     finally:
         registry.close()
