@@ -375,6 +375,11 @@ class RegistryStore(Protocol):
     """The registry operations that need the database's own guarantees (the unique index, the
     change generation); reads for the in-memory index go through ``accounts``."""
 
+    def registry(self) -> RegistryTables:
+        """The registry's tables (what ``receiver.registry.Registry`` and ``RegistryIndex.load``
+        run on), on a connection of their own: the caller closes them."""
+        ...
+
     def registry_generation(self) -> int:
         """A number that changes with every committed registry change."""
         ...

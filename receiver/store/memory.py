@@ -6,6 +6,9 @@ everything in one ``append`` applied together or not at all, writes under a leas
 ``receiver/store/fencing.py`` says) and nothing of durability. Not for the service: a
 receiver's alarms belong on disk.
 
+The registry's tables (``registry()``) are SQLite's in-memory database with the store's
+migrations: the registry's rules live in its unique indexes and triggers.
+
 Leases are kept as the SQLite store keeps them (``receiver/store/lease_sql.py``): taken when
 free, expired or already the taker's, each take a new epoch (a renewal keeps it), released by
 expiring now; the clock is ``time.time`` unless a test gives its own.
@@ -39,6 +42,7 @@ from receiver.store.signal_rows import to_us
 
 if TYPE_CHECKING:
     from receiver.history import HistoryQuery
+    from receiver.store.interface import RegistryTables
 
 
 @attrs.define
@@ -69,6 +73,7 @@ class MemoryStore:
         self.closed = False
         self._next_seq = 1
         self._lock = threading.Lock()
+        self._registry: RegistryTables | None = None
 
     def fail_next(self, calls: int = 1) -> None:
         self.failures += calls
@@ -80,6 +85,24 @@ class MemoryStore:
 
     def close(self) -> None:
         self.closed = True
+
+    # -- registry ----------------------------------------------------------------------------
+
+    def registry(self) -> RegistryTables:
+        """The registry's tables, in memory: SQLite's ``:memory:`` database with the store's own
+        migrations, so the unique indexes that enforce the registry's rules (an effective number
+        once per station, a name, a serial, a zone per account) and the generation triggers are
+        the store's, not a second copy of them. The same tables on every call (closing them
+        ends this store's registry)."""
+        with self._lock:
+            if self._registry is None:
+                from receiver.store import registry_sql  # noqa: PLC0415
+                from receiver.store.registry_tables import SqlRegistryTables  # noqa: PLC0415
+                from receiver.store.sqlite import connect  # noqa: PLC0415
+
+                conn = connect(":memory:", check_same_thread=False)
+                self._registry = SqlRegistryTables(conn, registry_sql)
+            return self._registry
 
     # -- leases ------------------------------------------------------------------------------
 

@@ -56,6 +56,7 @@ from receiver.store.state_rows import cursor_params, state_params
 if TYPE_CHECKING:
     from receiver.bridge_state import BridgeReportRead
     from receiver.history import HistoryQuery
+    from receiver.store.interface import RegistryTables
     from receiver.store.usage_sql import UsageRead
 
 T = TypeVar("T")
@@ -265,6 +266,15 @@ class SqliteStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+    def registry(self) -> RegistryTables:
+        """The registry's tables on a connection of their own to this file (the caller closes
+        them; usable from one worker thread at a time)."""
+        from receiver.store import registry_sql  # noqa: PLC0415
+        from receiver.store.registry_tables import SqlRegistryTables  # noqa: PLC0415
+
+        conn = connect(self.path, check_same_thread=False, create=self.create)
+        return SqlRegistryTables(conn, registry_sql)
 
     def read_snapshot(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` (this package's readers: journal verify) in one read transaction."""

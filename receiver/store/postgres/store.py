@@ -71,6 +71,7 @@ from receiver.store.state_rows import cursor_params, state_params
 if TYPE_CHECKING:
     from receiver.bridge_state import BridgeReportRead
     from receiver.history import HistoryQuery
+    from receiver.store.interface import RegistryTables
     from receiver.store.usage_sql import UsageRead
 
 _COLUMN_TYPES = {
@@ -446,6 +447,14 @@ class PostgresStore:
         return {int(r["id"]): str(r["name"]) for r in rows}
 
     # -- registry --------------------------------------------------------------------------
+
+    def registry(self) -> RegistryTables:
+        """The registry's tables on a connection of their own (the caller closes them)."""
+        from receiver.store.postgres import registry_sql  # noqa: PLC0415
+        from receiver.store.postgres.statements import StatementConnection  # noqa: PLC0415
+        from receiver.store.registry_tables import SqlRegistryTables  # noqa: PLC0415
+
+        return SqlRegistryTables(StatementConnection.open(self.url), registry_sql)
 
     def registry_generation(self) -> int:
         with self._use("registry read") as conn:
