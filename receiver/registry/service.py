@@ -15,9 +15,12 @@ Rules:
 - Key and token rotation keep the previous key (token) until a grace deadline (epoch
   seconds); the hot path accepts either until then, afterwards only the new one.
 - Zone numbers are unique within one account across all its bridges.
-- The SQL lives in the store backend's module (``receiver.store.registry_sql`` for SQLite,
-  ``receiver.store.postgres.registry_sql`` for PostgreSQL: the same names); the service runs
-  whichever ``receiver.registry.backends`` picks for its connection and never asks which.
+- The service calls the typed methods of the store's
+  :class:`~receiver.store.interface.RegistryTables` and never runs a statement: the SQL lives
+  in the store backend's module (``receiver.store.registry_sql`` for SQLite,
+  ``receiver.store.postgres.registry_sql`` for PostgreSQL), run by
+  ``receiver.store.registry_tables``; the service never asks which backend it is on. A row a
+  unique index refuses is :class:`~receiver.store.interface.RowRefusedError` on both.
   On PostgreSQL the write transaction takes an advisory lock, so writers on every node
   serialize as SQLite's ``BEGIN IMMEDIATE`` makes them.
 """
@@ -76,9 +79,9 @@ Progress = Callable[[int, int], None]
 
 
 class Registry:
-    """The registry service over one store connection (autocommit; explicit transactions),
-    SQLite or PostgreSQL; ``sql`` is that backend's SQL module (picked from the connection
-    when not given)."""
+    """The registry service over the registry's tables of one store (``store.registry()``), or
+    over a connection to one (SQLite or PostgreSQL, autocommit; the service opens its
+    transactions explicitly)."""
 
     def __init__(self, store: RegistryConnection | RegistryTables) -> None:
         self.tables = backends.tables_for(store)
@@ -129,7 +132,7 @@ class Registry:
             raise NotFoundError(f"no dealer named {name.strip()!r}")
         return int(row["id"])
 
-    def _site(self, name: str) -> Any:
+    def _site(self, name: str) -> RegistryRow:
         row = self.tables.site_by_name(name.strip())
         if row is None:
             raise NotFoundError(f"no site named {name.strip()!r}")
@@ -479,7 +482,9 @@ class Registry:
             ],
         )
 
-    def _site_account(self, site_row: Any, account: str | None) -> tuple[int | None, str | None]:
+    def _site_account(
+        self, site_row: RegistryRow, account: str | None
+    ) -> tuple[int | None, str | None]:
         """The account a new bridge reports under: the site's only one, or ``account``; (None,
         None) when the site has none yet (the bridge waits for it)."""
         accounts = self.tables.accounts_of_site(site_row["id"])
@@ -743,7 +748,9 @@ class Registry:
 
     # -- account lifecycle --------------------------------------------------------------------
 
-    def _account(self, station: str | None, line: str, number: str) -> tuple[StationRecord, Any]:
+    def _account(
+        self, station: str | None, line: str, number: str
+    ) -> tuple[StationRecord, RegistryRow]:
         st = self._station_or_only(station)
         ln = self._line(st, line_number(line))
         effective = effective_number(ln.prefix, account_number(number))
@@ -874,7 +881,7 @@ class Registry:
 
     # -- bridge lifecycle --------------------------------------------------------------------
 
-    def _bridge(self, serial: str) -> Any:
+    def _bridge(self, serial: str) -> RegistryRow:
         serial = bridge_serial(serial)
         row = self.tables.bridge_by_serial(serial)
         if row is None:

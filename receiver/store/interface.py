@@ -28,7 +28,7 @@ and a bridge state row ride in the journal's transaction without the caller writ
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import attrs
@@ -312,8 +312,15 @@ class AccountHolder:
     site: str | None
 
 
-# A registry row read by column name (``row["id"]``), the same on both backends.
-RegistryRow = Mapping[str, Any]
+class RegistryRow(Protocol):
+    """A registry row read by column name (``row["id"]``): a ``sqlite3.Row`` or psycopg's dict
+    row as the driver gives it (no copy: the index reads every account at each refresh)."""
+
+    def __getitem__(self, column: str, /) -> Any: ...
+
+    def keys(self) -> Iterable[str]: ...
+
+
 # The registry's two savepoints: one waiting bridge attached, one CSV row of a bridge import.
 Savepoint = Literal["attach_bridge", "import_row"]
 

@@ -5,7 +5,7 @@ Rules:
   (``receiver.store.registry_sql`` for SQLite, ``receiver.store.postgres.registry_sql`` for
   PostgreSQL: the same names), so the registry service and the index call methods and never
   run a statement; the SQL and the driver stay in ``receiver/store/``.
-- Rows are read by column name (plain dicts, the same on both drivers).
+- Rows are read by column name, as the driver gives them (``sqlite3.Row``, psycopg's dict row).
 - The transaction is the caller's: ``begin_write`` (SQLite ``BEGIN IMMEDIATE``; PostgreSQL an
   advisory lock, so registry writers on every node serialize), ``begin_read`` (one snapshot),
   ``commit``/``rollback`` and the two named savepoints. The database's unique indexes stay the
@@ -64,12 +64,12 @@ class SqlRegistryTables:
 
     def _one(self, name: str, params: Sequence[Any] = ()) -> RegistryRow | None:
         with self._refusals():
-            row = self.conn.execute(getattr(self.sql, name), params).fetchone()
-        return None if row is None else dict(row)
+            row: RegistryRow | None = self.conn.execute(getattr(self.sql, name), params).fetchone()
+        return row
 
     def _all(self, name: str, params: Sequence[Any] = ()) -> list[RegistryRow]:
         with self._refusals():
-            return [dict(row) for row in self.conn.execute(getattr(self.sql, name), params)]
+            return self.conn.execute(getattr(self.sql, name), params).fetchall()
 
     def _row(self, name: str, params: Sequence[Any]) -> RegistryRow:
         """The row of an id read in this transaction (or an ``INSERT ... RETURNING``)."""
