@@ -1045,6 +1045,8 @@ class Registry:
             self._insert_bridge(
                 new, values.get("site", ""), values.get("account", "").strip() or None
             )
+        except RowRefusedError as exc:  # a RegistryError: before that clause
+            return ImportProblem(row.line, "collision", f"refused by the store: {exc}")
         except CollisionError as exc:
             return ImportProblem(row.line, "collision", str(exc))
         except NotFoundError as exc:
@@ -1053,8 +1055,6 @@ class Registry:
             return ImportProblem(row.line, "collision", str(exc))
         except InvalidInputError as exc:
             return ImportProblem(row.line, "invalid", str(exc))
-        except RowRefusedError as exc:
-            return ImportProblem(row.line, "collision", f"refused by the store: {exc}")
         return None
 
     # -- shared steps (inside a write transaction) ---------------------------------------

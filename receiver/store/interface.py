@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
-from protocols.errors import CollisionError, ReceiverError
+from protocols.errors import CollisionError, ReceiverError, RegistryError
 from protocols.signal import Signal
 
 if TYPE_CHECKING:
@@ -47,9 +47,9 @@ class StoreError(ReceiverError, OSError):
     """The store failed or its outcome is unknown (the caller must not ACK what it carried)."""
 
 
-class RowRefusedError(ReceiverError):
+class RowRefusedError(RegistryError):
     """A unique index (or a check) of the database refused a registry row; the message is the
-    database's own (either driver's)."""
+    database's own (either driver's). The CLI prints it in one line, the console answers 422."""
 
 
 class AccountTakenError(CollisionError):
