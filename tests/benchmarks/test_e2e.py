@@ -143,6 +143,9 @@ def test_a_case_not_measured_misses_its_goal() -> None:
     assert [v.met for v in found] == [True, False, False, False, False]
     assert found[-1].result == "missed: case not run or skipped"
     assert found[-1].measured == "not measured"
+    why = {e2e.Case("aes", 100): "skipped: no AES generator"}
+    rows = [row("tcp", 10, side(5_000, 3.0), side(4_800, 2.0))]
+    assert e2e.verdicts(rows, failed=why)[-1].result == "missed: skipped: no AES generator"
 
 
 def test_a_timed_out_run_counts_as_nothing_acked() -> None:
