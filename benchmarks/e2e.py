@@ -229,7 +229,9 @@ def context_lines(context: dict[str, Any]) -> str:
         f"{context['load_after']:.2f} after (work besides the benchmark shows here). "
         f"{context['runs']} runs per server and case, medians; both servers and the generator "
         "free to use every core; ours on its embedded default (signal log, spool output, a "
-        "worker per core, console)."
+        "worker per core, console). CPU s: user + system over the measured runs (ours: the "
+        "coordinator and its workers). Peak RSS: ours, every receiver process added up."
+        + (f" {context['note']}" if context.get("note") else "")
     )
 
 
@@ -258,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(c.name for c in CASES),
         help="comma-separated transport:connections, transports tcp, udp, aes",
     )
+    parser.add_argument("--note", default="", help="a sentence for the results file")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     args = parser.parse_args(argv)
     try:
@@ -303,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": load_before,
         "load_after": os.getloadavg()[0],
         "runs": args.runs,
+        "note": args.note,
     }
     found = verdicts(rows, [g for g in GOALS if g.case in cases], failed)
     text = report(rows, found, context_lines(context))
