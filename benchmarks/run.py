@@ -23,8 +23,9 @@ Steps, in order:
   nodes, beside SQLite.
 - plot: throughput and p99 against connections, from the sweep.
 
-The full run takes some twenty minutes; ``--quick`` is a short smoke run with small counts (its
-figures are not worth quoting). A step that fails is reported and the others run. Results:
+The full run takes a good half hour or more: its e2e step alone took 17 minutes on this 2-core
+machine under other load. ``--quick`` is a short smoke run with small counts (its figures are
+not worth quoting). A step that fails is reported and the others run. Results:
 ``benchmarks/results/<step>.json`` and ``.md``, ``summary.md``, ``sweep.png``.
 """
 
