@@ -223,8 +223,9 @@ def _measure(
         timeout=RUN_TIMEOUT,
     )
     if not warm["acked"]:
-        # Nothing answered: measuring would only wait out ACK timeouts.
-        figures = median_run([timed_out_run(conns * messages)])
+        # Nothing answered: measuring would only wait out ACK timeouts. Each run counts as
+        # one that timed out: nothing of its frames ACKed.
+        figures = median_run([timed_out_run(conns * messages)] * runs)
         return figures | {"cpu_s": 0.0, "note": "no ACK in the warm-up: not measured"}
     cpu_before = process_cpu(server)
     figures = median_run(

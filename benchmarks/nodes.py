@@ -6,7 +6,7 @@ Run: ``python -m benchmarks.nodes [--runs 3] [--messages 200] [--connections 100
 Each case drives real receiver processes (``benchmarks.harness.ReceiverProcess``) with the C
 load generator, closed loop (one frame in flight per connection), every ACK after a durable
 commit:
-- ``sqlite``: one node on a SQLite file (WAL, ``synchronous=FULL``), as ``benchmarks.e2e``;
+- ``sqlite``: one node on a SQLite file (WAL, ``synchronous=FULL``), as ``benchmarks.sweep``;
 - ``postgresql, 1 node``: one node on a throwaway PostgreSQL cluster started for the run
   (``initdb``/``pg_ctl``, fsync on, as ``postgres`` when root), ``synchronous_commit=on``;
 - ``postgresql, 2 nodes``: two nodes on that one database, each on its own port with its own

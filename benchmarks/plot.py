@@ -1,7 +1,7 @@
 """A PNG of throughput and p99 ACK latency against connections, from benchmarks/results/.
 
-Run: ``python -m benchmarks.plot``. Reads ``e2e.json`` (and ``baseline.json`` when present)
-and writes ``e2e.png``. matplotlib is a benchmark-only tool: installed into this venv on
+Run: ``python -m benchmarks.plot``. Reads ``sweep.json`` (and ``baseline.json`` when present)
+and writes ``sweep.png``. matplotlib is a benchmark-only tool: installed into this venv on
 demand, never a project dependency; when it cannot be had, the plot is skipped with a message.
 """
 
@@ -46,9 +46,9 @@ def _load(name: str) -> list[dict[str, Any]]:
 
 def plot(out: Path | None = None) -> Path | None:
     """Write the plot; None (with a message) when there is nothing to plot or no matplotlib."""
-    e2e = _load("e2e")
-    if not e2e:
-        print("plot skipped: no benchmarks/results/e2e.json", flush=True)
+    swept = _load("sweep")
+    if not swept:
+        print("plot skipped: no benchmarks/results/sweep.json", flush=True)
         return None
     matplotlib = _matplotlib()
     if matplotlib is None:
@@ -57,9 +57,9 @@ def plot(out: Path | None = None) -> Path | None:
     matplotlib.use("Agg")
     pyplot = importlib.import_module("matplotlib.pyplot")
     figure, (left, right) = pyplot.subplots(1, 2, figsize=(11, 4))
-    for transport in sorted({r["transport"] for r in e2e}):
+    for transport in sorted({r["transport"] for r in swept}):
         rows = sorted(
-            (r for r in e2e if r["transport"] == transport), key=lambda r: r["connections"]
+            (r for r in swept if r["transport"] == transport), key=lambda r: r["connections"]
         )
         xs = [r["connections"] for r in rows]
         left.plot(xs, [r["events_per_s"] for r in rows], marker="o", label=f"ours {transport}")
@@ -79,7 +79,7 @@ def plot(out: Path | None = None) -> Path | None:
         axis.grid(True, which="both", alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    target = out or RESULTS / "e2e.png"
+    target = out or RESULTS / "sweep.png"
     figure.savefig(target, dpi=100)
     print(f"plot written: {target}", flush=True)
     return target

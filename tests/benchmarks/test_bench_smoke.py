@@ -19,9 +19,8 @@ def test_run_dry_run_lists_every_step(capsys: pytest.CaptureFixture[str]) -> Non
     assert names == [
         "codec",
         "e2e",
+        "sweep",
         "baseline",
-        "baseline_default",
-        "baseline_udp_aes",
         "drain",
         "bridges",
         "floor",
