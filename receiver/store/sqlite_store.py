@@ -146,7 +146,8 @@ def _lookup_sql(pairs: int) -> str:
     return (
         "SELECT s.effective_account, s.sequence, s.seq, s.received_us, s.dedupe_key "
         f"FROM (VALUES {', '.join(['(?, ?)'] * pairs)}) AS k "
-        # The planner would rather walk the account's whole window by signals_by_account.
+        # Pinned: the planner once preferred to walk the account's whole window by
+        # signals_by_account (dropped since, migration 0013, as no query used it).
         "JOIN signals AS s INDEXED BY signals_by_dedupe "
         "ON s.effective_account = k.column1 AND s.sequence = k.column2 "
         "WHERE s.dedupe_key IS NOT NULL AND s.received_us >= ?"
