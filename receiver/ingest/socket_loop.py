@@ -4,8 +4,9 @@ Why one task: trio's scheduler costs a few microseconds per pass and yields on e
 call, so a task per connection pays that (and a journal append) per frame. Here one task owns
 all sockets through an ``epoll`` object (``trio.lowlevel.wait_readable`` on its fd). Per
 wakeup it accepts what waits, writes to the connections now writable, reads every ready
-connection once (non-blocking), hands the reads to the protocol part, commits every frame of
-the wakeup in ONE call, then writes each connection's replies in frame order in one send.
+connection once (non-blocking) and hands the reads to the protocol part, which stages them
+into the next batch. Every frame of a batch is committed in ONE call, then each connection's
+replies of the batch go out in frame order in one send.
 
 ``SocketLoop`` is that skeleton: accept and limits, the guarded read, the reply backlog and
 the switch to EPOLLOUT, the sweep of idle, slow and stalled connections, closing, shutdown.
