@@ -2,7 +2,7 @@
 
 The skeleton (one task, epoll, accept and limits, the reply backlog, the sweep, shutdown) is
 ``socket_loop.SocketLoop``'s, with its rules; this module is the bridge part: each read feeds
-the connection's ``BridgeConnection``, every frame of a batch is stored in ONE journal
+the connection's ``BridgeConnection``, every frame of the wakeup is stored in ONE journal
 append (``BridgeIntake.store``), then each connection's replies go out in frame order.
 
 Rules (the same guarantees as the task-per-connection ``BridgeServer._converse``, on top of
@@ -31,8 +31,6 @@ import socket
 from collections.abc import Sequence
 from typing import Any, Final
 
-import attrs
-
 from protocols.bridge import (
     MAGIC,
     NEED_DATA,
@@ -53,7 +51,7 @@ _HELLO_HEADER: Final = MAGIC + bytes([VERSION, MessageType.HELLO])
 
 
 class _Bridge(Connection):
-    """One bridge's TCP connection: its codec, its session and its frames for the next batch."""
+    """One bridge's TCP connection: its codec, its session and this wakeup's frames."""
 
     __slots__ = ("codec", "frames", "opened", "session")
 
@@ -71,21 +69,10 @@ class _Bridge(Connection):
         self.codec = BridgeConnection("receiver", max_body=config.max_body)
         self.session = Session()
         self.opened = now
-        self.frames: list[Prepared] = []  # the next batch's, answered once it is stored
+        self.frames: list[Prepared] = []  # this wakeup's, answered once the batch is stored
 
 
-@attrs.define(slots=True, eq=False)
-class _Batch:
-    """What one commit stores and answers: every connection's frames, and each one's own."""
-
-    frames: list[Prepared]
-    replies: list[tuple[_Bridge, list[Prepared]]]
-
-
-_Outcome = tuple[bool, dict[int, bool]]  # stored, and whether each waited-for state was written
-
-
-class BridgeLoop(SocketLoop[_Bridge, _Batch, _Outcome]):
+class BridgeLoop(SocketLoop[_Bridge, tuple[bool, dict[int, bool]]]):
     """The bridge port's listeners, served by one task."""
 
     def __init__(self, intake: BridgeIntake, limits: ConnectionLimits, log: Any) -> None:
@@ -101,7 +88,7 @@ class BridgeLoop(SocketLoop[_Bridge, _Batch, _Outcome]):
         )
         self.intake = intake
         self.config = config
-        self._batch: list[Prepared] = []  # the next batch's frames, of every connection
+        self._batch: list[Prepared] = []  # this wakeup's frames, of every connection
 
     def _connection(
         self, sock: socket.socket, *, host: str, peer: str, log: Any, now: float
@@ -144,28 +131,19 @@ class BridgeLoop(SocketLoop[_Bridge, _Batch, _Outcome]):
             conn.garbage_since = now
         if not frames:
             return False
-        conn.frames += frames
+        conn.frames = frames
         self._batch += frames
         return True
 
-    def _take(self, conns: Sequence[_Bridge]) -> _Batch:
+    async def _commit(self) -> tuple[bool, dict[int, bool]]:
         batch, self._batch = self._batch, []
-        replies: list[tuple[_Bridge, list[Prepared]]] = []
-        for conn in conns:
-            replies.append((conn, conn.frames))
-            conn.frames = []
-        return _Batch(batch, replies)
+        stored = await self.intake.store(batch, self.log)
+        return stored, await self.intake.wait_states(batch, stored)
 
-    async def _commit(self, batch: _Batch) -> _Outcome:
-        stored = await self.intake.store(batch.frames, self.log)
-        return stored, await self.intake.wait_states(batch.frames, stored)
-
-    def _answer(self, batch: _Batch, outcome: _Outcome) -> None:
+    def _answer(self, conn: _Bridge, outcome: tuple[bool, dict[int, bool]]) -> None:
+        frames, conn.frames = conn.frames, []
         stored, waits = outcome
-        replies = self.intake.replies
-        for conn, frames in batch.replies:
-            if not conn.closed:
-                conn.out += b"".join(replies(conn.codec, frames, stored, waits))
+        conn.out += b"".join(self.intake.replies(conn.codec, frames, stored, waits))
 
     def _deadline(self, conn: _Bridge) -> tuple[float, str]:
         if conn.codec.state is BridgeState.OPEN:

@@ -2,14 +2,13 @@
 
 The skeleton (one task, epoll, accept and limits, the reply backlog, the sweep, shutdown) is
 ``socket_loop.SocketLoop``'s, with its rules; this module is the DC-09 part: each read feeds
-the connection's receiving engine, every accepted frame of a batch goes to ONE journal
+the connection's receiving engine, every accepted frame of the wakeup goes to ONE journal
 append (``Dc09Intake.commit``), and each connection's replies go out in frame order. The
 per-frame code stays here, in ``_frames``.
 
 Rules (DC-09's, on top of ``SocketLoop``'s):
-- ACK only after the append that holds the frame returned; rejected frames are answered in
-  their place in the frame order, whatever the commit did (a connection's replies of the
-  next batch wait for those of the batch in flight).
+- ACK only after the append returned; rejected frames are answered in their place in the
+  frame order, whatever the commit did.
 - The reply backlog is ``reply_backlog_bytes`` per connection
   (``connections_closed_replies_unread`` past it).
 - Timeouts (each counted as ``connections_closed_<reason>``): ``idle``: no complete frame
@@ -26,9 +25,7 @@ Rules (DC-09's, on top of ``SocketLoop``'s):
   never ACKed (the panel retries and the dedupe key absorbs the retry); a datagram's, that
   datagram. Never the loop.
 - UDP: one datagram is one frame; at most ``_UDP_PER_WAKEUP`` datagrams a wakeup, so TCP
-  peers are served in between; their ACKs, too, only once committed, in the same batches.
-  While a commit is in flight the socket is read once into the next batch, then waits in
-  the kernel until that batch goes to the journal.
+  peers are served in between; their ACKs, too, only once committed.
 """
 
 from __future__ import annotations
@@ -37,8 +34,6 @@ import select
 import socket
 from collections.abc import Sequence
 from typing import Any, ClassVar
-
-import attrs
 
 from protocols.dc09_engine import Accepted, Crashed, Dc09Engine
 from protocols.stream import NEED_DATA
@@ -53,7 +48,7 @@ _UDP_PER_WAKEUP = 512  # datagrams read per wakeup, so TCP peers are served in b
 
 
 class _Panel(Connection):
-    """One panel's TCP connection: its receiving engine and its replies for the next batch."""
+    """One panel's TCP connection: its receiving engine and this wakeup's replies."""
 
     __slots__ = ("engine", "pending_since", "slots")
 
@@ -69,26 +64,13 @@ class _Panel(Connection):
     ) -> None:
         super().__init__(sock, host=host, peer=peer, log=log, now=now)
         self.engine = engine
-        # Its replies for the next batch in frame order: bytes (send as is) or a Staged (its
-        # ACK, if the commit holds it).
+        # This wakeup's replies in frame order: bytes (send as is) or a Staged (its ACK, if
+        # the commit holds it).
         self.slots: list[bytes | Staged] = []
         self.pending_since: float | None = None  # the oldest incomplete frame's first read
 
 
-_UdpReply = tuple[bytes | Staged, Any, str]  # a reply (or a Staged's ACK), address, peer
-
-
-@attrs.define(slots=True, eq=False)
-class _Batch:
-    """What one commit stores and answers: the accepted frames, TCP and UDP, and the replies
-    of each connection and of the UDP socket, in frame order."""
-
-    staged: list[Staged]
-    replies: list[tuple[_Panel, list[bytes | Staged]]]
-    udp: list[_UdpReply]
-
-
-class Dc09Loop(SocketLoop[_Panel, _Batch, bool]):
+class Dc09Loop(SocketLoop[_Panel, bool]):
     """TCP listeners and the UDP socket of one DC-09 port, served by one task."""
 
     log_fields: ClassVar[dict[str, str]] = {"transport": "tcp"}
@@ -107,14 +89,14 @@ class Dc09Loop(SocketLoop[_Panel, _Batch, bool]):
         self.config = config
         self._idle_timeout = config.idle_timeout
         self._frame_timeout = config.frame_timeout
-        self._staged: list[Staged] = []  # the next batch's accepted frames, TCP and UDP
+        self._staged: list[Staged] = []  # this wakeup's accepted frames, TCP and UDP
         self._udp: socket.socket | None = None
         self._udp_fd = -1
         self._udp_engine = intake.engine()
         self._udp_log = log.bind(transport="udp")
         # Rejections are rate-limited per source address, whatever its port.
         self._udp_rejections = PeerRejectionLogs(self._udp_log)
-        self._udp_replies: list[_UdpReply] = []
+        self._udp_replies: list[tuple[bytes | Staged, Any, str]] = []
 
     async def serve(
         self, listeners: Sequence[socket.socket], udp: socket.socket | None = None
@@ -171,36 +153,28 @@ class Dc09Loop(SocketLoop[_Panel, _Batch, bool]):
         conn.slots.clear()
         super()._crashed(conn, exc)
 
-    def _take(self, conns: Sequence[_Panel]) -> _Batch:
-        staged, self._staged = self._staged, []
-        replies: list[tuple[_Panel, list[bytes | Staged]]] = []
-        for conn in conns:
-            replies.append((conn, conn.slots))
-            conn.slots = []
-        udp, self._udp_replies = self._udp_replies, []
-        return _Batch(staged, replies, udp)
-
-    async def _commit(self, batch: _Batch) -> bool:
-        if not batch.staged:
+    async def _commit(self) -> bool:
+        staged = self._staged
+        if not staged:
             return True
-        return await self.intake.commit(batch.staged, self.log)
+        self._staged = []
+        return await self.intake.commit(staged, self.log)
 
-    def _answer(self, batch: _Batch, outcome: bool) -> None:
-        """Queue each connection's replies in frame order (ACKs only if committed)."""
-        for conn, slots in batch.replies:
-            if conn.closed:
-                continue
-            out = conn.out
-            for slot in slots:
-                if isinstance(slot, Staged):
-                    if outcome:
-                        out += slot.reply
-                else:
-                    out += slot
+    def _answer(self, conn: _Panel, outcome: bool) -> None:
+        """Queue this wakeup's replies in frame order (ACKs only if committed)."""
+        out = conn.out
+        for slot in conn.slots:
+            if isinstance(slot, Staged):
+                if outcome:
+                    out += slot.reply
+            else:
+                out += slot
+        conn.slots.clear()
 
-    def _answered(self, batch: _Batch, outcome: bool) -> None:
-        if batch.udp:
-            self._answer_udp(batch.udp, outcome)
+    def _answered(self, outcome: bool) -> None:
+        if self._udp_replies:
+            replies, self._udp_replies = self._udp_replies, []
+            self._answer_udp(replies, outcome)
         self.intake.log_committed()
 
     def _deadline(self, conn: _Panel) -> tuple[float, str]:
@@ -277,7 +251,7 @@ class Dc09Loop(SocketLoop[_Panel, _Batch, bool]):
             if event.reply is not None:
                 replies.append((event.reply, address, peer))
 
-    def _answer_udp(self, replies: list[_UdpReply], committed: bool) -> None:
+    def _answer_udp(self, replies: list[tuple[bytes | Staged, Any, str]], committed: bool) -> None:
         sock = self._udp
         if sock is None:
             return

@@ -4,48 +4,29 @@ Why one task: trio's scheduler costs a few microseconds per pass and yields on e
 call, so a task per connection pays that (and a journal append) per frame. Here one task owns
 all sockets through an ``epoll`` object (``trio.lowlevel.wait_readable`` on its fd). Per
 wakeup it accepts what waits, writes to the connections now writable, reads every ready
-connection once (non-blocking) and hands the reads to the protocol part, which stages them
-into the next batch. Every frame of a batch is committed in ONE call, then each connection's
-replies of the batch go out in frame order in one send.
+connection once (non-blocking), hands the reads to the protocol part, commits every frame of
+the wakeup in ONE call, then writes each connection's replies in frame order in one send.
 
 ``SocketLoop`` is that skeleton: accept and limits, the guarded read, the reply backlog and
 the switch to EPOLLOUT, the sweep of idle, slow and stalled connections, closing, shutdown.
 A protocol (``dc09_loop.Dc09Loop``, ``bridge_loop.BridgeLoop``) subclasses it and gives the
 per-frame part: ``_frames`` (one read's bytes into staged frames, the connection's replies
-noted on it), ``_take`` (seal what was staged, and those replies, into the next batch),
-``_commit`` (store a batch) and ``_answer`` (queue a batch's replies, given the commit's
-outcome), plus its first deadline (``_deadline``).
-
-The commit overlaps the next reads: a second task (``_commit_batches``) commits one batch at a
-time while the reading task keeps reading and staging the next one; as soon as a commit
-returns, its replies are queued and written, and the batch staged meanwhile goes to the
-journal. At most one commit is in flight per loop. So the main thread's decoding and the
-commit thread's SQLite work run at the same time, and a panel answered by batch N can land
-in N+1 while N+1's first frames are already staged.
+noted on it), ``_commit`` (store what the wakeup staged) and ``_answer`` (the replies of one
+connection, given the commit's outcome), plus its first deadline (``_deadline``).
 
 Rules (every protocol's):
-- ACK only after the commit that holds the frame returned: ``_answer`` is handed the outcome of
-  the batch's own commit. A commit whose outcome is unknown costs the ACKs of its batch only.
-- Replies per connection in frame order, across batches: batches are committed and answered
-  one after the other, in the order they were staged, and a connection's replies of a batch
-  (ACKs and rejections in their place) are queued only after those of the batch before.
-- A commit in progress is shielded: shutdown lets it finish and queues its replies, then makes
-  one last non-blocking write and closes every connection without waiting for any peer
-  (replies still unwritten then count as ``send_timeout``). A batch staged but not yet handed
-  to the journal is dropped at shutdown: nothing of it is stored or answered (the peer
-  retries).
-- While a connection's replies wait in its send backlog it is not read (EPOLLOUT only): a
-  peer that does not read its ACKs is not read either, and the others are served meanwhile.
-  It is closed when its backlog passes ``backlog_limit`` (``replies_unread``) or when no reply
-  byte could be written for ``send_timeout``.
-- Frames staged but not yet committed do not stop the reading (that is the overlap), but a
-  connection (and the protocol's other sockets, e.g. UDP) read into the next batch while a
-  commit is in flight is not read again until that batch goes to the journal (``held``, no
-  epoll interest): what waits per connection is at most the batch in flight, one read staged
-  and the send backlog.
-- A connection that ends (EOF) or crashes while its frames are staged or in flight: after
-  EOF its remaining batches are still answered, then it is closed once written; after a
-  crash or a reset its frames staged by then are stored, never answered.
+- ACK only after the commit returned: ``_answer`` is handed the commit's outcome. A commit in
+  progress is shielded: shutdown lets it finish and queues its replies, then makes one last
+  non-blocking write and closes every connection without waiting for any peer (replies still
+  unwritten then count as ``send_timeout``).
+- While a connection's replies wait it is not read (EPOLLOUT only): a peer that does not read
+  its ACKs is not read either, and the others are served meanwhile. It is closed when its
+  backlog passes ``backlog_limit`` (``replies_unread``; no bound when None: one read's
+  replies at most then) or when no reply byte could be written for ``send_timeout``.
+- The commit does not overlap the next reads: while a batch commits nothing is read. An
+  overlapping shape (a committing task beside the reading one, at most one commit in flight)
+  was built and measured A/B in session 4 and gained nothing measurable on this machine
+  (see the branch ``pipeline`` history), so the loop stays serial.
 - Timeouts (each counted as ``<prefix>connections_closed_<reason>``): the protocol's first
   deadline (``idle``, ``slow_frame``, ``no_hello``), ``garbage`` (``garbage_timeout`` since
   ``garbage_since``, which the protocol sets), ``send_timeout``; the one that came first.
@@ -77,6 +58,8 @@ READ_SIZE: Final = 65536
 _SEND_BUFFER: Final = 65536
 # Running out of descriptors or memory: wait instead of spinning.
 _RESOURCE_ERRORS: Final = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+# Reads of unread input discarded per connection at shutdown (see ``_close_everything``).
+_UNREAD_AT_SHUTDOWN: Final = 16
 _IN: Final = select.EPOLLIN
 _OUT: Final = select.EPOLLOUT
 _GONE: Final = select.EPOLLHUP | select.EPOLLERR
@@ -97,17 +80,14 @@ class Connection:
     """One peer's TCP connection, as the loop keeps it (a protocol adds its own state)."""
 
     __slots__ = (
-        "batches",
         "closed",
         "closing",
         "eof",
         "fd",
         "garbage_since",
-        "held",
         "host",
         "last_frame",
         "log",
-        "mask",
         "out",
         "peer",
         "rejections",
@@ -128,20 +108,16 @@ class Connection:
         self.garbage_since: float | None = None  # the protocol's: bytes that framed nothing
         self.stalled_since: float | None = None  # replies waiting, no byte written since
         self.writing = False  # waiting for EPOLLOUT (and not reading) while replies wait
-        self.held = False  # read into the next batch while a commit is in flight: not read
-        self.batches = 0  # batches (staged or in flight) that hold replies for it
-        self.mask = _IN  # its epoll interest
         self.closing = False  # close once the replies are written
         self.eof = False
         self.closed = False
 
 
 C = TypeVar("C", bound=Connection)
-Batch = TypeVar("Batch")  # what ``_take`` seals: the staged frames and their replies
 Outcome = TypeVar("Outcome")  # what a commit returns, handed to ``_answer``
 
 
-class SocketLoop(Generic[C, Batch, Outcome]):
+class SocketLoop(Generic[C, Outcome]):
     """The listeners of one port and their connections, served by one task."""
 
     #: Bound to every connection's log and its refusal line (e.g. ``transport="tcp"``).
@@ -174,13 +150,6 @@ class SocketLoop(Generic[C, Batch, Outcome]):
         self._conns: dict[int, C] = {}
         self._accept_paused_until = 0.0
         self._next_sweep = 0.0
-        # The next batch: connections with replies in it (in the order they were read), and
-        # whether the protocol's other sockets staged replies; the committer's wake-up.
-        self._pending: dict[C, None] = {}
-        self._others_pending = False
-        self._held_others: list[int] = []
-        self._in_flight = False
-        self._wake = trio.Event()
 
     @property
     def connections(self) -> int:
@@ -197,7 +166,7 @@ class SocketLoop(Generic[C, Batch, Outcome]):
 
     def _ready(self, fd: int, now: float) -> bool:
         """``fd``, neither a listener nor a connection, is ready: True if it staged replies
-        that wait for the next batch's commit (``_answered`` sends them)."""
+        that wait for this wakeup's commit (``_answered`` sends them)."""
         del fd, now
         return False
 
@@ -205,28 +174,21 @@ class SocketLoop(Generic[C, Batch, Outcome]):
         """Called once per wakeup with reads, before ``_frames`` (e.g. a registry refresh)."""
 
     def _frames(self, conn: C, data: bytes, now: float) -> bool:
-        """Feed one read to the connection's codec: stage what to store, note the replies on
-        the connection (after those noted before: a connection may be read twice before its
-        batch is taken), keep ``last_frame``/``garbage_since``. True: replies wait for the
-        next batch. A raise costs this connection only."""
+        """Feed one read to the connection's codec: stage what to store for ``_commit``, note
+        the replies on the connection, keep ``last_frame``/``garbage_since``. True: replies
+        wait for ``_answer``. A raise costs this connection only."""
         raise NotImplementedError
 
-    def _take(self, conns: Sequence[C]) -> Batch:
-        """Seal the next batch: everything staged since the last one, and the replies noted on
-        ``conns`` (moved off them, in frame order), and the other sockets' replies."""
+    async def _commit(self) -> Outcome:
+        """Store what this wakeup staged (runs shielded)."""
         raise NotImplementedError
 
-    async def _commit(self, batch: Batch) -> Outcome:
-        """Store a batch (runs shielded)."""
+    def _answer(self, conn: C, outcome: Outcome) -> None:
+        """Queue the connection's replies of this wakeup on ``conn.out``, in frame order."""
         raise NotImplementedError
 
-    def _answer(self, batch: Batch, outcome: Outcome) -> None:
-        """Queue the batch's replies on each connection's ``out`` that is still open, in frame
-        order (the loop then writes them)."""
-        raise NotImplementedError
-
-    def _answered(self, batch: Batch, outcome: Outcome) -> None:
-        """After every connection of the batch was written (e.g. the other sockets' replies)."""
+    def _answered(self, outcome: Outcome) -> None:
+        """After every connection was answered (e.g. the protocol's other sockets)."""
 
     def _deadline(self, conn: C) -> tuple[float, str]:
         """The protocol's first deadline of a connection and its reason."""
@@ -247,14 +209,7 @@ class SocketLoop(Generic[C, Batch, Outcome]):
             self._close_everything()
 
     async def _run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._commit_batches)
-            await self._read()
-
-    async def _read(self) -> None:
-        """The reading task: wait, sweep, accept, write, read and stage into the next batch."""
         epoll, conns, listeners = self._epoll, self._conns, self._listeners
-        pending = self._pending
         self._next_sweep = trio.current_time() + self._sweep_every
         while True:
             with trio.move_on_at(self._next_sweep):
@@ -272,12 +227,7 @@ class SocketLoop(Generic[C, Batch, Outcome]):
                         self._flush(conn)  # a peer gone makes the send fail: closed
                         if conn.writing and mask & _GONE and not conn.closed:
                             self._close(conn, "connection_lost")
-                    if conn.closed or conn.writing:
-                        continue
-                    if conn.held or conn.eof:
-                        if mask & _GONE:  # reset while its replies are staged or in flight
-                            self._close(conn, "connection_lost")
-                    elif mask & ~_OUT:
+                    if mask & ~_OUT and not (conn.eof or conn.closed or conn.writing):
                         data = self._receive(conn)
                         if data:
                             reads.append((conn, data))
@@ -286,74 +236,25 @@ class SocketLoop(Generic[C, Batch, Outcome]):
                         self._accept(listeners[fd], now)
                 elif self._ready(fd, now):
                     others = True
-                    if self._in_flight:
-                        epoll.modify(fd, 0)  # read once per batch while a commit runs
-                        self._held_others.append(fd)
+            touched: list[C] = []
             if reads:
                 await self._before_frames(reads)
-                in_flight = self._in_flight
                 for conn, data in reads:
-                    if conn.closed:  # while the registry was refreshed
-                        continue
                     try:
-                        if self._frames(conn, data, now) and conn not in pending:
-                            pending[conn] = None
-                            conn.batches += 1
-                            if in_flight and not conn.closed:
-                                conn.held = True
-                                self._interest(conn)
+                        if self._frames(conn, data, now):
+                            touched.append(conn)
                     except Exception as exc:  # no input may end the loop
                         self._crashed(conn, exc)
-            if others:
-                self._others_pending = True
-            if pending or self._others_pending:
-                self._wake.set()
-
-    async def _commit_batches(self) -> None:
-        """The committing task: one batch at a time, in the order staged, each answered as
-        soon as its commit returns; the next batch was read meanwhile."""
-        epoll = self._epoll
-        while True:
-            await self._wake.wait()  # a checkpoint: cancelled here, a staged batch is dropped
-            self._wake = trio.Event()
-            conns = [conn for conn in self._pending if not conn.closed]
-            self._pending.clear()
-            self._others_pending = False
-            for conn in conns:
-                if conn.held:
-                    conn.held = False
-                    self._interest(conn)
-            for fd in self._held_others:
-                epoll.modify(fd, _IN)
-            self._held_others.clear()
-            batch = self._take(conns)
-            self._in_flight = True
-            try:
-                # Shielded: a batch being stored still gets its replies during shutdown.
-                with trio.CancelScope(shield=True):
-                    outcome = await self._commit(batch)
-            finally:
-                self._in_flight = False
-            for conn in conns:
-                conn.batches -= 1
-            self._answer(batch, outcome)
-            for conn in conns:
+            if not (touched or others):
+                continue
+            # Shielded: a batch being stored still gets its replies during shutdown.
+            with trio.CancelScope(shield=True):
+                outcome = await self._commit()
+            for conn in touched:
                 if not conn.closed:
+                    self._answer(conn, outcome)
                     self._flush(conn)
-            self._answered(batch, outcome)
-
-    def _interest(self, conn: C) -> None:
-        """Set the connection's epoll interest from its state: EPOLLOUT while replies wait in
-        its backlog, nothing while held or ended with replies to come, else EPOLLIN."""
-        if conn.writing:
-            mask = _OUT
-        elif conn.held or conn.eof:
-            mask = 0
-        else:
-            mask = _IN
-        if mask != conn.mask:
-            self._epoll.modify(conn.fd, mask)
-            conn.mask = mask
+            self._answered(outcome)
 
     def _accept(self, listener: socket.socket, now: float) -> None:
         """Accept every connection waiting (a reconnect storm must not wait a pass each)."""
@@ -406,10 +307,8 @@ class SocketLoop(Generic[C, Batch, Outcome]):
             conn.eof = True
             if conn.out:
                 # Written replies still wait for the kernel: close once they are taken.
+                self._epoll.modify(conn.fd, _OUT)
                 conn.writing = True
-                self._interest(conn)
-            elif conn.batches:
-                self._interest(conn)  # its staged frames are answered first, then it closes
             else:
                 self._close(conn, None)
         return data
@@ -448,15 +347,15 @@ class SocketLoop(Generic[C, Batch, Outcome]):
             if sent or conn.stalled_since is None:
                 conn.stalled_since = trio.current_time()
             if not conn.writing:
+                self._epoll.modify(conn.fd, _OUT)
                 conn.writing = True
-                self._interest(conn)
             return
         conn.stalled_since = None
-        if (conn.eof or conn.closing) and not conn.batches:
+        if conn.eof or conn.closing:
             self._close(conn, None)
         elif conn.writing:
+            self._epoll.modify(conn.fd, _IN)
             conn.writing = False
-            self._interest(conn)
 
     def _sweep(self, now: float) -> None:
         """Close connections past a deadline; the reason is the deadline that came first."""
@@ -499,11 +398,19 @@ class SocketLoop(Generic[C, Batch, Outcome]):
         release(self.limits, conn.host)
 
     def _close_everything(self) -> None:
-        """Shutdown: one last non-blocking write of what is committed, then close, never wait."""
+        """Shutdown: one last non-blocking write of what is committed, then close, never wait.
+
+        Bytes the peer sent that were never read are discarded first (a bounded number of
+        non-blocking reads): closing a socket with unread input sends a reset, and a reset
+        makes the peer's kernel drop the ACKs just written before the panel reads them."""
         for conn in list(self._conns.values()):
             if conn.out:
                 with contextlib.suppress(OSError):
                     del conn.out[: conn.sock.send(conn.out)]
+            with contextlib.suppress(OSError):  # BlockingIOError once nothing is left
+                for _ in range(_UNREAD_AT_SHUTDOWN):
+                    if not conn.sock.recv(READ_SIZE):
+                        break
             if conn.out:
                 self._timed_out(conn, "send_timeout")  # shutdown is its write's deadline
             else:

@@ -1,15 +1,15 @@
-"""The ingest loop commits one batch while it reads the next: what a panel sees on the wire.
+"""The ingest loop while a commit is in flight: what a panel sees on the wire.
 
 Each test holds the first journal append of the loop at a gate (the real append runs once the
-test opens it), sends more frames meanwhile, which the loop reads and stages into the next
-batch, then opens the gate: the replies come back in frame order across the two batches, ACKs
-only for what its own commit stored. Real loopback sockets, a real SQLite journal.
+test opens it) and sends more frames meanwhile, which land in the next batch; then it opens
+the gate: the replies come back in frame order across the two batches, ACKs only for what its
+own commit stored, and shutdown answers the commit in flight. Real loopback sockets, a real
+SQLite journal. Also: the accept guard and the bridge reply backlog.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,12 @@ import trio.testing
 from protocols import dc09
 from protocols.bridge import Ack, Event, EventKind
 from protocols.errors import Reply
-from receiver.ingest.intake import Dc09Intake
 from receiver.journal import Journal, JournalError
-from tests.receiver.conftest import RunningReceiver, registry_setup, start_receiver, write_config
+from tests.receiver.conftest import registry_setup, start_receiver, write_config
 from tests.receiver.test_bridge_listener import BridgeClient, setup_site, write_bridge_config
 from tests.receiver.test_dc09_ingest import closed_by_receiver, stored_sequences
 from tests.receiver.test_dc09_service import connect, read_replies, sia
-from tests.receiver.test_listener_faults import bad_crc
+from tests.receiver.test_listener_faults import bad_crc, damaged_bridge_frames
 
 
 class Gate:
@@ -67,17 +66,6 @@ class Gate:
         self.open()
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait (bounded) until ``condition`` holds."""
-    with trio.fail_after(10):
-        while not condition():
-            await trio.sleep(0.005)
-
-
-def staged(running: RunningReceiver, count: int) -> Callable[[], bool]:
-    return lambda: running.service.counters.values["frames_ok"] >= count
-
-
 def setup_accounts(config: Path) -> None:
     registry_setup(
         config,
@@ -88,13 +76,13 @@ def setup_accounts(config: Path) -> None:
     )
 
 
-async def test_frames_in_two_overlapping_batches_get_their_replies_in_order(
+async def test_frames_sent_while_a_batch_commits_get_their_replies_in_order(
     tmp_path: Path,
 ) -> None:
     """A panel pipelines a frame, then, while that frame's commit runs, a damaged frame and a
-    third one; another panel and a UDP datagram send meanwhile. The second batch is staged
-    while the first commits; then each panel gets ACK 1, NAK, ACK 3 in frame order, the other
-    panel and the datagram their ACKs, and the journal took two appends."""
+    third one; another panel and a UDP datagram send meanwhile. Once the first commit returns,
+    the panel gets ACK 1, NAK, ACK 3 in frame order, the other panel and the datagram their
+    ACKs, and everything accepted is stored."""
     config = write_config(tmp_path, 'bad_crc_reply = "nak"\n')
     setup_accounts(config)
     async with trio.open_nursery() as nursery:
@@ -109,9 +97,8 @@ async def test_frames_in_two_overlapping_batches_get_their_replies_in_order(
             udp = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
             await udp.bind(("127.0.0.1", 0))
             await udp.sendto(sia(9, account="1236"), ("127.0.0.1", running.ports.dc09))
-            await until(staged(running, 4))
-            assert running.service.counters.values["frames_bad_crc"] == 1
-            assert gate.appends == 1  # the second batch waits for the first commit
+            await trio.testing.wait_all_tasks_blocked()
+            assert gate.appends == 1  # the next batch waits for the commit in flight
             gate.open()
             replies = [dc09.decode_reply(r) for r in await read_replies(panel, 3)]
             assert [(r.kind, r.sequence) for r in replies] == [
@@ -127,7 +114,7 @@ async def test_frames_in_two_overlapping_batches_get_their_replies_in_order(
             with trio.fail_after(5):
                 datagram, _ = await udp.recvfrom(4096)
             assert dc09.decode_reply(datagram).sequence == "0009"
-            assert gate.appends == 2
+            assert gate.appends >= 2
             udp.close()
             await panel.aclose()
             await other.aclose()
@@ -141,8 +128,8 @@ async def test_frames_in_two_overlapping_batches_get_their_replies_in_order(
 
 
 async def test_a_failed_commit_costs_only_its_own_batch(tmp_path: Path) -> None:
-    """The first batch's commit fails (outcome unknown) while the next batch is staged: the
-    first frame gets no ACK, the frame of the next batch on the same connection is ACKed and
+    """The first batch's commit fails (outcome unknown) while the panel's next frame waits:
+    the first frame gets no ACK, the next one (the next batch, same connection) is ACKed and
     stored."""
     config = write_config(tmp_path, "udp = false\n")
     setup_accounts(config)
@@ -153,24 +140,20 @@ async def test_a_failed_commit_costs_only_its_own_batch(tmp_path: Path) -> None:
             await panel.send_all(sia(1))
             await gate.held()
             await panel.send_all(sia(2))
-            await until(staged(running, 2))
             gate.open()
             [raw] = await read_replies(panel, 1)
             reply = dc09.decode_reply(raw)
             assert (reply.kind, reply.sequence) == (Reply.ACK, "0002")
-            values = running.service.counters.values
-            assert values["frames_not_committed"] == 1
+            assert running.service.counters.values["frames_not_committed"] == 1
             await panel.aclose()
             running.service.request_shutdown()
     assert stored_sequences(running.db) == [("1234", "0002")]
 
 
-async def test_shutdown_answers_the_commit_in_flight_and_drops_the_staged_batch(
-    tmp_path: Path,
-) -> None:
-    """Shutdown arrives while the first batch commits and a second one is staged: the commit
-    in flight finishes and its frame is ACKed, the staged frame is neither stored nor ACKed
-    (the panel retries it), and the connection is closed."""
+async def test_shutdown_answers_the_commit_in_flight(tmp_path: Path) -> None:
+    """Shutdown arrives while the first batch commits and the panel's next frame waits: the
+    commit in flight finishes and its frame is ACKed, the next frame is neither stored nor
+    ACKed (the panel retries it), and the connection is closed."""
     config = write_config(tmp_path, "udp = false\n")
     setup_accounts(config)
     async with trio.open_nursery() as nursery:
@@ -180,7 +163,6 @@ async def test_shutdown_answers_the_commit_in_flight_and_drops_the_staged_batch(
             await panel.send_all(sia(1))
             await gate.held()
             await panel.send_all(sia(2))
-            await until(staged(running, 2))
             running.service.request_shutdown()
             await trio.testing.wait_all_tasks_blocked()  # the loop is cancelled by now
             gate.open()
@@ -205,9 +187,7 @@ async def test_a_panel_that_ends_its_side_gets_the_replies_of_every_batch(
             await panel.send_all(sia(1))
             await gate.held()
             await panel.send_all(sia(2))
-            await until(staged(running, 2))
             await panel.send_eof()
-            await trio.testing.wait_all_tasks_blocked()  # the loop has read the EOF
             gate.open()
             replies = [dc09.decode_reply(r) for r in await read_replies(panel, 2)]
             assert [(r.kind, r.sequence) for r in replies] == [
@@ -219,46 +199,11 @@ async def test_a_panel_that_ends_its_side_gets_the_replies_of_every_batch(
     assert stored_sequences(running.db) == [("1234", "0001"), ("1234", "0002")]
 
 
-async def test_a_panel_that_crashes_its_connection_while_a_batch_commits(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A panel's first frame is committing when its next read triggers a bug: the connection
-    is closed, its committed frame stays stored (never ACKed: the connection is gone), and
-    another panel of the same batches is ACKed."""
-    stage = Dc09Intake.stage
-
-    def failing_stage(self: Dc09Intake, accepted: Any, peer: str) -> Any:
-        if accepted.frame.header.sequence == "0066":
-            raise RuntimeError("a bug")
-        return stage(self, accepted, peer)
-
-    monkeypatch.setattr(Dc09Intake, "stage", failing_stage)
-    config = write_config(tmp_path, "udp = false\n")
-    setup_accounts(config)
-    async with trio.open_nursery() as nursery:
-        running = await start_receiver(nursery, config)
-        with Gate(running.service.journal) as gate:
-            doomed, healthy = await connect(running), await connect(running)
-            await doomed.send_all(sia(1))
-            await gate.held()
-            await doomed.send_all(sia(66))
-            await healthy.send_all(sia(5, account="1235"))
-            await until(lambda: running.service.counters.values["connections_crashed"] == 1)
-            await until(staged(running, 2))
-            gate.open()
-            assert await closed_by_receiver(doomed)
-            [raw] = await read_replies(healthy, 1)
-            assert dc09.decode_reply(raw).sequence == "0005"
-            await healthy.aclose()
-            running.service.request_shutdown()
-    assert stored_sequences(running.db) == [("1234", "0001"), ("1235", "0005")]
-
-
-async def test_bridge_frames_in_two_overlapping_batches_are_acked_in_order(
+async def test_bridge_frames_sent_while_a_batch_commits_are_acked_in_order(
     tmp_path: Path,
 ) -> None:
-    """The same on the bridge port: an alarm committing, the next alarm staged meanwhile; the
-    bridge gets ACK 2 then ACK 3."""
+    """The same on the bridge port: an alarm committing, the next alarm sent meanwhile; the
+    bridge gets ACK 2 then ACK 3, from two appends."""
     config = write_bridge_config(tmp_path)
     setup_site(config)
     async with trio.open_nursery() as nursery:
@@ -266,11 +211,10 @@ async def test_bridge_frames_in_two_overlapping_batches_are_acked_in_order(
         client = await BridgeClient.open(running)
         assert isinstance(await client.hello(), Ack)
         with Gate(running.service.journal) as gate:
-            await client.stream.send_all(client.frame(Event(channel=1, kind=EventKind.INPUT_ALARM)))
+            alarm = Event(channel=1, kind=EventKind.INPUT_ALARM)
+            await client.stream.send_all(client.frame(alarm))
             await gate.held()
-            await client.stream.send_all(client.frame(Event(channel=2, kind=EventKind.INPUT_ALARM)))
-            await until(lambda: running.service.counters.values["bridge_events"] >= 2)
-            assert gate.appends == 1
+            await client.stream.send_all(client.frame(Event(channel=2, kind=alarm.kind)))
             gate.open()
             assert await client.exchange(b"") == Ack(2)
             assert await client.exchange(b"") == Ack(3)
@@ -329,8 +273,6 @@ async def test_a_bridge_that_never_reads_is_closed_past_its_reply_backlog(
 ) -> None:
     """A bridge pours damaged frames (each NAKed) and never reads: once its unread replies
     pass ``reply_backlog_bytes`` it is closed and counted, long before ``send_timeout``."""
-    from tests.receiver.test_listener_faults import damaged_bridge_frames  # noqa: PLC0415
-
     config = write_bridge_config(tmp_path, "reply_backlog_bytes = 1024\nsend_timeout = 600\n")
     setup_site(config)
     flood = damaged_bridge_frames(2000)
