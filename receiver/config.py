@@ -233,6 +233,8 @@ class BridgeConfig:
     garbage_timeout: float = field(default=30.0, validator=_positive)
     send_timeout: float = field(default=10.0, validator=_positive)
     max_body: int = field(default=1024, validator=_between(64, 1024))
+    # Replies a bridge has not read yet, kept per connection; past this it closes.
+    reply_backlog_bytes: int = field(default=65_536, validator=_between(1024, 1 << 30))
     max_connections: int = 4_000
     max_connections_per_peer: int = 256
     # One task serves every bridge connection (receiver.ingest.bridge_loop); false: a task

@@ -17,8 +17,8 @@ Rules (the same guarantees as the task-per-connection ``BridgeServer._converse``
   HELLO within ``hello_timeout`` of the opening; ``idle``: ``idle_timeout`` since the last
   complete frame, accepted or rejected; ``garbage``: ``garbage_timeout`` since the first read
   after the last frame that completed no frame; ``send_timeout``.
-- What waits for a bridge that does not read its replies is bounded by one read's replies
-  (it is not read meanwhile); no byte bound of its own.
+- What waits for a bridge that does not read its replies is bounded by ``reply_backlog_bytes``
+  (``bridge_connections_closed_replies_unread`` past it); it is not read meanwhile.
 - A bug one frame triggers costs that frame (``BridgeIntake.prepare``/``hello`` answer NAK
   ``malformed``); a bug in the handling of one connection's bytes costs that connection
   (``connection_crashed``, ``bridge_connections_crashed``): its frames of that read are
@@ -83,7 +83,7 @@ class BridgeLoop(SocketLoop[_Bridge, tuple[bool, dict[int, bool]]]):
             counters=intake.counters,
             limits=limits,
             log=log,
-            backlog_limit=None,
+            backlog_limit=config.reply_backlog_bytes,
             counter_prefix="bridge_",
         )
         self.intake = intake

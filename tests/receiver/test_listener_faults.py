@@ -216,7 +216,8 @@ async def test_a_bridge_that_never_reads_is_closed_and_shutdown_completes(
 ) -> None:
     """The same on the bridge port: damaged frames (each NAKed) sent by a peer that never reads
     its NAKs; shutdown completes and the connection is counted as closed on send_timeout."""
-    config = write_bridge_config(tmp_path)
+    # A backlog bound above what the test can pile up: the stalled write is what is tested.
+    config = write_bridge_config(tmp_path, "reply_backlog_bytes = 10000000\n")
     values = await shut_down_with_a_stalled_write(
         config, lambda ports: ports.bridge, damaged_bridge_frames(1000)
     )
@@ -247,7 +248,7 @@ async def test_a_peer_that_resets_while_its_replies_wait_is_closed_as_lost(
         chunk, prefix = b"".join(null(seq) for seq in range(1000)), ""
     else:
         config, chunk, prefix = (
-            write_bridge_config(tmp_path),
+            write_bridge_config(tmp_path, "reply_backlog_bytes = 10000000\n"),
             damaged_bridge_frames(1000),
             "bridge_",
         )
