@@ -48,7 +48,7 @@ import trio
 from adapters.output import Output, UndeliverableError, UnreachableError
 from protocols import catalog
 from protocols.signal import ContactIdView, Flag, Signal, Source, new_signal_id
-from receiver.journal import Journal, JournalClosedError, to_us
+from receiver.journal import UNDER_LEASE, Journal, JournalClosedError, LeaseLostError, to_us
 from receiver.metrics import Counters
 from receiver.store.faults import STORE_ERRORS, StoreOutage
 from receiver.store.interface import CursorUpdate, SignalStore
@@ -178,6 +178,8 @@ class OutputCursor:
                     await self._save_direct(update)  # the receiver is stopping
             else:
                 await self._save_direct(update)
+        except LeaseLostError:
+            return False  # the lease changed hands: the cursor is the new holder's to move
         except STORE_ERRORS as exc:
             # Not saved: keep the counts for the next save; the cursor stays in memory.
             self.delivered_unsaved += update.delivered
@@ -189,7 +191,14 @@ class OutputCursor:
         return True
 
     async def _save_direct(self, update: CursorUpdate) -> None:
-        await trio.to_thread.run_sync(self.store.save_cursor, update)
+        """Through our own store, fenced like the journal's writes: a node that lost the
+        output's lease (its work stopping) must not move the cursor its successor owns."""
+        hold = UNDER_LEASE.get()
+        fence = hold.token if hold is not None else None
+        if not await trio.to_thread.run_sync(self.store.save_cursor, update, fence):
+            if hold is not None:
+                hold.refused()  # counted and logged once; the work is stopping already
+            raise LeaseLostError(f"cursor save refused: lease {fence} changed hands")
 
     async def _wait_for_more(self, read_up_to: int) -> None:
         # Woken by our own journal's commits; the timeout also catches other writers. A commit
