@@ -14,7 +14,8 @@ Rules:
   ``0700`` (``file_mode = 0o640`` lets an automation in the receiver's group read them; its
   folder then gets ``0750``). Existing folders and files keep their modes.
 - The work runs in a worker thread, one call per batch (XML built there too, off the event
-  loop; the first package of each batch is validated against the XSD, see ``_write_batch``):
+  loop, in one pass by ``package_xml``; the first package of each batch is validated against
+  the XSD, see ``_write_batch``):
   the dispatcher hands over up to ``window`` packages, all written, then flushed together
   (``syncfs``), then named, with one directory fsync, so a backlog costs two flushes per
   batch instead of two per package.
