@@ -14,7 +14,8 @@ Rules:
   ``0700`` (``file_mode = 0o640`` lets an automation in the receiver's group read them; its
   folder then gets ``0750``). Existing folders and files keep their modes.
 - The work runs in a worker thread, one call per batch (XML built there too, off the event
-  loop; the first package of each batch is validated against the XSD, see ``_write_batch``):
+  loop, in one pass by ``package_xml``; the first package of each batch is validated against
+  the XSD, see ``_write_batch``):
   the dispatcher hands over up to ``window`` packages, all written, then flushed together
   (``syncfs``), then named, with one directory fsync, so a backlog costs two flushes per
   batch instead of two per package.
@@ -34,7 +35,7 @@ from typing import Any
 import trio
 
 from adapters.output import Settings, UnreachableError
-from adapters.sentinel.package import Package, check_link_template
+from adapters.sentinel.package import check_built, check_link_template, package_xml
 from protocols.errors import InvalidInputError
 from protocols.signal import Signal
 
@@ -305,17 +306,20 @@ class SpoolOutput:
         """Build and write the packages (in a worker thread: the XML is built there too, off
         the event loop)."""
         files: list[tuple[str, bytes]] = []
-        for index, (signal, package_id) in enumerate(items):
-            package = Package.from_signal(
-                signal, package_id, link_template=self.link_template, station=self.station
-            )
-            # The XSD check costs three times the build: the first package of every batch is
+        link_template, station = self.link_template, self.station
+        for signal, package_id in items:
+            # The one-pass builder: the bytes of Package.from_signal(...).to_xml() (a property
+            # test), without the Package in between.
+            document = package_xml(signal, package_id, link_template=link_template, station=station)
+            files.append((f"{package_id}.xml", document))
+        if files:
+            # The XSD check costs several builds: the first package of every batch is
             # validated (every package when traffic is light), raising before any file of the
             # batch is written. The property tests prove that the builder writes, for any
             # signal, exactly the bytes of the lxml tree and that they pass the XSD, so what a
             # check could still catch (a schema file or libxml2 at odds with the tests) is
             # systematic, the same for every package, and shows on the first batch.
-            files.append((f"{package_id}.xml", package.to_xml(validate=index == 0)))
+            check_built(files[0][1], items[0][1])
         write_all_atomically(self.directory, files, mode=self.file_mode, unnamed=self.unnamed)
         return len(files)
 

@@ -1,6 +1,6 @@
 """Spool output throughput: durable package files per second, one per call vs a window.
 
-Run: ``python -m benchmarks.spool [--packages 1280] [--runs 3] [--window 64]``
+Run: ``python -m benchmarks.spool [--packages 1280] [--runs 3] [--window 64] [--dispatcher]``
 
 The spool is the embedded default output (``make serve`` with no outputs configured). Each
 package is XML built (the first of each call validated), written to an unnamed file in the
@@ -8,16 +8,25 @@ directory (``O_TMPFILE``), flushed, linked to its name, and the directory fsynce
 packages per call is what the dispatcher hands over during a backlog; one package per call is
 the baseline in the same run, and the middle row the fallback (a named temporary renamed into
 place, as where the filesystem has no ``O_TMPFILE``) at ``--window``. The directory is a fresh
-one under ``var/`` (the project's disk, not a tmpfs); CPU is the process's user+sys per package.
+one under ``var/`` (the project's disk, not a tmpfs); CPU is the process's user+sys per package,
+and each split into user (mostly ours: XML, Python) and sys (mostly the kernel's file work).
+
+``--dispatcher`` adds the coordinator's whole path at a steady rate (``--rate``, signals/s): a
+thread commits signals to a SQLite journal in batches, as the ingest workers do, and the
+dispatcher's cursor (woken by ``watch_other_writers``, as in the coordinator) reads them, builds
+and spools the packages and saves its cursor. Its CPU per package is the process's without the
+committing thread's own.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +36,11 @@ import trio
 
 from adapters.spool import SpoolOutput
 from benchmarks.harness import ROOT, write_results
-from protocols.signal import ContactIdView, Signal, Source
+from protocols.signal import ContactIdView, Signal, Source, new_signal_id
+from receiver.dispatcher import OutputCursor
+from receiver.journal import Journal
+from receiver.store.interface import JournalWrite
+from receiver.store.sqlite_store import SqliteStore
 
 
 def _signal(index: int) -> Signal:
@@ -48,16 +61,138 @@ def _signal(index: int) -> Signal:
     )
 
 
-async def _rate(directory: Path, packages: int, window: int, unnamed: bool) -> tuple[float, float]:
-    """Packages per second and CPU microseconds per package."""
+def _cpu() -> tuple[float, float]:
+    """This process's user and system CPU seconds so far."""
+    times = os.times()
+    return times.user, times.system
+
+
+async def _rate(
+    directory: Path, packages: int, window: int, unnamed: bool
+) -> tuple[float, float, float]:
+    """Packages per second, and user and system CPU microseconds per package."""
     output = SpoolOutput("spool", directory)
     output.unnamed = unnamed
     items = [(_signal(i), f"p-{i:06d}") for i in range(packages)]
-    started, cpu = time.perf_counter(), time.process_time()
+    started, (user, system) = time.perf_counter(), _cpu()
     for start in range(0, packages, window):
         await output.deliver_batch(items[start : start + window])
-    cpu_us = (time.process_time() - cpu) / packages * 1e6
-    return packages / (time.perf_counter() - started), cpu_us
+    user_end, system_end = _cpu()
+    elapsed = time.perf_counter() - started
+    return (
+        packages / elapsed,
+        (user_end - user) / packages * 1e6,
+        (system_end - system) / packages * 1e6,
+    )
+
+
+def _journal_signal(index: int) -> Signal:
+    """A DC-09 Contact ID burglary from a known account, as the ingest workers store it."""
+    now = datetime.now(UTC)
+    account = f"{1000 + index % 500}"
+    return Signal(
+        id=new_signal_id(now),
+        received_at=now,
+        source=Source.DC09,
+        peer="127.0.0.1:40000",
+        account=account,
+        effective_account=f"L1{account}",
+        account_id=index % 500 + 1,
+        site_id=index % 500 + 1,
+        site_name=f"Site {index % 500}",
+        token="ADM-CID",
+        sequence=f"{index % 9999 + 1:04d}",
+        device_time=now,
+        line="L1",
+        cid=ContactIdView("E", "130", "01", "001"),
+        name="Burglary",
+        category="alarm",
+        raw=b'"ADM-CID"0001L1#' + account.encode() + b"[#" + account.encode() + b"|1130 01 001]",
+    )
+
+
+def _commit_steadily(path: Path, packages: int, rate: float, chunk: int, cpu: list[float]) -> None:
+    """Commit ``packages`` signals at ``rate`` per second, ``chunk`` per transaction (in a
+    thread of its own, like an ingest worker's commits); its CPU goes into ``cpu``."""
+    store = SqliteStore(path)
+    started = time.perf_counter()
+    try:
+        for start in range(0, packages, chunk):
+            due = started + start / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            count = min(chunk, packages - start)
+            store.append([JournalWrite(signals=[_journal_signal(start + i) for i in range(count)])])
+    finally:
+        store.close()
+        cpu.extend(_thread_cpu())
+
+
+def _thread_cpu() -> tuple[float, float]:
+    """The calling thread's user and system CPU seconds (Linux ``/proc``; else all as user)."""
+    try:
+        stat = Path(f"/proc/self/task/{threading.get_native_id()}/stat").read_text()
+    except OSError:
+        return time.thread_time(), 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+async def _through_dispatcher(
+    directory: Path, packages: int, rate: float, chunk: int
+) -> tuple[float, float, float, float]:
+    """Signals/s spooled, user and system CPU us per package (all but the committing thread's),
+    and the mean packages per exchange; the spool's default window and coalescing."""
+    path = directory / "store.sqlite3"
+    directory.mkdir(parents=True)
+    setup = SqliteStore(path)
+    setup.ensure_output("spool", 0)
+    setup.close()
+    output = SpoolOutput("spool", directory / "spool")
+    exchanges = 0
+    deliver = output.deliver_batch
+
+    async def counted(items: Any) -> int:
+        nonlocal exchanges
+        exchanges += 1
+        return await deliver(items)
+
+    output.deliver_batch = counted  # type: ignore[method-assign]
+    journal = Journal(SqliteStore(path))
+    cursor = OutputCursor(
+        output,
+        SqliteStore(path),
+        journal,
+        window=output.window,
+        coalesce=output.coalesce,
+        read_batch=max(256, output.window),
+    )
+    committer_cpu: list[float] = []
+    committer = threading.Thread(
+        target=_commit_steadily, args=(path, packages, rate, chunk, committer_cpu)
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        nursery.start_soon(journal.watch_other_writers, SqliteStore(path))
+        await nursery.start(cursor.run)
+        started, (user, system) = time.perf_counter(), _cpu()
+        committer.start()
+        while cursor.cursor < packages:
+            await trio.sleep(0.01)
+        elapsed = time.perf_counter() - started
+        user_end, system_end = _cpu()
+        nursery.cancel_scope.cancel()
+    committer.join()
+    user_spent = user_end - user - committer_cpu[0]
+    system_spent = system_end - system - committer_cpu[1]
+    return (
+        packages / elapsed,
+        user_spent / packages * 1e6,
+        system_spent / packages * 1e6,
+        packages / exchanges,
+    )
 
 
 def _measure(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
@@ -66,7 +201,7 @@ def _measure(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
     # The rows' runs alternate (A B C A B C ...): a machine whose load changes meanwhile
     # weighs on all of them alike.
     rows = ((1, True), (args.window, False), (args.window, True))
-    measured: dict[tuple[int, bool], list[tuple[float, float]]] = {row: [] for row in rows}
+    measured: dict[tuple[int, bool], list[tuple[float, float, float]]] = {row: [] for row in rows}
     for run in range(args.runs):
         for window, unnamed in rows:
             folder = scratch / f"{window}-{unnamed}-{run}"
@@ -74,7 +209,7 @@ def _measure(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
             measured[window, unnamed].append(rate)
     for window, unnamed in rows:
         runs = measured[window, unnamed]
-        rates = [rate for rate, _ in runs]
+        rates = [rate for rate, _, _ in runs]
         row = {
             "window": window,
             "path": "unnamed" if unnamed else "named",
@@ -83,16 +218,45 @@ def _measure(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
             "packages_per_s": round(statistics.median(rates), 1),
             "packages_per_s_min": round(min(rates), 1),
             "packages_per_s_max": round(max(rates), 1),
-            "cpu_us_per_package": round(statistics.median(cpu for _, cpu in runs), 1),
+            "cpu_us_per_package": round(statistics.median(u + s for _, u, s in runs), 1),
+            "user_us_per_package": round(statistics.median(u for _, u, _ in runs), 1),
+            "sys_us_per_package": round(statistics.median(s for _, _, s in runs), 1),
         }
         results.append(row)
         print(
             f"spool window={window:3d} {row['path']:7s} packages/s={row['packages_per_s']:8.1f} "
             f"(min {row['packages_per_s_min']:.0f}, max {row['packages_per_s_max']:.0f}) "
-            f"cpu {row['cpu_us_per_package']:.0f} us/package",
+            f"cpu {row['cpu_us_per_package']:.0f} us/package "
+            f"(user {row['user_us_per_package']:.0f}, sys {row['sys_us_per_package']:.0f})",
             flush=True,
         )
     return results
+
+
+def _measure_dispatcher(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    runs = []
+    for run in range(args.runs):
+        folder = scratch / f"dispatcher-{run}"
+        runs.append(trio.run(_through_dispatcher, folder, args.packages, args.rate, args.chunk))
+    row = {
+        "rate": args.rate,
+        "chunk": args.chunk,
+        "packages": args.packages,
+        "runs": args.runs,
+        "packages_per_s": round(statistics.median(r[0] for r in runs), 1),
+        "cpu_us_per_package": round(statistics.median(r[1] + r[2] for r in runs), 1),
+        "user_us_per_package": round(statistics.median(r[1] for r in runs), 1),
+        "sys_us_per_package": round(statistics.median(r[2] for r in runs), 1),
+        "packages_per_exchange": round(statistics.median(r[3] for r in runs), 1),
+    }
+    print(
+        f"dispatcher at {args.rate:.0f}/s ({args.chunk} per commit): "
+        f"packages/s={row['packages_per_s']:.0f} cpu {row['cpu_us_per_package']:.0f} us/package "
+        f"(user {row['user_us_per_package']:.0f}, sys {row['sys_us_per_package']:.0f}), "
+        f"{row['packages_per_exchange']:.1f} packages per exchange",
+        flush=True,
+    )
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--packages", type=int, default=1280)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--window", type=int, default=64)
+    parser.add_argument(
+        "--dispatcher", action="store_true", help="also the coordinator's path, read to file"
+    )
+    parser.add_argument("--rate", type=float, default=2500.0, help="with --dispatcher")
+    parser.add_argument("--chunk", type=int, default=40, help="signals per commit")
     args = parser.parse_args(argv)
     (ROOT / "var").mkdir(exist_ok=True)
     # Every run's folder is removed at the end, not after each run: on ext4 without a journal
@@ -108,21 +277,37 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="spool-bench-", dir=ROOT / "var"))
     try:
         results = _measure(args, scratch)
+        dispatcher = _measure_dispatcher(args, scratch) if args.dispatcher else None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     ratio = results[-1]["packages_per_s"] / results[0]["packages_per_s"]
     print(f"window {args.window} / one per call: {ratio:.2f}")
     lines = [
-        "| packages per call | path | packages/s (median) | min | max | CPU us/package |",
-        "|---|---|---|---|---|---|",
+        "| packages per call | path | packages/s (median) | min | max | CPU us/package "
+        "| user | sys |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {r['window']} | {r['path']} | {r['packages_per_s']:.0f} | "
         f"{r['packages_per_s_min']:.0f} | {r['packages_per_s_max']:.0f} "
-        f"| {r['cpu_us_per_package']:.0f} |"
+        f"| {r['cpu_us_per_package']:.0f} | {r['user_us_per_package']:.0f} "
+        f"| {r['sys_us_per_package']:.0f} |"
         for r in results
     ]
-    write_results("spool", {"results": results, "ratio": round(ratio, 2)}, "\n".join(lines))
+    payload: dict[str, Any] = {"results": results, "ratio": round(ratio, 2)}
+    if dispatcher is not None:
+        payload["dispatcher"] = dispatcher
+        lines += [
+            "",
+            "| through the dispatcher at | packages/s | CPU us/package | user | sys "
+            "| packages per exchange |",
+            "|---|---|---|---|---|---|",
+            f"| {dispatcher['rate']:.0f}/s, {dispatcher['chunk']} per commit "
+            f"| {dispatcher['packages_per_s']:.0f} | {dispatcher['cpu_us_per_package']:.0f} "
+            f"| {dispatcher['user_us_per_package']:.0f} | {dispatcher['sys_us_per_package']:.0f} "
+            f"| {dispatcher['packages_per_exchange']:.1f} |",
+        ]
+    write_results("spool", payload, "\n".join(lines))
     return 0
 
 

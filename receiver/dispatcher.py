@@ -48,10 +48,13 @@ import trio
 from adapters.output import Output, UndeliverableError, UnreachableError
 from protocols import catalog
 from protocols.signal import ContactIdView, Flag, Signal, Source, new_signal_id
-from receiver.journal import Journal, JournalClosedError, to_us
+from receiver.journal import UNDER_LEASE, Journal, JournalClosedError, LeaseLostError, to_us
 from receiver.metrics import Counters
 from receiver.store.faults import STORE_ERRORS, StoreOutage
 from receiver.store.interface import CursorUpdate, SignalStore
+
+# A suppressed signal is never sent (the flag as the plain string a signal's flags hold).
+_SUPPRESSED = Flag.SUPPRESSED.value
 
 # The same delivery error is logged again at most this often (with the count of tries).
 FAILURE_LOG_INTERVAL = 60.0
@@ -178,6 +181,8 @@ class OutputCursor:
                     await self._save_direct(update)  # the receiver is stopping
             else:
                 await self._save_direct(update)
+        except LeaseLostError:
+            return False  # the lease changed hands: the cursor is the new holder's to move
         except STORE_ERRORS as exc:
             # Not saved: keep the counts for the next save; the cursor stays in memory.
             self.delivered_unsaved += update.delivered
@@ -189,7 +194,14 @@ class OutputCursor:
         return True
 
     async def _save_direct(self, update: CursorUpdate) -> None:
-        await trio.to_thread.run_sync(self.store.save_cursor, update)
+        """Through our own store, fenced like the journal's writes: a node that lost the
+        output's lease (its work stopping) must not move the cursor its successor owns."""
+        hold = UNDER_LEASE.get()
+        fence = hold.token if hold is not None else None
+        if not await trio.to_thread.run_sync(self.store.save_cursor, update, fence):
+            if hold is not None:
+                hold.refused()  # counted and logged once; the work is stopping already
+            raise LeaseLostError(f"cursor save refused: lease {fence} changed hands")
 
     async def _wait_for_more(self, read_up_to: int) -> None:
         # Woken by our own journal's commits; the timeout also catches other writers. A commit
@@ -423,21 +435,24 @@ class OutputCursor:
             # Up to `window` signals go out in one pipelined exchange (where the output
             # can); the cursor then moves past every signal up to the last one ACKed.
             group = [pending[i] for i in range(min(len(pending), self.window))]
-            to_send = [(s, s.id) for _, s in group if Flag.SUPPRESSED not in s.flags]
+            to_send = [(s, s.id) for _, s in group if _SUPPRESSED not in s.flags]
             acked = await self._deliver(to_send) if to_send else 0
             handed_small = 0 < len(to_send) < small
+            delivered = 0
             for seq, signal in group:
-                if Flag.SUPPRESSED not in signal.flags:
+                if _SUPPRESSED not in signal.flags:
                     if not acked:
                         break
                     acked -= 1
                     if signal.id in self._skipped:
                         self._skipped.discard(signal.id)
                     else:
-                        self.delivered_unsaved += 1
-                        self.last_success_us = _now_us()
+                        delivered += 1
                 self.cursor = seq
                 pending.popleft()
+            if delivered:  # one clock read per exchange: they were ACKed together
+                self.delivered_unsaved += delivered
+                self.last_success_us = _now_us()
 
 
 def _cursor(

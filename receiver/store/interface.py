@@ -673,8 +673,10 @@ class OutputCursorStore(Protocol):
         """Create the output's cursor at the journal's end if it has none; return its cursor."""
         ...
 
-    def save_cursor(self, update: CursorUpdate) -> None:
-        """Write a cursor update on its own (at shutdown, when the journal's writer is gone)."""
+    def save_cursor(self, update: CursorUpdate, fence: FencingToken | None = None) -> bool:
+        """Write a cursor update on its own (at shutdown, when the journal's writer is gone).
+        ``fence``: the hold it is made under, checked as an append's are; False when that lease
+        changed hands (nothing written)."""
         ...
 
     def output_states(self, names: Sequence[str]) -> list[OutputState]: ...

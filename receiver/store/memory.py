@@ -31,6 +31,7 @@ from receiver.store.fencing import append_fenced, check_tokens, tokens_of
 from receiver.store.interface import (
     BridgeStateRow,
     CursorUpdate,
+    FencingToken,
     JournalWrite,
     Lease,
     OutputState,
@@ -285,10 +286,11 @@ class MemoryStore:
             updated_us=update.updated_us,
         )
 
-    def save_cursor(self, update: CursorUpdate) -> None:
-        self._check("output cursor")
+    def save_cursor(self, update: CursorUpdate, fence: FencingToken | None = None) -> bool:
+        self._check("output cursor")  # fencing tokens are not checked here (no leases)
         with self._lock:
             self._save_cursor(update)
+        return True
 
     def output_states(self, names: Sequence[str]) -> list[OutputState]:
         return [self.outputs[n] for n in sorted(set(names)) if n in self.outputs]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -151,10 +151,79 @@ SIGNAL_READ_SQL = ", ".join(READ_COLUMNS)
 
 _SOURCES = {source.value: source for source in Source}
 _DUPLICATE_RECEIVED = frozenset({"duplicate_received"})
+_NO_FLAGS: frozenset[str] = frozenset()
 # The trusted reader's tools, as ``Signal.from_dc09`` uses them: a frozen slotted instance
-# filled slot by slot, as attrs' own ``__init__`` fills it, without re-running the validators.
+# filled slot by slot without re-running the validators, each slot through its member
+# descriptor's ``__set__`` (half the cost of ``object.__setattr__``'s lookup by name).
 _new = object.__new__
-_set = object.__setattr__
+_Setter = Callable[[Any, Any], None]
+
+
+def _slots(cls: type, *names: str) -> tuple[_Setter, ...]:
+    return tuple(getattr(cls, name).__set__ for name in names)
+
+
+(_cid_qualifier, _cid_code, _cid_group, _cid_zone) = _slots(
+    ContactIdView, "qualifier", "code", "group", "zone"
+)
+(_sia_code, _sia_address, _sia_modifiers, _sia_text) = _slots(
+    SiaView, "code", "address", "modifiers", "text"
+)
+(
+    _s_id,
+    _s_received_at,
+    _s_source,
+    _s_peer,
+    _s_account,
+    _s_station,
+    _s_receiver_no,
+    _s_line,
+    _s_account_id,
+    _s_effective_account,
+    _s_site_id,
+    _s_site_name,
+    _s_token,
+    _s_sequence,
+    _s_device_time,
+    _s_cid,
+    _s_sia,
+    _s_name,
+    _s_category,
+    _s_device,
+    _s_channel,
+    _s_zone_type,
+    _s_extended,
+    _s_flags,
+    _s_raw,
+) = _slots(
+    Signal,
+    "id",
+    "received_at",
+    "source",
+    "peer",
+    "account",
+    "station",
+    "receiver_no",
+    "line",
+    "account_id",
+    "effective_account",
+    "site_id",
+    "site_name",
+    "token",
+    "sequence",
+    "device_time",
+    "cid",
+    "sia",
+    "name",
+    "category",
+    "device",
+    "channel",
+    "zone_type",
+    "extended",
+    "flags",
+    "raw",
+)
+_fromtimestamp = datetime.fromtimestamp
 
 
 # Read-side caches, the mirror of the write side's: the same modifiers and flags text repeat.
@@ -219,44 +288,47 @@ def signal_from_values(values: Sequence[Any]) -> Signal:
     cid: ContactIdView | None = None
     if code is not None:
         cid = _new(ContactIdView)
-        _set(cid, "qualifier", qualifier)
-        _set(cid, "code", code)
-        _set(cid, "group", group)
-        _set(cid, "zone", zone)
+        _cid_qualifier(cid, qualifier)
+        _cid_code(cid, code)
+        _cid_group(cid, group)
+        _cid_zone(cid, zone)
     sia: SiaView | None = None
     if sia_code is not None:
         sia = _new(SiaView)
-        _set(sia, "code", sia_code)
-        _set(sia, "address", sia_address or "")
-        _set(sia, "modifiers", _pairs_from_json(sia_modifiers) if sia_modifiers else ())
-        _set(sia, "text", sia_text)
-    flags = _flags_from_text(flags_text) if flags_text else frozenset()
+        _sia_code(sia, sia_code)
+        _sia_address(sia, sia_address or "")
+        _sia_modifiers(sia, _pairs_from_json(sia_modifiers) if sia_modifiers else ())
+        _sia_text(sia, sia_text)
+    flags = _flags_from_text(flags_text) if flags_text else _NO_FLAGS
     if repeats:
         flags = flags | _DUPLICATE_RECEIVED
     signal: Signal = _new(Signal)
-    _set(signal, "id", id_)
-    _set(signal, "received_at", from_us(received_us))
-    _set(signal, "source", _SOURCES[source])
-    _set(signal, "peer", peer or "")
-    _set(signal, "account", account)
-    _set(signal, "station", station)
-    _set(signal, "receiver_no", receiver_no)
-    _set(signal, "line", line)
-    _set(signal, "account_id", account_id)
-    _set(signal, "effective_account", effective_account)
-    _set(signal, "site_id", site_id)
-    _set(signal, "site_name", site_name)
-    _set(signal, "token", token)
-    _set(signal, "sequence", sequence)
-    _set(signal, "device_time", from_us(device_us) if device_us is not None else None)
-    _set(signal, "cid", cid)
-    _set(signal, "sia", sia)
-    _set(signal, "name", name)
-    _set(signal, "category", category)
-    _set(signal, "device", device)
-    _set(signal, "channel", channel)
-    _set(signal, "zone_type", zone_type)
-    _set(signal, "extended", _pairs_from_json(extended) if extended else ())
-    _set(signal, "flags", flags)
-    _set(signal, "raw", bytes(raw) if raw else b"")
+    _s_id(signal, id_)
+    # from_us, inline (two calls a row)
+    _s_received_at(signal, _fromtimestamp(received_us / 1_000_000, UTC))
+    _s_source(signal, _SOURCES[source])
+    _s_peer(signal, peer or "")
+    _s_account(signal, account)
+    _s_station(signal, station)
+    _s_receiver_no(signal, receiver_no)
+    _s_line(signal, line)
+    _s_account_id(signal, account_id)
+    _s_effective_account(signal, effective_account)
+    _s_site_id(signal, site_id)
+    _s_site_name(signal, site_name)
+    _s_token(signal, token)
+    _s_sequence(signal, sequence)
+    _s_device_time(
+        signal, None if device_us is None else _fromtimestamp(device_us / 1_000_000, UTC)
+    )
+    _s_cid(signal, cid)
+    _s_sia(signal, sia)
+    _s_name(signal, name)
+    _s_category(signal, category)
+    _s_device(signal, device)
+    _s_channel(signal, channel)
+    _s_zone_type(signal, zone_type)
+    _s_extended(signal, _pairs_from_json(extended) if extended else ())
+    _s_flags(signal, flags)
+    _s_raw(signal, bytes(raw) if raw else b"")
     return signal

@@ -33,11 +33,12 @@ from protocols.signal import Signal
 from receiver.journal_chain import NODE, Verification, chain_rows, verify_chain
 from receiver.store import bridge_report_sql, usage_sql
 from receiver.store.chain_sql import SqliteChainReader, chain_head
-from receiver.store.fencing import append_fenced, check_tokens, tokens_of
+from receiver.store.fencing import FenceRefused, append_fenced, check_tokens, tokens_of
 from receiver.store.history_sql import conditions
 from receiver.store.interface import (
     BridgeStateRow,
     CursorUpdate,
+    FencingToken,
     JournalWrite,
     OutputState,
     PrunePlan,
@@ -507,12 +508,19 @@ class SqliteStore:
 
         return self._run(ensure)
 
-    def save_cursor(self, update: CursorUpdate) -> None:
-        def save(conn: sqlite3.Connection) -> None:
-            with write_transaction(conn):
-                conn.execute(SAVE_CURSOR, cursor_params(update))
+    def save_cursor(self, update: CursorUpdate, fence: FencingToken | None = None) -> bool:
+        def save(conn: sqlite3.Connection) -> bool:
+            try:
+                with write_transaction(conn):
+                    if fence is not None:  # under the write lock, as an append checks it
+                        rows = conn.execute(lease_rows_sql(1), [fence.lease]).fetchall()
+                        check_tokens({fence}, rows)
+                    conn.execute(SAVE_CURSOR, cursor_params(update))
+            except FenceRefused:
+                return False
+            return True
 
-        self._run(save)
+        return self._run(save)
 
     def output_states(self, names: Sequence[str]) -> list[OutputState]:
         wanted = list(names)

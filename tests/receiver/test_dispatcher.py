@@ -24,6 +24,9 @@ from protocols import dc09
 from protocols.signal import Signal
 from receiver.dispatcher import OutputCursor, _cursor, output_status
 from receiver.journal import Journal
+from receiver.metrics import Counters
+from receiver.nodes import Node
+from receiver.store.interface import JournalWrite, Lease
 from receiver.store.memory import MemoryStore
 from simulators.sink import SentinelSink, SurGardSink
 from tests.adapters.test_sentinel_client import closed_port
@@ -31,6 +34,7 @@ from tests.adapters.test_sentinel_package import make_signal
 from tests.conftest import Backend
 from tests.receiver.conftest import start_receiver, write_config
 from tests.receiver.test_crash import free_port, wait_for_port
+from tests.receiver.test_nodes import _leases_on
 
 
 class RecordingSink(SentinelSink):
@@ -406,3 +410,76 @@ async def test_a_commit_during_an_empty_read_is_not_left_waiting(
             assert output.batches == [["late-1"]]
             assert trio.current_time() == 0
             nursery.cancel_scope.cancel()
+
+
+class GatedOutput:
+    """An output that ACKs each batch once the test opens its gate."""
+
+    name = "xml"
+    connected = True
+    last_error: str | None = None
+
+    def __init__(self) -> None:
+        self.gate = trio.Event()
+        self.waiting = trio.Event()
+
+    async def deliver(self, signal: Signal, package_id: str) -> None:
+        self.waiting.set()
+        await self.gate.wait()
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("lost", [False, True], ids=["held", "lost"])
+async def test_a_node_that_lost_the_lease_does_not_move_the_cursor_at_shutdown(
+    backend: Backend, lost: bool
+) -> None:
+    """Node A delivers the output's backlog; before its cursor is saved, B takes the lease over
+    behind A's back, then A stops. A's shutdown save is fenced like its other cursor moves: the
+    cursor stays where B's hold found it (held to the end, A's shutdown saves it)."""
+    leases, other = _leases_on(backend), _leases_on(backend)
+    writer = backend.open()
+    writer.ensure_output("xml", 0)
+    writer.append([JournalWrite(signals=[make_signal(id=f"s-{i}")]) for i in range(3)])
+    journal = Journal(backend.open())
+    output = GatedOutput()
+    cursors: list[OutputCursor] = []
+
+    async def deliver(
+        lease: Lease, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        cursor = OutputCursor(output, backend.open(), journal, save_interval=3600.0)
+        cursors.append(cursor)
+        await cursor.run(task_status=task_status)
+
+    counters = Counters()
+    with capture_logs() as logs, trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(journal.run)
+            a = Node(leases, "a", lease=30.0, counters=counters)
+            nursery.start_soon(a.hold, "output:xml", deliver)
+            await output.waiting.wait()
+            if lost:
+                assert other.release_lease("output:xml", "a")
+                assert other.acquire_lease("output:xml", "b", 30) is not None
+            output.gate.set()
+            while cursors[0].cursor < 3:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()  # A stops: its dispatcher's shutdown save
+    journal.close()
+    try:
+        (state,) = writer.output_states(["xml"])
+    finally:
+        writer.close()
+        leases.close()
+        other.close()
+    if lost:
+        assert (state.cursor, state.delivered) == (0, 0)
+        assert counters.values["lease_writes_refused"] == 1
+        assert [e["event"] for e in logs if e["event"] == "lease_write_refused"] == [
+            "lease_write_refused"
+        ]
+    else:
+        assert (state.cursor, state.delivered) == (3, 3)
+        assert "lease_writes_refused" not in counters.values

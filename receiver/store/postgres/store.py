@@ -38,7 +38,7 @@ from psycopg.types.json import Jsonb
 
 from protocols.signal import Signal
 from receiver.journal_chain import GENESIS, NODE, Verification, chain_rows, verify_chain
-from receiver.store.fencing import append_fenced, check_tokens, tokens_of
+from receiver.store.fencing import FenceRefused, append_fenced, check_tokens, tokens_of
 from receiver.store.history_sql import conditions
 from receiver.store.interface import (
     AccountHolder,
@@ -46,6 +46,7 @@ from receiver.store.interface import (
     AccountTakenError,
     BridgeStateRow,
     CursorUpdate,
+    FencingToken,
     JournalWrite,
     Lease,
     NodeBeat,
@@ -577,9 +578,17 @@ class PostgresStore:
         assert row is not None
         return int(row["cursor"])
 
-    def save_cursor(self, update: CursorUpdate) -> None:
+    def save_cursor(self, update: CursorUpdate, fence: FencingToken | None = None) -> bool:
         with self._use("output cursor") as conn:
-            conn.execute(SAVE_CURSOR, cursor_params(update))
+            try:
+                with conn.transaction():
+                    if fence is not None:  # the lease row locked until the commit
+                        rows = conn.execute(LEASE_ROWS, ([fence.lease],)).fetchall()
+                        check_tokens({fence}, [(r["name"], r["holder"], r["epoch"]) for r in rows])
+                    conn.execute(SAVE_CURSOR, cursor_params(update))
+            except FenceRefused:
+                return False
+        return True
 
     def output_states(self, names: Sequence[str]) -> list[OutputState]:
         with self._use("output read") as conn:
