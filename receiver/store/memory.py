@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from protocols.signal import Signal
-from receiver.store.fencing import append_fenced, check_tokens, tokens_of
+from receiver.store.fencing import FenceRefused, append_fenced, check_tokens, tokens_of
 from receiver.store.interface import (
     BridgeStateRow,
     CursorUpdate,
@@ -287,8 +287,14 @@ class MemoryStore:
         )
 
     def save_cursor(self, update: CursorUpdate, fence: FencingToken | None = None) -> bool:
-        self._check("output cursor")  # fencing tokens are not checked here (no leases)
+        self._check("output cursor")
         with self._lock:
+            if fence is not None:  # under the lock, as an append checks it
+                row = self.lease_rows.get(fence.lease)
+                try:
+                    check_tokens({fence}, [(row.name, row.holder, row.epoch)] if row else [])
+                except FenceRefused:
+                    return False
             self._save_cursor(update)
         return True
 

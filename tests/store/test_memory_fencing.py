@@ -98,3 +98,20 @@ def test_an_expired_lease_is_taken_over_and_its_holder_cannot_renew_it() -> None
     assert [lease.holder for lease in store.leases()] == ["b"]
     (outcome,) = store.append([JournalWrite(signals=[make_signal("7201")], fence=a.token)])
     assert outcome.refused
+
+
+def test_a_direct_cursor_save_under_a_lost_lease_is_refused() -> None:
+    """The dispatcher's shutdown save (``save_cursor`` with its hold's token) is fenced too."""
+    store = MemoryStore()
+    store.ensure_output("xml", 0)
+    a = store.acquire_lease("output:xml", "a", 30)
+    assert a is not None
+    assert store.save_cursor(CursorUpdate("xml", 2, delivered=2), a.token)
+    assert store.release_lease("output:xml", "a")
+    b = store.acquire_lease("output:xml", "b", 30)
+    assert b is not None
+    assert not store.save_cursor(CursorUpdate("xml", 9, delivered=9), a.token)
+    (state,) = store.output_states(["xml"])
+    assert (state.cursor, state.delivered) == (2, 2)
+    assert store.save_cursor(CursorUpdate("xml", 3, delivered=3), b.token)
+    assert store.save_cursor(CursorUpdate("xml", 4, delivered=4))  # no token: never refused
