@@ -25,7 +25,7 @@ import attrs
 from attrs import frozen
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from protocols.crc import crc16_arc, crc16_arc_combine
+from protocols.crc import crc16_arc, crc16_arc_combine, zeros_tables
 from protocols.errors import (
     ChecksumError,
     DecryptionError,
@@ -578,10 +578,26 @@ _NO_QUIRKS: Final[frozenset[str]] = frozenset()
 _NO_EXTENDED: Final[tuple[tuple[str, str], ...]] = ()
 
 
-@functools.lru_cache(maxsize=256)
-def _common_timestamp(text: str) -> datetime:
-    # The panels' clocks tick in seconds: the frames of one second share their timestamp.
-    return _parse_timestamp(text)
+# The CRC of a common frame is taken in three parts (CRC-16/ARC is linear: see protocols.crc):
+# the quoted token's register is a constant, the timestamp's ``]_HH:MM:SS,MM-DD-YYYY`` (21
+# bytes) repeats across the frames of one second and is cached with the parsed time, and only
+# the part between them (sequence, address, data) is computed per frame.
+_TOKEN_CRC: Final = {t: crc16_arc(f'"{t}"'.encode("ascii")) for t in EVENT_TOKENS}
+_STAMP_TAIL: Final = 21  # "]_" and the 19-character timestamp
+_STAMP_LOW, _STAMP_HIGH = zeros_tables(_STAMP_TAIL)
+_STAMPS_MAX: Final = 256
+_stamps: dict[str, tuple[datetime, int]] = {}
+
+
+def _common_stamp(text: str) -> tuple[datetime, int]:
+    """A common frame's timestamp and the CRC of its ``]_<timestamp>`` (cached per second)."""
+    hit = _stamps.get(text)
+    if hit is None:
+        if len(_stamps) >= _STAMPS_MAX:
+            _stamps.clear()
+        # The panels' clocks tick in seconds: the frames of one second share their timestamp.
+        hit = _stamps[text] = (_parse_timestamp(text), crc16_arc(b"]_" + text.encode("ascii")))
+    return hit
 
 
 def decode_common(raw: bytes) -> Dc09Frame | None:
@@ -590,20 +606,26 @@ def decode_common(raw: bytes) -> Dc09Frame | None:
     same ``Dc09Frame``, or None when ``raw`` is not that shape or does not check out (wrong
     CRC or length, an impossible date). None costs nothing but this call: ``decode_frame``
     then decodes the frame and raises what it calls for. A property test holds the two equal."""
-    text = raw.decode("latin-1")
-    match = _COMMON.fullmatch(text)
+    match = _COMMON.fullmatch(raw.decode("latin-1"))
     if match is None:
         return None
     crc, length, token, sequence, receiver, line, account, data, stamp = match.groups()
-    span = raw[9:-1]
-    if int(length, 16) != len(span) or int(crc, 16) != crc16_arc(span):
+    size = len(raw) - 10  # the span: after LF, CRC and length, before CR
+    if int(length, 16) != size:
         return None
-    timestamp = None
-    if stamp is not None:
+    if stamp is None:
+        timestamp = None
+        computed = crc16_arc(raw[9:-1])
+    else:
         try:
-            timestamp = _common_timestamp(stamp)
+            timestamp, tail_crc = _common_stamp(stamp)
         except _TailError:
             return None
+        # The span is '"token"', the middle, then ']_<timestamp>' (the match says so).
+        middle = crc16_arc(raw[len(token) + 11 : -_STAMP_TAIL - 1], _TOKEN_CRC[token])
+        computed = _STAMP_LOW[middle & 0xFF] ^ _STAMP_HIGH[middle >> 8] ^ tail_crc
+    if int(crc, 16) != computed:
+        return None
     header = Dc09Header(token, False, sequence, receiver, line, account, "hex")
     return Dc09Frame(header, data, _NO_EXTENDED, timestamp, _NO_QUIRKS, raw)
 
