@@ -25,7 +25,7 @@ import attrs
 from attrs import frozen
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from protocols.crc import crc16_arc, crc16_arc_combine, zeros_tables
+from protocols.crc import crc16_arc, zeros_tables
 from protocols.errors import (
     ChecksumError,
     DecryptionError,
@@ -797,19 +797,20 @@ def ack(
     if not header.encrypted:
         # The hot path: CRC("ACK"seq) and CRC(address[]) repeat (sequences cycle, accounts
         # reuse their address), so each is cached and the two are combined.
-        tail = _ack_tail(header.receiver, header.line, header.account)
-        crc = crc16_arc_combine(_ack_head_crc(header.sequence), tail[1], len(tail[0]))
-        length = len(tail[0]) + 9
+        tail, tail_crc, low, high = _ack_tail(header.receiver, header.line, header.account)
+        head = _ack_head_crc(header.sequence)
+        crc = low[head & 0xFF] ^ high[head >> 8] ^ tail_crc
+        length = len(tail) + 9
         if length > 0xFFF:
             raise LocalProtocolError(f"frame body of {length} bytes exceeds 0FFF")
         if header.crc_form == "hex":
-            return b'\n%04X%04X"ACK"%s%s\r' % (crc, length, header.sequence.encode(), tail[0])
+            return b'\n%04X%04X"ACK"%s%s\r' % (crc, length, header.sequence.encode(), tail)
         if header.crc_form == "binary":
             return b'\n%s%04X"ACK"%s%s\r' % (
                 crc.to_bytes(2, "big"),
                 length,
                 header.sequence.encode(),
-                tail[0],
+                tail,
             )
         raise LocalProtocolError(f"crc_form must be 'hex' or 'binary', got {header.crc_form!r}")
     address = _address(header.receiver, header.line, header.account)
@@ -826,10 +827,14 @@ def _ack_head_crc(sequence: str) -> int:
 
 
 @functools.lru_cache(maxsize=8192)
-def _ack_tail(receiver: str | None, line: str | None, account: str) -> tuple[bytes, int]:
-    """``<address>[]`` of an ACK and its CRC."""
+def _ack_tail(
+    receiver: str | None, line: str | None, account: str
+) -> tuple[bytes, int, tuple[int, ...], tuple[int, ...]]:
+    """``<address>[]`` of an ACK, its CRC, and the tables that push the head's CRC through it
+    (``crc16_arc_combine`` inlined: ``low[head & 0xFF] ^ high[head >> 8] ^ crc``)."""
     tail = (_address(receiver, line, account) + "[]").encode("latin-1")
-    return tail, crc16_arc(tail)
+    low, high = zeros_tables(len(tail))
+    return tail, crc16_arc(tail), low, high
 
 
 def nak(now: datetime, *, crc_form: str = "hex") -> bytes:
