@@ -61,6 +61,7 @@ __all__ = [
     "integrity",
     "nak",
     "parse_key",
+    "plain_ack",
     "read_envelope",
     "read_header",
     "reply_for_error",
@@ -138,6 +139,29 @@ class Dc09Frame:
         return self.header.account
 
 
+# The common frame's header and frame are filled slot by slot, as attrs' own __init__ fills a
+# frozen slotted instance, through each slot's member descriptor (about a fifth cheaper than
+# attrs' per-field ``object.__setattr__``). The property test of ``decode_common`` holds the
+# result equal to what the constructors build.
+_new = object.__new__
+_SlotSetter = Callable[[object, object], None]
+
+
+def _slot_setters(cls: type, names: Sequence[str]) -> tuple[_SlotSetter, ...]:
+    setters: tuple[_SlotSetter, ...] = tuple(getattr(cls, name).__set__ for name in names)
+    if tuple(names) != tuple(a.name for a in attrs.fields(cls)):
+        raise LocalProtocolError(f"{cls.__name__}'s trusted factory misses a field")
+    return setters
+
+
+_H_TOKEN, _H_ENCRYPTED, _H_SEQUENCE, _H_RECEIVER, _H_LINE, _H_ACCOUNT, _H_FORM = _slot_setters(
+    Dc09Header, ("token", "encrypted", "sequence", "receiver", "line", "account", "crc_form")
+)
+_F_HEADER, _F_DATA, _F_EXTENDED, _F_TIMESTAMP, _F_QUIRKS, _F_RAW = _slot_setters(
+    Dc09Frame, ("header", "data", "extended", "timestamp", "quirks", "raw")
+)
+
+
 @frozen
 class Dc09Reply:
     """A receiver's answer as a panel reads it."""
@@ -202,11 +226,12 @@ class FrameSplitter:
     def next_event(self) -> bytes | FramingError | NeedData:
         buf = self._buffer
         if self._after_frame:
-            nuls = len(buf) - len(buf.lstrip(b"\x00"))
-            if nuls:
-                del buf[:nuls]
             if not buf:
                 return NEED_DATA
+            if buf[0] == 0:  # only then copy the buffer to count its leading NULs
+                del buf[: len(buf) - len(buf.lstrip(b"\x00"))]
+                if not buf:
+                    return NEED_DATA
             self._after_frame = False
         if not buf:
             return NEED_DATA
@@ -626,8 +651,24 @@ def decode_common(raw: bytes) -> Dc09Frame | None:
         computed = _STAMP_LOW[middle & 0xFF] ^ _STAMP_HIGH[middle >> 8] ^ tail_crc
     if int(crc, 16) != computed:
         return None
-    header = Dc09Header(token, False, sequence, receiver, line, account, "hex")
-    return Dc09Frame(header, data, _NO_EXTENDED, timestamp, _NO_QUIRKS, raw)
+    # Dc09Header(token, False, sequence, receiver, line, account, "hex") and
+    # Dc09Frame(header, data, (), timestamp, frozenset(), raw), filled slot by slot.
+    header: Dc09Header = _new(Dc09Header)
+    _H_TOKEN(header, token)
+    _H_ENCRYPTED(header, False)
+    _H_SEQUENCE(header, sequence)
+    _H_RECEIVER(header, receiver)
+    _H_LINE(header, line)
+    _H_ACCOUNT(header, account)
+    _H_FORM(header, "hex")
+    frame: Dc09Frame = _new(Dc09Frame)
+    _F_HEADER(frame, header)
+    _F_DATA(frame, data)
+    _F_EXTENDED(frame, _NO_EXTENDED)
+    _F_TIMESTAMP(frame, timestamp)
+    _F_QUIRKS(frame, _NO_QUIRKS)
+    _F_RAW(frame, raw)
+    return frame
 
 
 def read_header(raw: bytes) -> Dc09Header:
@@ -795,30 +836,35 @@ def ack(
 ) -> bytes:
     """The ACK for a frame: ``*ACK`` (encrypted, with the receiver time) when it was encrypted."""
     if not header.encrypted:
-        # The hot path: CRC("ACK"seq) and CRC(address[]) repeat (sequences cycle, accounts
-        # reuse their address), so each is cached and the two are combined.
-        tail, tail_crc, low, high = _ack_tail(header.receiver, header.line, header.account)
-        head = _ack_head_crc(header.sequence)
-        crc = low[head & 0xFF] ^ high[head >> 8] ^ tail_crc
-        length = len(tail) + 9
-        if length > 0xFFF:
-            raise LocalProtocolError(f"frame body of {length} bytes exceeds 0FFF")
-        if header.crc_form == "hex":
-            return b'\n%04X%04X"ACK"%s%s\r' % (crc, length, header.sequence.encode(), tail)
-        if header.crc_form == "binary":
-            return b'\n%s%04X"ACK"%s%s\r' % (
-                crc.to_bytes(2, "big"),
-                length,
-                header.sequence.encode(),
-                tail,
-            )
-        raise LocalProtocolError(f"crc_form must be 'hex' or 'binary', got {header.crc_form!r}")
+        return plain_ack(header)
     address = _address(header.receiver, header.line, header.account)
     if key is None:
         raise LocalProtocolError("an encrypted frame needs an encrypted ACK: pass its key")
     # pipe=False drops the '|' after the pad, for receivers' peers that expect pysiaalarm's form.
     ciphertext = _encrypt(("|" if pipe else "") + "]_" + format_timestamp(now), key, rand)
     return _wrap(f'"*ACK"{header.sequence}{address}[{ciphertext}', header.crc_form)
+
+
+def plain_ack(header: Dc09Header) -> bytes:
+    """The ACK for a plaintext frame (``ack`` of a header that is not encrypted)."""
+    # The hot path: CRC("ACK"seq) and CRC(address[]) repeat (sequences cycle, accounts reuse
+    # their address), so each is cached and the two are combined.
+    tail, tail_crc, low, high = _ack_tail(header.receiver, header.line, header.account)
+    head = _ack_head_crc(header.sequence)
+    crc = low[head & 0xFF] ^ high[head >> 8] ^ tail_crc
+    length = len(tail) + 9
+    if length > 0xFFF:
+        raise LocalProtocolError(f"frame body of {length} bytes exceeds 0FFF")
+    if header.crc_form == "hex":
+        return b'\n%04X%04X"ACK"%s%s\r' % (crc, length, header.sequence.encode(), tail)
+    if header.crc_form == "binary":
+        return b'\n%s%04X"ACK"%s%s\r' % (
+            crc.to_bytes(2, "big"),
+            length,
+            header.sequence.encode(),
+            tail,
+        )
+    raise LocalProtocolError(f"crc_form must be 'hex' or 'binary', got {header.crc_form!r}")
 
 
 @functools.lru_cache(maxsize=10_000)
