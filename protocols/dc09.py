@@ -17,9 +17,10 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 import attrs
 from attrs import frozen
@@ -72,7 +73,6 @@ CR: Final = 0x0D
 NULL_TOKEN: Final = "NULL"  # noqa: S105 - the supervision token, not a secret
 EVENT_TOKENS: Final = frozenset({"SIA-DCS", "ADM-CID", NULL_TOKEN})
 REPLY_TOKENS: Final = {"ACK": Reply.ACK, "NAK": Reply.NAK, "DUH": Reply.DUH}
-_ZERO_IV: Final = bytes(16)
 _HEX_DIGITS: Final = frozenset("0123456789ABCDEFabcdef")
 _ADDRESS_CHARS: Final = frozenset("0123456789ABCDEFabcdef")
 _ACCOUNT_CHARS: Final = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -488,16 +488,59 @@ def _parse_tail(
     return data, tuple(extended), _parse_timestamp(tail[pos + 1 :])
 
 
-def _cipher(key: bytes) -> Cipher[modes.CBC]:
-    if len(key) not in (16, 24, 32):
-        raise LocalProtocolError(f"AES key must be 16, 24 or 32 bytes, got {len(key)}")
-    return _cached_cipher(bytes(key))
+class _BlockCiphers(threading.local):
+    """AES-ECB contexts per key, per thread (a context is never shared across threads)."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[bytes, tuple[Any, Any]] = {}
 
 
-@functools.lru_cache(maxsize=4096)
-def _cached_cipher(key: bytes) -> Cipher[modes.CBC]:
-    # Building the Cipher costs about as much as decrypting a frame; accounts reuse their key.
-    return Cipher(algorithms.AES(key), modes.CBC(_ZERO_IV))
+_block_ciphers = _BlockCiphers()
+_BLOCK_CIPHERS_MAX = 4096
+
+
+def _aes_blocks(key: bytes) -> tuple[Any, Any]:
+    """The key's raw block encryptor and decryptor (ECB, fed whole blocks only, so they hold no
+    state between calls and serve every frame under the key). Creating a CBC context per frame
+    cost about as much as the rest of the decryption; accounts reuse their key."""
+    if type(key) is not bytes:
+        key = bytes(key)
+    pair = _block_ciphers.by_key.get(key)
+    if pair is None:
+        if len(key) not in (16, 24, 32):
+            raise LocalProtocolError(f"AES key must be 16, 24 or 32 bytes, got {len(key)}")
+        cache = _block_ciphers.by_key
+        if len(cache) >= _BLOCK_CIPHERS_MAX:
+            cache.clear()
+        cipher = Cipher(algorithms.AES(key), modes.ECB())  # noqa: S305 - CBC below
+        pair = cache[key] = (cipher.encryptor(), cipher.decryptor())
+    return pair
+
+
+def _cbc_decrypt(key: bytes, ciphertext: bytes) -> bytes:
+    """AES-CBC decryption with the zero IV (DC-09's): each block decrypted, then XORed with the
+    ciphertext block before it (the IV before the first)."""
+    size = len(ciphertext)
+    if size % 16:
+        raise LocalProtocolError(f"ciphertext of {size} bytes is not whole AES blocks")
+    blocks = _aes_blocks(key)[1].update(ciphertext)
+    chained = int.from_bytes(blocks, "big") ^ int.from_bytes(ciphertext[:-16], "big")
+    return chained.to_bytes(size, "big")
+
+
+def _cbc_encrypt(key: bytes, plain: bytes) -> bytes:
+    """AES-CBC encryption with the zero IV: each block XORed with the ciphertext block before
+    it, then encrypted."""
+    if len(plain) % 16:
+        raise LocalProtocolError(f"plaintext of {len(plain)} bytes is not whole AES blocks")
+    encrypt = _aes_blocks(key)[0].update
+    out = []
+    previous = 0
+    for at in range(0, len(plain), 16):
+        block = encrypt((int.from_bytes(plain[at : at + 16], "big") ^ previous).to_bytes(16, "big"))
+        out.append(block)
+        previous = int.from_bytes(block, "big")
+    return b"".join(out)
 
 
 def _decrypt_tail(
@@ -524,8 +567,7 @@ def _decrypt_tail(
     ciphertext = bytes.fromhex(text)
     if not text.isupper() and not text.isdigit():
         quirks.append("lowercase_hex")
-    decryptor = _cipher(key).decryptor()
-    plain = (decryptor.update(ciphertext) + decryptor.finalize()).decode("latin-1")
+    plain = _cbc_decrypt(key, ciphertext).decode("latin-1")
     start = _data_start(plain, header, quirks, raw)
     body = plain[start:]
     if not (body.isascii() and body.isprintable()) and any(c < " " or c == "\x7f" for c in body):
@@ -767,8 +809,7 @@ def _pad(count: int, rand: Callable[[int], bytes]) -> str:
 def _encrypt(plain_after_pad: str, key: bytes, rand: Callable[[int], bytes]) -> str:
     body = plain_after_pad.encode("latin-1")
     pad = _pad(16 - len(body) % 16, rand).encode("ascii")
-    encryptor = _cipher(key).encryptor()
-    return (encryptor.update(pad + body) + encryptor.finalize()).hex().upper()
+    return _cbc_encrypt(key, pad + body).hex().upper()
 
 
 def _address(receiver: str | None, line: str | None, account: str) -> str:
