@@ -242,7 +242,7 @@ class Dc09Engine(Generic[R]):
         frame: Dc09Frame | None = None
         envelope: dc09.Envelope | None = None
         try:
-            if b'"*' in raw[:16]:
+            if raw.find(b'"*', 0, 16) >= 0:
                 # Encrypted: the key depends on the account named in the clear header (read
                 # once: the decode below goes on from this envelope).
                 envelope = dc09.read_envelope(raw)
