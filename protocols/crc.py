@@ -10,6 +10,10 @@ a 16-bit word has shifted all of its old bits out, so one lookup replaces two by
 The register update is linear (init 0, no final XOR), so CRC(A + B) = Z(CRC(A)) ^ CRC(B), where
 Z pushes a register through len(B) zero bytes: ``crc16_arc_combine`` builds a reply's CRC from
 the CRCs of its parts, each cached where it repeats (an account's address, a sequence).
+
+The standard library has no CRC-16/ARC: ``binascii.crc_hqx`` is CRC-16/XMODEM (poly 0x1021,
+not reflected; check value 0x31C3) and ``zlib.crc32`` is 32 bits over another polynomial, which
+the ARC polynomial does not divide. A test holds the first fact.
 """
 
 from __future__ import annotations
@@ -18,7 +22,13 @@ import functools
 import sys
 from array import array
 
-__all__ = ["CRC16_ARC_TABLE", "crc16_arc", "crc16_arc_bytewise", "crc16_arc_combine"]
+__all__ = [
+    "CRC16_ARC_TABLE",
+    "crc16_arc",
+    "crc16_arc_bytewise",
+    "crc16_arc_combine",
+    "zeros_tables",
+]
 
 
 def _byte_table() -> tuple[int, ...]:
@@ -53,10 +63,10 @@ _WORDS = _word_table()
 _LITTLE = sys.byteorder == "little"
 
 
-def crc16_arc(data: bytes) -> int:
-    """CRC-16/ARC of ``data`` (two bytes per step)."""
+def crc16_arc(data: bytes, crc: int = 0) -> int:
+    """CRC-16/ARC of ``data`` (two bytes per step). ``crc``: the register after the bytes
+    before ``data`` (their CRC), so ``crc16_arc(b, crc16_arc(a)) == crc16_arc(a + b)``."""
     table = _WORDS
-    crc = 0
     even = len(data) & ~1
     words = array("H", data[:even])
     if not _LITTLE:  # pragma: no cover - the word must hold the first byte in its low bits
@@ -68,18 +78,20 @@ def crc16_arc(data: bytes) -> int:
     return crc
 
 
-def crc16_arc_bytewise(data: bytes) -> int:
+def crc16_arc_bytewise(data: bytes, crc: int = 0) -> int:
     """CRC-16/ARC one byte per step: the plain reference the fast path is tested against."""
     table = CRC16_ARC_TABLE
-    crc = 0
     for byte in data:
         crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
     return crc
 
 
 @functools.lru_cache(maxsize=64)
-def _zeros_tables(count: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The register after ``count`` zero bytes, from its low byte and from its high byte."""
+def zeros_tables(count: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The register after ``count`` zero bytes, from its low byte and from its high byte:
+    ``low[c & 0xFF] ^ high[c >> 8] ^ crc16_arc(b)`` is ``crc16_arc(a + b)`` for ``c =
+    crc16_arc(a)`` and ``count = len(b)`` (``crc16_arc_combine`` inlined, for a fixed ``b``
+    length on a hot path)."""
 
     def through_zeros(reg: int) -> int:
         for _ in range(count):
@@ -94,5 +106,5 @@ def _zeros_tables(count: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 def crc16_arc_combine(crc_first: int, crc_second: int, second_length: int) -> int:
     """CRC-16/ARC of ``first + second`` from the CRC of each and the length of ``second``."""
-    low, high = _zeros_tables(second_length)
+    low, high = zeros_tables(second_length)
     return low[crc_first & 0xFF] ^ high[crc_first >> 8] ^ crc_second

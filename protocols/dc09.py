@@ -17,15 +17,16 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 import attrs
 from attrs import frozen
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from protocols.crc import crc16_arc, crc16_arc_combine
+from protocols.crc import crc16_arc, zeros_tables
 from protocols.errors import (
     ChecksumError,
     DecryptionError,
@@ -61,6 +62,7 @@ __all__ = [
     "integrity",
     "nak",
     "parse_key",
+    "plain_ack",
     "read_envelope",
     "read_header",
     "reply_for_error",
@@ -71,7 +73,6 @@ CR: Final = 0x0D
 NULL_TOKEN: Final = "NULL"  # noqa: S105 - the supervision token, not a secret
 EVENT_TOKENS: Final = frozenset({"SIA-DCS", "ADM-CID", NULL_TOKEN})
 REPLY_TOKENS: Final = {"ACK": Reply.ACK, "NAK": Reply.NAK, "DUH": Reply.DUH}
-_ZERO_IV: Final = bytes(16)
 _HEX_DIGITS: Final = frozenset("0123456789ABCDEFabcdef")
 _ADDRESS_CHARS: Final = frozenset("0123456789ABCDEFabcdef")
 _ACCOUNT_CHARS: Final = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -138,6 +139,29 @@ class Dc09Frame:
         return self.header.account
 
 
+# The common frame's header and frame are filled slot by slot, as attrs' own __init__ fills a
+# frozen slotted instance, through each slot's member descriptor (about a fifth cheaper than
+# attrs' per-field ``object.__setattr__``). The property test of ``decode_common`` holds the
+# result equal to what the constructors build.
+_new = object.__new__
+_SlotSetter = Callable[[object, object], None]
+
+
+def _slot_setters(cls: type, names: Sequence[str]) -> tuple[_SlotSetter, ...]:
+    setters: tuple[_SlotSetter, ...] = tuple(getattr(cls, name).__set__ for name in names)
+    if tuple(names) != tuple(a.name for a in attrs.fields(cls)):
+        raise LocalProtocolError(f"{cls.__name__}'s trusted factory misses a field")
+    return setters
+
+
+_H_TOKEN, _H_ENCRYPTED, _H_SEQUENCE, _H_RECEIVER, _H_LINE, _H_ACCOUNT, _H_FORM = _slot_setters(
+    Dc09Header, ("token", "encrypted", "sequence", "receiver", "line", "account", "crc_form")
+)
+_F_HEADER, _F_DATA, _F_EXTENDED, _F_TIMESTAMP, _F_QUIRKS, _F_RAW = _slot_setters(
+    Dc09Frame, ("header", "data", "extended", "timestamp", "quirks", "raw")
+)
+
+
 @frozen
 class Dc09Reply:
     """A receiver's answer as a panel reads it."""
@@ -202,11 +226,12 @@ class FrameSplitter:
     def next_event(self) -> bytes | FramingError | NeedData:
         buf = self._buffer
         if self._after_frame:
-            nuls = len(buf) - len(buf.lstrip(b"\x00"))
-            if nuls:
-                del buf[:nuls]
             if not buf:
                 return NEED_DATA
+            if buf[0] == 0:  # only then copy the buffer to count its leading NULs
+                del buf[: len(buf) - len(buf.lstrip(b"\x00"))]
+                if not buf:
+                    return NEED_DATA
             self._after_frame = False
         if not buf:
             return NEED_DATA
@@ -463,16 +488,59 @@ def _parse_tail(
     return data, tuple(extended), _parse_timestamp(tail[pos + 1 :])
 
 
-def _cipher(key: bytes) -> Cipher[modes.CBC]:
-    if len(key) not in (16, 24, 32):
-        raise LocalProtocolError(f"AES key must be 16, 24 or 32 bytes, got {len(key)}")
-    return _cached_cipher(bytes(key))
+class _BlockCiphers(threading.local):
+    """AES-ECB contexts per key, per thread (a context is never shared across threads)."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[bytes, tuple[Any, Any]] = {}
 
 
-@functools.lru_cache(maxsize=4096)
-def _cached_cipher(key: bytes) -> Cipher[modes.CBC]:
-    # Building the Cipher costs about as much as decrypting a frame; accounts reuse their key.
-    return Cipher(algorithms.AES(key), modes.CBC(_ZERO_IV))
+_block_ciphers = _BlockCiphers()
+_BLOCK_CIPHERS_MAX = 4096
+
+
+def _aes_blocks(key: bytes) -> tuple[Any, Any]:
+    """The key's raw block encryptor and decryptor (ECB, fed whole blocks only, so they hold no
+    state between calls and serve every frame under the key). Creating a CBC context per frame
+    cost about as much as the rest of the decryption; accounts reuse their key."""
+    if type(key) is not bytes:
+        key = bytes(key)
+    pair = _block_ciphers.by_key.get(key)
+    if pair is None:
+        if len(key) not in (16, 24, 32):
+            raise LocalProtocolError(f"AES key must be 16, 24 or 32 bytes, got {len(key)}")
+        cache = _block_ciphers.by_key
+        if len(cache) >= _BLOCK_CIPHERS_MAX:
+            cache.clear()
+        cipher = Cipher(algorithms.AES(key), modes.ECB())  # noqa: S305 - CBC below
+        pair = cache[key] = (cipher.encryptor(), cipher.decryptor())
+    return pair
+
+
+def _cbc_decrypt(key: bytes, ciphertext: bytes) -> bytes:
+    """AES-CBC decryption with the zero IV (DC-09's): each block decrypted, then XORed with the
+    ciphertext block before it (the IV before the first)."""
+    size = len(ciphertext)
+    if size % 16:
+        raise LocalProtocolError(f"ciphertext of {size} bytes is not whole AES blocks")
+    blocks = _aes_blocks(key)[1].update(ciphertext)
+    chained = int.from_bytes(blocks, "big") ^ int.from_bytes(ciphertext[:-16], "big")
+    return chained.to_bytes(size, "big")
+
+
+def _cbc_encrypt(key: bytes, plain: bytes) -> bytes:
+    """AES-CBC encryption with the zero IV: each block XORed with the ciphertext block before
+    it, then encrypted."""
+    if len(plain) % 16:
+        raise LocalProtocolError(f"plaintext of {len(plain)} bytes is not whole AES blocks")
+    encrypt = _aes_blocks(key)[0].update
+    out = []
+    previous = 0
+    for at in range(0, len(plain), 16):
+        block = encrypt((int.from_bytes(plain[at : at + 16], "big") ^ previous).to_bytes(16, "big"))
+        out.append(block)
+        previous = int.from_bytes(block, "big")
+    return b"".join(out)
 
 
 def _decrypt_tail(
@@ -499,8 +567,7 @@ def _decrypt_tail(
     ciphertext = bytes.fromhex(text)
     if not text.isupper() and not text.isdigit():
         quirks.append("lowercase_hex")
-    decryptor = _cipher(key).decryptor()
-    plain = (decryptor.update(ciphertext) + decryptor.finalize()).decode("latin-1")
+    plain = _cbc_decrypt(key, ciphertext).decode("latin-1")
     start = _data_start(plain, header, quirks, raw)
     body = plain[start:]
     if not (body.isascii() and body.isprintable()) and any(c < " " or c == "\x7f" for c in body):
@@ -578,10 +645,26 @@ _NO_QUIRKS: Final[frozenset[str]] = frozenset()
 _NO_EXTENDED: Final[tuple[tuple[str, str], ...]] = ()
 
 
-@functools.lru_cache(maxsize=256)
-def _common_timestamp(text: str) -> datetime:
-    # The panels' clocks tick in seconds: the frames of one second share their timestamp.
-    return _parse_timestamp(text)
+# The CRC of a common frame is taken in three parts (CRC-16/ARC is linear: see protocols.crc):
+# the quoted token's register is a constant, the timestamp's ``]_HH:MM:SS,MM-DD-YYYY`` (21
+# bytes) repeats across the frames of one second and is cached with the parsed time, and only
+# the part between them (sequence, address, data) is computed per frame.
+_TOKEN_CRC: Final = {t: crc16_arc(f'"{t}"'.encode("ascii")) for t in EVENT_TOKENS}
+_STAMP_TAIL: Final = 21  # "]_" and the 19-character timestamp
+_STAMP_LOW, _STAMP_HIGH = zeros_tables(_STAMP_TAIL)
+_STAMPS_MAX: Final = 256
+_stamps: dict[str, tuple[datetime, int]] = {}
+
+
+def _common_stamp(text: str) -> tuple[datetime, int]:
+    """A common frame's timestamp and the CRC of its ``]_<timestamp>`` (cached per second)."""
+    hit = _stamps.get(text)
+    if hit is None:
+        if len(_stamps) >= _STAMPS_MAX:
+            _stamps.clear()
+        # The panels' clocks tick in seconds: the frames of one second share their timestamp.
+        hit = _stamps[text] = (_parse_timestamp(text), crc16_arc(b"]_" + text.encode("ascii")))
+    return hit
 
 
 def decode_common(raw: bytes) -> Dc09Frame | None:
@@ -590,22 +673,44 @@ def decode_common(raw: bytes) -> Dc09Frame | None:
     same ``Dc09Frame``, or None when ``raw`` is not that shape or does not check out (wrong
     CRC or length, an impossible date). None costs nothing but this call: ``decode_frame``
     then decodes the frame and raises what it calls for. A property test holds the two equal."""
-    text = raw.decode("latin-1")
-    match = _COMMON.fullmatch(text)
+    match = _COMMON.fullmatch(raw.decode("latin-1"))
     if match is None:
         return None
     crc, length, token, sequence, receiver, line, account, data, stamp = match.groups()
-    span = raw[9:-1]
-    if int(length, 16) != len(span) or int(crc, 16) != crc16_arc(span):
+    size = len(raw) - 10  # the span: after LF, CRC and length, before CR
+    if int(length, 16) != size:
         return None
-    timestamp = None
-    if stamp is not None:
+    if stamp is None:
+        timestamp = None
+        computed = crc16_arc(raw[9:-1])
+    else:
         try:
-            timestamp = _common_timestamp(stamp)
+            timestamp, tail_crc = _common_stamp(stamp)
         except _TailError:
             return None
-    header = Dc09Header(token, False, sequence, receiver, line, account, "hex")
-    return Dc09Frame(header, data, _NO_EXTENDED, timestamp, _NO_QUIRKS, raw)
+        # The span is '"token"', the middle, then ']_<timestamp>' (the match says so).
+        middle = crc16_arc(raw[len(token) + 11 : -_STAMP_TAIL - 1], _TOKEN_CRC[token])
+        computed = _STAMP_LOW[middle & 0xFF] ^ _STAMP_HIGH[middle >> 8] ^ tail_crc
+    if int(crc, 16) != computed:
+        return None
+    # Dc09Header(token, False, sequence, receiver, line, account, "hex") and
+    # Dc09Frame(header, data, (), timestamp, frozenset(), raw), filled slot by slot.
+    header: Dc09Header = _new(Dc09Header)
+    _H_TOKEN(header, token)
+    _H_ENCRYPTED(header, False)
+    _H_SEQUENCE(header, sequence)
+    _H_RECEIVER(header, receiver)
+    _H_LINE(header, line)
+    _H_ACCOUNT(header, account)
+    _H_FORM(header, "hex")
+    frame: Dc09Frame = _new(Dc09Frame)
+    _F_HEADER(frame, header)
+    _F_DATA(frame, data)
+    _F_EXTENDED(frame, _NO_EXTENDED)
+    _F_TIMESTAMP(frame, timestamp)
+    _F_QUIRKS(frame, _NO_QUIRKS)
+    _F_RAW(frame, raw)
+    return frame
 
 
 def read_header(raw: bytes) -> Dc09Header:
@@ -704,8 +809,7 @@ def _pad(count: int, rand: Callable[[int], bytes]) -> str:
 def _encrypt(plain_after_pad: str, key: bytes, rand: Callable[[int], bytes]) -> str:
     body = plain_after_pad.encode("latin-1")
     pad = _pad(16 - len(body) % 16, rand).encode("ascii")
-    encryptor = _cipher(key).encryptor()
-    return (encryptor.update(pad + body) + encryptor.finalize()).hex().upper()
+    return _cbc_encrypt(key, pad + body).hex().upper()
 
 
 def _address(receiver: str | None, line: str | None, account: str) -> str:
@@ -773,23 +877,7 @@ def ack(
 ) -> bytes:
     """The ACK for a frame: ``*ACK`` (encrypted, with the receiver time) when it was encrypted."""
     if not header.encrypted:
-        # The hot path: CRC("ACK"seq) and CRC(address[]) repeat (sequences cycle, accounts
-        # reuse their address), so each is cached and the two are combined.
-        tail = _ack_tail(header.receiver, header.line, header.account)
-        crc = crc16_arc_combine(_ack_head_crc(header.sequence), tail[1], len(tail[0]))
-        length = len(tail[0]) + 9
-        if length > 0xFFF:
-            raise LocalProtocolError(f"frame body of {length} bytes exceeds 0FFF")
-        if header.crc_form == "hex":
-            return b'\n%04X%04X"ACK"%s%s\r' % (crc, length, header.sequence.encode(), tail[0])
-        if header.crc_form == "binary":
-            return b'\n%s%04X"ACK"%s%s\r' % (
-                crc.to_bytes(2, "big"),
-                length,
-                header.sequence.encode(),
-                tail[0],
-            )
-        raise LocalProtocolError(f"crc_form must be 'hex' or 'binary', got {header.crc_form!r}")
+        return plain_ack(header)
     address = _address(header.receiver, header.line, header.account)
     if key is None:
         raise LocalProtocolError("an encrypted frame needs an encrypted ACK: pass its key")
@@ -798,16 +886,42 @@ def ack(
     return _wrap(f'"*ACK"{header.sequence}{address}[{ciphertext}', header.crc_form)
 
 
+def plain_ack(header: Dc09Header) -> bytes:
+    """The ACK for a plaintext frame (``ack`` of a header that is not encrypted)."""
+    # The hot path: CRC("ACK"seq) and CRC(address[]) repeat (sequences cycle, accounts reuse
+    # their address), so each is cached and the two are combined.
+    tail, tail_crc, low, high = _ack_tail(header.receiver, header.line, header.account)
+    head = _ack_head_crc(header.sequence)
+    crc = low[head & 0xFF] ^ high[head >> 8] ^ tail_crc
+    length = len(tail) + 9
+    if length > 0xFFF:
+        raise LocalProtocolError(f"frame body of {length} bytes exceeds 0FFF")
+    if header.crc_form == "hex":
+        return b'\n%04X%04X"ACK"%s%s\r' % (crc, length, header.sequence.encode(), tail)
+    if header.crc_form == "binary":
+        return b'\n%s%04X"ACK"%s%s\r' % (
+            crc.to_bytes(2, "big"),
+            length,
+            header.sequence.encode(),
+            tail,
+        )
+    raise LocalProtocolError(f"crc_form must be 'hex' or 'binary', got {header.crc_form!r}")
+
+
 @functools.lru_cache(maxsize=10_000)
 def _ack_head_crc(sequence: str) -> int:
     return crc16_arc(b'"ACK"' + sequence.encode("latin-1"))
 
 
 @functools.lru_cache(maxsize=8192)
-def _ack_tail(receiver: str | None, line: str | None, account: str) -> tuple[bytes, int]:
-    """``<address>[]`` of an ACK and its CRC."""
+def _ack_tail(
+    receiver: str | None, line: str | None, account: str
+) -> tuple[bytes, int, tuple[int, ...], tuple[int, ...]]:
+    """``<address>[]`` of an ACK, its CRC, and the tables that push the head's CRC through it
+    (``crc16_arc_combine`` inlined: ``low[head & 0xFF] ^ high[head >> 8] ^ crc``)."""
     tail = (_address(receiver, line, account) + "[]").encode("latin-1")
-    return tail, crc16_arc(tail)
+    low, high = zeros_tables(len(tail))
+    return tail, crc16_arc(tail), low, high
 
 
 def nak(now: datetime, *, crc_form: str = "hex") -> bytes:

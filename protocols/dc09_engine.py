@@ -19,11 +19,13 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
+import attrs
 from attrs import field, frozen
 
 from protocols import dc09
@@ -150,8 +152,16 @@ class Rejected:
         return isinstance(self.error, FramingError)
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
+_utc_now: Callable[[], datetime] = functools.partial(datetime.now, UTC)  # no Python frame
+
+
+# An accepted frame is filled slot by slot through each slot's member descriptor, as attrs'
+# __init__ fills a frozen slotted instance, without its per-field ``object.__setattr__``
+# (a property test holds it equal to the constructor's).
+_new = object.__new__
+_A_FRAME, _A_EVENTS, _A_ACCOUNT, _A_REPLY, _A_RECEIVED_AT = (
+    getattr(Accepted, a.name).__set__ for a in attrs.fields(Accepted)
+)
 
 
 def _header_or_none(raw: bytes) -> Dc09Header | None:
@@ -232,7 +242,7 @@ class Dc09Engine(Generic[R]):
         frame: Dc09Frame | None = None
         envelope: dc09.Envelope | None = None
         try:
-            if b'"*' in raw[:16]:
+            if raw.find(b'"*', 0, 16) >= 0:
                 # Encrypted: the key depends on the account named in the clear header (read
                 # once: the decode below goes on from this envelope).
                 envelope = dc09.read_envelope(raw)
@@ -284,14 +294,18 @@ class Dc09Engine(Generic[R]):
             events = parse_events(frame.header.token, frame.data)
         except RemoteProtocolError as exc:
             return self._reject(exc, header, raw, now)
-        reply = dc09.ack(
-            header,
-            key=key if header.encrypted else None,
-            now=now,
-            pipe=rules.ack_pipe,
-            rand=self.rand,
-        )
-        return Accepted(frame, events, policy, reply, now)
+        if header.encrypted:
+            reply = dc09.ack(header, key=key, now=now, pipe=rules.ack_pipe, rand=self.rand)
+        else:
+            reply = dc09.plain_ack(header)
+        # Accepted(frame, events, policy, reply, now), filled slot by slot.
+        accepted: Accepted[R] = _new(Accepted)
+        _A_FRAME(accepted, frame)
+        _A_EVENTS(accepted, events)
+        _A_ACCOUNT(accepted, policy)
+        _A_REPLY(accepted, reply)
+        _A_RECEIVED_AT(accepted, now)
+        return accepted
 
     def _reject(
         self,

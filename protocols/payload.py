@@ -79,19 +79,25 @@ def _fast_sia(data: str) -> tuple[Event, ...] | None:
     if match is None:
         return None
     account, area, code, address = match.groups()
-    entry = SIA.get(code)
-    if entry is None:
+    views = _sia_views(code, address, area)
+    if views is None:
         return None  # unknown codes take the general path, which flags them
-    sia, cid = _sia_views(code, address, area)
-    return (Event(cid, sia, entry.name, entry.category.value, account, _NO_FLAGS),)
+    sia, cid, name, category = views
+    return (Event(cid, sia, name, category, account, _NO_FLAGS),)
 
 
 @functools.lru_cache(maxsize=8192)
-def _sia_views(code: str, address: str, area: str | None) -> tuple[SiaView, ContactIdView | None]:
+def _sia_views(
+    code: str, address: str, area: str | None
+) -> tuple[SiaView, ContactIdView | None, str, str] | None:
     # Validated value objects cost 1-3 us each to build and the same (code, zone, area) recurs
     # across accounts, so the fast path interns them; both are immutable, so sharing is safe.
+    # The catalog's name and category (an enum's value: a Python-level lookup) come along.
+    entry = SIA.get(code)
+    if entry is None:
+        return None
     sia = SiaView(code, address, () if area is None else (("ri", area),))
-    return sia, cid_for_sia(sia)
+    return sia, cid_for_sia(sia), entry.name, entry.category.value
 
 
 def _general_sia(data: str) -> tuple[Event, ...]:

@@ -139,6 +139,28 @@ class AccountRecord(Protocol):
     def site_name(self) -> str | None: ...
 
 
+_FRAME_FLAGS: dict[tuple[frozenset[str], frozenset[str], bool, bool], frozenset[str]] = {}
+_FRAME_FLAGS_MAX = 1024
+
+
+def _frame_flags(
+    flags: frozenset[str], quirks: frozenset[str], encrypted: bool, unknown: bool
+) -> frozenset[str]:
+    """An event's flags with its frame's: quirks, late, encrypted, unknown account (cached:
+    the result is immutable and shared)."""
+    extra = {f"quirk:{q}" for q in quirks}
+    if "late" in quirks:
+        extra.add(Flag.LATE)
+    if encrypted:
+        extra.add(Flag.ENCRYPTED)
+    if unknown:
+        extra.add(Flag.UNKNOWN_ACCOUNT)
+    if len(_FRAME_FLAGS) >= _FRAME_FLAGS_MAX:
+        _FRAME_FLAGS.clear()
+    result = _FRAME_FLAGS[flags, quirks, encrypted, unknown] = flags | extra
+    return result
+
+
 @frozen(kw_only=True)
 class Signal:
     """One event as the journal stores it. Build it with the factories, not field by field."""
@@ -195,14 +217,9 @@ class Signal:
         header = frame.header
         flags = event.flags
         if frame.quirks or header.encrypted or account is None:
-            extra = {f"quirk:{q}" for q in frame.quirks}
-            if "late" in frame.quirks:
-                extra.add(Flag.LATE)
-            if header.encrypted:
-                extra.add(Flag.ENCRYPTED)
-            if account is None:
-                extra.add(Flag.UNKNOWN_ACCOUNT)
-            flags = flags | extra
+            # Every encrypted frame, every unknown account: the same few flag sets recur.
+            key = (flags, frame.quirks, header.encrypted, account is None)
+            flags = _FRAME_FLAGS.get(key) or _frame_flags(*key)
         signal: Signal = _new(cls)
         _set_id(signal, _ids.new(received_at))
         _set_received_at(signal, received_at)

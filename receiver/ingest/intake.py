@@ -47,6 +47,7 @@ from receiver.registry_index import RegistryIndex, ResolvedAccount
 from receiver.supervisor import Supervisor
 
 _UNKNOWN_ACCOUNT_REPLY = {"accept": Reply.ACK, "duh": Reply.DUH, "nak": Reply.NAK}
+_LOOKUPS_MAX = 65_536  # (line, account) answers kept per registry index; cleared when full
 _BAD_CRC_REPLY = {"none": Reply.NONE, "nak": Reply.NAK}
 
 
@@ -100,6 +101,9 @@ class Dc09Intake:
         self._index: RegistryIndex | None = None
         # Policies built once per registry account (by identity), rebuilt when the index is.
         self._policies: dict[int, tuple[ResolvedAccount, AccountPolicy[ResolvedAccount]]] = {}
+        # The engine's answers by (line, account) as received, for the same index: a panel
+        # sends frame after frame under one address (None cached too: an unknown account).
+        self._looked_up: dict[tuple[str | None, str], AccountPolicy[ResolvedAccount] | None] = {}
         self._unlogged: tuple[Any, list[Signal], Sequence[Signal]] | None = None
 
     # -- the engine's view of the registry ------------------------------------------------------
@@ -113,6 +117,21 @@ class Dc09Intake:
         if index is not self._index:
             self._index = index
             self._policies.clear()
+            self._looked_up.clear()
+        key = (header.line, header.account)
+        try:
+            return self._looked_up[key]
+        except KeyError:
+            pass
+        policy = self._resolve(index, header)
+        if len(self._looked_up) >= _LOOKUPS_MAX:
+            self._looked_up.clear()
+        self._looked_up[key] = policy
+        return policy
+
+    def _resolve(
+        self, index: RegistryIndex, header: Dc09Header
+    ) -> AccountPolicy[ResolvedAccount] | None:
         account = index.resolve(self.station, header.line, header.account)
         if account is None:
             return None
@@ -152,31 +171,49 @@ class Dc09Intake:
         account = policy.record if policy is not None else None
         frame = accepted.frame
         header = frame.header
-        signals = [
-            Signal.from_dc09(
+        events = accepted.events
+        counts = self.counters.values  # the hot path's counts, without a call each
+        counts["frames_ok"] += 1
+        signals: list[Signal]
+        keys: list[str | None]
+        if len(events) == 1:
+            # Nearly every frame: one event, one signal, one key.
+            signal = Signal.from_dc09(
                 frame,
-                event,
+                events[0],
                 received_at=accepted.received_at,
                 peer=peer,
                 account=account,
                 station=self.station,
             )
-            for event in accepted.events
-        ]
-        keys: list[str | None] = []
-        if signals:
-            effective = signals[0].effective_account
+            signals = [signal]
+            keys = [
+                f"{signal.effective_account}|{header.token}|{header.sequence}|"
+                f"{header.receiver}|{header.line}|{frame.data}|0"
+            ]
+        elif events:
+            signals = [
+                Signal.from_dc09(
+                    frame,
+                    event,
+                    received_at=accepted.received_at,
+                    peer=peer,
+                    account=account,
+                    station=self.station,
+                )
+                for event in events
+            ]
             prefix = (
-                f"{effective}|{header.token}|{header.sequence}|{header.receiver}|"
-                f"{header.line}|{frame.data}|"
+                f"{signals[0].effective_account}|{header.token}|{header.sequence}|"
+                f"{header.receiver}|{header.line}|{frame.data}|"
             )
             keys = [f"{prefix}{index}" for index in range(len(signals))]
-        self.counters.inc("frames_ok")
-        if not signals:
+        else:
             # NULL, or SIA-DCS with an empty data block: a link test, ACKed, nothing stored.
-            self.counters.inc("frames_link_test")
+            signals, keys = [], []
+            counts["frames_link_test"] += 1
         if account is None:
-            self.counters.inc("frames_unknown_account")
+            counts["frames_unknown_account"] += 1
             link = None
         else:
             link = account_link(account) if account.supervision is not None else None

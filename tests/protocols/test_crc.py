@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import binascii
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols.crc import CRC16_ARC_TABLE, crc16_arc, crc16_arc_bytewise, crc16_arc_combine
+from protocols.crc import (
+    CRC16_ARC_TABLE,
+    crc16_arc,
+    crc16_arc_bytewise,
+    crc16_arc_combine,
+    zeros_tables,
+)
 from tests.conftest import load_vectors
 
 
@@ -47,3 +54,28 @@ def test_combined_crc_is_the_crc_of_the_concatenation(first: bytes, second: byte
     """CRC(A + B) from CRC(A), CRC(B) and len(B), for any A and B."""
     combined = crc16_arc_combine(crc16_arc(first), crc16_arc(second), len(second))
     assert combined == crc16_arc_bytewise(first + second)
+
+
+@given(st.binary(max_size=80), st.binary(max_size=80))
+def test_a_crc_continued_from_a_register_is_the_crc_of_the_concatenation(
+    first: bytes, second: bytes
+) -> None:
+    """``crc16_arc(b, crc16_arc(a)) == CRC(a + b)``, even and odd lengths, both paths."""
+    expected = crc16_arc_bytewise(first + second)
+    assert crc16_arc(second, crc16_arc(first)) == expected
+    assert crc16_arc_bytewise(second, crc16_arc_bytewise(first)) == expected
+
+
+@given(st.binary(max_size=80), st.integers(0, 40))
+def test_the_zeros_tables_push_a_register_through_zero_bytes(data: bytes, count: int) -> None:
+    """``zeros_tables(n)`` takes CRC(a) to CRC(a + n zero bytes): the inlined combine."""
+    low, high = zeros_tables(count)
+    crc = crc16_arc(data)
+    assert low[crc & 0xFF] ^ high[crc >> 8] == crc16_arc_bytewise(data + bytes(count))
+
+
+def test_the_standard_library_has_no_crc16_arc() -> None:
+    """Checked, not guessed: binascii's CRC-16 is XMODEM (0x31C3 for the check string), not
+    ARC (0xBB3D), so the pure-Python tables stay."""
+    assert binascii.crc_hqx(b"123456789", 0) == 0x31C3
+    assert crc16_arc(b"123456789") == 0xBB3D

@@ -111,3 +111,14 @@ def _general_with(
         return dc09.decode_frame(raw, key=key, now=NOW, envelope=envelope)
     except RemoteProtocolError as exc:
         return type(exc), exc.message
+
+
+def test_a_cached_timestamp_never_vouches_for_another_frames_crc() -> None:
+    """Frames of one second share the cached timestamp and its CRC part; a frame of that
+    second damaged anywhere between the token and the timestamp is still declined."""
+    good = dc09.encode_frame("SIA-DCS", 7, "1234", "#1234|NBA01", line="1", timestamp=NOW)
+    assert dc09.decode_common(good) == _general(good)
+    at = good.index(b"BA01")
+    damaged = good[:at] + b"BA02" + good[at + 4 :]
+    assert dc09.decode_common(damaged) is None
+    assert isinstance(_general(damaged), RemoteProtocolError)

@@ -299,3 +299,21 @@ def test_the_previous_key_is_accepted_in_its_grace_and_acked_under_it(
     assert isinstance(event, Accepted) is accepted
     if isinstance(event, Accepted):
         assert dc09.decode_reply(event.reply, key=KEY).kind is Reply.ACK
+
+
+@given(good_frames)
+def test_an_accepted_frame_is_what_the_constructors_and_the_general_decoder_build(
+    raw: bytes,
+) -> None:
+    """The hot path fills Accepted (and the common frame) slot by slot and picks the plain ACK
+    itself: the event equals the one the constructors build from the general decoder's frame,
+    the events parsed from it and the ACK ``dc09.ack`` builds."""
+    event = engine().judge(raw)
+    if not isinstance(event, Accepted):
+        return
+    header = event.header
+    key = event.account.key if event.account is not None else None
+    frame = dc09.decode_frame(raw, key=key, now=NOW)
+    reply = dc09.ack(header, key=key if header.encrypted else None, now=NOW, rand=lambda n: PAD[:n])
+    rebuilt = Accepted(frame, parse_events(header.token, frame.data), event.account, reply, NOW)
+    assert event == rebuilt
