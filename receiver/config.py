@@ -284,6 +284,12 @@ class IngestConfig:
     # Ingest processes sharing the DC-09 and bridge ports (SO_REUSEPORT); 0: one per core.
     # 1 runs everything in one process.
     workers: int = field(default=0, validator=_between(0, 256))
+    # Seconds a thread may hold the interpreter lock while another waits for it
+    # (``sys.setswitchinterval`` in every serving process; Python's default is 0.005). A commit
+    # thread back from SQLite's fsync waits up to this long for the event loop's thread before
+    # it can hand the ACKs back. Measured with 10 panels: 0.0005 was faster in 6 of 7
+    # alternated pairs, by 17% (median of the pairs); 100 panels unchanged within noise.
+    switch_interval: float = field(default=0.0005, validator=_between_floats(0.0001, 0.1))
 
     @property
     def worker_count(self) -> int:

@@ -30,6 +30,7 @@ import logging
 import math
 import signal as os_signal
 import sqlite3
+import sys
 from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from typing import Any, Literal, TypeVar
@@ -644,6 +645,7 @@ def worker_main(
     die_with_parent(coordinator)
     configure(json=json_logs, level=logging.getLevelNamesMapping()[config.log.level.upper()])
     structlog.contextvars.bind_contextvars(worker=number)
+    sys.setswitchinterval(config.ingest.switch_interval)
     trio.run(_serve_worker, Service(config, role="worker"), ready)
 
 

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import functools
 import logging
+import sys
 from typing import Any
 
 import trio
@@ -43,6 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
         if not config.store.url:
             connect(config.store.path).close()  # migrated and writable, or one line now
         config_file = str(source.resolve()) if source else None
+        sys.setswitchinterval(config.ingest.switch_interval)  # the workers set theirs
         try:
             trio.run(
                 functools.partial(serve_until_signalled, config, config_file, json_logs=json_logs)

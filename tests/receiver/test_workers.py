@@ -42,6 +42,15 @@ def test_ingest_workers_setting(tmp_path: Path) -> None:
         parse_config("[ingest]\nworkers = -1\n")
 
 
+def test_ingest_switch_interval_setting() -> None:
+    """`[ingest] switch_interval`: the interpreter's thread switch interval in every serving
+    process, 0.5 ms unless set; a value outside 0.1 ms to 0.1 s is one line naming the key."""
+    assert parse_config("").ingest.switch_interval == 0.0005
+    assert parse_config("[ingest]\nswitch_interval = 0.005\n").ingest.switch_interval == 0.005
+    with pytest.raises(ValueError, match="switch_interval"):
+        parse_config("[ingest]\nswitch_interval = 0.0\n")
+
+
 class StoreRecorder(Recorder):
     """The coordinator's journal stand-in: keeps what the supervisor writes and writes the
     trouble rows into the store's links, as the journal does."""
