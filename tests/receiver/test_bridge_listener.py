@@ -442,11 +442,14 @@ async def test_simulator_contract_command_exits_0_against_a_served_receiver(
         env=env,
     )
     try:
-        with trio.fail_after(20):
+        # A bound on start-up, not a timing: a loaded 2-core machine took over 20 s to start
+        # the coordinator and its workers.
+        with trio.fail_after(90):
             while True:
                 try:
                     stream = await trio.open_tcp_stream("127.0.0.1", port)
                 except OSError:
+                    assert server.poll() is None, "receiver serve exited before it listened"
                     await trio.sleep(0.05)
                     continue
                 await stream.aclose()
