@@ -596,6 +596,7 @@ def log_startup(log: Any, config: Config, config_file: str | None, ports: Ports)
         bridge_port=ports.bridge,
         outputs=[f"{o.name} ({o.kind} {_destination(o)})" for o in config.outputs] or None,
         log_level=config.log.level,
+        switch_interval=sys.getswitchinterval(),  # [ingest] switch_interval, as applied
     )
     listeners = (
         ("dc09", config.dc09.listen, config.dc09.address[0]),

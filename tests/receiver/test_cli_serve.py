@@ -176,6 +176,7 @@ def test_second_receiver_on_the_same_store_is_refused(tmp_path: Path) -> None:
         assert started["store"] == str(tmp_path / "r.sqlite3")
         assert started["dc09"] == "127.0.0.1:0"
         assert started["dc09_port"] > 0
+        assert started["switch_interval"] == 0.0005  # [ingest]'s default applied, not Python's
         line = only_line(serve(config))
         assert line.startswith(
             f"receiver: store {tmp_path / 'r.sqlite3'} is in use by another receiver "
