@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -257,18 +258,7 @@ class Package:
         ):
             if value is not None:
                 add(f"  <{tag}>{_escape(value)}</{tag}>\n")
-        if self.flags:
-            add("  <Flags>\n")
-            for flag in self.flags:
-                add(f"    <Flag>{_escape(flag)}</Flag>\n")
-            add("  </Flags>\n")
-        if self.extended:
-            add("  <Extended>\n")
-            for key, value in self.extended:
-                add(f'    <Data id="{_attribute(key)}">{_escape(value)}</Data>\n')
-            add("  </Extended>\n")
-        add("</Package>\n")
-        return "".join(parts).encode("utf-8")
+        return _closed(parts, self.flags, self.extended)
 
     def to_xml_with_lxml(self) -> bytes:
         """The document built as an lxml tree and validated: the reference ``to_xml`` is
@@ -488,15 +478,25 @@ def package_xml(
         add(f"  <ReceiverNumber>{signal.receiver_no}</ReceiverNumber>\n")
     if signal.line:
         add(f"  <LineNumber>{signal.line}</LineNumber>\n")
-    if signal.flags:  # as the general path writes them (rarely any: no shortcut)
+    # Flags and extended data as the general path normalises them (rarely any: no shortcut).
+    flags = sorted({_token(f) or "-" for f in signal.flags}) if signal.flags else ()
+    extended = [(_token(k) or "-", _text(v)) for k, v in signal.extended]
+    return _closed(parts, flags, extended)
+
+
+def _closed(parts: list[str], flags: Sequence[str], extended: Sequence[tuple[str, str]]) -> bytes:
+    """The package's end, the same for both builders: its flags, its extended data (both
+    already normalised) and the closing tag; the whole document as UTF-8."""
+    add = parts.append
+    if flags:
         add("  <Flags>\n")
-        for flag in sorted({_token(f) or "-" for f in signal.flags}):
+        for flag in flags:
             add(f"    <Flag>{_escape(flag)}</Flag>\n")
         add("  </Flags>\n")
-    if signal.extended:
+    if extended:
         add("  <Extended>\n")
-        for key, value in signal.extended:
-            add(f'    <Data id="{_attribute(_token(key) or "-")}">{_escape(_text(value))}</Data>\n')
+        for key, value in extended:
+            add(f'    <Data id="{_attribute(key)}">{_escape(value)}</Data>\n')
         add("  </Extended>\n")
     add("</Package>\n")
     return "".join(parts).encode("utf-8")
