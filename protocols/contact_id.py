@@ -34,7 +34,7 @@ _CID_DIGITS = frozenset(_VALUE)
 _ACCOUNT = re.compile(r"^[0-9B-F]{4}$")
 _QUALIFIER = {"1": "E", "3": "R", "6": "P"}
 _HEX = frozenset("0123456789ABCDEF")
-_ADM_ACCOUNT = re.compile(r"^[0-9A-Za-z]{1,16}$")
+_ADM_ACCOUNT = re.compile(r"^[0-9A-Za-z]{1,16}\Z")
 
 
 @frozen

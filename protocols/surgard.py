@@ -37,7 +37,7 @@ _CID_ACCOUNT = re.compile(r"^[0-9B-F]{1,10}$")
 _SIA_ACCOUNT = re.compile(r"^[0-9A-Za-z]{1,16}$")
 # Characters that would end the block or the message early.
 _SIA_FORBIDDEN = re.compile(r"[\[\]|^\x00-\x1f\x7f-\U0010ffff]")
-_HEADER = re.compile(r"^[0-9]{3,9}$")
+_HEADER = re.compile(r"^[0-9]{3,9}\Z")
 
 
 def _header_digits(_: object, __: object, value: int) -> None:
@@ -142,11 +142,11 @@ class OtherMessage:
 SurGardMessage = ContactIdMessage | SiaMessage | Heartbeat | OtherMessage
 
 
-_EVENT = r"([ERP])([0-9A-F]{3})([0-9A-F]{2})([0-9A-F]{3})$"
+_EVENT = r"([ERP])([0-9A-F]{3})([0-9A-F]{2})([0-9A-F]{3})\Z"
 _CID4 = re.compile(r"^5([0-9]{3,9}) 18([0-9B-F]{4})" + _EVENT)
 _CID10 = re.compile(r"^Q([0-9]{3,9}) 58([0-9B-F]{10})" + _EVENT)
-_SIA = re.compile(r"^S([0-9]{3,9})\[#([0-9A-Za-z]{1,16})\|([^\[\]|^]+)\]$")
-_HEARTBEAT = re.compile(r"^1([0-9]{3,9}) {11}@ {4}$")
+_SIA = re.compile(r"^S([0-9]{3,9})\[#([0-9A-Za-z]{1,16})\|([^\[\]|^]+)\]\Z")
+_HEARTBEAT = re.compile(r"^1([0-9]{3,9}) {11}@ {4}\Z")
 
 
 def parse_message(raw: bytes) -> SurGardMessage:

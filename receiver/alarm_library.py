@@ -48,7 +48,7 @@ _ALIASES = {
     "intercom": "intercom_armed",
     "intercom_armed_zone": "intercom_armed",
 }
-_CODE = re.compile(r"^[0-9]{3}$")
+_CODE = re.compile(r"^[0-9]{3}\Z")
 
 
 def zone_type_key(text: str) -> str:

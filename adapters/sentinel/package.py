@@ -38,12 +38,12 @@ from protocols.errors import InvalidInputError, LocalProtocolError, PayloadError
 from protocols.signal import Signal
 
 VERSION: Final = 1
-PACKAGE_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+PACKAGE_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 LINK_FIELDS: Final = frozenset({"account", "zone", "site", "channel"})
 
 _SCHEMA = etree.XMLSchema(etree.parse(str(Path(__file__).with_name("package.xsd"))))
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_ZONE = re.compile(r"^[0-9A-F]{3}$")
+_ZONE = re.compile(r"^[0-9A-F]{3}\Z")
 _TOKEN_MAX = 128
 _TEXT_MAX = 2000
 

@@ -43,7 +43,7 @@ from protocols.surgard import (
     SurGardMessage,
 )
 
-_CID_ACCOUNT = re.compile(r"^[0-9B-F]{1,10}$")
+_CID_ACCOUNT = re.compile(r"^[0-9B-F]{1,10}\Z")
 _POLL = 0.05  # pyserial read timeout: how often a waiting attempt looks at its deadline
 _PARITIES = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
 

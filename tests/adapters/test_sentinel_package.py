@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from adapters.sentinel.package import (
+    PACKAGE_ID,
     Package,
     check_link_template,
     package_xml,
@@ -384,3 +385,24 @@ def test_one_pass_builder_writes_exactly_what_the_package_writes(
 def test_one_pass_builder_refuses_a_package_id_that_is_no_file_name() -> None:
     with pytest.raises(LocalProtocolError):
         package_xml(make_signal(), "pkg-1\n")
+
+
+def test_a_zone_with_a_trailing_newline_is_sent_as_zone_000() -> None:
+    """A zone that is three hex digits and a newline is no zone: both builders write
+    ``<Zone>000</Zone>``, and the package is XSD-valid. (A ``$`` anchor used to accept
+    ``001\\n``; the view's own validator refuses it, so the view is built without it.)"""
+    with attrs.validators.disabled():
+        view = ContactIdView("E", "130", "01", "001\n")
+    signal = make_signal(cid=view)
+    assert text(build(signal), "Zone") == "000"
+    fast = package_xml(signal, "pkg-1")
+    validate(fast)
+    assert b"<Zone>000</Zone>" in fast
+
+
+def test_a_package_id_with_a_trailing_newline_is_refused() -> None:
+    """``pkg-1\\n`` is not a package id, whether checked by ``match`` (the sink) or in full."""
+    assert PACKAGE_ID.match("pkg-1\n") is None
+    assert PACKAGE_ID.match("pkg-1") is not None
+    with pytest.raises(LocalProtocolError, match="package id must match"):
+        Package.from_signal(make_signal(), "pkg-1\n")

@@ -260,3 +260,11 @@ def test_bad_settings_are_refused_at_start(settings: dict[str, object], message:
     """Each mistake in the table is an InvalidInputError naming it."""
     with pytest.raises(InvalidInputError, match=message):
         build_output(OutputConfig(name="sg", kind="surgard", settings=settings))
+
+
+def test_an_account_with_a_trailing_newline_does_not_fit_sg_contact_id() -> None:
+    """``1234\\n`` is no SG Contact ID account: the output says the signal does not fit (a
+    delivery error the dispatcher handles), not a bare ValueError from building the message."""
+    output = SurGardOutput("sg", "loop://", header_digits=3)
+    with pytest.raises(DeliveryError, match="does not fit SG Contact ID"):
+        output.message_for(make_signal(account="1234\n"))

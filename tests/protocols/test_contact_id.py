@@ -191,3 +191,9 @@ def test_random_adm_cid_raises_only_project_errors(text: str) -> None:
     """Random text never raises anything but a RemoteProtocolError."""
     with contextlib.suppress(RemoteProtocolError):
         parse_adm_cid(text)
+
+
+def test_format_adm_cid_refuses_an_account_with_a_trailing_newline() -> None:
+    """A simulator handed ``1234\\n`` gets an error, not a data block with a newline in it."""
+    with pytest.raises(LocalProtocolError, match="1-16 letters or digits"):
+        format_adm_cid("1234\n", ContactIdView("E", "130", "01", "001"))

@@ -216,3 +216,10 @@ def test_random_bytes_only_give_messages_or_project_errors(data: bytes) -> None:
             assert getattr(event, "reply", None) is Reply.NAK
         else:
             assert isinstance(event, ContactIdMessage | SiaMessage | Heartbeat | OtherMessage)
+
+
+def test_a_header_with_a_trailing_newline_is_refused() -> None:
+    """``001\\n`` is not a 3-digit header (it read as a 4-digit one, re-encoded ``0001``)."""
+    with pytest.raises(ValueError, match="header must be 3 to 9 digits"):
+        Header.parse("001\n")
+    assert Header.parse("001").encode() == "001"

@@ -57,6 +57,12 @@ def test_unknown_zone_type_and_bad_code_are_bad_input() -> None:
         LibraryOverride(code="1A0")
 
 
+def test_an_override_code_with_a_trailing_newline_is_bad_input() -> None:
+    """``130\n`` (a registry row or a form not stripped) is not three digits."""
+    with pytest.raises(InvalidInputError, match="three digits"):
+        LibraryOverride(code="130\n")
+
+
 def test_precedence_is_channel_over_site_over_dealer() -> None:
     """Each level wins over the one below, and the source names the highest level that set it."""
     dealer = LibraryOverride(code="131")
