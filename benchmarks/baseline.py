@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,12 @@ STATION = "BENCH"
 TRANSPORTS = ("tcp", "udp", "aes")
 ACK_TIMEOUT = 2.0  # seconds dc09blast waits for one reply
 RUN_TIMEOUT = 180.0  # seconds one generator run may take
+
+
+class TimeCapReachedError(Exception):
+    """The benchmark's overall time cap fell before this comparison was complete: what it
+    measured so far is dropped (a run cut short by the cap is no figure)."""
+
 
 SERVER = '''"""pysiaalarm baseline server: registers the dc09blast accounts, counts events."""
 import asyncio
@@ -129,7 +136,9 @@ def pysiaalarm_python() -> Path | None:
 
 
 class BaselineServer:
-    """The pysiaalarm server in a subprocess, on a free port."""
+    """The pysiaalarm server in a subprocess, on a free port. Its script is written to a
+    temporary folder of its own (outside the repository: it runs in the baseline venv, and our
+    mypy must not see it), removed by ``stop``: two benchmarks at once never share it."""
 
     def __init__(
         self,
@@ -140,8 +149,8 @@ class BaselineServer:
         core: int | None = 0,
         key: str | None = None,
     ) -> None:
-        # Outside the repository: it runs in the baseline venv, and our mypy must not see it.
-        script = Path(tempfile.gettempdir()) / "pysiaalarm_baseline_server.py"
+        self.folder = Path(tempfile.mkdtemp(prefix="pysiaalarm-baseline-"))
+        script = self.folder / "pysiaalarm_baseline_server.py"
         script.write_text(SERVER, encoding="utf-8")
         self.port = free_port()
         command = [
@@ -153,9 +162,13 @@ class BaselineServer:
             "udp" if udp else "tcp",
             key or "",
         ]
-        self.process = subprocess.Popen(
-            pinned(command, core), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
+        try:
+            self.process = subprocess.Popen(
+                pinned(command, core), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            )
+        except OSError:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
         assert self.process.stdout is not None
         deadline = time.monotonic() + 30
         line = self.process.stdout.readline()
@@ -170,6 +183,9 @@ class BaselineServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def process_cpu(server: ReceiverProcess | BaselineServer) -> float:
@@ -209,8 +225,23 @@ def _measure(
     udp: bool,
     extra: list[str],
     core: int | None,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
-    """Warm-up, then ``runs`` bounded runs; their medians, CPU seconds and (ours) memory."""
+    """Warm-up, then ``runs`` bounded runs; their medians, CPU seconds and (ours) memory.
+
+    ``deadline`` (``time.monotonic()``): no run starts after it and none outlasts it;
+    TimeCapReachedError when it falls before the last run is done."""
+
+    def bounded() -> float:
+        """The time the next run may take; TimeCapReachedError once the deadline passed (a run
+        that ended at it may have been cut short)."""
+        if deadline is None:
+            return RUN_TIMEOUT
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeCapReachedError
+        return min(RUN_TIMEOUT, left)
+
     warm = run_blast(
         blast,
         server.port,
@@ -220,16 +251,18 @@ def _measure(
         core=core,
         extra=extra,
         ack_timeout=ACK_TIMEOUT,
-        timeout=RUN_TIMEOUT,
+        timeout=bounded(),
     )
+    bounded()
     if not warm["acked"]:
         # Nothing answered: measuring would only wait out ACK timeouts. Each run counts as
         # one that timed out: nothing of its frames ACKed.
         figures = median_run([timed_out_run(conns * messages)] * runs)
         return figures | {"cpu_s": 0.0, "note": "no ACK in the warm-up: not measured"}
     cpu_before = process_cpu(server)
-    figures = median_run(
-        [
+    measured = []
+    for run in range(runs):
+        measured.append(
             run_blast(
                 blast,
                 server.port,
@@ -240,11 +273,11 @@ def _measure(
                 extra=extra,
                 line=f"L{run + 1:X}",  # fresh signals for us, not retries
                 ack_timeout=ACK_TIMEOUT,
-                timeout=RUN_TIMEOUT,
+                timeout=bounded(),
             )
-            for run in range(runs)
-        ]
-    )
+        )
+        bounded()
+    figures = median_run(measured)
     figures["cpu_s"] = round(process_cpu(server) - cpu_before, 2)
     if isinstance(server, ReceiverProcess):
         figures |= server.memory() | {"workers": server.workers()}
@@ -261,10 +294,12 @@ def compare(
     udp: bool = False,
     embedded_default: bool = False,
     transport: str | None = None,
+    deadline: float | None = None,
 ) -> list[dict[str, Any]]:
     """Median figures for ours and pysiaalarm's at each connection count, and ours / theirs.
 
-    ``transport``: tcp, udp or aes (``udp=True`` is the older spelling of udp)."""
+    ``transport``: tcp, udp or aes (``udp=True`` is the older spelling of udp). ``deadline``
+    (``time.monotonic()``): TimeCapReachedError when it falls before the comparison is done."""
     transport = transport or ("udp" if udp else "tcp")
     udp, aes = transport == "udp", transport == "aes"
     blast = build_blast(aes=aes)
@@ -278,6 +313,8 @@ def compare(
         accounts = min(conns, 10_000)
         figures: dict[str, dict[str, Any]] = {}
         for name in ("ours", "pysiaalarm"):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeCapReachedError
             server: ReceiverProcess | BaselineServer
             if name == "ours":
                 # The setup runs while the receiver is made, so its CSV can go right after.
@@ -306,6 +343,7 @@ def compare(
                     udp=udp,
                     extra=extra,
                     core=blast_core,
+                    deadline=deadline,
                 )
             finally:
                 server.stop()

@@ -1,7 +1,7 @@
 """Issue 12's benchmark: our receiver on its embedded default beside pysiaalarm 3.2.2, the goals.
 
 Run: ``python -m benchmarks.e2e [--runs 3] [--messages 200]
-[--cases tcp:10,tcp:100,tcp:1000,udp:100,aes:100] [--dry-run]``
+[--cases tcp:10,tcp:100,tcp:1000,udp:100,aes:100] [--time-cap 1800] [--dry-run]``
 
 Each case runs ours and then pysiaalarm under the same C load generator (dc09blast), both
 servers and the generator free to use both cores:
@@ -23,7 +23,11 @@ by how much.
   missed.
 - Bounded: ``--messages`` frames per connection, fewer above 100 connections (40,000 frames a
   run at most). Each run is killed after ``baseline.RUN_TIMEOUT`` seconds, and each reply is
-  waited for ``baseline.ACK_TIMEOUT`` seconds. Loopback only.
+  waited for ``baseline.ACK_TIMEOUT`` seconds. The whole benchmark stops at ``--time-cap``
+  seconds (default 1,800; a full run takes 4 minutes on the quiet machine, about 17 under
+  other load, up to 2 hours if every run timed out): no run starts after it and none outlasts
+  it, the case it falls in and every later one are not measured, and their goals say "not
+  measured: time cap". Loopback only.
 - Reuses ``benchmarks.baseline``: the pysiaalarm venv, its server and the runner. The lean
   sweep of our receiver alone across connection counts is ``python -m benchmarks.sweep``.
 - Not like for like, and said so: ours commits every signal (SQLite WAL, synchronous=FULL)
@@ -66,6 +70,7 @@ class Case:
 
 
 CASES = (Case("tcp", 10), Case("tcp", 100), Case("tcp", 1000), Case("udp", 100), Case("aes", 100))
+TIME_CAP = 1800.0  # seconds the whole benchmark may take (then a server's stop, at most 40 s)
 
 
 @frozen
@@ -260,6 +265,12 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(c.name for c in CASES),
         help="comma-separated transport:connections, transports tcp, udp, aes",
     )
+    parser.add_argument(
+        "--time-cap",
+        type=float,
+        default=TIME_CAP,
+        help="seconds the whole benchmark may take; cases not done by then are not measured",
+    )
     parser.add_argument("--note", default="", help="a sentence for the results file")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     args = parser.parse_args(argv)
@@ -269,19 +280,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--cases: {exc}")
     if args.runs < 1 or args.messages < 1:
         parser.error("--runs and --messages must be at least 1")
+    if not args.time_cap >= 0:
+        parser.error("--time-cap must be 0 or more seconds")
     plan = ", ".join(f"{c.name} x {c.messages(args.messages)}" for c in cases)
     if args.dry_run:
         print(
             f"e2e: ours (embedded default) and {baseline.PYSIAALARM}, {args.runs} runs each; "
-            f"cases (transport:connections x frames per connection): {plan}"
+            f"cases (transport:connections x frames per connection): {plan}; "
+            f"time cap {args.time_cap:g} s"
         )
         return 0
-    print(f"e2e: {plan}; {args.runs} runs per server", flush=True)
+    print(f"e2e: {plan}; {args.runs} runs per server; time cap {args.time_cap:g} s", flush=True)
     started, load_before = datetime.now(UTC), os.getloadavg()[0]
     clock = time.monotonic()
+    deadline = clock + args.time_cap
+    capped = f"not measured: time cap of {args.time_cap:g} s reached"
     rows: list[dict[str, Any]] = []
     failed: dict[Case, str] = {}
+    cap_reached = False
     for case in cases:
+        if cap_reached or time.monotonic() >= deadline:
+            cap_reached, failed[case] = True, capped
+            print(f"e2e {case.name} {capped}", flush=True)
+            continue
         try:
             measured = baseline.compare(
                 [case.connections],
@@ -289,7 +310,11 @@ def main(argv: list[str] | None = None) -> int:
                 args.runs,
                 embedded_default=True,
                 transport=case.transport,
+                deadline=deadline,
             )
+        except baseline.TimeCapReachedError:
+            measured, failed[case], cap_reached = [], capped, True
+            print(f"e2e {case.name} {capped} during this case", flush=True)
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             # A server that would not start: this case is not measured; the others still are.
             measured, failed[case] = [], f"failed: {exc}"
@@ -306,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": load_before,
         "load_after": os.getloadavg()[0],
         "runs": args.runs,
+        "time_cap_s": args.time_cap,
         "note": args.note,
     }
     found = verdicts(rows, [g for g in GOALS if g.case in cases], failed)

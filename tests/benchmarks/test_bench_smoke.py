@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -155,3 +156,41 @@ def test_a_generator_run_nobody_answers_is_bounded() -> None:
         )
     assert result["acked"] == 0
     assert result["frames"] == 1
+
+
+def test_baseline_server_script_has_a_folder_of_its_own_removed_at_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two baseline servers at once each write their script to their own temporary folder
+    (not one fixed /tmp file they would share), and ``stop`` removes it. The "python" here is
+    a stand-in that says ready, as the real script does, and waits to be stopped."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\necho ready\nexec sleep 60\n", encoding="utf-8")
+    python.chmod(0o755)
+    first = baseline.BaselineServer(python, 1, core=None)
+    second = baseline.BaselineServer(python, 1, core=None)
+    try:
+        scripts = [s.folder / "pysiaalarm_baseline_server.py" for s in (first, second)]
+        assert scripts[0] != scripts[1]
+        assert all(s.read_text(encoding="utf-8") == baseline.SERVER for s in scripts)
+        assert not (tmp_path / "pysiaalarm_baseline_server.py").exists()
+    finally:
+        first.stop()
+        second.stop()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["python"]
+
+
+def test_baseline_server_that_fails_to_start_leaves_no_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that exits before it is ready (here: no pysiaalarm to import) is an error,
+    and its script's folder is gone."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\nexit 1\n", encoding="utf-8")
+    python.chmod(0o755)
+    with pytest.raises(RuntimeError, match="pysiaalarm server did not start"):
+        baseline.BaselineServer(python, 1, core=None)
+    assert list((tmp_path / "tmp").iterdir()) == []

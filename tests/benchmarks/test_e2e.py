@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -65,7 +66,7 @@ def test_the_default_plan_is_the_issues(capsys: pytest.CaptureFixture[str]) -> N
     assert capsys.readouterr().out.splitlines() == [
         "e2e: ours (embedded default) and pysiaalarm==3.2.2, 3 runs each; cases "
         "(transport:connections x frames per connection): tcp:10 x 200, tcp:100 x 200, "
-        "tcp:1000 x 40, udp:100 x 200, aes:100 x 200"
+        "tcp:1000 x 40, udp:100 x 200, aes:100 x 200; time cap 1800 s"
     ]
 
 
@@ -221,6 +222,120 @@ def test_make_bench_summary_carries_the_goals(
         "pysiaalarm 1,507 events/s, ours / pysiaalarm 1.43. missed: 2,148 events/s is 21% of "
         "10,000 |"
     ) in text.splitlines()
+
+
+def test_a_time_cap_already_reached_measures_nothing_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--time-cap 0``: no server starts, every goal is judged "not measured: time cap", and
+    the command exits 1 (cases not measured)."""
+    monkeypatch.setattr(harness, "RESULTS", tmp_path)
+
+    def never(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        raise AssertionError("a case started after the time cap")
+
+    monkeypatch.setattr(baseline, "compare", never)
+    assert e2e.main(["--cases", "tcp:10,udp:100", "--time-cap", "0"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert "e2e tcp:10 not measured: time cap of 0 s reached" in out
+    assert (
+        "| tcp at 10: at least pysiaalarm's rate | not measured "
+        "| missed: not measured: time cap of 0 s reached |"
+    ) in out
+    assert (
+        "| udp at 100: >= 15,000 events/s | not measured "
+        "| missed: not measured: time cap of 0 s reached |"
+    ) in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_time_cap_falling_within_a_case_drops_it_and_every_later_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first case is measured and judged; the cap falls within the second (its partial
+    runs are no figure); the third never starts. Each case got the benchmark's deadline."""
+    monkeypatch.setattr(harness, "RESULTS", tmp_path)
+    deadlines: list[float | None] = []
+
+    def compare(connections: list[int], *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        deadlines.append(kwargs.get("deadline"))
+        if len(deadlines) == 2:
+            raise baseline.TimeCapReachedError
+        if len(deadlines) > 2:
+            raise AssertionError("a case started after the time cap fell")
+        return [row("tcp", connections[0], side(5_000, 3.0), side(4_800, 2.0))]
+
+    monkeypatch.setattr(baseline, "compare", compare)
+    assert e2e.main(["--cases", "tcp:10,tcp:100,udp:100", "--time-cap", "600"]) == 1
+    assert len(deadlines) == 2
+    assert all(d is not None for d in deadlines)
+    payload = json.loads((tmp_path / "e2e.json").read_text())
+    assert [g["shortfalls"] for g in payload["goals"]] == [
+        [],
+        ["not measured: time cap of 600 s reached"],
+        ["not measured: time cap of 600 s reached"],
+    ]
+    assert payload["context"]["time_cap_s"] == 600
+    assert "e2e tcp:100 not measured: time cap of 600 s reached during this case" in (
+        capsys.readouterr().out.splitlines()
+    )
+
+
+class SteppedClock:
+    """``time`` for ``benchmarks.baseline``: ``monotonic`` reads ``now``, which a test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_no_run_starts_after_the_deadline_and_none_outlasts_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each generator run's timeout is cut to what is left before the deadline; once a run
+    ends past it, the comparison stops with TimeCapReachedError and starts no further run."""
+    clock = SteppedClock()
+    monkeypatch.setattr(baseline, "time", clock)
+    timeouts: list[float] = []
+
+    def run_blast(*args: Any, timeout: float, **kwargs: Any) -> dict[str, Any]:
+        timeouts.append(timeout)
+        clock.now += 30.0
+        return blast_run(1_000, 4.0)
+
+    monkeypatch.setattr(baseline, "run_blast", run_blast)
+    monkeypatch.setattr(baseline, "process_cpu", lambda server: 0.0)
+    server: Any = SimpleNamespace(port=1)  # the runs are faked: only its port is read
+    with pytest.raises(baseline.TimeCapReachedError):
+        baseline._measure(
+            server,
+            Path("dc09blast"),
+            conns=10,
+            messages=10,
+            runs=3,
+            udp=False,
+            extra=[],
+            core=None,
+            deadline=clock.now + 50.0,
+        )
+    # The warm-up may take 50 s (less than RUN_TIMEOUT), the first run the 20 s left; then
+    # the deadline has passed.
+    assert timeouts == [50.0, 20.0]
+    with pytest.raises(baseline.TimeCapReachedError):
+        baseline._measure(
+            server,
+            Path("dc09blast"),
+            conns=10,
+            messages=10,
+            runs=3,
+            udp=False,
+            extra=[],
+            core=None,
+            deadline=clock.now,
+        )
+    assert len(timeouts) == 2  # nothing started at or after the deadline
 
 
 @pytest.mark.slow
