@@ -1,6 +1,14 @@
 """Pieces the benchmarks share: a receiver subprocess, the C load generator, RSS, medians.
 
 Everything runs on loopback. Every load run is bounded in frames and in time.
+
+A run's throwaway folder (its journal and a spool of up to ~200,000 packages) is removed when
+the benchmark process ends, not when its receiver stops, and a receiver started within a
+minute of a large removal first waits that minute out (``wait_for_recent_cleanup``): on ext4
+without a journal (this VM's root filesystem), inode allocation steps one by one past every
+inode freed in the last 60 s whose inode-table block is still cached (300 s more while that
+block is dirty; fs/ext4/ialloc.c ``recently_deleted``), so the next run's spool would pay for
+the previous run's cleanup.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +32,15 @@ ROOT = Path(__file__).resolve().parent.parent
 BLAST_SOURCE = ROOT / "benchmarks" / "dc09blast.c"
 BUILD = ROOT / "benchmarks" / "build"
 RESULTS = ROOT / "benchmarks" / "results"
+# When the benchmarks last removed many files, for every benchmark process on this machine
+# (the filesystem is shared): {"ended": wall-clock seconds, "files": count}.
+CLEANUP_STAMP = Path(tempfile.gettempdir()) / "receiver-bench-cleanup.json"
+# ext4's RECENTCY_MIN (60 s, counted in whole seconds of i_dtime) once the inode-table blocks
+# are written back, which the cleanup's os.sync() sees to; and what counts as a large removal.
+RECENTLY_DELETED_S = 62.0
+LARGE_CLEANUP_FILES = 1_000
+# Folders are removed at once instead of at exit when their filesystem has less free space.
+KEEP_FREE_BYTES = 4 * 1024**3
 
 
 def free_port() -> int:
@@ -123,7 +140,10 @@ class ReceiverProcess:
         connection limits (the receiver shares its open-file budget out by them).
 
         ``setup``: CLI commands (``receiver --config FILE <args>``) run on the store before the
-        receiver starts, e.g. the stations, lines and keyed accounts of an AES run."""
+        receiver starts, e.g. the stations, lines and keyed accounts of an AES run.
+
+        It first waits out the minute after a large cleanup (``wait_for_recent_cleanup``)."""
+        wait_for_recent_cleanup()
         self.dir = Path(tempfile.mkdtemp(prefix="receiver-bench-"))
         self.port = free_port()
         self.bridge_port = free_port()
@@ -212,26 +232,84 @@ class ReceiverProcess:
             self.process.kill()
             self.process.wait()
         self.log.close()
-        _remove_at_exit(self.dir)
+        dispose(self.dir)
 
 
-# Throwaway folders are removed when the benchmark process ends, not when each receiver stops:
-# on ext4 without a journal (this VM's root filesystem) every new inode steps past the inodes
-# freed in the last minutes (``recently_deleted``), so deleting one run's spool of tens of
-# thousands of packages would slow the file creation of the runs after it, ours and not theirs.
+# Throwaway folders are removed when the benchmark process ends, not when each receiver stops
+# (see the module's docstring): deleting one run's spool of tens of thousands of packages would
+# slow the file creation of the runs after it, ours and not theirs.
 _FOLDERS: list[Path] = []
 
 
-def _remove_at_exit(folder: Path) -> None:
+def dispose(folder: Path) -> None:
+    """Remove ``folder`` when this process ends; at once (then ``remove_folders``) when its
+    filesystem has less than ``KEEP_FREE_BYTES`` free, so deferring never fills the disk."""
     if not _FOLDERS:
-        atexit.register(_remove_folders)
+        atexit.register(remove_folders)
     _FOLDERS.append(folder)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < KEEP_FREE_BYTES:
+        print(
+            f"harness: {free // 1024**2} MiB free: removing the run folders now, not at exit",
+            flush=True,
+        )
+        remove_folders()
 
 
-def _remove_folders() -> None:
+def remove_folders() -> None:
+    """Remove every folder ``dispose`` was given; then sync, and stamp the cleanup when it was
+    large, so the next receiver (of this process or another) waits out ``recently_deleted``."""
+    files = 0
     for folder in _FOLDERS:
+        files += sum(len(names) for _, _, names in os.walk(folder))
         shutil.rmtree(folder, ignore_errors=True)
     _FOLDERS.clear()
+    if files >= LARGE_CLEANUP_FILES:
+        # Written back, the freed inodes' table blocks are clean: ext4 then skips them for
+        # RECENTCY_MIN (60 s) instead of RECENTCY_MIN + RECENTCY_DIRTY (360 s).
+        os.sync()
+        record_cleanup(files)
+
+
+def record_cleanup(files: int, *, ended: float | None = None) -> None:
+    """Stamp a removal of ``files`` files that ended at ``ended`` (wall clock; now)."""
+    stamp = {"ended": time.time() if ended is None else ended, "files": files}
+    partial = CLEANUP_STAMP.with_name(f"{CLEANUP_STAMP.name}.{os.getpid()}")
+    try:
+        partial.write_text(json.dumps(stamp), encoding="utf-8")
+        partial.replace(CLEANUP_STAMP)
+    except OSError:
+        partial.unlink(missing_ok=True)
+
+
+def wait_for_recent_cleanup(
+    *, now: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep
+) -> float:
+    """Before a run: sleep until ``RECENTLY_DELETED_S`` have passed since the last large
+    cleanup stamped (``record_cleanup``), saying so; the seconds waited (0: none due).
+
+    Without it, a run started right after the previous one removed its spool measures that
+    removal (last session: the drain benchmark's backlog drained in 1.1 s, then 29 s and 37 s
+    after the runs before it had each removed ~190,000 files)."""
+    try:
+        stamp = json.loads(CLEANUP_STAMP.read_text(encoding="utf-8"))
+        ended, files = float(stamp["ended"]), int(stamp["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+    left = min(ended + RECENTLY_DELETED_S - now(), RECENTLY_DELETED_S)
+    if files < LARGE_CLEANUP_FILES or left <= 0:
+        return 0.0
+    print(
+        f"harness: waiting {left:.0f} s: a benchmark removed {files:,} files "
+        f"{RECENTLY_DELETED_S - left:.0f} s ago, and new files would step past those freed "
+        "inodes (ext4 without a journal) until a minute has passed",
+        flush=True,
+    )
+    sleep(left)
+    return left
 
 
 def run_blast(

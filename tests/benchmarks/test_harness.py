@@ -1,0 +1,128 @@
+"""The benchmark harness's throwaway folders: removed at exit (at once when the disk is short),
+and a large removal waited out before the next receiver starts, so no run measures the
+previous run's cleanup (ext4 without a journal: ``recently_deleted``). No timings: the clock
+and the sleep are stand-ins."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from benchmarks import harness
+
+
+@pytest.fixture
+def stamp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The cleanup stamp in a folder of the test's own, the folder list empty, no real sync."""
+    path = tmp_path / "stamp.json"
+    monkeypatch.setattr(harness, "CLEANUP_STAMP", path)
+    monkeypatch.setattr(harness, "_FOLDERS", [])
+    monkeypatch.setattr(os, "sync", lambda: None)
+    return path
+
+
+class Slept(list[float]):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def spool(folder: Path, files: int) -> Path:
+    (folder / "spool").mkdir(parents=True)
+    for i in range(files):
+        (folder / "spool" / f"{i:05d}.xml").write_bytes(b"<Package/>")
+    return folder
+
+
+def test_a_receiver_started_right_after_a_large_cleanup_waits_out_the_minute(
+    stamp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """10 s after 190,000 files were removed, the next run waits the remaining 52 s and says
+    why; once the minute has passed, or after a small cleanup, it starts at once."""
+    harness.record_cleanup(190_000, ended=1_000.0)
+    slept = Slept()
+    assert harness.wait_for_recent_cleanup(now=lambda: 1_010.0, sleep=slept) == 52.0
+    assert slept == [52.0]
+    assert capsys.readouterr().out.startswith(
+        "harness: waiting 52 s: a benchmark removed 190,000 files 10 s ago"
+    )
+    assert harness.wait_for_recent_cleanup(now=lambda: 1_062.0, sleep=slept) == 0.0
+    harness.record_cleanup(999, ended=1_000.0)
+    assert harness.wait_for_recent_cleanup(now=lambda: 1_001.0, sleep=slept) == 0.0
+    assert slept == [52.0]
+
+
+def test_no_stamp_or_a_broken_one_means_no_wait(stamp: Path) -> None:
+    slept = Slept()
+    assert harness.wait_for_recent_cleanup(sleep=slept) == 0.0
+    stamp.write_text("{not json", encoding="utf-8")
+    assert harness.wait_for_recent_cleanup(sleep=slept) == 0.0
+    stamp.write_text(json.dumps({"files": 5_000}), encoding="utf-8")
+    assert harness.wait_for_recent_cleanup(sleep=slept) == 0.0
+    assert slept == []
+
+
+def test_a_clock_set_back_never_waits_more_than_the_minute(stamp: Path) -> None:
+    harness.record_cleanup(50_000, ended=10_000.0)
+    slept = Slept()
+    assert harness.wait_for_recent_cleanup(now=lambda: 0.0, sleep=slept) == 62.0
+
+
+class Usage(NamedTuple):
+    total: int
+    used: int
+    free: int
+
+
+def test_folders_are_removed_at_exit_then_synced_and_stamped(
+    stamp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With disk to spare, a stopped run's folder stays until ``remove_folders`` (at exit);
+    then it is gone, the removal synced and stamped with its file count."""
+    synced: list[bool] = []
+    monkeypatch.setattr(os, "sync", lambda: synced.append(True))
+    monkeypatch.setattr(harness, "LARGE_CLEANUP_FILES", 10)
+    first, second = spool(tmp_path / "run-1", 8), spool(tmp_path / "run-2", 4)
+    harness.dispose(first)
+    harness.dispose(second)
+    assert first.exists()
+    assert second.exists()
+    assert not stamp.exists()
+    harness.remove_folders()
+    assert not first.exists()
+    assert not second.exists()
+    assert synced == [True]
+    assert json.loads(stamp.read_text(encoding="utf-8"))["files"] == 12
+
+
+def test_a_small_removal_is_neither_synced_nor_stamped(
+    stamp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[bool] = []
+    monkeypatch.setattr(os, "sync", lambda: synced.append(True))
+    harness.dispose(spool(tmp_path / "run-1", 3))
+    harness.remove_folders()
+    assert synced == []
+    assert not stamp.exists()
+
+
+def test_short_of_disk_space_the_folder_goes_at_once(
+    stamp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Deferring removals never fills the disk: below ``KEEP_FREE_BYTES`` free, every folder
+    waiting for the exit is removed when the next run stops, and the removal stamped."""
+    monkeypatch.setattr(harness, "LARGE_CLEANUP_FILES", 1)
+    earlier, last = spool(tmp_path / "run-1", 2), spool(tmp_path / "run-2", 2)
+    harness.dispose(earlier)
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda path: Usage(10 * 1024**3, 9 * 1024**3, 1024**3)
+    )
+    harness.dispose(last)
+    assert not earlier.exists()
+    assert not last.exists()
+    assert "harness: 1024 MiB free: removing the run folders now" in capsys.readouterr().out
+    assert json.loads(stamp.read_text(encoding="utf-8"))["files"] == 4
