@@ -38,8 +38,8 @@ from psycopg.types.json import Jsonb
 
 from protocols.signal import Signal
 from receiver.journal_chain import GENESIS, NODE, Verification, chain_rows, verify_chain
+from receiver.store import history_sql
 from receiver.store.fencing import FenceRefused, append_fenced, check_tokens, tokens_of
-from receiver.store.history_sql import conditions
 from receiver.store.interface import (
     AccountHolder,
     AccountRow,
@@ -660,27 +660,28 @@ class PostgresStore:
     # -- history ---------------------------------------------------------------------------
 
     def history(self, query: HistoryQuery) -> list[tuple[int, Signal]]:
-        where, params = _history_conditions(query)
-        sql = "SELECT * FROM signals"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY received_us DESC, seq DESC"
-        if query.limit > 0:
-            sql += " LIMIT %s"
-            params.append(query.limit)
         with self._use("history") as conn:
-            rows = conn.execute(sql.encode(), params).fetchall()
+            sql, params = history_sql.history_statement(
+                _scalar(conn), "*", query, history_sql.POSTGRES
+            )
+            rows = conn.execute(_marks(sql), params).fetchall()
         return [(int(row["seq"]), signal_from_row(row)) for row in rows]
 
     def history_after(self, query: HistoryQuery, seq: int, limit: int) -> tuple[int, list[Signal]]:
         newest = self.last_seq()
         if newest <= seq:
             return seq, []
-        where, params = _history_conditions(query)
-        where = ["seq > %s", "seq <= %s", *where]
-        sql = f"SELECT * FROM signals WHERE {' AND '.join(where)} ORDER BY seq LIMIT %s"
         with self._use("history") as conn:
-            rows = conn.execute(sql.encode(), (seq, newest, *params, limit)).fetchall()
+            sql, params = history_sql.history_after_statement(
+                _scalar(conn),
+                "*",
+                query,
+                history_sql.POSTGRES,
+                seq=seq,
+                newest=newest,
+                limit=limit,
+            )
+            rows = conn.execute(_marks(sql), params).fetchall()
         if len(rows) == limit:
             newest = int(rows[-1]["seq"])
         return newest, [signal_from_row(row) for row in rows]
@@ -742,8 +743,15 @@ def _user(row: Mapping[str, Any]) -> User:
     return User(row["name"], cast("UserRole", row["role"]), row["password_hash"])
 
 
-def _history_conditions(query: HistoryQuery) -> tuple[list[str], list[Any]]:
-    """The history filters (``receiver/store/history_sql.py``, written for SQLite's ``?``) in
-    psycopg's placeholders; none of its conditions holds a literal ``?`` or ``%``."""
-    where, params = conditions(query)
-    return [condition.replace("?", "%s") for condition in where], params
+def _marks(sql: str) -> bytes:
+    """A statement of ``receiver/store/history_sql.py`` (written for SQLite's ``?``) in
+    psycopg's placeholders; none of its statements holds a literal ``?`` or ``%``."""
+    return sql.replace("?", "%s").encode()
+
+
+def _scalar(conn: PgConnection) -> history_sql.Scalar:
+    def scalar(sql: str, params: Sequence[Any]) -> Any:
+        row = conn.execute(_marks(sql), params).fetchone()
+        return None if row is None else next(iter(row.values()))
+
+    return scalar
