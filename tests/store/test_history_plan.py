@@ -93,7 +93,8 @@ def old_history_after(
 
 def old_console(conn: sqlite3.Connection, account: str, after_seq: int, limit: int) -> list[int]:
     value = account.strip().upper()
-    where, params = [OLD_ACCOUNT], [value, value]
+    where: list[str] = [OLD_ACCOUNT]
+    params: list[Any] = [value, value]
     if after_seq:
         where.append("seq > ?")
         params.append(after_seq)
@@ -278,12 +279,12 @@ def test_postgres_reads_a_rare_account_by_its_indexes(pg_store: PostgresStore) -
     assert [s.effective_account for _, s in found] == ["C0DE", "L1C0DE", "C0DE"]
     newest, signals = pg_store.history_after(query, 0, 2)
     assert ([s.effective_account for s in signals], newest) == (["C0DE", "L1C0DE"], 1501)
-    conn = StatementConnection.open(pg_store.url)
+    console = StatementConnection.open(pg_store.url)
     try:
-        rows = pg_console_sql.signal_rows(conn, console_sql.SignalFilter(account="C0de"))
+        listed = pg_console_sql.signal_rows(console, console_sql.SignalFilter(account="C0de"))
     finally:
-        conn.close()
-    assert [row["seq"] for row in rows] == [2501, 1501, 501]
+        console.close()
+    assert [row["seq"] for row in listed] == [2501, 1501, 501]
 
 
 # -- the same rows as the OR -------------------------------------------------------------------
