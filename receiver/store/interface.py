@@ -358,14 +358,20 @@ class JournalStore(Protocol):
         ...
 
 
-class RegistryStore(Protocol):
-    """The registry's tables (every read and write, ``RegistryTables``) and its change
-    generation, which every node watches."""
+class RegistrySource(Protocol):
+    """Where the registry's tables are read and written (either backend's store object)."""
 
     def registry(self) -> RegistryTables:
         """The registry's tables (what ``receiver.registry.Registry`` and ``RegistryIndex.load``
         run on), on a connection of their own: the caller closes them."""
         ...
+
+    def close(self) -> None: ...
+
+
+class RegistryStore(RegistrySource, Protocol):
+    """The registry's tables (every read and write, ``RegistryTables``) and its change
+    generation, which every node watches."""
 
     def registry_generation(self) -> int:
         """A number that changes with every committed registry change."""

@@ -402,10 +402,8 @@ def test_history_account_prints_what_the_or_found(
         wanted = store._run(lambda conn, q=query: old_history(conn, q))  # type: ignore[misc]
         by_seq = dict(store.read_after(0, 10_000))
         capsys.readouterr()
-        code = receiver_cli(
-            ["--config", str(config), "history", "--format", "json", "--account", typed]
-            + ["--limit", limit]
-        )
+        args = ["history", "--format", "json", "--account", typed, "--limit", limit]
+        code = receiver_cli(["--config", str(config), *args])
         out, err = capsys.readouterr()
         assert (code, err) == (0, "")
         expected = [history_row(by_seq[seq]) for seq in wanted]
