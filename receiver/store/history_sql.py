@@ -7,15 +7,9 @@ An account filter matches the account as automation knows it or as received, in 
 ``effective_account = X OR upper(account) = X``. No index can answer that ``OR``, so it is
 read one of two ways, with the same rows in the same order either way:
 
-- **by the account's indexes** (``seq IN`` the account's rows, :data:`SQLITE_ACCOUNT_ROWS`):
-  disjoint indexed lookups whose union is exactly the ``OR``. Rows with
-  ``effective_account = X`` are found by ``effective_account`` (on SQLite the duplicate
-  lookup's ``signals_by_dedupe`` for rows with a dedupe key, ``signals_by_account_unkeyed``
-  for the few without one); the rest, ``upper(account) = X`` where the effective account is
-  not the upper-cased one, by the partial ``signals_by_account_as_received``, which holds only
-  rows whose two accounts differ (an unknown account's effective account is its upper-cased
-  number, so those rows cost it nothing). None of these is in time order, so the account's
-  rows are all read, then sorted.
+- **by the account's indexes**: ``seq IN`` the rows that :func:`account_rows` finds, each
+  lookup by an index, and the ``OR`` as well. None of these indexes is in time order, so the
+  account's rows are all read, then sorted.
 - **by walking the journal** in time (or ``seq``) order with the ``OR`` as a filter, stopping
   at the limit: cheap for an account that signals often, the whole window for one that rarely
   does.
@@ -52,37 +46,74 @@ ACCOUNT_OR = "(effective_account = ? OR upper(account) = ?)"
 
 @attrs.frozen
 class Backend:
-    """How one backend finds an account's rows by index: ``account_rows`` selects their
-    ``seq`` (``arms`` marks, each the account), ``table`` is how the row-reading query names
-    the journal when it looks the rows up by ``seq``."""
+    """One backend's SQL for an account's rows by index: ``table`` is how the row-reading
+    query names the journal when it looks the rows up by ``seq``."""
 
-    account_rows: str
-    arms: int
+    name: str
     table: str = "signals"
 
 
-# SQLite (migrations 0009 and 0014): three disjoint lookups, each by an index.
-SQLITE = Backend(
-    account_rows=(
-        "SELECT seq FROM signals WHERE effective_account = ? AND dedupe_key IS NOT NULL "
-        "UNION ALL SELECT seq FROM signals WHERE effective_account = ? AND dedupe_key IS NULL "
-        "UNION ALL SELECT seq FROM signals WHERE upper(account) = ? "
-        "AND effective_account IS NOT upper(account)"
-    ),
-    arms=3,
-    # The rows are looked up by seq (the rowid), never by walking signals_by_time.
-    table="signals NOT INDEXED",
-)
-# PostgreSQL (migration 0012): its duplicate lookup has a table of its own, so the journal
-# has one index on effective_account.
-POSTGRES = Backend(
-    account_rows=(
-        "SELECT seq FROM signals WHERE effective_account = ? "
-        "UNION ALL SELECT seq FROM signals WHERE upper(account) = ? "
-        "AND effective_account IS DISTINCT FROM upper(account)"
-    ),
-    arms=2,
-)
+# The rows are looked up by seq (SQLite's rowid), never by walking signals_by_time.
+SQLITE = Backend("sqlite", table="signals NOT INDEXED")
+POSTGRES = Backend("postgresql")
+
+# SQLite: at most this many spellings of an account are looked up (2 ** 8: eight letters).
+MAX_SPELLINGS = 256
+
+
+def spellings(value: str) -> list[str] | None:
+    """Every ASCII upper/lower-case spelling of ``value`` (upper-cased already), or None when
+    there are more than :data:`MAX_SPELLINGS`. SQLite's ``upper`` folds ASCII letters only, so
+    ``upper(a) = value`` holds exactly for these."""
+    found = [""]
+    for char in value:
+        if "A" <= char <= "Z":
+            found = [f"{s}{c}" for s in found for c in (char, char.lower())]
+            if len(found) > MAX_SPELLINGS:
+                return None
+        else:
+            found = [f"{s}{char}" for s in found]
+    return found
+
+
+def account_rows(backend: Backend, value: str) -> tuple[str, list[Any]] | None:
+    """A statement selecting the ``seq`` of every row whose account is ``value`` (as automation
+    knows it or as received, in any case), each lookup by an index; more rows may come with
+    them (the reading query filters with the ``OR`` too). None: too many to look up.
+
+    SQLite (migrations 0009 and 0014): by effective account, every spelling of it, with a
+    dedupe key (``signals_by_dedupe``) and without (``signals_by_account_unkeyed``); by the
+    account received, case-insensitively, among rows whose two accounts differ
+    (``signals_by_account_as_received``). A row whose two accounts are the same is found by
+    the first two, as ``upper(account) = X`` is then ``effective_account`` spelled as X. The
+    indexes call no SQL function: one in an index costs every append several µs per row, even
+    for rows it does not hold (measured).
+
+    PostgreSQL (migration 0012): by effective account (``signals_by_effective_account``), and
+    by ``upper(account)`` among rows whose effective account differs from it
+    (``signals_by_account_as_received``)."""
+    if backend is POSTGRES:
+        return (
+            "SELECT seq FROM signals WHERE effective_account = ? "
+            "UNION ALL SELECT seq FROM signals WHERE upper(account) = ? "
+            "AND effective_account IS DISTINCT FROM upper(account)",
+            [value, value],
+        )
+    spelled = spellings(value)
+    if spelled is None:
+        return None
+    marks = ", ".join("?" * len(spelled))
+    # Pinned: with statistics of a journal where one account dominates, the planner would
+    # rather scan the table than look up a few spellings.
+    return (
+        "SELECT seq FROM signals INDEXED BY signals_by_dedupe "
+        f"WHERE effective_account IN ({marks}) AND dedupe_key IS NOT NULL "
+        "UNION ALL SELECT seq FROM signals INDEXED BY signals_by_account_unkeyed "
+        f"WHERE effective_account IN ({marks}) AND dedupe_key IS NULL "
+        "UNION ALL SELECT seq FROM signals INDEXED BY signals_by_account_as_received "
+        "WHERE account = ? COLLATE NOCASE AND effective_account IS NOT account",
+        [*spelled, *spelled, value],
+    )
 
 
 def account_value(text: str) -> str:
@@ -90,11 +121,14 @@ def account_value(text: str) -> str:
 
 
 def account_condition(account: str, backend: Backend, *, indexed: bool) -> tuple[str, list[Any]]:
-    """The account filter, read by ``backend``'s indexes or as a plain ``OR``."""
+    """The account filter, read by ``backend``'s indexes (when they can serve) or as a plain
+    ``OR``; the ``OR`` is checked either way."""
     value = account_value(account)
-    if indexed:
-        return f"seq IN ({backend.account_rows})", [value] * backend.arms
-    return ACCOUNT_OR, [value, value]
+    rows = account_rows(backend, value) if indexed else None
+    if rows is None:
+        return ACCOUNT_OR, [value, value]
+    sql, params = rows
+    return f"seq IN ({sql}) AND {ACCOUNT_OR}", [*params, value, value]
 
 
 def by_account_index(
@@ -102,12 +136,15 @@ def by_account_index(
 ) -> bool:
     """Whether reading ``account``'s rows by index costs less than walking ``window_rows``
     rows for ``limit`` matches (``limit`` 0: all of them)."""
+    rows = account_rows(backend, account_value(account))
+    if rows is None:
+        return False
     if limit <= 0:
         return True
     cap = math.isqrt(limit * max(window_rows, 1))
+    sql, params = rows
     found = scalar(
-        f"SELECT count(*) FROM (SELECT 1 FROM ({backend.account_rows}) AS a LIMIT ?) AS b",
-        [account_value(account)] * backend.arms + [cap + 1],
+        f"SELECT count(*) FROM (SELECT 1 FROM ({sql}) AS a LIMIT ?) AS b", [*params, cap + 1]
     )
     return int(found or 0) <= cap
 
