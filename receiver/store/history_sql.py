@@ -16,8 +16,9 @@ read one of two ways, with the same rows in the same order either way:
 
 :func:`by_account_index` chooses by a bounded count: walking the window of ``N`` rows for
 ``limit`` matches reads about ``limit * N / k`` rows for an account with ``k`` rows, the
-indexes read ``k``; so the indexes are read when ``k * k <= limit * N`` (and always without a
-limit), and the count stops at ``sqrt(limit * N)``.
+indexes read ``k``, each costing about :data:`INDEX_ROW_COST` walked rows (looked up, read
+whole and sorted); so the indexes are read when ``k * k <= limit * N / INDEX_ROW_COST`` (and
+always without a limit), and the count stops there.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
 
 # E110 / R110 / P110: qualifier and Contact ID code, as the history table shows them.
 QUALIFIED_CODE = re.compile(r"^([ERP])([0-9A-F]{3})$")
+
+# A row read by index costs about this many rows walked (SQLite, 200,000-row journal: an
+# account with 2,000 rows, limit 50: 37 ms by index, 16 ms walking 5,000 rows).
+INDEX_ROW_COST = 8
 
 # Runs one statement (``?`` marks) and gives the first column of its first row (None: no row).
 Scalar = Callable[[str, Sequence[Any]], Any]
@@ -141,7 +146,7 @@ def by_account_index(
         return False
     if limit <= 0:
         return True
-    cap = math.isqrt(limit * max(window_rows, 1))
+    cap = math.isqrt(limit * max(window_rows, 1) // INDEX_ROW_COST)
     sql, params = rows
     found = scalar(
         f"SELECT count(*) FROM (SELECT 1 FROM ({sql}) AS a LIMIT ?) AS b", [*params, cap + 1]

@@ -231,7 +231,8 @@ def test_a_busy_account_s_latest_are_found_walking_the_journal_from_its_end(
     station: SqliteStore,
 ) -> None:
     """An account with most of the journal: its newest 50 are the journal's newest, so walking
-    back in time beats reading its 3,000 rows by index (the count stops at sqrt(50 * 3000))."""
+    back in time beats reading its 3,000 rows by index (the count stops at
+    sqrt(50 * 3000 / 8))."""
     with traced(station) as statements:
         found = station.history(HistoryQuery(account="beef", limit=50))
     assert len(found) == 50
@@ -252,7 +253,7 @@ def test_the_count_that_chooses_is_bounded() -> None:
         return params[-1]  # as many rows as the count was allowed to read
 
     assert not history_sql.by_account_index(scalar, history_sql.SQLITE, "x", 50, 2_000_000)
-    assert counted[-1] == ["X", "x", "X", "x", "X", 10_001]  # sqrt(50 * 2,000,000) + 1
+    assert counted[-1] == ["X", "x", "X", "x", "X", 3_536]  # sqrt(50 * 2,000,000 / 8) + 1
     assert history_sql.by_account_index(scalar, history_sql.SQLITE, "x", 0, 2_000_000)
     assert len(counted) == 1  # no limit: nothing to count
 
