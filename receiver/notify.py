@@ -34,7 +34,7 @@ import trio
 
 from protocols.signal import Signal, Source
 from receiver.config import NotifyConfig
-from receiver.journal import Journal, JournalClosedError, to_us
+from receiver.journal import UNDER_LEASE, Journal, JournalClosedError, LeaseLostError, to_us
 from receiver.metrics import Counters
 from receiver.store.faults import STORE_ERRORS, StoreOutage
 from receiver.store.interface import CursorUpdate, SignalStore
@@ -240,13 +240,24 @@ class Notifier:
         try:
             if self.journal is not None:
                 await self.journal.append([], cursors=[update])
-            else:
-                await trio.to_thread.run_sync(self.store.save_cursor, update)
+            elif not await self._save_fenced(update):
+                raise LeaseLostError("cursor not saved: the lease changed hands")
         except (JournalClosedError, *STORE_ERRORS) as exc:
             # Not saved: a restart sends these lines again, which at-least-once allows.
             self.log.warning("notify_cursor_not_saved", target=target.config.name, error=str(exc))
             return
         target.cursor = target.read_to
+
+    async def _save_fenced(self, update: CursorUpdate) -> bool:
+        """Without a journal, the store saves the cursor itself, fenced as the journal's writes
+        are: under a lease (``UNDER_LEASE``) the store refuses it once the lease changed hands,
+        and the hold is told (the work under it stops)."""
+        hold = UNDER_LEASE.get()
+        fence = hold.token if hold is not None else None
+        saved = await trio.to_thread.run_sync(self.store.save_cursor, update, fence)
+        if not saved and hold is not None:
+            hold.refused()
+        return saved
 
     async def _send(self, target: Target) -> None:
         now = trio.current_time()

@@ -29,7 +29,6 @@ import ipaddress
 import logging
 import math
 import signal as os_signal
-import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
@@ -62,13 +61,11 @@ from receiver.nodes import (
     take_over_supervision,
 )
 from receiver.notify import Notifier
-from receiver.registry import backends as registry_backends
-from receiver.registry.backends import RegistryConnection
 from receiver.registry_index import RegistryIndex
 from receiver.retention import Retention
-from receiver.store import describe, open_store
+from receiver.store import describe, open_registry_store, open_store
 from receiver.store.faults import STORE_ERRORS, StoreOutage
-from receiver.store.interface import Lease, SignalStore
+from receiver.store.interface import Lease, RegistrySource, RegistryTables, SignalStore
 from receiver.store.sqlite import tighten_permissions
 from receiver.supervisor import LinkActivity, Supervisor
 from receiver.workers import WorkerPool, die_with_parent
@@ -83,13 +80,15 @@ class RegistryView:
     know (a CLI change takes effect at once). One check at a time on the one connection; asks
     that arrive while a check runs share the next one.
 
-    ``location`` is the store's: a SQLite file, or a PostgreSQL URL, where the counter is
-    bumped by every node's (and the CLI's) registry change, so each node sees it within
-    ``interval``. A PostgreSQL connection that fails is reopened at the next refresh."""
+    ``store`` is the store's registry side (``receiver.store.open_registry_store``): a SQLite
+    file, or a PostgreSQL database, where the counter is bumped by every node's (and the
+    CLI's) registry change, so each node sees it within ``interval``. Its tables
+    (``store.registry()``) are read on a connection of their own; one that fails is reopened
+    at the next refresh."""
 
-    def __init__(self, location: str, *, counters: Counters | None = None) -> None:
-        self.path = location
-        self._conn: RegistryConnection | None = None
+    def __init__(self, store: RegistrySource, *, counters: Counters | None = None) -> None:
+        self.store = store
+        self._tables: RegistryTables | None = None
         self.index: RegistryIndex | None = None
         # A store that cannot be read keeps the last registry in use, and is retried.
         self._fault = StoreOutage("registry", "refresh", counters=counters)
@@ -98,10 +97,10 @@ class RegistryView:
         self._checked_at = -math.inf
         self._backoff = 0.0  # extra wait after a failed refresh
 
-    def _connection(self) -> RegistryConnection:
-        if self._conn is None:
-            self._conn = registry_backends.connect(self.path, threads=True)
-        return self._conn
+    def _connection(self) -> RegistryTables:
+        if self._tables is None:
+            self._tables = self.store.registry()
+        return self._tables
 
     def _open(self) -> RegistryIndex:
         return RegistryIndex.load(self._connection())
@@ -110,19 +109,13 @@ class RegistryView:
         try:
             return index.refresh_if_changed(self._connection())
         except _REGISTRY_READ_ERRORS:
-            if registry_backends.is_postgres(self.path) and self._conn is not None:
-                self._conn.close()  # a lost server connection: a new one next time
-                self._conn = None
+            if self._tables is not None:
+                self._tables.close()  # a lost server connection: a new one next time
+                self._tables = None
             raise
 
     async def open(self) -> None:
         self.index = await trio.to_thread.run_sync(self._open)
-
-    @property
-    def connection(self) -> sqlite3.Connection:
-        """The SQLite connection link activity reads (workers > 1; not on PostgreSQL yet)."""
-        assert isinstance(self._conn, sqlite3.Connection), "link activity reads SQLite only"
-        return self._conn
 
     def current(self) -> RegistryIndex:
         assert self.index is not None
@@ -159,9 +152,10 @@ class RegistryView:
                 await trio.sleep(self._backoff)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if self._tables is not None:
+            self._tables.close()
+            self._tables = None
+        self.store.close()
 
 
 # What a registry read may raise for a fault of the store (a PostgreSQL server gone too).
@@ -262,10 +256,7 @@ class Service:
             queue_size=config.journal.queue_size,
             counters=self.counters,
         )
-        self.registry = RegistryView(
-            registry_backends.store_location(config.store.path, config.store.url),
-            counters=self.counters,
-        )
+        self.registry = RegistryView(open_registry_store(config.store), counters=self.counters)
         self.supervisor = Supervisor(
             self.journal,
             grace=config.supervision.grace_factor,

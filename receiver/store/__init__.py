@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from receiver.config import StoreConfig
-    from receiver.store.interface import ReportStore, SignalStore
+    from receiver.store.interface import RegistrySource, ReportStore, SignalStore
 
 
 def open_store(
@@ -48,6 +48,18 @@ def open_report_store(config: StoreConfig) -> ReportStore:
     from receiver.store.sqlite_store import SqliteStore  # noqa: PLC0415
 
     return SqliteStore(config.path, create=False)
+
+
+def open_registry_store(config: StoreConfig) -> RegistrySource:
+    """The registry side of ``[store]``: its tables (``registry()``, each call a connection of
+    its own) and its change generation. Nothing is opened here."""
+    if config.url:
+        from receiver.store.postgres.store import PostgresStore  # noqa: PLC0415 (psycopg)
+
+        return PostgresStore(config.url)
+    from receiver.store.sqlite_store import SqliteStore  # noqa: PLC0415
+
+    return SqliteStore(config.path)
 
 
 def describe(config: StoreConfig) -> str:

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import attrs
 
+from receiver.store import history_sql
+
 Statement = tuple[str, tuple[Any, ...]]
 
 
@@ -161,9 +163,17 @@ def signal_rows(conn: sqlite3.Connection, query: SignalFilter) -> list[sqlite3.R
     if query.station:
         where.append("station = ?")
         params.append(query.station)
+    table = "signals"
     if query.account:
-        where.append("(effective_account = ? OR upper(account) = ?)")
-        params += [query.account.strip().upper()] * 2
+        table, condition, values = history_sql.console_account_condition(
+            _scalar(conn),
+            history_sql.SQLITE,
+            query.account,
+            after_seq=query.after_seq,
+            limit=query.limit,
+        )
+        where.append(condition)
+        params += values
     if query.code:
         where.append("(code = ? OR sia_code = ?)")
         params += [query.code.strip().upper()] * 2
@@ -177,12 +187,20 @@ def signal_rows(conn: sqlite3.Connection, query: SignalFilter) -> list[sqlite3.R
     if query.after_seq:
         where.append("seq > ?")
         params.append(query.after_seq)
-    sql = "SELECT * FROM signals"
+    sql = f"SELECT * FROM {table}"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY seq DESC LIMIT ?"
     params.append(query.limit)
     return list(conn.execute(sql, params))
+
+
+def _scalar(conn: sqlite3.Connection) -> history_sql.Scalar:
+    def scalar(sql: str, params: Sequence[Any]) -> Any:
+        row = conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    return scalar
 
 
 def signal_row(conn: sqlite3.Connection, signal_id: str) -> sqlite3.Row | None:

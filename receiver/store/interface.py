@@ -15,7 +15,7 @@ Rules every backend keeps:
 - Journal order is commit order: a reader that has seen ``seq`` never later finds a newly
   committed signal at or below it (the cursor of each output relies on it).
 - An account number is unique within its station on its effective form, enforced by the
-  database: of two writers racing, one wins and the other gets :class:`AccountTakenError`.
+  database: of two writers racing, one wins and the other gets :class:`RowRefusedError`.
 - A lease has at most one holder; it is taken over only after it expired (database clock).
 - A write made under a lease carries its :class:`FencingToken`: the store refuses it, storing
   nothing of it, when the lease row no longer has that holder and epoch, checked in the write's
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
-from protocols.errors import CollisionError, ReceiverError, RegistryError
+from protocols.errors import ReceiverError, RegistryError
 from protocols.signal import Signal
 
 if TYPE_CHECKING:
@@ -50,15 +50,6 @@ class StoreError(ReceiverError, OSError):
 class RowRefusedError(RegistryError):
     """A unique index (or a check) of the database refused a registry row; the message is the
     database's own (either driver's). The CLI prints it in one line, the console answers 422."""
-
-
-class AccountTakenError(CollisionError):
-    """The database's unique index refused an account number another writer holds."""
-
-    def __init__(self, station_id: int, effective: str) -> None:
-        super().__init__(f"account {effective} is already taken at station {station_id}")
-        self.station_id = station_id
-        self.effective = effective
 
 
 # -- what rides in a journal append ----------------------------------------------------------
@@ -301,17 +292,6 @@ class AccountRow:
     window_policy: str | None = None  # "reject" or "flag" (the registry checked it)
 
 
-@attrs.frozen
-class AccountHolder:
-    """Who holds an effective account number (for the collision message)."""
-
-    account_id: int
-    number: str
-    effective: str
-    line: str
-    site: str | None
-
-
 class RegistryRow(Protocol):
     """A registry row read by column name (``row["id"]``): a ``sqlite3.Row`` or psycopg's dict
     row as the driver gives it (no copy: the index reads every account at each refresh)."""
@@ -378,14 +358,20 @@ class JournalStore(Protocol):
         ...
 
 
-class RegistryStore(Protocol):
-    """The registry operations that need the database's own guarantees (the unique index, the
-    change generation); reads for the in-memory index go through ``accounts``."""
+class RegistrySource(Protocol):
+    """Where the registry's tables are read and written (either backend's store object)."""
 
     def registry(self) -> RegistryTables:
         """The registry's tables (what ``receiver.registry.Registry`` and ``RegistryIndex.load``
         run on), on a connection of their own: the caller closes them."""
         ...
+
+    def close(self) -> None: ...
+
+
+class RegistryStore(RegistrySource, Protocol):
+    """The registry's tables (every read and write, ``RegistryTables``) and its change
+    generation, which every node watches."""
 
     def registry_generation(self) -> int:
         """A number that changes with every committed registry change."""
@@ -394,29 +380,6 @@ class RegistryStore(Protocol):
     def wait_registry_change(self, timeout: float) -> bool:
         """Block (a worker thread) until a registry change is committed by anyone, at most
         ``timeout`` seconds; whether one was seen."""
-        ...
-
-    def add_station(self, name: str) -> int: ...
-
-    def add_line(self, station_id: int, number: str, prefix: str) -> int: ...
-
-    def add_dealer(self, name: str) -> int: ...
-
-    def add_site(
-        self, name: str, dealer_id: int, address: str | None, arming_source: str | None
-    ) -> int: ...
-
-    def insert_accounts(self, rows: Sequence[AccountRow]) -> list[int]:
-        """Insert every row or none (an import is all-or-nothing); the new ids in order.
-
-        Raises :class:`AccountTakenError` when the unique index refuses one.
-        """
-        ...
-
-    def holder(self, station_id: int, effective: str) -> AccountHolder | None: ...
-
-    def accounts(self) -> list[dict[str, Any]]:
-        """Every account with what the receiver needs to act on a frame."""
         ...
 
 

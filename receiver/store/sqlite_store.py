@@ -31,10 +31,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from protocols.signal import Signal
 from receiver.journal_chain import NODE, Verification, chain_rows, verify_chain
-from receiver.store import bridge_report_sql, usage_sql
+from receiver.store import bridge_report_sql, history_sql, usage_sql
 from receiver.store.chain_sql import SqliteChainReader, chain_head
 from receiver.store.fencing import FenceRefused, append_fenced, check_tokens, tokens_of
-from receiver.store.history_sql import conditions
 from receiver.store.interface import (
     BridgeStateRow,
     CursorUpdate,
@@ -129,7 +128,8 @@ LAST_SEQ = "SELECT max(seq) FROM signals"
 LINKS = "SELECT link, last_seen_us, trouble_open FROM links"
 LINKS_SEEN_SINCE = "SELECT link, last_seen_us FROM links WHERE last_seen_us > ?"
 # Signals are read as plain tuples of seq and the reader's columns (no lookups by name).
-_READ = f"SELECT seq, {SIGNAL_READ_SQL} FROM signals"
+_READ_COLUMNS = f"seq, {SIGNAL_READ_SQL}"
+_READ = f"SELECT {_READ_COLUMNS} FROM signals"
 READ_AFTER = f"{_READ} WHERE seq > ? ORDER BY seq LIMIT ?"
 # Earlier signals that a batch's keyed signals may repeat: same account and sequence, within
 # the window (then the key itself is compared). Pairs per statement: at most 256, a chunk
@@ -567,24 +567,53 @@ class SqliteStore:
     # -- history -----------------------------------------------------------------------------
 
     def history(self, query: HistoryQuery) -> list[tuple[int, Signal]]:
-        where, params = conditions(query)
-        sql = _READ
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY received_us DESC, seq DESC"
-        if query.limit > 0:
-            sql += " LIMIT ?"
-            params.append(query.limit)
-        return self._read_signals(sql, params)
+        return self._run(lambda conn: _history_rows(conn, query))
 
     def history_after(self, query: HistoryQuery, seq: int, limit: int) -> tuple[int, list[Signal]]:
         newest = self.last_seq()
         if newest <= seq:
             return seq, []
-        where, params = conditions(query)
-        where = ["seq > ?", "seq <= ?", *where]
-        sql = f"{_READ} WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
-        rows = self._read_signals(sql, (seq, newest, *params, limit))
+
+        def read(conn: sqlite3.Connection) -> list[tuple[int, Signal]]:
+            sql, params = history_sql.history_after_statement(
+                _scalar(conn),
+                _READ_COLUMNS,
+                query,
+                history_sql.SQLITE,
+                seq=seq,
+                newest=newest,
+                limit=limit,
+            )
+            return _signal_rows(conn, sql, params)
+
+        rows = self._run(read)
         if len(rows) == limit:
             newest = rows[-1][0]
         return newest, [signal for _, signal in rows]
+
+
+# -- history (the statements are receiver/store/history_sql.py's) ------------------------------
+
+
+def _scalar(conn: sqlite3.Connection) -> history_sql.Scalar:
+    def scalar(sql: str, params: Sequence[Any]) -> Any:
+        row = conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    return scalar
+
+
+def _signal_rows(
+    conn: sqlite3.Connection, sql: str, params: Sequence[Any]
+) -> list[tuple[int, Signal]]:
+    """``sql`` selects ``seq`` then the reader's columns (``_READ_COLUMNS``)."""
+    cursor = conn.cursor()
+    cursor.row_factory = None  # plain tuples: the reader takes its values by position
+    return [(row[0], signal_from_values(row[1:])) for row in cursor.execute(sql, params)]
+
+
+def _history_rows(conn: sqlite3.Connection, query: HistoryQuery) -> list[tuple[int, Signal]]:
+    sql, params = history_sql.history_statement(
+        _scalar(conn), _READ_COLUMNS, query, history_sql.SQLITE
+    )
+    return _signal_rows(conn, sql, params)

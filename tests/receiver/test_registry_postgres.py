@@ -18,6 +18,7 @@ from protocols.errors import CollisionError
 from receiver.registry import AccountSpec, Registry, read_import_csv
 from receiver.registry_index import RegistryIndex
 from receiver.service import RegistryView
+from receiver.store.postgres.store import PostgresStore
 from tests.receiver.conftest import store_section
 
 SCRIPT = Path(sys.executable).with_name("receiver")
@@ -152,7 +153,7 @@ async def test_every_node_sees_a_cli_change_at_its_next_poll(seeded: str, tmp_pa
     process) appears in both, each at its next poll of the generation counter (0.25 s)."""
     config = tmp_path / "receiver.toml"
     config.write_text(store_section(seeded), encoding="utf-8")
-    views = [RegistryView(seeded), RegistryView(seeded)]
+    views = [RegistryView(PostgresStore(seeded)), RegistryView(PostgresStore(seeded))]
     changed = [trio.Event(), trio.Event()]
     async with trio.open_nursery() as nursery:
         for view, event in zip(views, changed, strict=True):
@@ -188,7 +189,7 @@ async def test_a_view_keeps_its_registry_while_the_server_is_gone_and_reconnects
 ) -> None:
     """The server ends the view's connection (a restart, a network cut): the refresh keeps the
     registry it has, and the next one opens a new connection and sees later changes."""
-    view = RegistryView(seeded)
+    view = RegistryView(PostgresStore(seeded))
     await view.open()
     before = view.current()
     with psycopg.connect(seeded, autocommit=True) as admin:

@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from receiver.store import history_sql
 from receiver.store.console_sql import (
     Credentials,
     Session,
@@ -144,9 +145,17 @@ def signal_rows(conn: StatementConnection, query: SignalFilter) -> list[dict[str
     if query.station:
         where.append("station = %s")
         params.append(query.station)
+    table = "signals"
     if query.account:
-        where.append("(effective_account = %s OR upper(account) = %s)")
-        params += [query.account.strip().upper()] * 2
+        table, condition, values = history_sql.console_account_condition(
+            _scalar(conn),
+            history_sql.POSTGRES,
+            query.account,
+            after_seq=query.after_seq,
+            limit=query.limit,
+        )
+        where.append(condition.replace("?", "%s"))
+        params += values
     if query.code:
         where.append("(code = %s OR sia_code = %s)")
         params += [query.code.strip().upper()] * 2
@@ -160,12 +169,20 @@ def signal_rows(conn: StatementConnection, query: SignalFilter) -> list[dict[str
     if query.after_seq:
         where.append("seq > %s")
         params.append(query.after_seq)
-    sql = "SELECT * FROM signals"
+    sql = f"SELECT * FROM {table}"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY seq DESC LIMIT %s"
     params.append(query.limit)
     return list(conn.execute(sql, params))
+
+
+def _scalar(conn: StatementConnection) -> history_sql.Scalar:
+    def scalar(sql: str, params: Sequence[Any]) -> Any:
+        row = conn.execute(sql.replace("?", "%s"), params).fetchone()
+        return None if row is None else next(iter(row.values()))
+
+    return scalar
 
 
 def signal_row(conn: StatementConnection, signal_id: str) -> dict[str, Any] | None:

@@ -33,17 +33,13 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
-from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 
 from protocols.signal import Signal
 from receiver.journal_chain import GENESIS, NODE, Verification, chain_rows, verify_chain
+from receiver.store import history_sql
 from receiver.store.fencing import FenceRefused, append_fenced, check_tokens, tokens_of
-from receiver.store.history_sql import conditions
 from receiver.store.interface import (
-    AccountHolder,
-    AccountRow,
-    AccountTakenError,
     BridgeStateRow,
     CursorUpdate,
     FencingToken,
@@ -200,30 +196,6 @@ INSERT INTO nodes AS n (name, started_at, heartbeat_at, info)
 VALUES (%s, clock_timestamp(), clock_timestamp(), %s)
 ON CONFLICT (name) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, info = excluded.info
 RETURNING {_NODE_COLUMNS}
-"""
-HOLDER = """
-SELECT a.id, a.number, a.effective, l.number AS line, s.name AS site
-FROM accounts a
-JOIN lines l ON l.id = a.line_id
-LEFT JOIN sites s ON s.id = a.site_id
-WHERE a.station_id = %s AND a.effective = %s
-"""
-INSERT_ACCOUNT = """
-INSERT INTO accounts (station_id, line_id, number, effective, site_id, key_text, key_format,
-                      supervision, window_past, window_future, window_policy)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id
-"""
-ACCOUNTS = """
-SELECT a.id, st.name AS station, l.number AS line, a.number, a.effective,
-       a.site_id, s.name AS site, d.name AS dealer,
-       a.key_text, a.key_format, a.supervision,
-       a.window_past, a.window_future, a.window_policy
-FROM accounts a
-JOIN stations st ON st.id = a.station_id
-JOIN lines l ON l.id = a.line_id
-LEFT JOIN sites s ON s.id = a.site_id
-LEFT JOIN dealers d ON d.id = s.dealer_id
-ORDER BY st.name, a.effective
 """
 
 
@@ -492,83 +464,6 @@ class PostgresStore:
             listener.execute("LISTEN registry_changed")
         return listener
 
-    def _insert_id(self, what: str, sql: str, params: Sequence[Any]) -> int:
-        with self._use(what) as conn:
-            row = conn.execute(sql, params).fetchone()
-        assert row is not None
-        return int(row["id"])
-
-    def add_station(self, name: str) -> int:
-        return self._insert_id(
-            "add station", "INSERT INTO stations (name) VALUES (%s) RETURNING id", (name,)
-        )
-
-    def add_line(self, station_id: int, number: str, prefix: str) -> int:
-        return self._insert_id(
-            "add line",
-            "INSERT INTO lines (station_id, number, prefix) VALUES (%s, %s, %s) RETURNING id",
-            (station_id, number, prefix),
-        )
-
-    def add_dealer(self, name: str) -> int:
-        return self._insert_id(
-            "add dealer", "INSERT INTO dealers (name) VALUES (%s) RETURNING id", (name,)
-        )
-
-    def add_site(
-        self, name: str, dealer_id: int, address: str | None, arming_source: str | None
-    ) -> int:
-        return self._insert_id(
-            "add site",
-            "INSERT INTO sites (name, dealer_id, address, arming_source) "
-            "VALUES (%s, %s, %s, %s) RETURNING id",
-            (name, dealer_id, address, arming_source),
-        )
-
-    def insert_accounts(self, rows: Sequence[AccountRow]) -> list[int]:
-        ids: list[int] = []
-        with self._use("add accounts") as conn:
-            row: AccountRow | None = None
-            try:
-                with conn.transaction():
-                    for row in rows:
-                        found = conn.execute(
-                            INSERT_ACCOUNT,
-                            (
-                                row.station_id,
-                                row.line_id,
-                                row.number,
-                                row.effective,
-                                row.site_id,
-                                row.key_text,
-                                row.key_format,
-                                row.supervision,
-                                row.window_past,
-                                row.window_future,
-                                row.window_policy,
-                            ),
-                        ).fetchone()
-                        assert found is not None
-                        ids.append(int(found["id"]))
-            except pg_errors.UniqueViolation as exc:
-                if row is None or exc.diag.constraint_name != "accounts_effective":
-                    raise StoreError(f"add accounts failed: {str(exc).strip()}") from exc
-                raise AccountTakenError(row.station_id, row.effective) from None
-        return ids
-
-    def holder(self, station_id: int, effective: str) -> AccountHolder | None:
-        with self._use("registry read") as conn:
-            row = conn.execute(HOLDER, (station_id, effective)).fetchone()
-        if row is None:
-            return None
-        return AccountHolder(
-            int(row["id"]), row["number"], row["effective"], row["line"], row["site"]
-        )
-
-    def accounts(self) -> list[dict[str, Any]]:
-        with self._use("registry read") as conn:
-            return [dict(row) for row in conn.execute(ACCOUNTS).fetchall()]
-
     # -- output cursors --------------------------------------------------------------------
 
     def ensure_output(self, name: str, now_us: int) -> int:
@@ -660,27 +555,28 @@ class PostgresStore:
     # -- history ---------------------------------------------------------------------------
 
     def history(self, query: HistoryQuery) -> list[tuple[int, Signal]]:
-        where, params = _history_conditions(query)
-        sql = "SELECT * FROM signals"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY received_us DESC, seq DESC"
-        if query.limit > 0:
-            sql += " LIMIT %s"
-            params.append(query.limit)
         with self._use("history") as conn:
-            rows = conn.execute(sql.encode(), params).fetchall()
+            sql, params = history_sql.history_statement(
+                _scalar(conn), "*", query, history_sql.POSTGRES
+            )
+            rows = conn.execute(_marks(sql), params).fetchall()
         return [(int(row["seq"]), signal_from_row(row)) for row in rows]
 
     def history_after(self, query: HistoryQuery, seq: int, limit: int) -> tuple[int, list[Signal]]:
         newest = self.last_seq()
         if newest <= seq:
             return seq, []
-        where, params = _history_conditions(query)
-        where = ["seq > %s", "seq <= %s", *where]
-        sql = f"SELECT * FROM signals WHERE {' AND '.join(where)} ORDER BY seq LIMIT %s"
         with self._use("history") as conn:
-            rows = conn.execute(sql.encode(), (seq, newest, *params, limit)).fetchall()
+            sql, params = history_sql.history_after_statement(
+                _scalar(conn),
+                "*",
+                query,
+                history_sql.POSTGRES,
+                seq=seq,
+                newest=newest,
+                limit=limit,
+            )
+            rows = conn.execute(_marks(sql), params).fetchall()
         if len(rows) == limit:
             newest = int(rows[-1]["seq"])
         return newest, [signal_from_row(row) for row in rows]
@@ -742,8 +638,15 @@ def _user(row: Mapping[str, Any]) -> User:
     return User(row["name"], cast("UserRole", row["role"]), row["password_hash"])
 
 
-def _history_conditions(query: HistoryQuery) -> tuple[list[str], list[Any]]:
-    """The history filters (``receiver/store/history_sql.py``, written for SQLite's ``?``) in
-    psycopg's placeholders; none of its conditions holds a literal ``?`` or ``%``."""
-    where, params = conditions(query)
-    return [condition.replace("?", "%s") for condition in where], params
+def _marks(sql: str) -> bytes:
+    """A statement of ``receiver/store/history_sql.py`` (written for SQLite's ``?``) in
+    psycopg's placeholders; none of its statements holds a literal ``?`` or ``%``."""
+    return sql.replace("?", "%s").encode()
+
+
+def _scalar(conn: PgConnection) -> history_sql.Scalar:
+    def scalar(sql: str, params: Sequence[Any]) -> Any:
+        row = conn.execute(_marks(sql), params).fetchone()
+        return None if row is None else next(iter(row.values()))
+
+    return scalar
