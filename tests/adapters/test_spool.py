@@ -206,6 +206,34 @@ async def test_linked_packages_are_flushed_after_their_names(
     assert "syncfs" in events[last_link:]  # the names and link counts before returning
 
 
+@pytest.mark.skipif(spool._SYNCFS is None, reason="no syncfs(2) here")
+async def test_a_failed_flush_of_the_names_is_retried_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the flush after the links fails, the packages may be named but are not known
+    durable: the dispatcher gets a DeliveryError, and its retry writes the same files again
+    whole, with no temporary left."""
+    if not unnamed_here(tmp_path):
+        pytest.skip("no O_TMPFILE on this filesystem")
+    real_syncfs, calls = spool._SYNCFS, []
+
+    def second_fails(fd: int) -> int:
+        calls.append(fd)
+        return -1 if len(calls) == 2 else real_syncfs(fd)  # type: ignore[misc]
+
+    monkeypatch.setattr(spool, "_SYNCFS", second_fails)
+    monkeypatch.setattr(ctypes, "get_errno", lambda: errno.EIO)
+    output = SpoolOutput("spool", tmp_path)
+    items = [
+        (make_signal(account=f"{1000 + i}", effective_account=None), f"p-{i}") for i in range(3)
+    ]
+    with pytest.raises(DeliveryError, match="Input/output error"):
+        await output.deliver_batch(items)
+    assert await output.deliver_batch(items) == 3
+    assert sorted(os.listdir(tmp_path)) == ["p-0.xml", "p-1.xml", "p-2.xml"]
+    assert Package.from_xml((tmp_path / "p-2.xml").read_bytes()).device_id == "1002"
+
+
 async def test_without_syncfs_every_file_is_fsynced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
