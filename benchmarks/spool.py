@@ -1,6 +1,7 @@
 """Spool output throughput: durable package files per second, one per call vs a window.
 
-Run: ``python -m benchmarks.spool [--packages 1280] [--runs 3] [--window 64] [--dispatcher]``
+Run: ``python -m benchmarks.spool [--packages 1280] [--runs 3] [--window 64] [--dispatcher]
+[--rate 2500] [--chunk 40] [--coalesce 0.005]``
 
 The spool is the embedded default output (``make serve`` with no outputs configured). Each
 package is XML built (the first of each call validated), written to an unnamed file in the
@@ -141,7 +142,7 @@ def _thread_cpu() -> tuple[float, float]:
 
 
 async def _through_dispatcher(
-    directory: Path, packages: int, rate: float, chunk: int
+    directory: Path, packages: int, rate: float, chunk: int, coalesce: float
 ) -> tuple[float, float, float, float]:
     """Signals/s spooled, user and system CPU us per package (all but the committing thread's),
     and the mean packages per exchange; the spool's default window and coalescing."""
@@ -150,7 +151,7 @@ async def _through_dispatcher(
     setup = SqliteStore(path)
     setup.ensure_output("spool", 0)
     setup.close()
-    output = SpoolOutput("spool", directory / "spool")
+    output = SpoolOutput("spool", directory / "spool", coalesce=coalesce)
     exchanges = 0
     deliver = output.deliver_batch
 
@@ -237,10 +238,15 @@ def _measure_dispatcher(args: argparse.Namespace, scratch: Path) -> dict[str, An
     runs = []
     for run in range(args.runs):
         folder = scratch / f"dispatcher-{run}"
-        runs.append(trio.run(_through_dispatcher, folder, args.packages, args.rate, args.chunk))
+        runs.append(
+            trio.run(
+                _through_dispatcher, folder, args.packages, args.rate, args.chunk, args.coalesce
+            )
+        )
     row = {
         "rate": args.rate,
         "chunk": args.chunk,
+        "coalesce": args.coalesce,
         "packages": args.packages,
         "runs": args.runs,
         "packages_per_s": round(statistics.median(r[0] for r in runs), 1),
@@ -250,7 +256,7 @@ def _measure_dispatcher(args: argparse.Namespace, scratch: Path) -> dict[str, An
         "packages_per_exchange": round(statistics.median(r[3] for r in runs), 1),
     }
     print(
-        f"dispatcher at {args.rate:.0f}/s ({args.chunk} per commit): "
+        f"dispatcher at {args.rate:.0f}/s ({args.chunk} per commit, coalesce {args.coalesce}): "
         f"packages/s={row['packages_per_s']:.0f} cpu {row['cpu_us_per_package']:.0f} us/package "
         f"(user {row['user_us_per_package']:.0f}, sys {row['sys_us_per_package']:.0f}), "
         f"{row['packages_per_exchange']:.1f} packages per exchange",
@@ -269,6 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rate", type=float, default=2500.0, help="with --dispatcher")
     parser.add_argument("--chunk", type=int, default=40, help="signals per commit")
+    parser.add_argument(
+        "--coalesce",
+        type=float,
+        default=SpoolOutput.COALESCE,
+        help="with --dispatcher: the spool's coalesce setting, seconds",
+    )
     args = parser.parse_args(argv)
     (ROOT / "var").mkdir(exist_ok=True)
     # Every run's folder is removed at the end, not after each run: on ext4 without a journal
