@@ -86,10 +86,25 @@ def test_drain_and_udp_aes_dry_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert drain.main(["--dry-run", "--seconds", "5"]) == 0
     assert baseline.main(["--dry-run", "--connections", "100", "--transports", "udp,aes"]) == 0
     out = capsys.readouterr().out
-    assert "drain: 5 s at 100 connections, then the spool backlog" in out
+    assert "drain: 1 run(s) of 5 s at 100 connections, each then the spool backlog" in out
     assert "udp,aes at connections [100]" in out
     assert bridges.main(["--dry-run", "--connections", "10"]) == 0
     assert "bridges: [10] bridges x 100 events" in capsys.readouterr().out
+
+
+def test_drain_is_judged_on_the_median_run_and_a_run_never_drained_is_the_slowest() -> None:
+    def run(drained: float | None) -> dict[str, object]:
+        return {"drained_s": drained}
+
+    assert drain.median_drain([run(29.4), run(1.1), run(36.8)])["drained_s"] == 29.4
+    assert drain.median_drain([run(None), run(1.1), run(2.0)])["drained_s"] == 2.0
+    assert drain.median_drain([run(None), run(None), run(2.0)])["drained_s"] is None
+    assert drain.median_drain([run(3.0)])["drained_s"] == 3.0
+
+
+def test_drain_refuses_zero_runs() -> None:
+    with pytest.raises(SystemExit):
+        drain.main(["--dry-run", "--runs", "0"])
 
 
 def test_unknown_transport_is_a_usage_error() -> None:
