@@ -115,11 +115,51 @@ def _insert_sql(rows: int) -> str:
     return f"INSERT OR ROLLBACK INTO signals ({_INSERTED}) VALUES " + ", ".join([_ROW] * rows)
 
 
+# Python's sqlite3 binds an exact int, float, str or bytearray directly, but sends every other
+# value (None, bytes) through its adapter protocol first: a key tuple, a dict lookup and two
+# attribute lookups, about 1 us each. A journal row has a dozen NULL columns and two blobs, so
+# that was over half the INSERT's CPU. A NaN float binds as NULL (SQLite stores no NaN:
+# ``sqlite3_bind_double`` of a NaN leaves the value NULL) and a bytearray as the same BLOB, so
+# the stored row is the same, bound without the detour (a property test compares the two).
+_NULL = float("nan")
+
+
+def bind_values(rows: Sequence[Sequence[Any]]) -> list[Any]:
+    """The rows' values, flat, as bound to a multi-row statement: None as a NaN (stored NULL),
+    bytes as a bytearray (the same BLOB), every other value as it is."""
+    return [
+        _NULL if value is None else bytearray(value) if value.__class__ is bytes else value
+        for value in chain.from_iterable(rows)
+    ]
+
+
 COUNT_REPEAT = "UPDATE signals SET repeats = repeats + 1, last_repeat_us = ? WHERE seq = ?"
-TOUCH_LINK = (
-    "INSERT INTO links (link, last_seen_us) VALUES (?, ?) ON CONFLICT (link) DO UPDATE "
-    "SET last_seen_us = max(last_seen_us, excluded.last_seen_us)"
-)
+
+
+@functools.lru_cache(maxsize=16)
+def _touch_links_sql(rows: int) -> str:
+    """The last-seen upsert of ``rows`` distinct links in one statement (one GIL handoff and
+    one statement step for the batch, where ``executemany`` stepped once per link)."""
+    return (
+        f"INSERT INTO links (link, last_seen_us) VALUES {', '.join(['(?, ?)'] * rows)} "
+        "ON CONFLICT (link) DO UPDATE SET last_seen_us = max(last_seen_us, excluded.last_seen_us)"
+    )
+
+
+def link_chunks(count: int) -> list[int]:
+    """``count`` links as chunks of powers of two, largest first (at most 256): 9 SQL strings
+    serve every batch, beside the INSERT's and the lookup's in the statement cache."""
+    sizes = [256] * (count // 256)
+    rest = count % 256
+    size = 128
+    while rest:
+        if rest >= size:
+            sizes.append(size)
+            rest -= size
+        size //= 2
+    return sizes
+
+
 SET_TROUBLE = (
     "INSERT INTO links (link, last_seen_us, trouble_open) VALUES (?, ?, ?) ON CONFLICT (link) "
     "DO UPDATE SET trouble_open = excluded.trouble_open"
@@ -133,8 +173,9 @@ _READ = f"SELECT {_READ_COLUMNS} FROM signals"
 READ_AFTER = f"{_READ} WHERE seq > ? ORDER BY seq LIMIT ?"
 # Earlier signals that a batch's keyed signals may repeat: same account and sequence, within
 # the window (then the key itself is compared). Pairs per statement: at most 256, a chunk
-# padded up to its ``lookup_size`` by repeating its last pair, so a few dozen SQL strings
-# serve every batch. SQLite allows 32,766 parameters since 3.32.
+# padded up to its ``lookup_size`` with NULL pairs (``=`` with NULL matches nothing, and
+# SQLite skips the index seek for it), so a few dozen SQL strings serve every batch. SQLite
+# allows 32,766 parameters since 3.32.
 _LOOKUP_CHUNK = 256
 _LOOKUP_ONE = (
     "SELECT effective_account, sequence, seq, received_us, dedupe_key FROM signals "
@@ -342,7 +383,7 @@ class SqliteStore:
                 for size in statement_sizes(len(stored_rows)):
                     chunk = stored_rows[start : start + size]
                     start += size
-                    cursor = conn.execute(_insert_sql(size), list(chain.from_iterable(chunk)))
+                    cursor = conn.execute(_insert_sql(size), bind_values(chunk))
                     last = cursor.lastrowid or 0  # the statement's last row (last_insert_rowid)
                 first_seq = last - len(stored_rows) + 1
             if dup_of:
@@ -385,9 +426,18 @@ class SqliteStore:
         if tokens:
             names = sorted({t.lease for t in tokens})
             check_tokens(tokens, conn.execute(lease_rows_sql(len(names)), names).fetchall())
-        links = [(t.link, t.seen_us) for w in writes for t in w.links]
-        if links:
-            conn.executemany(TOUCH_LINK, links)
+        seen: dict[str, int] = {}  # per link, the latest traffic of the batch
+        for write in writes:
+            for touch in write.links:
+                if seen.get(touch.link, touch.seen_us) <= touch.seen_us:
+                    seen[touch.link] = touch.seen_us
+        if seen:
+            links = list(seen.items())
+            start = 0
+            for size in link_chunks(len(links)):
+                chunk = links[start : start + size]
+                start += size
+                conn.execute(_touch_links_sql(size), list(chain.from_iterable(chunk)))
         troubles = [(t.link, t.seen_us, int(t.open)) for w in writes for t in w.troubles]
         if troubles:
             conn.executemany(SET_TROUBLE, troubles)
@@ -416,11 +466,9 @@ class SqliteStore:
         plain = [pair for pair in pairs if pair[0] is not None and pair[1] is not None]
         for start in range(0, len(plain), _LOOKUP_CHUNK):
             chunk = plain[start : start + _LOOKUP_CHUNK]
-            padded = lookup_size(len(chunk))  # a repeated pair finds nothing new
-            chunk += [chunk[-1]] * (padded - len(chunk))
-            found += conn.execute(
-                _lookup_sql(padded), [*chain.from_iterable(chunk), since]
-            ).fetchall()
+            values = list(chain.from_iterable(chunk))
+            values += [_NULL] * (2 * (lookup_size(len(chunk)) - len(chunk)))  # NULL pairs
+            found += conn.execute(_lookup_sql(len(values) // 2), [*values, since]).fetchall()
         for pair in pairs:
             if pair[0] is None or pair[1] is None:
                 found += conn.execute(_LOOKUP_ONE, (*pair, since)).fetchall()

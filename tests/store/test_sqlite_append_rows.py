@@ -1,6 +1,7 @@
 """The SQLite journal append as stored: every row holds exactly the documented columns of its
 Signal, its chain hash is SHA-256 over the previous hash and the documented encoding (fixed
-vectors pin the hashes), and a row the table refuses leaves nothing of its batch."""
+vectors pin the hashes), a row the table refuses leaves nothing of its batch, the INSERT's
+fast binding stores what plain binding stores, and a batch's links are stored once each."""
 
 from __future__ import annotations
 
@@ -19,9 +20,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocols.signal import ContactIdView, SiaView, Signal, Source, new_signal_id
-from receiver.store.interface import JournalWrite
-from receiver.store.signal_rows import SIGNAL_COLUMNS
-from receiver.store.sqlite_store import SqliteStore
+from receiver.journal_chain import GENESIS as CHAIN_GENESIS
+from receiver.journal_chain import chain_rows
+from receiver.store.interface import JournalWrite, LinkSeen
+from receiver.store.signal_rows import SIGNAL_COLUMNS, signal_row
+from receiver.store.sqlite import connect
+from receiver.store.sqlite_store import SqliteStore, _insert_sql, bind_values, link_chunks
 from tests.receiver.test_journal_chain import reference_encoding
 from tests.receiver.test_signal_rows import signals
 
@@ -227,3 +231,70 @@ def test_a_row_the_table_refuses_leaves_nothing_of_its_batch(
     store.close()
     assert verification.mismatch is None
     assert verification.verified == 303
+
+
+_TYPED = ", ".join(f"typeof({c}), quote({c})" for c in (*SIGNAL_COLUMNS, "chain_hash"))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(signals, st.none() | st.text(max_size=12)), min_size=1, max_size=20))
+def test_the_fast_binding_stores_what_binding_the_row_s_own_values_stores(
+    batch: list[tuple[Signal, str | None]],
+) -> None:
+    """The INSERT binds a NULL column as a NaN and a blob as a bytearray (the sqlite3 module's
+    adapter detour skipped): for any rows, every stored column has the same SQL type and value
+    as the same INSERT binding the row's own values (None, bytes) stores."""
+    signals_ = [attrs.evolve(s, id=f"{n:06d}") for n, (s, _) in enumerate(batch)]
+    rows, _ = chain_rows(
+        [signal_row(s, k) for s, (_, k) in zip(signals_, batch, strict=True)], CHAIN_GENESIS
+    )
+    stored = []
+    for values in (bind_values(rows), list(itertools.chain.from_iterable(rows))):
+        conn = connect(":memory:")
+        conn.execute(_insert_sql(len(rows)), values)
+        stored.append(conn.execute(f"SELECT {_TYPED} FROM signals ORDER BY seq").fetchall())
+        conn.close()
+    fast, plain = stored
+    assert [tuple(r) for r in fast] == [tuple(r) for r in plain]
+    assert len(fast) == len(rows)
+
+
+def test_bound_values_are_null_for_none_and_a_blob_for_bytes() -> None:
+    """What a NaN and a bytearray become in SQLite: NULL (not a REAL), and a BLOB (empty too)."""
+    conn = sqlite3.connect(":memory:")
+    values = bind_values([(None, b"", b"\x00raw", "text", 7)])
+    got = conn.execute("SELECT typeof(?), typeof(?), quote(?), ?, ?", values).fetchone()
+    assert got == ("null", "blob", "X'00726177'", "text", 7)
+
+
+@given(st.integers(min_value=0, max_value=2_000))
+def test_link_chunks_are_powers_of_two_covering_the_links(count: int) -> None:
+    """Any number of links goes in chunks of at most 256, powers of two, largest first: at
+    most 9 SQL strings for every batch."""
+    sizes = link_chunks(count)
+    assert sum(sizes) == count
+    assert all(size & (size - 1) == 0 and 0 < size <= 256 for size in sizes)
+    assert sizes == sorted(sizes, reverse=True)
+    assert len(sizes) - sizes.count(256) <= 8
+
+
+def test_a_batch_s_links_are_stored_once_each_with_their_latest_traffic(tmp_path: Path) -> None:
+    """300 links in one append (several upsert statements) are all stored; a link seen several
+    times in one batch, across its writes, keeps the latest time; an older sighting in a later
+    batch does not move it back."""
+    store = SqliteStore(tmp_path / "j.sqlite3")
+    store.append([JournalWrite(links=[LinkSeen(f"account:{n}", 1_000 + n) for n in range(300)])])
+    store.append(
+        [
+            JournalWrite(links=[LinkSeen("account:1", 5_000), LinkSeen("account:1", 4_000)]),
+            JournalWrite(links=[LinkSeen("account:1", 4_500), LinkSeen("account:2", 10)]),
+            JournalWrite(links=[LinkSeen("account:300", 7)]),
+        ]
+    )
+    links = store.links()
+    store.close()
+    assert len(links) == 301
+    assert links["account:1"] == (5_000, False)
+    assert links["account:2"] == (1_002, False)
+    assert links["account:299"] == (1_299, False)
+    assert links["account:300"] == (7, False)
