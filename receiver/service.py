@@ -50,7 +50,6 @@ from receiver.connection_limits import fit_to_open_files, raise_open_file_limit
 from receiver.console import serve_console
 from receiver.dc09_listener import Dc09Intake, Dc09Server, account_link
 from receiver.dispatcher import Dispatcher, OutputCursor, TroublePolicy
-from receiver.ingest.dc09_server import ListeningSockets
 from receiver.journal import Journal
 from receiver.logs import configure
 from receiver.metrics import Counters
@@ -280,8 +279,6 @@ class Service:
         self.dispatcher: HeldOutputs | None = None
         self.node: Node | None = None  # the coordinator's: its heartbeat and its leases
         self.servers: dict[str, Any] = {}
-        # A worker's DC-09 sockets, made by its coordinator (None: bind the port here).
-        self.dc09_sockets: ListeningSockets | None = None
 
     def _open_node(self) -> Node:
         """This node on the store: on SQLite the only one (its file is locked), so it holds
@@ -491,7 +488,7 @@ class Service:
             refresh=self.registry.refresh,
         )
         self.servers = {
-            "dc09": Dc09Server(intake, reuse_port=reuse_port, sockets=self.dc09_sockets),
+            "dc09": Dc09Server(intake, reuse_port=reuse_port),
             "bridge": BridgeServer(bridge_intake, reuse_port=reuse_port),
         }
         dc09 = self.config.dc09
@@ -643,23 +640,14 @@ async def serve_until_signalled(
 
 
 def worker_main(
-    config: Config,
-    number: int,
-    ready: Connection,
-    json_logs: bool | None,
-    coordinator: int,
-    *,
-    dc09_sockets: ListeningSockets | None = None,
+    config: Config, number: int, ready: Connection, json_logs: bool | None, coordinator: int
 ) -> None:
-    """Entry point of a worker process (spawned: nothing is inherited but its arguments).
-    ``dc09_sockets``: its DC-09 listeners, made by the coordinator (None: bind the port)."""
+    """Entry point of a worker process (spawned: nothing is inherited but its arguments)."""
     die_with_parent(coordinator)
     configure(json=json_logs, level=logging.getLevelNamesMapping()[config.log.level.upper()])
     structlog.contextvars.bind_contextvars(worker=number)
     sys.setswitchinterval(config.ingest.switch_interval)
-    service = Service(config, role="worker")
-    service.dc09_sockets = dc09_sockets
-    trio.run(_serve_worker, service, ready)
+    trio.run(_serve_worker, Service(config, role="worker"), ready)
 
 
 async def _serve_worker(service: Service, ready: Connection) -> None:

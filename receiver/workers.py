@@ -10,15 +10,7 @@ Rules:
 - A retry landing on another worker is still a duplicate: the store decides (journal.py).
 - Port 0 (tests) is resolved once by the coordinator, so every worker shares one port.
 - The workers are started together (a panel keeps the worker that accepted it: started one
-  after the other, the first would hold every panel that reconnects at start-up). More: the
-  coordinator makes every worker's DC-09 listening sockets before it starts any worker and
-  hands each its own (``dc09_server.shared_sockets``), so the port answers only once every
-  worker has its listener in the kernel's group; a panel that connects while a worker still
-  starts waits in that worker's accept queue. (When each worker bound the port itself, a
-  client that connected as soon as the port answered could land on the first worker alone:
-  measured, worker 1 listened 1.1 s before worker 0.) A restarted worker gets new ones.
-- A worker reports (dc09 port, bridge port, switch interval applied) once it listens; the
-  coordinator's ``worker_started`` line shows them.
+  after the other, the first would hold every panel that reconnects at start-up).
 - SIGTERM to the coordinator: each worker gets SIGTERM and shuts down gracefully (stops
   accepting, ACKs what is committed); a worker that outlives the deadline is killed. A worker
   dies with its coordinator (Linux ``PR_SET_PDEATHSIG``): a killed receiver is all gone.
@@ -32,9 +24,9 @@ import os
 import signal as os_signal
 import socket
 import sys
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Protocol
 
 import attrs
 import structlog
@@ -42,7 +34,6 @@ import trio
 
 from protocols.errors import StartupError
 from receiver.config import Config
-from receiver.ingest.dc09_server import ListeningSockets, shared_sockets
 from receiver.metrics import Counters
 
 # A worker that keeps dying is restarted at most this often.
@@ -118,22 +109,6 @@ def _with_port(listen: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-class WorkerTarget(Protocol):
-    """What runs in each worker process (``service.worker_main``)."""
-
-    def __call__(
-        self,
-        config: Config,
-        number: int,
-        ready: Connection,
-        json_logs: bool | None,
-        coordinator: int,
-        /,
-        *,
-        dc09_sockets: ListeningSockets,
-    ) -> None: ...
-
-
 @attrs.define
 class _Slot:
     number: int
@@ -150,12 +125,12 @@ class WorkerPool:
         config: Config,
         count: int,
         *,
-        target: WorkerTarget,
+        target: Callable[[Config, int, Connection, bool | None, int], None],
         json_logs: bool | None = None,
     ) -> None:
-        """``target(config, number, ready, json_logs, coordinator_pid, dc09_sockets=...)`` runs
-        in each worker process; it serves ``dc09_sockets`` (its own, listening already) and sends
-        (dc09 port, bridge port, switch interval) on ``ready`` once it listens."""
+        """``target(config, number, ready, json_logs, coordinator_pid)`` runs in each worker
+        process; it sends (dc09 port, bridge port, switch interval applied) on ``ready`` once
+        it listens (the coordinator's ``worker_started`` line shows them)."""
         self.count = count
         self.target = target
         self.json_logs = json_logs
@@ -171,24 +146,15 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [s.process.pid for s in self.slots if s.process is not None and s.process.pid]
 
-    async def _start(
-        self, slot: _Slot, sockets: ListeningSockets | None = None
-    ) -> tuple[int, int | None]:
-        """Start the slot's worker on ``sockets`` (new ones if None) and wait until it listens."""
-        if sockets is None:
-            sockets = shared_sockets(self.config.dc09)
+    async def _start(self, slot: _Slot) -> tuple[int, int | None]:
         receive, send = self._context.Pipe(duplex=False)
-        try:
-            process = self._context.Process(
-                target=self.target,
-                args=(self.config, slot.number, send, self.json_logs, os.getpid()),
-                kwargs={"dc09_sockets": sockets},
-                name=f"receiver-worker-{slot.number}",
-            )
-            process.start()
-        finally:
-            send.close()  # the worker holds the only writing end: its death reads as EOF
-            sockets.close()  # the worker holds its own copies now (or never started)
+        process = self._context.Process(
+            target=self.target,
+            args=(self.config, slot.number, send, self.json_logs, os.getpid()),
+            name=f"receiver-worker-{slot.number}",
+        )
+        process.start()
+        send.close()  # the worker holds the only writing end: its death reads as EOF
         slot.process = process
         try:
             with trio.fail_after(_START_TIMEOUT):
@@ -260,24 +226,16 @@ class WorkerPool:
         on the worker that accepted it; started one by one, the first took them all). The
         first worker that fails to start is the error raised."""
         failures: list[OSError] = []
-        made: list[ListeningSockets] = []
-        try:
-            for _ in self.slots:  # every listener exists before any worker starts
-                made.append(shared_sockets(self.config.dc09))
-        except OSError:
-            for sockets in made:
-                sockets.close()
-            raise
 
-        async def start(slot: _Slot, sockets: ListeningSockets) -> None:
+        async def start(slot: _Slot) -> None:
             try:
-                self.ports = await self._start(slot, sockets)
+                self.ports = await self._start(slot)
             except OSError as exc:
                 failures.append(exc)
 
         async with trio.open_nursery() as starting:
-            for slot, sockets in zip(self.slots, made, strict=True):
-                starting.start_soon(start, slot, sockets)
+            for slot in self.slots:
+                starting.start_soon(start, slot)
         if failures:
             raise failures[0]
 

@@ -4,13 +4,6 @@
 the bound port through ``task_status.started`` (bind port 0 in tests). With ``reuse_port`` the
 sockets share the port with the other ingest worker processes (``SO_REUSEPORT``). A port that
 cannot be bound raises OSError (the service turns it into one StartupError line).
-
-An ingest worker is handed its sockets instead (``sockets``): the coordinator makes every
-worker's listening sockets (``shared_sockets``) before it starts any worker, so the port
-answers only once each worker has a listener of its own in the kernel's ``SO_REUSEPORT`` group.
-A panel that connects then waits in the accept queue of whichever worker the kernel picked,
-even one still starting. When each worker bound its own port, the first to start took every
-panel that connected before the others listened (a TCP panel stays where it was accepted).
 """
 
 from __future__ import annotations
@@ -18,11 +11,9 @@ from __future__ import annotations
 import os
 import socket
 
-import attrs
 import trio
 
 from receiver import tcp_accept
-from receiver.config import Dc09Config
 from receiver.connection_limits import ConnectionLimits
 from receiver.ingest.dc09_loop import Dc09Loop
 from receiver.ingest.intake import Dc09Intake
@@ -33,76 +24,12 @@ def _stdlib(sock: trio.socket.SocketType) -> socket.socket:
     return socket.socket(fileno=os.dup(sock.fileno()))
 
 
-# The kernel caps the accept queue at net.core.somaxconn.
-_BACKLOG = 65535
-
-
-@attrs.frozen
-class ListeningSockets:
-    """One worker's DC-09 sockets, made by the coordinator: TCP listening, UDP bound (or
-    None). Picklable to a spawned worker process (multiprocessing passes the descriptors)."""
-
-    tcp: tuple[socket.socket, ...]
-    udp: socket.socket | None
-
-    def close(self) -> None:
-        for sock in (*self.tcp, *((self.udp,) if self.udp is not None else ())):
-            sock.close()
-
-
-def shared_sockets(config: Dc09Config) -> ListeningSockets:
-    """Listening TCP sockets (one per address of ``config.listen``) and the UDP socket, all
-    with ``SO_REUSEPORT`` on ``config``'s port (not 0: the coordinator resolved it)."""
-    host, port = config.address
-    made: list[socket.socket] = []
-    try:
-        for family, kind, proto, _, address in socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        ):
-            sock = socket.socket(family, kind, proto)
-            made.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
-            sock.listen(_BACKLOG)
-        udp = None
-        if config.udp:
-            udp = socket.socket(
-                socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM
-            )
-            made.append(udp)
-            _large_receive_buffer(udp)
-            udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            udp.bind((host, port))
-    except BaseException:
-        for sock in made:
-            sock.close()
-        raise
-    return ListeningSockets(tcp=tuple(s for s in made if s is not udp), udp=udp)
-
-
-def _large_receive_buffer(udp: socket.socket) -> None:
-    """A burst from many panels must queue in the kernel, not be dropped there: ask for a
-    large receive buffer (the kernel caps it at net.core.rmem_max)."""
-    udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-
-
 class Dc09Server:
     """TCP and UDP on one port, with connection limits and timeouts."""
 
-    def __init__(
-        self,
-        intake: Dc09Intake,
-        *,
-        reuse_port: bool = False,
-        sockets: ListeningSockets | None = None,
-    ) -> None:
-        """``sockets``: serve these (a worker's, from the coordinator) instead of binding."""
+    def __init__(self, intake: Dc09Intake, *, reuse_port: bool = False) -> None:
         self.intake = intake
         self.reuse_port = reuse_port  # share the port with the other ingest workers
-        self.sockets = sockets
         self.config = intake.config
         self.counters = intake.counters
         self.log = intake.log
@@ -130,7 +57,9 @@ class Dc09Server:
             bound = tcp[0].getsockname()[1]
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             udp = socket.socket(family, socket.SOCK_DGRAM)
-            _large_receive_buffer(udp)
+            # A burst from many panels must queue in the kernel, not be dropped there: ask
+            # for a large receive buffer (the kernel caps it at net.core.rmem_max).
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             if self.reuse_port:
                 udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             try:
@@ -147,10 +76,7 @@ class Dc09Server:
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen on TCP (and UDP on the same port); report the bound port to ``started``."""
-        if self.sockets is not None:
-            tcp, udp = list(self.sockets.tcp), self.sockets.udp
-        else:
-            tcp, udp = await self._bind()
+        tcp, udp = await self._bind()
         bound = tcp[0].getsockname()[1]
         host = self.config.address[0]
         self.log.info("dc09_listening", host=host, port=bound, udp=udp is not None)
