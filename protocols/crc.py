@@ -6,6 +6,11 @@ the table printed in DC-07 (entry 100 printed as 0xBE01, correct 0xEB01) cannot 
 
 The hot path folds two bytes per step with a 64K-entry table: a 16-bit register that absorbs
 a 16-bit word has shifted all of its old bits out, so one lookup replaces two bytewise steps.
+The table is an ``array("H")``, 128 KiB in one block that stays in the core's L2 cache: as a
+list of ints it was 512 KiB of pointers to 64K int objects (about 2.5 MB in all), and every
+step of a real frame (a fresh word each time) missed the cache twice, which made the word
+table slower than the bytewise loop it replaced (32 bytes of distinct data: list 5.6 µs,
+bytewise 3.0 µs, array 2.35 µs, medians of 15 runs). An instruction count cannot see that.
 
 The register update is linear (init 0, no final XOR), so CRC(A + B) = Z(CRC(A)) ^ CRC(B), where
 Z pushes a register through len(B) zero bytes: ``crc16_arc_combine`` builds a reply's CRC from
@@ -45,7 +50,7 @@ CRC16_ARC_TABLE: tuple[int, ...] = _byte_table()
 """The 256-entry bytewise table (DC-07's printed table, with entry 100 = 0xEB01)."""
 
 
-def _word_table() -> list[int]:
+def _word_table() -> array[int]:
     # Absorbing zero input is linear in the register, so the 16-bit step for register x is
     # step(low byte) ^ step(high byte << 8): two 256-entry halves combine into the full table.
     t = CRC16_ARC_TABLE
@@ -56,7 +61,7 @@ def _word_table() -> list[int]:
 
     low = [two_steps(b) for b in range(256)]
     high = [two_steps(b << 8) for b in range(256)]
-    return [h ^ lo for h in high for lo in low]
+    return array("H", [h ^ lo for h in high for lo in low])
 
 
 _WORDS = _word_table()

@@ -662,7 +662,7 @@ async def _serve_worker(service: Service, ready: Connection) -> None:
 
             nursery.start_soon(watch)
             ports = await nursery.start(run)
-            ready.send((ports.dc09, ports.bridge))
+            ready.send((ports.dc09, ports.bridge, sys.getswitchinterval()))
             nursery.start_soon(_report_counters, service, ready)
 
 

@@ -129,7 +129,8 @@ class WorkerPool:
         json_logs: bool | None = None,
     ) -> None:
         """``target(config, number, ready, json_logs, coordinator_pid)`` runs in each worker
-        process; it sends (dc09 port, bridge port) on ``ready`` once it listens."""
+        process; it sends (dc09 port, bridge port, switch interval applied) on ``ready`` once
+        it listens (the coordinator's ``worker_started`` line shows them)."""
         self.count = count
         self.target = target
         self.json_logs = json_logs
@@ -158,14 +159,19 @@ class WorkerPool:
         try:
             with trio.fail_after(_START_TIMEOUT):
                 await trio.lowlevel.wait_readable(receive.fileno())
-            ports: tuple[int, int | None] = receive.recv()
-        except (EOFError, OSError, trio.TooSlowError) as exc:
+            dc09_port, bridge_port, switch_interval = receive.recv()
+        except (EOFError, OSError, trio.TooSlowError, ValueError) as exc:
             receive.close()
             raise OSError(f"ingest worker {slot.number} did not start: {exc!r}") from exc
         slot.reports = receive
         slot.counters = Counters()
-        self.log.info("worker_started", worker=slot.number, pid=process.pid)
-        return ports
+        self.log.info(
+            "worker_started",
+            worker=slot.number,
+            pid=process.pid,
+            switch_interval=switch_interval,  # [ingest] switch_interval, as the worker applied it
+        )
+        return int(dc09_port), bridge_port
 
     async def run(
         self, *, task_status: trio.TaskStatus[tuple[int, int | None]] = trio.TASK_STATUS_IGNORED

@@ -51,6 +51,42 @@ def test_ingest_switch_interval_setting() -> None:
         parse_config("[ingest]\nswitch_interval = 0.0\n")
 
 
+@pytest.mark.slow
+async def test_every_worker_applies_the_switch_interval(tmp_path: Path) -> None:
+    """`[ingest] switch_interval` is applied in each worker process, not only in the
+    coordinator: every `worker_started` line shows the interval that worker runs with (the
+    test fails without worker_main's sys.setswitchinterval: Python's 0.005 shows)."""
+    config = tmp_path / "receiver.toml"
+    config.write_text(
+        f'log_signals = false\noutputs = []\n[store]\npath = "{tmp_path / "receiver.sqlite3"}"\n'
+        '[ingest]\nworkers = 2\nswitch_interval = 0.002\n[console]\nlisten = ""\n'
+        '[dc09]\nlisten = "127.0.0.1:0"\nudp = false\n[bridge]\nlisten = "127.0.0.1:0"\n',
+        encoding="utf-8",
+    )
+    log = tmp_path / "receiver.log"
+    command = [sys.executable, "-m", "receiver.cli", "--config", str(config), "serve"]
+    with log.open("wb") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=out)
+    try:
+        with trio.fail_after(90):
+            while not _log_events(log, "receiver_started"):
+                assert server.poll() is None, log.read_text(encoding="utf-8", errors="replace")
+                await trio.sleep(0.05)
+        server.send_signal(signal.SIGTERM)
+        assert await trio.to_thread.run_sync(server.wait, 30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+    started = _log_events(log, "worker_started")
+    assert sorted((e["worker"], e["switch_interval"]) for e in started) == [
+        (0, 0.002),
+        (1, 0.002),
+    ]
+    [coordinator] = _log_events(log, "receiver_started")
+    assert coordinator["switch_interval"] == 0.002
+
+
 class StoreRecorder(Recorder):
     """The coordinator's journal stand-in: keeps what the supervisor writes and writes the
     trouble rows into the store's links, as the journal does."""
@@ -119,7 +155,7 @@ def _start_worker(config_path: Path, number: int) -> tuple[BaseProcess, int]:
     send.close()
     try:
         assert receive.poll(60), "worker did not start"
-        dc09_port, _ = receive.recv()
+        dc09_port, _, _ = receive.recv()
     finally:
         receive.close()
     return process, int(dc09_port)
