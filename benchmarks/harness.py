@@ -181,16 +181,23 @@ class ReceiverProcess:
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
+        """Until the receiver logs ``receiver_started`` (it does once every ingest worker
+        listens) and its DC-09 port answers. A port that answers is not enough: the first
+        worker listening would take every panel that connects before the others listen, and
+        a TCP panel stays on the worker that accepted it."""
         deadline = time.monotonic() + timeout
+        log = self.dir / "receiver.log"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"receiver exited: see {self.dir / 'receiver.log'}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("receiver did not start listening")
+                raise RuntimeError(f"receiver exited: see {log}")
+            if started_logged(log):
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    return
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError(f"receiver did not start listening: see {log}")
 
     def cli(self, *args: str, timeout: float = 120.0) -> str:
         """``receiver --config FILE ARGS...`` on this receiver's store; its stdout."""
@@ -235,6 +242,15 @@ class ReceiverProcess:
             self.process.wait()
         self.log.close()
         dispose(self.dir)
+
+
+def started_logged(log: Path) -> bool:
+    """Whether the receiver's log (JSON lines: its output is not a terminal) holds its
+    ``receiver_started`` line."""
+    try:
+        return b'"event": "receiver_started"' in log.read_bytes()
+    except OSError:
+        return False
 
 
 # Throwaway folders are removed when the benchmark process ends, not when each receiver stops

@@ -116,3 +116,14 @@ def test_short_of_disk_space_the_folder_goes_at_once(
     assert not last.exists()
     assert "harness: 1024 MiB free: removing the run folders now" in capsys.readouterr().out
     assert json.loads(stamp.read_text(encoding="utf-8"))["files"] == 4
+
+
+def test_a_receiver_is_ready_only_once_it_logged_receiver_started(tmp_path: Path) -> None:
+    """The port answering is not enough (the first worker to listen would take every panel
+    that connects before the others listen): the harness waits for serve's start-up line."""
+    log = tmp_path / "receiver.log"
+    assert not harness.started_logged(log)  # no log yet
+    log.write_bytes(b'{"host": "127.0.0.1", "port": 1, "event": "dc09_listening"}\n')
+    assert not harness.started_logged(log)
+    log.write_bytes(log.read_bytes() + b'{"version": "0.1.0", "event": "receiver_started"}\n')
+    assert harness.started_logged(log)
