@@ -290,8 +290,8 @@ class WorkerPool:
         except OSError as exc:
             failures.append(exc)
         if failures:
-            for channel in bound.values():
-                channel.close()
+            for slot in self.slots:  # closed once stopped: SIGTERM comes first
+                slot.reports = bound.get(slot.number)
             raise failures[0]
         async with trio.open_nursery() as starting:
             for slot in self.slots:
@@ -359,6 +359,10 @@ class WorkerPool:
                 self.log.error("worker_killed", pid=process.pid)
                 process.kill()
             process.join()
+        for slot in self.slots:
+            if slot.reports is not None:  # a pipe no task reads (the start failed)
+                slot.reports.close()
+                slot.reports = None
 
 
 async def _receive(channel: Connection, deadline: float) -> Any:
