@@ -531,31 +531,52 @@ class BridgeServer:
         self.limits = ConnectionLimits(
             self.config.max_connections, self.config.max_connections_per_peer, log=self.log
         )
+        self._tcp: list[socket.socket] = []
+        self._listening = trio.Event()
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Load bridge states, listen, report the bound port to ``started``. With ``[bridge]
-        batched`` (the default) one task serves every connection (``BridgeLoop``), else a task
-        per connection (``_converse``); both keep the same rules."""
+        """Load bridge states, bind, report the bound port to ``started``, serve once the port
+        listens: at once, or with ``reuse_port`` (an ingest worker) once ``listen`` is called,
+        as the DC-09 port (``receiver.ingest.dc09_server``). With ``[bridge] batched`` (the
+        default) one task serves every connection (``BridgeLoop``), else a task per connection
+        (``_converse``); both keep the same rules."""
         host, port = self.config.address
         async with trio.open_nursery() as nursery:
             await nursery.start(self.intake.state.run)
-            listeners = await tcp_accept.open_tcp_listeners(
-                port, host=host, reuse_port=self.reuse_port
-            )
-            bound = listeners[0].socket.getsockname()[1]
+            if self.reuse_port:
+                plain = await tcp_accept.bind_shared(port, host=host)
+            else:
+                listeners = await tcp_accept.open_tcp_listeners(port, host=host)
+                plain = [socket.socket(fileno=os.dup(ln.socket.fileno())) for ln in listeners]
+                for listener in listeners:
+                    await trio.aclose_forcefully(listener)
+                self._listening.set()
+            self._tcp = plain
+            bound = plain[0].getsockname()[1]
+            try:
+                task_status.started(bound)
+                await self._listening.wait()
+            except BaseException:
+                for sock in plain:
+                    sock.close()
+                raise
             self.log.info("bridge_listening", host=host, port=bound, batched=self.config.batched)
             if not self.config.batched:
-                task_status.started(bound)
-                await tcp_accept.serve_listeners(self.handle_stream, listeners)
+                await tcp_accept.serve_listeners(
+                    self.handle_stream,
+                    [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in plain],
+                )
                 return
             # One task for every connection (receiver.ingest.bridge_loop), on plain sockets.
             from receiver.ingest.bridge_loop import BridgeLoop  # noqa: PLC0415 - import cycle
 
-            plain = [socket.socket(fileno=os.dup(ln.socket.fileno())) for ln in listeners]
-            for listener in listeners:
-                await trio.aclose_forcefully(listener)
-            task_status.started(bound)
             await BridgeLoop(self.intake, self.limits, self.log).serve(plain)
+
+    def listen(self) -> None:
+        """Start accepting bridge connections (an ingest worker: when its coordinator says go)."""
+        if not self._listening.is_set():
+            tcp_accept.listen(self._tcp)
+            self._listening.set()
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
         await serve_connection(

@@ -68,7 +68,7 @@ from receiver.store.faults import STORE_ERRORS, StoreOutage
 from receiver.store.interface import Lease, RegistrySource, RegistryTables, SignalStore
 from receiver.store.sqlite import tighten_permissions
 from receiver.supervisor import LinkActivity, Supervisor
-from receiver.workers import WorkerPool, die_with_parent
+from receiver.workers import WORKER_BOUND, WORKER_GO, WorkerPool, die_with_parent
 
 Role = Literal["all", "coordinator", "worker"]
 _E = TypeVar("_E", bound=BaseException)
@@ -270,6 +270,8 @@ class Service:
         self.dispatcher: HeldOutputs | None = None
         self.node: Node | None = None  # the coordinator's: its heartbeat and its leases
         self.servers: dict[str, Any] = {}
+        # An ingest worker's: awaited once its ports are bound, before they listen.
+        self.before_listening: Callable[[], Awaitable[None]] | None = None
 
     def _open_node(self) -> Node:
         """This node on the store: on SQLite the only one (its file is locked), so it holds
@@ -490,6 +492,11 @@ class Service:
         bridge_port = await _start_listener(
             nursery, self.servers["bridge"].serve, "video bridges", self.config.bridge.listen
         )
+        if self.before_listening is not None:
+            await self.before_listening()  # a worker: until its coordinator says go
+        if not self.shutting_down:
+            for server in self.servers.values():
+                server.listen()
         return Ports(dc09=dc09_port, bridge=bridge_port)
 
     async def _run_workers(self, nursery: trio.Nursery) -> Ports:
@@ -642,18 +649,36 @@ def worker_main(
 
 
 async def _serve_worker(service: Service, ready: Connection) -> None:
-    """Run the worker's service until SIGTERM; tell the coordinator its ports.
+    """Run the worker's service until SIGTERM. Its ports bound, it tells the coordinator
+    (``WORKER_BOUND``) and listens once told to (``WORKER_GO``); then it sends its ports.
 
     SIGINT is ignored: a Ctrl-C on the terminal reaches the whole process group, and the
     coordinator, not each worker, decides the shutdown (a worker stopping on its own would be
-    restarted)."""
+    restarted). A SIGTERM, or the coordinator's end of the pipe closing, while it waits for go
+    ends it without listening."""
     os_signal.signal(os_signal.SIGINT, os_signal.SIG_IGN)
+    waiting = trio.CancelScope()
+
+    async def until_go() -> None:
+        with waiting:
+            ready.send(WORKER_BOUND)
+            await trio.lowlevel.wait_readable(ready.fileno())
+            try:
+                said = ready.recv()
+            except EOFError:  # the coordinator gave up the start (another worker failed)
+                service.request_shutdown()
+                return
+            if said != WORKER_GO:
+                raise OSError(f"ingest worker: the coordinator sent {said!r}, not go")
+
+    service.before_listening = until_go
     with trio.open_signal_receiver(os_signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 
             async def watch() -> None:
                 async for _ in signals:
                     service.request_shutdown()
+                    waiting.cancel()
                     return
 
             async def run(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
@@ -662,8 +687,9 @@ async def _serve_worker(service: Service, ready: Connection) -> None:
 
             nursery.start_soon(watch)
             ports = await nursery.start(run)
-            ready.send((ports.dc09, ports.bridge, sys.getswitchinterval()))
-            nursery.start_soon(_report_counters, service, ready)
+            if not service.shutting_down:  # else stopped before it listened: nothing to tell
+                ready.send((ports.dc09, ports.bridge, sys.getswitchinterval()))
+                nursery.start_soon(_report_counters, service, ready)
 
 
 async def _report_counters(service: Service, ready: Connection, interval: float = 1.0) -> None:

@@ -49,6 +49,40 @@ async def _accept_loop(
                 nursery.start_soon(handler, trio.SocketStream(trio.socket.from_stdlib_socket(conn)))
 
 
+# The kernel caps the accept queue at net.core.somaxconn.
+BACKLOG = 65535
+
+
+async def bind_shared(port: int, *, host: str) -> list[socket.socket]:
+    """TCP sockets bound with ``SO_REUSEPORT`` on every address of ``host``, not listening yet
+    (see ``listen``). A TCP socket joins the port's group of sockets sharing it only when it
+    listens: until one does, a connection to the port is refused."""
+    addresses = await trio.socket.getaddrinfo(
+        host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE
+    )
+    bound: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in addresses:
+            sock = socket.socket(family, kind, proto)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except BaseException:
+        for sock in bound:
+            sock.close()
+        raise
+    return bound
+
+
+def listen(sockets: list[socket.socket]) -> None:
+    """Start accepting on sockets from ``bind_shared``."""
+    for sock in sockets:
+        sock.listen(BACKLOG)
+
+
 async def open_tcp_listeners(
     port: int, *, host: str, reuse_port: bool = False
 ) -> list[trio.SocketListener]:
@@ -56,29 +90,14 @@ async def open_tcp_listeners(
     other ingest workers (``SO_REUSEPORT``: the kernel spreads new connections among them)."""
     if not reuse_port:
         return await trio.open_tcp_listeners(port, host=host)
-    listeners: list[trio.SocketListener] = []
-    addresses = await trio.socket.getaddrinfo(
-        host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE
-    )
+    sockets = await bind_shared(port, host=host)
     try:
-        for family, kind, proto, _, address in addresses:
-            sock = trio.socket.socket(family, kind, proto)
-            try:
-                sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
-                sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
-                if family == trio.socket.AF_INET6:
-                    sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
-                await sock.bind(address)
-                sock.listen(65535)  # the kernel caps it at net.core.somaxconn
-            except BaseException:
-                sock.close()
-                raise
-            listeners.append(trio.SocketListener(sock))
+        listen(sockets)
     except BaseException:
-        for listener in listeners:
-            await trio.aclose_forcefully(listener)
+        for sock in sockets:
+            sock.close()
         raise
-    return listeners
+    return [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in sockets]
 
 
 async def serve_listeners(handler: Handler, listeners: list[trio.SocketListener]) -> None:

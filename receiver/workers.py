@@ -9,8 +9,17 @@ Rules:
   worker that dies loses nothing it ACKed; the coordinator starts another in its place.
 - A retry landing on another worker is still a duplicate: the store decides (journal.py).
 - Port 0 (tests) is resolved once by the coordinator, so every worker shares one port.
-- The workers are started together (a panel keeps the worker that accepted it: started one
-  after the other, the first would hold every panel that reconnects at start-up).
+- The workers are started together, and their TCP ports (DC-09 and bridges) answer only once
+  every worker accepts: a panel keeps the worker that accepted it, so the first worker to
+  listen would hold every panel that reconnects at start-up (measured before: one worker
+  listened 1.1 s before the other). Each worker binds its sockets (``SO_REUSEPORT``) but does
+  not listen; a TCP socket joins the port's group only when it listens, so the port refuses
+  connections meanwhile. It tells the coordinator (``WORKER_BOUND``) and listens when told
+  (``WORKER_GO``): the coordinator says go to all once every worker has bound its ports, and
+  to a worker restarted alone at once. Then it sends (dc09 port, bridge port, switch interval
+  applied), and ``serve`` reports ``receiver_started`` once every worker did. The UDP socket
+  is bound at once: a datagram that arrives meanwhile waits in its buffer (a UDP group
+  spreads datagrams by peer, none is kept by the first worker).
 - SIGTERM to the coordinator: each worker gets SIGTERM and shuts down gracefully (stops
   accepting, ACKs what is committed); a worker that outlives the deadline is killed. A worker
   dies with its coordinator (Linux ``PR_SET_PDEATHSIG``): a killed receiver is all gone.
@@ -27,6 +36,7 @@ import sys
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 import attrs
 import structlog
@@ -35,6 +45,11 @@ import trio
 from protocols.errors import StartupError
 from receiver.config import Config
 from receiver.metrics import Counters
+
+# The start-up handshake on a worker's pipe: the worker's ports are bound (not listening),
+# then the coordinator's go (listen now).
+WORKER_BOUND = "bound"
+WORKER_GO = "go"
 
 # A worker that keeps dying is restarted at most this often.
 _RESTART_PAUSE = 0.5
@@ -129,8 +144,10 @@ class WorkerPool:
         json_logs: bool | None = None,
     ) -> None:
         """``target(config, number, ready, json_logs, coordinator_pid)`` runs in each worker
-        process; it sends (dc09 port, bridge port, switch interval applied) on ``ready`` once
-        it listens (the coordinator's ``worker_started`` line shows them)."""
+        process; ``ready`` is its two-way pipe to the coordinator. It sends ``WORKER_BOUND``
+        once its ports are bound, listens when it receives ``WORKER_GO``, then sends (dc09
+        port, bridge port, switch interval applied) (the ``worker_started`` line shows them),
+        then its counters every second."""
         self.count = count
         self.target = target
         self.json_logs = json_logs
@@ -146,32 +163,53 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [s.process.pid for s in self.slots if s.process is not None and s.process.pid]
 
-    async def _start(self, slot: _Slot) -> tuple[int, int | None]:
-        receive, send = self._context.Pipe(duplex=False)
+    async def _spawn(self, slot: _Slot, deadline: float) -> Connection:
+        """Start the slot's worker; its pipe, once the worker has bound its ports."""
+        channel, child = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=self.target,
-            args=(self.config, slot.number, send, self.json_logs, os.getpid()),
+            args=(self.config, slot.number, child, self.json_logs, os.getpid()),
             name=f"receiver-worker-{slot.number}",
         )
         process.start()
-        send.close()  # the worker holds the only writing end: its death reads as EOF
+        child.close()  # the worker holds the only other end: its death reads as EOF
         slot.process = process
         try:
-            with trio.fail_after(_START_TIMEOUT):
-                await trio.lowlevel.wait_readable(receive.fileno())
-            dc09_port, bridge_port, switch_interval = receive.recv()
-        except (EOFError, OSError, trio.TooSlowError, ValueError) as exc:
-            receive.close()
+            message = await _receive(channel, deadline)
+        except (EOFError, OSError, trio.TooSlowError) as exc:
+            channel.close()
             raise OSError(f"ingest worker {slot.number} did not start: {exc!r}") from exc
-        slot.reports = receive
+        if message != WORKER_BOUND:
+            channel.close()
+            raise OSError(f"ingest worker {slot.number} did not start: sent {message!r}")
+        return channel
+
+    async def _listening(
+        self, slot: _Slot, channel: Connection, deadline: float
+    ) -> tuple[int, int | None]:
+        """Wait until the slot's worker, told to go, listens; its (dc09 port, bridge port)."""
+        try:
+            dc09_port, bridge_port, switch_interval = await _receive(channel, deadline)
+        except (EOFError, OSError, trio.TooSlowError, ValueError, TypeError) as exc:
+            channel.close()
+            raise OSError(f"ingest worker {slot.number} did not start: {exc!r}") from exc
+        slot.reports = channel
         slot.counters = Counters()
+        assert slot.process is not None
         self.log.info(
             "worker_started",
             worker=slot.number,
-            pid=process.pid,
+            pid=slot.process.pid,
             switch_interval=switch_interval,  # [ingest] switch_interval, as the worker applied it
         )
         return int(dc09_port), bridge_port
+
+    async def _start(self, slot: _Slot) -> tuple[int, int | None]:
+        """Start one worker alone (a restart): it listens as soon as its ports are bound."""
+        deadline = trio.current_time() + _START_TIMEOUT
+        channel = await self._spawn(slot, deadline)
+        _say_go(slot, channel)
+        return await self._listening(slot, channel, deadline)
 
     async def run(
         self, *, task_status: trio.TaskStatus[tuple[int, int | None]] = trio.TASK_STATUS_IGNORED
@@ -221,21 +259,43 @@ class WorkerPool:
                 await self.stop()
 
     async def _start_all(self) -> None:
-        """Start every worker at once, not each after the last one listens: panels that
-        connect while the receiver starts are then spread over all of them (a TCP panel stays
-        on the worker that accepted it; started one by one, the first took them all). The
-        first worker that fails to start is the error raised."""
+        """Start every worker at once, and tell them to listen once every one has bound its
+        ports: panels that connect while the receiver starts are then spread over all of
+        them (a TCP panel stays on the worker that accepted it; when each listened as soon as
+        it could, the first took them all). The first worker that fails to start is the
+        error raised."""
+        deadline = trio.current_time() + _START_TIMEOUT
         failures: list[OSError] = []
+        bound: dict[int, Connection] = {}
 
-        async def start(slot: _Slot) -> None:
+        async def spawn(slot: _Slot) -> None:
             try:
-                self.ports = await self._start(slot)
+                bound[slot.number] = await self._spawn(slot, deadline)
+            except OSError as exc:
+                failures.append(exc)
+
+        async def listening(slot: _Slot, channel: Connection) -> None:
+            try:
+                self.ports = await self._listening(slot, channel, deadline)
             except OSError as exc:
                 failures.append(exc)
 
         async with trio.open_nursery() as starting:
             for slot in self.slots:
-                starting.start_soon(start, slot)
+                starting.start_soon(spawn, slot)
+        try:
+            if not failures:
+                for slot in self.slots:  # one after the other at once: they listen together
+                    _say_go(slot, bound[slot.number])
+        except OSError as exc:
+            failures.append(exc)
+        if failures:
+            for slot in self.slots:  # closed once stopped: SIGTERM comes first
+                slot.reports = bound.get(slot.number)
+            raise failures[0]
+        async with trio.open_nursery() as starting:
+            for slot in self.slots:
+                starting.start_soon(listening, slot, bound[slot.number])
         if failures:
             raise failures[0]
 
@@ -294,7 +354,28 @@ class WorkerPool:
             for process in running:
                 await trio.lowlevel.wait_readable(process.sentinel)
         for process in running:
+            process.join(0.5)  # its sentinel closes a moment before it can be reaped
             if process.is_alive():
                 self.log.error("worker_killed", pid=process.pid)
                 process.kill()
             process.join()
+        for slot in self.slots:
+            if slot.reports is not None:  # a pipe no task reads (the start failed)
+                slot.reports.close()
+                slot.reports = None
+
+
+async def _receive(channel: Connection, deadline: float) -> Any:
+    """The next message on a worker's pipe, by ``deadline`` (trio.TooSlowError)."""
+    with trio.fail_at(deadline):
+        await trio.lowlevel.wait_readable(channel.fileno())
+    return channel.recv()
+
+
+def _say_go(slot: _Slot, channel: Connection) -> None:
+    """Tell a worker that has bound its ports to listen (a dead one: OSError)."""
+    try:
+        channel.send(WORKER_GO)
+    except OSError as exc:
+        channel.close()
+        raise OSError(f"ingest worker {slot.number} did not start: {exc!r}") from exc

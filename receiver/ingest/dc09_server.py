@@ -4,6 +4,16 @@
 the bound port through ``task_status.started`` (bind port 0 in tests). With ``reuse_port`` the
 sockets share the port with the other ingest worker processes (``SO_REUSEPORT``). A port that
 cannot be bound raises OSError (the service turns it into one StartupError line).
+
+With ``reuse_port`` (an ingest worker) the TCP sockets are bound but do not listen until
+``listen`` is called: the worker reports them bound to its coordinator and listens when it
+says go, once every worker has bound its own. A TCP socket joins the port's group only when it
+listens, so the port answers only once every worker accepts, and panels that connect at
+start-up are spread over all of them (a TCP panel keeps the worker that accepted it; when each
+worker listened as soon as it could, the first took every panel that connected meanwhile).
+The UDP socket is bound at once: a UDP group spreads each datagram by its peer's address, so
+none is kept by the first worker, and a datagram that arrives before the worker serves waits
+in its socket's buffer and is answered once it does.
 """
 
 from __future__ import annotations
@@ -38,20 +48,24 @@ class Dc09Server:
             self.config.max_connections, self.config.max_connections_per_peer, log=self.log
         )
         self.loop = Dc09Loop(intake, self.limits, self.log)
+        self._tcp: list[socket.socket] = []
+        self._listening = trio.Event()
 
     async def _bind(self) -> tuple[list[socket.socket], socket.socket | None]:
-        """TCP listeners and the UDP socket on the same port.
+        """TCP sockets (listening, or with ``reuse_port`` only bound) and the UDP socket on the
+        same port.
 
         With port 0 the kernel picks a free TCP port that may be taken for UDP: try again.
         """
         host, port = self.config.address
         for _ in range(20):
-            listeners = await tcp_accept.open_tcp_listeners(
-                port, host=host, reuse_port=self.reuse_port
-            )
-            tcp = [_stdlib(listener.socket) for listener in listeners]
-            for listener in listeners:
-                await trio.aclose_forcefully(listener)
+            if self.reuse_port:
+                tcp = await tcp_accept.bind_shared(port, host=host)
+            else:
+                listeners = await tcp_accept.open_tcp_listeners(port, host=host)
+                tcp = [_stdlib(listener.socket) for listener in listeners]
+                for listener in listeners:
+                    await trio.aclose_forcefully(listener)
             if not self.config.udp:
                 return tcp, None
             bound = tcp[0].getsockname()[1]
@@ -75,10 +89,26 @@ class Dc09Server:
         raise OSError(f"no port free for both TCP and UDP on {host}")
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen on TCP (and UDP on the same port); report the bound port to ``started``."""
+        """Bind TCP (and UDP on the same port); report the bound port to ``started``; serve
+        once the TCP sockets listen (at once, or with ``reuse_port`` once ``listen`` is called)."""
         tcp, udp = await self._bind()
+        self._tcp = tcp
+        if not self.reuse_port:
+            self._listening.set()
         bound = tcp[0].getsockname()[1]
+        try:
+            task_status.started(bound)
+            await self._listening.wait()
+        except BaseException:
+            for sock in (*tcp, *((udp,) if udp is not None else ())):
+                sock.close()
+            raise
         host = self.config.address[0]
         self.log.info("dc09_listening", host=host, port=bound, udp=udp is not None)
-        task_status.started(bound)
         await self.loop.serve(tcp, udp)
+
+    def listen(self) -> None:
+        """Start accepting TCP connections (an ingest worker: when its coordinator says go)."""
+        if not self._listening.is_set():
+            tcp_accept.listen(self._tcp)
+            self._listening.set()

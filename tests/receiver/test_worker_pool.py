@@ -1,38 +1,35 @@
-"""The coordinator's worker pool: every ingest worker starts at once, and every worker's
-listener exists before the port answers."""
+"""The coordinator's worker pool: every ingest worker starts at once, and the ports answer
+only once every worker listens."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
 import sys
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
 import trio
 
+from protocols import dc09
+from protocols.errors import Reply
 from receiver.config import Config, parse_config
-from receiver.workers import WorkerPool
+from receiver.service import worker_main
+from receiver.workers import WORKER_BOUND, WORKER_GO, WorkerPool
 from tests.receiver.conftest import write_config
 from tests.receiver.test_crash import free_port
+from tests.receiver.test_dc09_service import read_replies, sia
 
 _RENDEZVOUS = "RECEIVER_TEST_RENDEZVOUS"
 
 
 def rendezvous_worker(
-    config: Config,
-    number: int,
-    ready: Connection,
-    json_logs: bool | None,
-    coordinator: int,
-    *,
-    dc09_sockets: Any = None,
+    config: Config, number: int, ready: Connection, json_logs: bool | None, coordinator: int
 ) -> None:
-    """A stand-in worker: ready only once every worker of the pool has been started."""
+    """A stand-in worker: bound only once every worker of the pool has been started."""
     folder = Path(os.environ[_RENDEZVOUS])
     (folder / f"started-{number}").touch()
     deadline = time.monotonic() + 20
@@ -40,6 +37,8 @@ def rendezvous_worker(
         if time.monotonic() > deadline:
             return  # never ready: the pool reports that this worker did not start
         time.sleep(0.01)
+    ready.send(WORKER_BOUND)
+    assert ready.recv() == WORKER_GO
     ready.send((config.dc09.address[1], None, sys.getswitchinterval()))
     time.sleep(60)  # until the pool's SIGTERM
 
@@ -60,75 +59,111 @@ async def test_every_worker_is_started_before_the_first_is_ready(
         nursery.cancel_scope.cancel()
 
 
-def late_worker(
-    config: Config,
-    number: int,
-    ready: Connection,
-    json_logs: bool | None,
-    coordinator: int,
-    *,
-    dc09_sockets: Any = None,
+def slow_second_worker(
+    config: Config, number: int, ready: Connection, json_logs: bool | None, coordinator: int
 ) -> None:
-    """A stand-in worker that answers each DC-09 connection with its number; worker 1 starts
-    serving only once the test lets it (a worker slow to start). As ``worker_main``: it serves
-    the sockets it is handed, or binds the shared port itself when handed none."""
+    """``worker_main``; worker 1 starts only once the test lets it (a worker slow to start)."""
     if number == 1:
         go = Path(os.environ[_RENDEZVOUS]) / "go"
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while not go.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
-    if dc09_sockets is not None:
-        listener = dc09_sockets.tcp[0]
-    else:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        listener.bind(config.dc09.address)
-        listener.listen(128)
-    ready.send((config.dc09.address[1], None, sys.getswitchinterval()))
-    listener.settimeout(60)  # bounded; the pool's SIGTERM ends it first
-    while True:
-        conn, _ = listener.accept()
-        with conn:
-            conn.sendall(str(number).encode())
+    worker_main(config, number, ready, json_logs, coordinator)
+
+
+def holds_udp_port(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a UDP socket bound to 127.0.0.1:``port`` (Linux /proc):
+    the worker has bound the DC-09 port."""
+    inodes = set()
+    for line in Path("/proc/net/udp").read_text(encoding="ascii").splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rpartition(":")[2], 16) == port:
+            inodes.add(f"socket:[{fields[9]}]")
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) in inodes:
+                return True
+    return False
+
+
+def _first_worker_pid(pool: WorkerPool) -> int | None:
+    process = pool.slots[0].process
+    return process.pid if process is not None else None
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect, not fixed: each worker binds the port itself, so the first to listen"
-    " takes every panel that connects before the others listen (see the report of branch"
-    " trioloop: handing each worker listening sockets made by the coordinator fixes it, but"
-    " then the port answers before any worker runs, and probes that take an answering port"
-    " for a ready receiver start too early)",
-)
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 async def test_panels_connecting_as_soon_as_the_port_answers_reach_every_worker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Panels that connect the moment the DC-09 port first answers (before `receiver serve`
-    reports that it listens, as a panel reconnecting at start-up does) are spread over every
-    worker, also one still starting: each waits in its worker's accept queue. Before, each
-    worker bound the port itself and the first to listen took them all."""
+    """Panels that try the DC-09 port from the moment the first worker has bound it, while
+    the other still starts (as panels reconnecting at start-up do), are refused until every
+    worker listens, and are then spread over every worker. Before, each worker listened as
+    soon as it could: the first took every panel (a TCP panel keeps the worker that accepted
+    it). A UDP frame sent meanwhile waits in the bound socket and gets its ACK."""
     monkeypatch.setenv(_RENDEZVOUS, str(tmp_path))
     port = free_port()
-    config = parse_config(write_config(tmp_path, "udp = false").read_text(encoding="utf-8"))
+    config = parse_config(write_config(tmp_path, "udp = true").read_text(encoding="utf-8"))
     config = attrs.evolve(config, dc09=attrs.evolve(config.dc09, listen=f"127.0.0.1:{port}"))
-    pool = WorkerPool(config, 2, target=late_worker)
+    pool = WorkerPool(config, 2, target=slow_second_worker)
     streams: list[trio.SocketStream] = []
+    udp = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(pool.run)
         with trio.fail_after(60):
-            while not streams:
+            while True:
+                pid = _first_worker_pid(pool)
+                if pid is not None and holds_udp_port(pid, port):
+                    break
+                await trio.sleep(0.01)
+            await udp.sendto(sia(1, account="4999"), ("127.0.0.1", port))
+            for _ in range(40):  # panels trying while worker 1 still starts
+                with contextlib.suppress(OSError):
+                    streams.append(await trio.open_tcp_stream("127.0.0.1", port))
+            (tmp_path / "go").touch()  # worker 1 goes on starting
+            while len(streams) < 40:  # each panel retries until the port answers
                 try:
                     streams.append(await trio.open_tcp_stream("127.0.0.1", port))
                 except OSError:
                     await trio.sleep(0.01)
-            for _ in range(39):
-                streams.append(await trio.open_tcp_stream("127.0.0.1", port))
-            (tmp_path / "go").touch()  # worker 1 may serve now
-            served = [await stream.receive_some(16) for stream in streams]
+            for n, stream in enumerate(streams, start=1):
+                await stream.send_all(sia(n, account=f"{5000 + n}"))
+            replies = [await read_replies(stream, 1, timeout=30) for stream in streams]
+            udp_reply = await udp.recv(4096)
+            # Each worker reports its counters to the coordinator every second.
+            while sum(slot.counters.values["connections"] for slot in pool.slots) < 40:
+                await trio.sleep(0.05)
+        served = [slot.counters.values["connections"] for slot in pool.slots]
         for stream in streams:
             await stream.aclose()
         nursery.cancel_scope.cancel()
-    assert len(served) == 40
-    assert set(served) == {b"0", b"1"}, f"served by worker {sorted(set(served))} only"
+    udp.close()
+    assert [dc09.decode_reply(r).kind for [r] in replies] == [Reply.ACK] * 40
+    assert dc09.decode_reply(udp_reply).kind is Reply.ACK
+    assert 0 not in served, f"connections per worker: {served}"
+
+
+def failing_second_worker(
+    config: Config, number: int, ready: Connection, json_logs: bool | None, coordinator: int
+) -> None:
+    """``worker_main``; worker 1 exits before it binds anything (a worker that cannot start)."""
+    if number == 0:
+        worker_main(config, number, ready, json_logs, coordinator)
+
+
+@pytest.mark.slow
+async def test_a_worker_that_cannot_start_stops_the_others_before_they_listen(
+    tmp_path: Path,
+) -> None:
+    """One worker failing at start-up is the pool's error; the worker that had bound its
+    ports and waited for the others ends at its SIGTERM (exit 0, not killed at the stop
+    deadline)."""
+    port = free_port()
+    config = parse_config(write_config(tmp_path).read_text(encoding="utf-8"))
+    config = attrs.evolve(config, dc09=attrs.evolve(config.dc09, listen=f"127.0.0.1:{port}"))
+    pool = WorkerPool(config, 2, target=failing_second_worker)
+    with pytest.raises(OSError, match="ingest worker 1 did not start"):
+        await pool.run()
+    first = pool.slots[0].process
+    assert first is not None
+    assert first.exitcode == 0

@@ -27,6 +27,7 @@ from receiver.service import worker_main
 from receiver.store.interface import JournalWrite, LinkSeen, LinkTrouble
 from receiver.store.memory import MemoryStore
 from receiver.supervisor import LinkActivity, Supervisor
+from receiver.workers import WORKER_BOUND, WORKER_GO
 from tests.receiver.conftest import write_config
 from tests.receiver.test_crash import free_port, wait_for_port
 from tests.receiver.test_dc09_service import read_replies, sia
@@ -148,12 +149,15 @@ async def test_coordinator_supervisor_learns_of_traffic_from_the_store(
 
 def _start_worker(config_path: Path, number: int) -> tuple[BaseProcess, int]:
     context = multiprocessing.get_context("spawn")
-    receive, send = context.Pipe(duplex=False)
+    receive, send = context.Pipe(duplex=True)
     config = parse_config(config_path.read_text(encoding="utf-8"))
     process = context.Process(target=worker_main, args=(config, number, send, True, os.getpid()))
     process.start()
     send.close()
     try:
+        assert receive.poll(60), "worker did not bind its ports"
+        assert receive.recv() == WORKER_BOUND
+        receive.send(WORKER_GO)  # as its coordinator: listen now
         assert receive.poll(60), "worker did not start"
         dc09_port, _, _ = receive.recv()
     finally:
