@@ -102,8 +102,9 @@ def test_postgres_reuses_the_append_s_statements_and_has_no_unused_account_index
 ) -> None:
     """The PostgreSQL append's statements are parsed once per connection and then run
     prepared (psycopg prepares a statement from its fifth run; one SQL text serves every
-    batch size, the batch going in as arrays and binary COPY); the journal carries no
-    account index, which no query used on PostgreSQL either (EXPLAIN, after ANALYZE)."""
+    batch size, the batch going in as arrays and binary COPY); the old (effective_account,
+    received_us) index, which no query used (EXPLAIN, after ANALYZE), stays dropped; the
+    history's account indexes are tests/store/test_history_plan.py's."""
     now = datetime.now(UTC)
     for n in range(8):
         batch = _signals(now + timedelta(seconds=n), 3 + n)
