@@ -617,7 +617,8 @@ def _data_start(plain: str, header: Dc09Header, quirks: list[str], raw: bytes) -
         raise PayloadError("encrypted data has no '|' after the pad", raw=raw)
     marker = f"#{header.account}|".upper()
     pad = plain[:bar].upper()
-    if pad.endswith(marker[:-1]):
+    standard = plain.upper().startswith(marker, bar + 1)  # 'pad|#acct|': what the rule says
+    if pad.endswith(marker[:-1]) and not standard:
         # '#acct|' straight after a pad that has no '|' of its own.
         quirks.append("no_pipe_after_pad")
         return bar - len(marker) + 1

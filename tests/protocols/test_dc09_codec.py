@@ -233,6 +233,18 @@ def test_pipe_inside_pad_is_tolerated() -> None:
     assert "pipe_in_pad" in frame.quirks
 
 
+def test_a_random_pad_ending_in_the_account_marker_is_still_a_standard_pad() -> None:
+    """The pad is random and may hold '#': a pad that happens to end with '#<account>' before
+    the standard '|#acct|' is a pad, not the no-'|' form. Before, the block was taken to start
+    inside the pad and the account read as '1234|#1234': a good frame refused."""
+    rest = "|#1234|Nri1/BA012]_12:00:00,01-01-2024"
+    pad = b"q" * (16 - (len(rest) + 5) % 16) + b"#1234"
+    raw = _encrypted(_plain_after_pad(pad, rest), '"*SIA-DCS"0001L0#1234[')
+    frame = dc09.decode_frame(raw, key=KEY, now=NOW)
+    assert frame.data == "#1234|Nri1/BA012"
+    assert frame.quirks == frozenset()
+
+
 def test_encrypted_event_without_pipe_or_account_is_duh() -> None:
     """An encrypted event with no '|' at all cannot be split from its pad: DUH."""
     rest = "Nri1/BA012]_12:00:00,01-01-2024"
