@@ -5,6 +5,7 @@ No timings: the rows below are written by hand, shaped like ``baseline.compare``
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -308,33 +309,24 @@ def test_no_run_starts_after_the_deadline_and_none_outlasts_it(
     monkeypatch.setattr(baseline, "run_blast", run_blast)
     monkeypatch.setattr(baseline, "process_cpu", lambda server: 0.0)
     server: Any = SimpleNamespace(port=1)  # the runs are faked: only its port is read
+    measure = functools.partial(
+        baseline._measure,
+        server,
+        Path("dc09blast"),
+        conns=10,
+        messages=10,
+        runs=3,
+        udp=False,
+        extra=[],
+        core=None,
+    )
     with pytest.raises(baseline.TimeCapReachedError):
-        baseline._measure(
-            server,
-            Path("dc09blast"),
-            conns=10,
-            messages=10,
-            runs=3,
-            udp=False,
-            extra=[],
-            core=None,
-            deadline=clock.now + 50.0,
-        )
+        measure(deadline=clock.now + 50.0)
     # The warm-up may take 50 s (less than RUN_TIMEOUT), the first run the 20 s left; then
     # the deadline has passed.
     assert timeouts == [50.0, 20.0]
     with pytest.raises(baseline.TimeCapReachedError):
-        baseline._measure(
-            server,
-            Path("dc09blast"),
-            conns=10,
-            messages=10,
-            runs=3,
-            udp=False,
-            extra=[],
-            core=None,
-            deadline=clock.now,
-        )
+        measure(deadline=clock.now)
     assert len(timeouts) == 2  # nothing started at or after the deadline
 
 
