@@ -240,25 +240,15 @@ PRUNE_CANDIDATES = (
     "SELECT seq, received_us FROM signals WHERE node = ? AND seq > ? ORDER BY seq LIMIT ?"
 )
 
-# Waiting for another process's write lock (an ingest worker or the coordinator committing):
-# sleeps doubling from _LOCK_STEP_FIRST up to _LOCK_STEP_FINE for the first _LOCK_FINE_FOR
-# seconds, the span of another writer's commit (a checkpointing one included), so the waiter
-# starts its own commit at most a fine step after the other's; then up to _LOCK_STEP_MAX (a
-# holder that is slow or stopped costs little CPU); it gives up after _LOCK_TIMEOUT. Measured at
-# 10 panels with two workers (session 6, 3 alternated pairs): steps doubling to 2 ms overslept
-# the other's commit (lock wait 3.8-5.5 ms a commit); 0.25 ms steps waited 2.3-3.4 ms, with
-# 22-42% more events/s and less CPU (a failed BEGIN IMMEDIATE and its sleep cost ~17 us).
-_LOCK_STEP_FIRST = 0.0001
-_LOCK_STEP_FINE = 0.00025
-_LOCK_FINE_FOR = 0.1
+# Waiting for another process's write lock: short sleeps, doubling up to this, for this long.
 _LOCK_STEP_MAX = 0.002
 _LOCK_TIMEOUT = 30.0
 
 
 def begin_immediate(conn: sqlite3.Connection) -> None:
     """``BEGIN IMMEDIATE``, retried in sub-millisecond steps while another process writes."""
-    started = time.monotonic()
-    step = _LOCK_STEP_FIRST
+    deadline = time.monotonic() + _LOCK_TIMEOUT
+    step = 0.0001
     while True:
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -266,11 +256,10 @@ def begin_immediate(conn: sqlite3.Connection) -> None:
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
-            waited = time.monotonic() - started
-            if waited > _LOCK_TIMEOUT:
+            if time.monotonic() > deadline:
                 raise
         time.sleep(step)
-        step = min(step * 2, _LOCK_STEP_FINE if waited < _LOCK_FINE_FOR else _LOCK_STEP_MAX)
+        step = min(step * 2, _LOCK_STEP_MAX)
 
 
 @contextmanager
