@@ -61,22 +61,11 @@ def _statements(sql: str) -> list[str]:
     return statements
 
 
-# SQLite's automatic checkpoint runs inside the commit that takes the WAL past this many bytes
-# (its default: 1,000 pages, about 4 MB). Each checkpoint costs two flushes and the copy, about
-# 10-20 ms inside one commit; the WAL's pages that are rewritten between two checkpoints (the
-# dedupe index's leaves) are copied once, so a larger WAL means fewer and cheaper-per-row
-# checkpoints. Measured at 10 panels (session 6): 1,000 pages checkpointed every ~13 commits of
-# each worker, 0.7 ms of checkpoint per commit on average; 8,000 pages about 0.15 ms.
-WAL_CHECKPOINT_BYTES = 32 * 1024 * 1024
-
-
 def configure(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA busy_timeout = 30000")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
-    page_size = int(conn.execute("PRAGMA page_size").fetchone()[0]) or 4096
-    conn.execute(f"PRAGMA wal_autocheckpoint = {max(1000, WAL_CHECKPOINT_BYTES // page_size)}")
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
