@@ -39,11 +39,13 @@ from protocols.signal import Signal
 
 VERSION: Final = 1
 PACKAGE_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+_is_package_id = PACKAGE_ID.fullmatch
 LINK_FIELDS: Final = frozenset({"account", "zone", "site", "channel"})
 
 _SCHEMA = etree.XMLSchema(etree.parse(str(Path(__file__).with_name("package.xsd"))))
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _ZONE = re.compile(r"^[0-9A-F]{3}\Z")
+_is_zone = _ZONE.match
 _TOKEN_MAX = 128
 _TEXT_MAX = 2000
 
@@ -379,35 +381,101 @@ def package_xml(
     ``Package`` in between: the spool's builder (a property test shows the bytes equal the
     general path's for any signal). Text that is printable ASCII, short enough and free of
     ``&<>`` is written as it is; anything else (and a ``link_template``) takes the general
-    path. Not validated: see ``to_xml``."""
+    path. Not validated: see ``to_xml``.
+
+    One test covers every value written as text (all of them joined: a value left out joins as
+    ``None``, which is plain too), lengths are looked at one by one only when the whole is
+    longer than one value may be, and the document is one string expression."""
     if link_template:
         return Package.from_signal(
             signal, package_id, link_template=link_template, station=station
         ).to_xml(validate=False)
-    check_package_id(package_id)
+    if _is_package_id(package_id) is None:
+        check_package_id(package_id)  # raises
     cid, sia = signal.cid, signal.sia
     account = signal.account
     device_id = signal.effective_account or account
-    site = None if signal.site_id is None else str(signal.site_id)
+    site_id = signal.site_id
+    site = None if site_id is None else str(site_id)
     label = station if station is not None else signal.station
     code: str | None = None
     qualifier: str | None = None
     partition: str | None = None
     zone: str | None = None
-    sia_code = None if sia is None else sia.code
+    sia_code: str | None = None
     fmt = ""
     if cid is not None:
-        code, fmt, qualifier, partition = cid.code, "cid", cid.qualifier, cid.group
-        zone = cid.zone
+        code, qualifier, partition, zone, fmt = cid.code, cid.qualifier, cid.group, cid.zone, "cid"
+        if sia is not None:
+            sia_code = sia.code
     elif sia is not None:
-        code, fmt, partition = sia.code, "sia", sia.modifier("ri")
-        zone = sia.address.zfill(3)[-3:] if sia.address.isdigit() else None
-    if zone is None or not _ZONE.match(zone):
+        code = sia_code = sia.code
+        fmt, partition = "sia", sia.modifier("ri")
+        address = sia.address
+        zone = address.zfill(3)[-3:] if address.isdigit() else None
+    if zone is None or _is_zone(zone) is None:
         zone = "000"
     user = _user(signal)
-    # One test for every value written as text: printable ASCII with nothing to escape, each
-    # short enough to need no cut; otherwise the general path does the replacing and cutting.
+    signal_id, name, site_name = signal.id, signal.name, signal.site_name
+    zone_type, device, receiver_no, line = (
+        signal.zone_type,
+        signal.device,
+        signal.receiver_no,
+        signal.line,
+    )
+    joined = (
+        f"{device_id}{account}{code}{qualifier}{sia_code}{signal_id}{label}{site}{partition}"
+        f"{user}{zone_type}{device}{receiver_no}{line}{site_name}{name}"
+    )
+    if (len(joined) > _TOKEN_MAX and _too_long(signal, label, site, partition, user)) or not (
+        joined.isascii() and joined.isprintable() and _needs_escape(joined) is None
+    ):
+        return _general(signal, package_id, station)
+    device_time, channel = signal.device_time, signal.channel
+    text = (
+        f"{_HEAD}{package_id}{_VERSION_TAIL}  <SignalId>{signal_id or '-'}</SignalId>\n"
+        + (f"  <Station>{label}</Station>\n" if label else "")
+        + f"  <DeviceId>{device_id}</DeviceId>\n  <ReceivedAccount>{account}</ReceivedAccount>\n"
+        + (f"  <SiteId>{site}</SiteId>\n" if site else "")
+        + (f"  <SiteName>{site_name}</SiteName>\n" if site_name else "")
+        + (f'  <EventCode format="{fmt}">{code}</EventCode>\n' if code is not None else "")
+        + (f"  <Qualifier>{qualifier}</Qualifier>\n" if qualifier is not None else "")
+        + (f"  <SiaCode>{sia_code}</SiaCode>\n" if sia_code is not None else "")
+        + f"  <Zone>{zone}</Zone>\n"
+        + (f"  <Partition>{partition}</Partition>\n" if partition else "")
+        + (f"  <User>{user}</User>\n" if user else "")
+        + (f"  <Description>{name}</Description>\n" if name else "")
+        + (f"  <ZoneType>{zone_type}</ZoneType>\n" if zone_type else "")
+        + (
+            f"  <DeviceTime>{_utc_text(device_time)}</DeviceTime>\n"
+            if device_time is not None
+            else ""
+        )
+        + f"  <ReceiverTime>{_utc_text(signal.received_at)}</ReceiverTime>\n"
+        f"  <Source>{signal.source._value_}</Source>\n"
+        + (f"  <SourceDevice>{device}</SourceDevice>\n" if device else "")
+        + (f"  <Channel>{channel}</Channel>\n" if channel is not None and channel >= 0 else "")
+        + (f"  <ReceiverNumber>{receiver_no}</ReceiverNumber>\n" if receiver_no else "")
+        + (f"  <LineNumber>{line}</LineNumber>\n" if line else "")
+    )
+    flags, extended = signal.flags, signal.extended
+    if not flags and not extended:
+        return f"{text}</Package>\n".encode()  # printable ASCII: UTF-8 as it is
+    # Flags and extended data as the general path normalises them (rarely any: no shortcut).
+    return _closed(
+        [text],
+        sorted({_token(f) or "-" for f in flags}) if flags else (),
+        [(_token(key) or "-", _text(value)) for key, value in extended],
+    )
+
+
+def _too_long(
+    signal: Signal, label: str | None, site: str | None, partition: str | None, user: str | None
+) -> bool:
+    """Whether a value is longer than the general path keeps (it would cut it)."""
     tokens = (
+        signal.effective_account or signal.account,
+        signal.account,
         signal.id,
         label,
         site,
@@ -418,70 +486,33 @@ def package_xml(
         signal.receiver_no,
         signal.line,
     )
-    notes = (signal.site_name, signal.name)
-    plain = [device_id, account, code or "", qualifier or "", sia_code or ""]
-    for value in tokens:
-        if value is not None:
-            if len(value) > _TOKEN_MAX:
-                return _general(signal, package_id, station)
-            plain.append(value)
-    for value in notes:
-        if value is not None:
-            if len(value) > _TEXT_MAX:
-                return _general(signal, package_id, station)
-            plain.append(value)
-    if len(device_id) > _TOKEN_MAX or len(account) > _TOKEN_MAX:
-        return _general(signal, package_id, station)
-    joined = "".join(plain)
-    if not (joined.isascii() and joined.isprintable()) or _NEEDS_ESCAPE.search(joined):
-        return _general(signal, package_id, station)
-    parts = [
-        _HEAD,
-        _attribute(package_id),
-        _VERSION_TAIL,
-        f"  <SignalId>{signal.id or '-'}</SignalId>\n",
-    ]
-    add = parts.append
-    if label:
-        add(f"  <Station>{label}</Station>\n")
-    add(f"  <DeviceId>{device_id}</DeviceId>\n  <ReceivedAccount>{account}</ReceivedAccount>\n")
-    if site:
-        add(f"  <SiteId>{site}</SiteId>\n")
-    if signal.site_name:
-        add(f"  <SiteName>{signal.site_name}</SiteName>\n")
-    if code is not None:
-        add(f'  <EventCode format="{fmt}">{code}</EventCode>\n')
-    if qualifier is not None:
-        add(f"  <Qualifier>{qualifier}</Qualifier>\n")
-    if sia_code is not None:
-        add(f"  <SiaCode>{sia_code}</SiaCode>\n")
-    add(f"  <Zone>{zone}</Zone>\n")
-    if partition:
-        add(f"  <Partition>{partition}</Partition>\n")
-    if user:
-        add(f"  <User>{user}</User>\n")
-    if signal.name:
-        add(f"  <Description>{signal.name}</Description>\n")
-    if signal.zone_type:
-        add(f"  <ZoneType>{signal.zone_type}</ZoneType>\n")
-    if signal.device_time is not None:
-        add(f"  <DeviceTime>{_when(signal.device_time)}</DeviceTime>\n")
-    add(
-        f"  <ReceiverTime>{_when(signal.received_at)}</ReceiverTime>\n"
-        f"  <Source>{signal.source.value}</Source>\n"
+    if any(value is not None and len(value) > _TOKEN_MAX for value in tokens):
+        return True
+    return any(
+        value is not None and len(value) > _TEXT_MAX for value in (signal.site_name, signal.name)
     )
-    if signal.device:
-        add(f"  <SourceDevice>{signal.device}</SourceDevice>\n")
-    if signal.channel is not None and signal.channel >= 0:
-        add(f"  <Channel>{signal.channel}</Channel>\n")
-    if signal.receiver_no:
-        add(f"  <ReceiverNumber>{signal.receiver_no}</ReceiverNumber>\n")
-    if signal.line:
-        add(f"  <LineNumber>{signal.line}</LineNumber>\n")
-    # Flags and extended data as the general path normalises them (rarely any: no shortcut).
-    flags = sorted({_token(f) or "-" for f in signal.flags}) if signal.flags else ()
-    extended = [(_token(k) or "-", _text(v)) for k, v in signal.extended]
-    return _closed(parts, flags, extended)
+
+
+# The text of a second (``YYYY-MM-DDTHH:MM:SS``), by its fields: the times of one busy second
+# share it. Bounded: cleared when full (a dict read and write from any thread is safe).
+_SECOND_TEXT: dict[tuple[int, int, int, int, int, int], str] = {}
+_SECOND_TEXT_MAX = 4096
+
+
+def _utc_text(moment: datetime) -> str:
+    """``_when(moment)``: the instant in UTC as ``isoformat`` writes it, with ``+00:00``; a
+    UTC time's seconds from a cache (isoformat of an aware time asks its zone for the offset
+    each time)."""
+    if moment.tzinfo is not UTC:
+        return _when(moment)
+    key = (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second)
+    second = _SECOND_TEXT.get(key)
+    if second is None:
+        if len(_SECOND_TEXT) >= _SECOND_TEXT_MAX:
+            _SECOND_TEXT.clear()
+        second = _SECOND_TEXT[key] = moment.replace(microsecond=0, tzinfo=None).isoformat()
+    micro = moment.microsecond
+    return f"{second}.{micro:06d}+00:00" if micro else f"{second}+00:00"
 
 
 def _closed(parts: list[str], flags: Sequence[str], extended: Sequence[tuple[str, str]]) -> bytes:
@@ -522,6 +553,7 @@ _ATTRIBUTE_ESCAPES: Final = str.maketrans(
     }
 )
 _NEEDS_ESCAPE = re.compile("[&<>\r]")
+_needs_escape = _NEEDS_ESCAPE.search
 _ATTRIBUTE_NEEDS_ESCAPE = re.compile('[&<>"\n\r\t]')
 
 

@@ -406,3 +406,41 @@ def test_a_package_id_with_a_trailing_newline_is_refused() -> None:
     assert PACKAGE_ID.match("pkg-1") is not None
     with pytest.raises(LocalProtocolError, match="package id must match"):
         Package.from_signal(make_signal(), "pkg-1\n")
+
+
+# Any zone, whole seconds often (DC-09 timestamps have no fraction): the one-pass builder
+# writes UTC times from its per-second cache and any other zone through ``astimezone``.
+zoned_times = st.datetimes(
+    min_value=datetime(2000, 1, 1),
+    max_value=datetime(2100, 1, 1),
+    timezones=st.sampled_from(
+        [UTC, timezone(timedelta(0)), timezone(timedelta(hours=-5)), timezone.min]
+    ),
+).map(lambda moment: moment.replace(microsecond=0) if moment.second % 2 else moment)
+# Plain text up to and past a token's 128 characters: all values joined are often longer than
+# one may be, so the builder looks at each one's length.
+long_plain_text = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters="&<>"),
+    min_size=100,
+    max_size=130,
+)
+
+
+@settings(max_examples=300)
+@given(
+    st.one_of(_any_signals(plain_text), _any_signals(plain_text | long_plain_text)),
+    zoned_times,
+    st.none() | zoned_times,
+    st.none() | plain_text | long_plain_text,
+)
+def test_one_pass_builder_equals_the_package_for_any_zone_and_length(
+    signal: Signal, received: datetime, device_time: datetime | None, station: str | None
+) -> None:
+    """The spool's fast path (plain text, one check for all values, a UTC second's text from a
+    cache) writes the bytes of the general path for times in any zone, with or without a
+    fraction, and for values at and past the schema's limits; the result passes the XSD."""
+    signal = attrs.evolve(signal, received_at=received, device_time=device_time)
+    fast = package_xml(signal, "pkg-1", station=station)
+    assert fast == Package.from_signal(signal, "pkg-1", station=station).to_xml(validate=False)
+    assert fast == package_xml(signal, "pkg-1", station=station)  # the cache hit, the same
+    validate(fast)
