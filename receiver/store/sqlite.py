@@ -68,6 +68,20 @@ def configure(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA foreign_keys = ON")
 
 
+# A new store file's page size, set before its first table (in WAL mode SQLite cannot change
+# it without a VACUUM, so an existing file keeps the size it was made with). 4096 whatever the
+# SQLite build's default: measured against 1024, 2048 and 8192 on a 200,000-row journal, smaller
+# pages cut a 50-row commit's WAL bytes (296 -> 174 -> 107 KiB) but not its CPU (an append cost
+# 3-8% more: more frames, deeper indexes), and 8192 cost more CPU and more bytes.
+NEW_STORE_PAGE_SIZE = 4096
+
+
+def create_settings(conn: sqlite3.Connection) -> None:
+    """What only a new (empty) file takes: its page size."""
+    if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+        conn.execute(f"PRAGMA page_size = {NEW_STORE_PAGE_SIZE}")
+
+
 def schema_version(conn: sqlite3.Connection) -> int:
     row = conn.execute("PRAGMA user_version").fetchone()
     return int(row[0])
@@ -103,6 +117,7 @@ def _set_up(conn: sqlite3.Connection, path: Path) -> None:
     deadline = time.monotonic() + _SETUP_PATIENCE
     while True:
         try:
+            create_settings(conn)
             configure(conn)
             _check_version(conn, path)
             migrate(conn)
