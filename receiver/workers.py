@@ -64,6 +64,10 @@ _RESTART_PAUSE = 0.5
 # How long a worker may take to start listening, and to finish at shutdown.
 _START_TIMEOUT = 60.0
 _STOP_TIMEOUT = 30.0
+# After that deadline: how long a worker whose sentinel closed may take to be reaped, and how
+# often stop() looks.
+_REAP_GRACE = 0.5
+_REAP_POLL = 0.01
 
 _PR_SET_PDEATHSIG = 1
 
@@ -377,12 +381,19 @@ class WorkerPool:
         with trio.move_on_after(_STOP_TIMEOUT):
             for process in running:
                 await trio.lowlevel.wait_readable(process.sentinel)
+        # A sentinel closes a moment before its process can be reaped: a short grace, awaited
+        # (a blocking join froze the coordinator's loop), then a kill for what still runs.
+        with trio.move_on_after(_REAP_GRACE):
+            while any(process.is_alive() for process in running):
+                await trio.sleep(_REAP_POLL)
         for process in running:
-            process.join(0.5)  # its sentinel closes a moment before it can be reaped
             if process.is_alive():
                 self.log.error("worker_killed", pid=process.pid)
                 process.kill()
-            process.join()
+        while any(process.is_alive() for process in running):  # killed: gone in a moment
+            await trio.sleep(_REAP_POLL)
+        for process in running:
+            process.join()  # reaped already: at once
         for slot in self.slots:
             if slot.reports is not None:  # a pipe no task reads (the start failed)
                 slot.reports.close()

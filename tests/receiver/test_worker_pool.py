@@ -4,7 +4,9 @@ only once every worker listens."""
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
+import signal
 import sys
 import time
 from multiprocessing.connection import Connection
@@ -14,9 +16,12 @@ from typing import Any
 import attrs
 import pytest
 import trio
+import trio.testing
+from structlog.testing import capture_logs
 
 from protocols import dc09
 from protocols.errors import Reply
+from receiver import workers
 from receiver.config import Config, parse_config
 from receiver.service import worker_main
 from receiver.workers import WORKER_BOUND, WORKER_GO, WorkerPool
@@ -251,3 +256,45 @@ async def test_the_ports_answer_for_every_worker_at_once_even_if_one_is_slow_to_
     assert [dc09.decode_reply(r).kind for [r] in replies] == [Reply.ACK] * 40
     assert 0 not in served["connections"], f"panels per worker: {served}"
     assert 0 not in served["bridge_connections"], f"bridges per worker: {served}"
+
+
+def hung_worker(up: Connection) -> None:
+    """A worker that ignores SIGTERM and never finishes (hung): only a kill ends it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    up.send("up")
+    time.sleep(60)
+
+
+@pytest.mark.slow
+async def test_the_coordinator_loop_runs_while_stop_waits_on_a_worker_past_its_deadline(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A worker that outlives the stop deadline gets a short grace, then is killed; the grace
+    is awaited, so the coordinator's other tasks (console, metrics, logs) go on meanwhile.
+    Before, the grace was a blocking ``join(0.5)`` that froze the coordinator's loop."""
+    config = parse_config(write_config(tmp_path).read_text(encoding="utf-8"))
+    context = multiprocessing.get_context("spawn")
+    up, child = context.Pipe(duplex=False)
+    process = context.Process(target=hung_worker, args=(child,))
+    process.start()
+    child.close()
+    assert up.poll(60), "the stand-in worker did not start"
+    pool = WorkerPool(config, 1, target=worker_main)
+    pool.slots[0].process = process
+    seen: list[tuple[float, bool]] = []
+
+    async def tick() -> None:
+        while True:
+            await trio.sleep(0.1)
+            seen.append((trio.current_time(), process.is_alive()))
+
+    start = trio.current_time()
+    with capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tick)
+            await pool.stop()
+            nursery.cancel_scope.cancel()
+    overdue = start + workers._STOP_TIMEOUT + 0.2
+    assert any(alive for at, alive in seen if at > overdue), "the loop stood still"
+    assert process.exitcode == -signal.SIGKILL
+    assert [e["event"] for e in logs if e["event"] == "worker_killed"] == ["worker_killed"]
