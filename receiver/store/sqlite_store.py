@@ -56,7 +56,7 @@ from receiver.store.state_rows import cursor_params, state_params
 if TYPE_CHECKING:
     from receiver.bridge_state import BridgeReportRead
     from receiver.history import HistoryQuery
-    from receiver.store.interface import RegistryTables
+    from receiver.store.interface import ConsoleTables, RegistryTables
     from receiver.store.usage_sql import UsageRead
 
 T = TypeVar("T")
@@ -322,6 +322,15 @@ class SqliteStore:
 
         conn = connect(self.path, check_same_thread=False, create=self.create)
         return SqlRegistryTables(conn, registry_sql)
+
+    def console(self) -> ConsoleTables:
+        """The console's users on a connection of their own to this file (the caller closes
+        them)."""
+        from receiver.store import console_sql  # noqa: PLC0415
+        from receiver.store.console_tables import SqlConsoleTables  # noqa: PLC0415
+
+        conn = connect(self.path, check_same_thread=False, create=self.create)
+        return SqlConsoleTables(conn, console_sql)
 
     def read_snapshot(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` (this package's readers: journal verify) in one read transaction."""
