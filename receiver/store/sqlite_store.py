@@ -197,6 +197,12 @@ def _lookup_sql(pairs: int) -> str:
     )
 
 
+def _cursor_values(update: CursorUpdate) -> list[Any]:
+    """``SAVE_CURSOR``'s parameters as ``bind_values`` binds them: no None through sqlite3's
+    adapter lookup (``last_error``, ``last_success_us`` are None on most saves)."""
+    return bind_values([cursor_params(update)])
+
+
 ENSURE_OUTPUT = (
     "INSERT INTO outputs (name, cursor, updated_us) "
     "VALUES (?, (SELECT coalesce(max(seq), 0) FROM signals), ?) ON CONFLICT (name) DO NOTHING"
@@ -452,7 +458,7 @@ class SqliteStore:
             conn.executemany(SET_TROUBLE, troubles)
         for write in writes:
             if write.cursors:
-                conn.executemany(SAVE_CURSOR, [cursor_params(c) for c in write.cursors])
+                conn.executemany(SAVE_CURSOR, [_cursor_values(c) for c in write.cursors])
             if write.bridge_states:
                 conn.executemany(
                     UPSERT_BRIDGE_STATE, [state_params(s) for s in write.bridge_states]
@@ -572,7 +578,7 @@ class SqliteStore:
                     if fence is not None:  # under the write lock, as an append checks it
                         rows = conn.execute(lease_rows_sql(1), [fence.lease]).fetchall()
                         check_tokens({fence}, rows)
-                    conn.execute(SAVE_CURSOR, cursor_params(update))
+                    conn.execute(SAVE_CURSOR, _cursor_values(update))
             except FenceRefused:
                 return False
             return True
