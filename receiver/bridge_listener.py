@@ -572,6 +572,11 @@ class BridgeServer:
 
             await BridgeLoop(self.intake, self.limits, self.log).serve(plain)
 
+    @property
+    def tcp(self) -> list[socket.socket]:
+        """The TCP sockets once bound (an ingest worker hands them to its coordinator)."""
+        return self._tcp
+
     def listen(self) -> None:
         """Start accepting bridge connections (an ingest worker: when its coordinator says go)."""
         if not self._listening.is_set():

@@ -68,7 +68,7 @@ from receiver.store.faults import STORE_ERRORS, StoreOutage
 from receiver.store.interface import Lease, RegistrySource, RegistryTables, SignalStore
 from receiver.store.sqlite import tighten_permissions
 from receiver.supervisor import LinkActivity, Supervisor
-from receiver.workers import WORKER_BOUND, WORKER_GO, WorkerPool, die_with_parent
+from receiver.workers import WORKER_GO, WorkerPool, die_with_parent, report_bound
 
 Role = Literal["all", "coordinator", "worker"]
 _E = TypeVar("_E", bound=BaseException)
@@ -649,8 +649,9 @@ def worker_main(
 
 
 async def _serve_worker(service: Service, ready: Connection) -> None:
-    """Run the worker's service until SIGTERM. Its ports bound, it tells the coordinator
-    (``WORKER_BOUND``) and listens once told to (``WORKER_GO``); then it sends its ports.
+    """Run the worker's service until SIGTERM. Its ports bound, it tells the coordinator and
+    hands it its TCP sockets (``report_bound``: the coordinator makes every worker's listen at
+    once) and accepts once told to (``WORKER_GO``); then it sends its ports.
 
     SIGINT is ignored: a Ctrl-C on the terminal reaches the whole process group, and the
     coordinator, not each worker, decides the shutdown (a worker stopping on its own would be
@@ -661,7 +662,7 @@ async def _serve_worker(service: Service, ready: Connection) -> None:
 
     async def until_go() -> None:
         with waiting:
-            ready.send(WORKER_BOUND)
+            report_bound(ready, [s for server in service.servers.values() for s in server.tcp])
             await trio.lowlevel.wait_readable(ready.fileno())
             try:
                 said = ready.recv()

@@ -14,10 +14,15 @@ Rules:
   listen would hold every panel that reconnects at start-up (measured before: one worker
   listened 1.1 s before the other). Each worker binds its sockets (``SO_REUSEPORT``) but does
   not listen; a TCP socket joins the port's group only when it listens, so the port refuses
-  connections meanwhile. It tells the coordinator (``WORKER_BOUND``) and listens when told
-  (``WORKER_GO``): the coordinator says go to all once every worker has bound its ports, and
-  to a worker restarted alone at once. Then it sends (dc09 port, bridge port, switch interval
-  applied), and ``serve`` reports ``receiver_started`` once every worker did. The UDP socket
+  connections meanwhile. It tells the coordinator (``WORKER_BOUND``) and hands it those TCP
+  sockets (``SCM_RIGHTS`` on its pipe). Once every worker has bound (a worker restarted alone:
+  at once) the coordinator makes every handed socket listen itself, one call after the other,
+  closes its copies and says go (``WORKER_GO``): the port answers for every worker within
+  microseconds, however late a worker runs after its go (each worker listening when it ran
+  left 0.2 to 12 ms, on a loaded machine, in which the first held every new panel). A worker
+  accepts once told go; what connected before waits in its socket's queue. Then it sends
+  (dc09 port, bridge port, switch interval applied), and ``serve`` reports
+  ``receiver_started`` once every worker did. The UDP socket
   is bound at once: a datagram that arrives meanwhile waits in its buffer (a UDP group
   spreads datagrams by peer, none is kept by the first worker).
 - SIGTERM to the coordinator: each worker gets SIGTERM and shuts down gracefully (stops
@@ -45,17 +50,24 @@ import trio
 from protocols.errors import StartupError
 from receiver.config import Config
 from receiver.metrics import Counters
+from receiver.tcp_accept import BACKLOG
 
 # The start-up handshake on a worker's pipe: the worker's ports are bound (not listening),
-# then the coordinator's go (listen now).
+# with the count of TCP sockets it hands over, then the coordinator's go (accept now).
 WORKER_BOUND = "bound"
 WORKER_GO = "go"
+# Sockets handed over in one message (a worker's: DC-09 and bridges on each address).
+_MAX_HANDED = 64
 
 # A worker that keeps dying is restarted at most this often.
 _RESTART_PAUSE = 0.5
 # How long a worker may take to start listening, and to finish at shutdown.
 _START_TIMEOUT = 60.0
 _STOP_TIMEOUT = 30.0
+# After that deadline: how long a worker whose sentinel closed may take to be reaped, and how
+# often stop() looks.
+_REAP_GRACE = 0.5
+_REAP_POLL = 0.01
 
 _PR_SET_PDEATHSIG = 1
 
@@ -129,6 +141,8 @@ class _Slot:
     number: int
     process: BaseProcess | None = None
     reports: Connection | None = None  # the worker sends its counters here every second
+    # The worker's TCP sockets, bound, until the coordinator makes them listen at its go.
+    handed: list[socket.socket] = attrs.field(factory=list)
     counters: Counters = attrs.field(factory=Counters)  # the live worker's, as last reported
 
 
@@ -144,10 +158,10 @@ class WorkerPool:
         json_logs: bool | None = None,
     ) -> None:
         """``target(config, number, ready, json_logs, coordinator_pid)`` runs in each worker
-        process; ``ready`` is its two-way pipe to the coordinator. It sends ``WORKER_BOUND``
-        once its ports are bound, listens when it receives ``WORKER_GO``, then sends (dc09
-        port, bridge port, switch interval applied) (the ``worker_started`` line shows them),
-        then its counters every second."""
+        process; ``ready`` is its two-way pipe to the coordinator. Once its ports are bound it
+        calls ``report_bound`` (``WORKER_BOUND`` and its TCP sockets), accepts when it
+        receives ``WORKER_GO``, then sends (dc09 port, bridge port, switch interval applied)
+        (the ``worker_started`` line shows them), then its counters every second."""
         self.count = count
         self.target = target
         self.json_logs = json_logs
@@ -164,7 +178,8 @@ class WorkerPool:
         return [s.process.pid for s in self.slots if s.process is not None and s.process.pid]
 
     async def _spawn(self, slot: _Slot, deadline: float) -> Connection:
-        """Start the slot's worker; its pipe, once the worker has bound its ports."""
+        """Start the slot's worker; its pipe, once the worker has bound its ports and handed
+        its TCP sockets over (kept in ``slot.handed`` until the go)."""
         channel, child = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=self.target,
@@ -179,9 +194,20 @@ class WorkerPool:
         except (EOFError, OSError, trio.TooSlowError) as exc:
             channel.close()
             raise OSError(f"ingest worker {slot.number} did not start: {exc!r}") from exc
-        if message != WORKER_BOUND:
-            channel.close()
-            raise OSError(f"ingest worker {slot.number} did not start: sent {message!r}")
+        match message:
+            case (str() as said, int() as count) if said == WORKER_BOUND:
+                pass
+            case _:
+                channel.close()
+                raise OSError(f"ingest worker {slot.number} did not start: sent {message!r}")
+        if count:
+            try:
+                with trio.fail_at(deadline):
+                    await trio.lowlevel.wait_readable(channel.fileno())
+                slot.handed = receive_sockets(channel, count)
+            except (OSError, trio.TooSlowError) as exc:
+                channel.close()
+                raise OSError(f"ingest worker {slot.number} did not start: {exc!r}") from exc
         return channel
 
     async def _listening(
@@ -208,6 +234,7 @@ class WorkerPool:
         """Start one worker alone (a restart): it listens as soon as its ports are bound."""
         deadline = trio.current_time() + _START_TIMEOUT
         channel = await self._spawn(slot, deadline)
+        _open_ports([slot])
         _say_go(slot, channel)
         return await self._listening(slot, channel, deadline)
 
@@ -285,7 +312,8 @@ class WorkerPool:
                 starting.start_soon(spawn, slot)
         try:
             if not failures:
-                for slot in self.slots:  # one after the other at once: they listen together
+                _open_ports(self.slots)  # every worker's port answers within microseconds
+                for slot in self.slots:
                     _say_go(slot, bound[slot.number])
         except OSError as exc:
             failures.append(exc)
@@ -353,16 +381,24 @@ class WorkerPool:
         with trio.move_on_after(_STOP_TIMEOUT):
             for process in running:
                 await trio.lowlevel.wait_readable(process.sentinel)
+        # A sentinel closes a moment before its process can be reaped: a short grace, awaited
+        # (a blocking join froze the coordinator's loop), then a kill for what still runs.
+        with trio.move_on_after(_REAP_GRACE):
+            while any(process.is_alive() for process in running):
+                await trio.sleep(_REAP_POLL)
         for process in running:
-            process.join(0.5)  # its sentinel closes a moment before it can be reaped
             if process.is_alive():
                 self.log.error("worker_killed", pid=process.pid)
                 process.kill()
-            process.join()
+        while any(process.is_alive() for process in running):  # killed: gone in a moment
+            await trio.sleep(_REAP_POLL)
+        for process in running:
+            process.join()  # reaped already: at once
         for slot in self.slots:
             if slot.reports is not None:  # a pipe no task reads (the start failed)
                 slot.reports.close()
                 slot.reports = None
+            _close_handed(slot)
 
 
 async def _receive(channel: Connection, deadline: float) -> Any:
@@ -372,8 +408,51 @@ async def _receive(channel: Connection, deadline: float) -> Any:
     return channel.recv()
 
 
+def report_bound(ready: Connection, sockets: list[socket.socket]) -> None:
+    """The worker's side: its ports are bound; hand its TCP ``sockets`` (bound, not
+    listening) to the coordinator, which makes them listen at its go."""
+    ready.send((WORKER_BOUND, len(sockets)))
+    if sockets:
+        with socket.fromfd(ready.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as pipe:
+            socket.send_fds(pipe, [b"s"], [sock.fileno() for sock in sockets])
+
+
+def receive_sockets(channel: Connection, count: int) -> list[socket.socket]:
+    """The coordinator's side of ``report_bound``: the ``count`` sockets a worker handed."""
+    if not 0 < count <= _MAX_HANDED:
+        raise OSError(f"a worker offered {count} sockets")
+    with socket.fromfd(channel.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as pipe:
+        _, fds, flags, _ = socket.recv_fds(pipe, 1, _MAX_HANDED)
+    handed = [socket.socket(fileno=fd) for fd in fds]
+    if len(handed) != count or flags & socket.MSG_CTRUNC:
+        for sock in handed:
+            sock.close()
+        raise OSError(f"a worker handed {len(handed)} sockets of {count}")
+    return handed
+
+
+def _open_ports(slots: list[_Slot]) -> None:
+    """Make every handed socket of ``slots`` listen, one call after the other (no worker
+    needs to run for its port to answer), then close the coordinator's copies: a listening
+    socket left open here would take panels for a worker that died."""
+    try:
+        # One port after the other: every worker's DC-09 sockets, then every bridge socket.
+        handed = sorted((s.getsockname()[1], s.fileno(), s) for slot in slots for s in slot.handed)
+        for _, _, sock in handed:
+            sock.listen(BACKLOG)
+    finally:
+        for slot in slots:
+            _close_handed(slot)
+
+
+def _close_handed(slot: _Slot) -> None:
+    for sock in slot.handed:
+        sock.close()
+    slot.handed = []
+
+
 def _say_go(slot: _Slot, channel: Connection) -> None:
-    """Tell a worker that has bound its ports to listen (a dead one: OSError)."""
+    """Tell a worker whose ports listen to accept (a dead one: OSError)."""
     try:
         channel.send(WORKER_GO)
     except OSError as exc:

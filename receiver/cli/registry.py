@@ -36,7 +36,6 @@ from receiver.registry import (
     Registry,
     read_import_csv,
 )
-from receiver.registry.backends import store_location
 from receiver.registry.records import KEEP, Keep
 from receiver.registry.service import AccountEdit, Removed
 
@@ -59,8 +58,7 @@ ACCOUNT_COLUMNS = (
 def open_registry(args: argparse.Namespace) -> Iterator[Registry]:
     """The registry in the configured store (``--config``: ``[store] url`` when set, a
     PostgreSQL server, else the SQLite file ``[store] path``), closed afterwards."""
-    store = configured(args).store
-    registry = Registry.open(store_location(store.path, store.url))
+    registry = Registry.open(configured(args).store)
     try:
         yield registry
     finally:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from collections.abc import Callable
-from types import ModuleType
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from protocols.errors import InvalidInputError, NotFoundError
 from receiver.cli.output import add_format_option, emit
@@ -28,11 +28,8 @@ from receiver.console.auth import (
 )
 from receiver.console.state import now_us
 from receiver.journal import from_us
-from receiver.registry import backends
-from receiver.registry.backends import RegistryConnection
-from receiver.store import console_sql
-
-T = TypeVar("T")
+from receiver.store import open_console_store
+from receiver.store.interface import ConsoleTables
 
 
 def _who() -> str:
@@ -61,50 +58,34 @@ def _read_password() -> str:
     return password
 
 
-def _location(config: Config) -> str:
-    return backends.store_location(config.store.path, config.store.url)
-
-
-def _run(config: Config, statements: list[console_sql.Statement]) -> None:
-    """``statements`` (built from the store's console SQL module) in one transaction."""
-    conn = backends.connect(_location(config))
+@contextmanager
+def _console(config: Config) -> Iterator[ConsoleTables]:
+    """The console's users in the configured store (its ``console()``), closed afterwards."""
+    store = open_console_store(config.store)
     try:
-        backends.console_sql_for(conn).commit(conn, statements)
+        tables = store.console()
     finally:
-        conn.close()
-
-
-def _read(config: Config, read: Callable[[ModuleType, RegistryConnection], T]) -> T:
-    """One read of the configured store with its backend's console SQL module."""
-    conn = backends.connect(_location(config))
+        store.close()
     try:
-        return read(backends.console_sql_for(conn), conn)
+        yield tables
     finally:
-        conn.close()
+        tables.close()
 
 
 def _add(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    sql = backends.console_sql_at(_location(config))
     name = _name(args.name)
     password_hash = hash_password(_read_password())
-    at = now_us()
-    _run(
-        config,
-        [
-            (sql.INSERT_USER, (name, args.role, password_hash, at)),
-            # A new password or role ends the sessions opened under the old one.
-            (sql.DELETE_USER_SESSIONS, (name,)),
-            sql.audit_statement(at, _who(), "user_add", name, {"role": args.role}),
-        ],
-    )
+    with _console(config) as console:
+        console.save_user(name, args.role, password_hash, now_us(), _who())
     print(f"user {name} ({args.role}) saved")
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    rows: list[dict[str, Any]] = _read(config, lambda sql, conn: sql.users(conn))
+    with _console(config) as console:
+        rows = console.users()
     for row in rows:
         row["created"] = from_us(row.pop("created_us")).isoformat(timespec="seconds")
         row["disabled"] = bool(row["disabled"])
@@ -114,22 +95,11 @@ def _list(args: argparse.Namespace) -> int:
 
 def _token(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    sql = backends.console_sql_at(_location(config))
     name = _name(args.name)
-    found: console_sql.Credentials | None = _read(
-        config, lambda sql, conn: sql.user_by_name(conn, name)
-    )
-    if found is None:
-        raise NotFoundError(f"no user named {name!r}")
     token = new_token()
-    at = now_us()
-    _run(
-        config,
-        [
-            (sql.ADD_API_ACCESS, (token_hash(token), found.user.id, args.label, at)),
-            sql.audit_statement(at, _who(), "token_add", name, {"label": args.label}),
-        ],
-    )
+    with _console(config) as console:
+        if not console.add_api_token(name, token_hash(token), args.label, now_us(), _who()):
+            raise NotFoundError(f"no user named {name!r}")
     print(token)
     return 0
 

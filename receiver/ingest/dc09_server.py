@@ -107,6 +107,11 @@ class Dc09Server:
         self.log.info("dc09_listening", host=host, port=bound, udp=udp is not None)
         await self.loop.serve(tcp, udp)
 
+    @property
+    def tcp(self) -> list[socket.socket]:
+        """The TCP sockets once bound (an ingest worker hands them to its coordinator)."""
+        return self._tcp
+
     def listen(self) -> None:
         """Start accepting TCP connections (an ingest worker: when its coordinator says go)."""
         if not self._listening.is_set():

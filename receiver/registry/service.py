@@ -48,6 +48,7 @@ from receiver.account_numbers import (
     repeats_prefix,
 )
 from receiver.alarm_library import LibraryEntry, LibraryOverride
+from receiver.config import StoreConfig
 from receiver.registry import backends
 from receiver.registry.backends import RegistryConnection
 from receiver.registry.csv_import import (
@@ -73,6 +74,7 @@ from receiver.registry.records import (
     non_negative,
     positive,
 )
+from receiver.store import open_registry_store
 from receiver.store.interface import AccountRow, RegistryRow, RegistryTables, RowRefusedError
 
 Progress = Callable[[int, int], None]
@@ -87,9 +89,17 @@ class Registry:
         self.tables = backends.tables_for(store)
 
     @classmethod
-    def open(cls, location: str | Path) -> Registry:
-        """The registry in the store at ``location``: a SQLite file or a PostgreSQL URL."""
-        return cls(backends.connect(location))
+    def open(cls, store: StoreConfig | str | Path) -> Registry:
+        """The registry in a ``[store]`` (its ``registry()``), or in the store at a location:
+        a SQLite file or a PostgreSQL URL."""
+        if not isinstance(store, StoreConfig):
+            where = str(store)
+            store = StoreConfig(url=where) if backends.is_postgres(where) else StoreConfig(where)
+        source = open_registry_store(store)
+        try:
+            return cls(source.registry())
+        finally:
+            source.close()
 
     def close(self) -> None:
         self.tables.close()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from receiver.config import StoreConfig
-    from receiver.store.interface import RegistrySource, ReportStore, SignalStore
+    from receiver.store.interface import ConsoleSource, RegistrySource, ReportStore, SignalStore
 
 
 def open_store(
@@ -53,6 +53,18 @@ def open_report_store(config: StoreConfig) -> ReportStore:
 def open_registry_store(config: StoreConfig) -> RegistrySource:
     """The registry side of ``[store]``: its tables (``registry()``, each call a connection of
     its own) and its change generation. Nothing is opened here."""
+    if config.url:
+        from receiver.store.postgres.store import PostgresStore  # noqa: PLC0415 (psycopg)
+
+        return PostgresStore(config.url)
+    from receiver.store.sqlite_store import SqliteStore  # noqa: PLC0415
+
+    return SqliteStore(config.path)
+
+
+def open_console_store(config: StoreConfig) -> ConsoleSource:
+    """The console's users in ``[store]`` (``console()``, a connection of its own); nothing
+    is opened here."""
     if config.url:
         from receiver.store.postgres.store import PostgresStore  # noqa: PLC0415 (psycopg)
 

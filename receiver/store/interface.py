@@ -383,6 +383,37 @@ class RegistryStore(RegistrySource, Protocol):
         ...
 
 
+class ConsoleTables(Protocol):
+    """The console's users and API tokens as ``receiver users`` writes and lists them (each
+    write one transaction with its audit row); ``receiver.store.console_tables``."""
+
+    def close(self) -> None: ...
+
+    def save_user(self, name: str, role: str, password_hash: str, at_us: int, by: str) -> None:
+        """Add a user, or reset its role and password (its sessions end)."""
+        ...
+
+    def users(self) -> list[dict[str, Any]]:
+        """Every user (id, name, role, created_us, disabled), by name."""
+        ...
+
+    def add_api_token(
+        self, name: str, token_hash: str, label: str | None, at_us: int, by: str
+    ) -> bool:
+        """A new API token (its hash) for the user ``name``; false: no such user."""
+        ...
+
+
+class ConsoleSource(Protocol):
+    """Where the console's users are read and written (either backend's store object)."""
+
+    def console(self) -> ConsoleTables:
+        """The console's tables on a connection of their own: the caller closes them."""
+        ...
+
+    def close(self) -> None: ...
+
+
 @runtime_checkable
 class RegistryTables(Protocol):
     """The registry's tables as the registry service (``receiver.registry.service``) and the

@@ -348,13 +348,22 @@ class MemoryStore:
         return newest, [r.signal for r in rows]
 
 
+# SQLite's upper(), which the history's ``upper(account) = ?`` runs: ASCII letters only
+# ("é" stays "é", "ß" stays "ß"; Python's upper() makes them "É" and "SS").
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _ascii_upper(text: str) -> str:
+    return text.translate(_ASCII_UPPER)
+
+
 def _matches(query: HistoryQuery, signal: Signal) -> bool:
     """``receiver/store/history_sql.py``'s conditions, in Python."""
     from receiver.store.history_sql import QUALIFIED_CODE  # noqa: PLC0415
 
     if query.account:
-        wanted = query.account.strip().upper()
-        if signal.effective_account != wanted and signal.account.upper() != wanted:
+        wanted = query.account.strip().upper()  # as history_sql.account_value
+        if signal.effective_account != wanted and _ascii_upper(signal.account) != wanted:
             return False
     if query.station and signal.station != query.station:
         return False

@@ -56,7 +56,7 @@ from receiver.store.state_rows import cursor_params, state_params
 if TYPE_CHECKING:
     from receiver.bridge_state import BridgeReportRead
     from receiver.history import HistoryQuery
-    from receiver.store.interface import RegistryTables
+    from receiver.store.interface import ConsoleTables, RegistryTables
     from receiver.store.usage_sql import UsageRead
 
 T = TypeVar("T")
@@ -197,6 +197,12 @@ def _lookup_sql(pairs: int) -> str:
     )
 
 
+def _cursor_values(update: CursorUpdate) -> list[Any]:
+    """``SAVE_CURSOR``'s parameters as ``bind_values`` binds them: no None through sqlite3's
+    adapter lookup (``last_error``, ``last_success_us`` are None on most saves)."""
+    return bind_values([cursor_params(update)])
+
+
 ENSURE_OUTPUT = (
     "INSERT INTO outputs (name, cursor, updated_us) "
     "VALUES (?, (SELECT coalesce(max(seq), 0) FROM signals), ?) ON CONFLICT (name) DO NOTHING"
@@ -323,6 +329,15 @@ class SqliteStore:
         conn = connect(self.path, check_same_thread=False, create=self.create)
         return SqlRegistryTables(conn, registry_sql)
 
+    def console(self) -> ConsoleTables:
+        """The console's users on a connection of their own to this file (the caller closes
+        them)."""
+        from receiver.store import console_sql  # noqa: PLC0415
+        from receiver.store.console_tables import SqlConsoleTables  # noqa: PLC0415
+
+        conn = connect(self.path, check_same_thread=False, create=self.create)
+        return SqlConsoleTables(conn, console_sql)
+
     def read_snapshot(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` (this package's readers: journal verify) in one read transaction."""
 
@@ -443,7 +458,7 @@ class SqliteStore:
             conn.executemany(SET_TROUBLE, troubles)
         for write in writes:
             if write.cursors:
-                conn.executemany(SAVE_CURSOR, [cursor_params(c) for c in write.cursors])
+                conn.executemany(SAVE_CURSOR, [_cursor_values(c) for c in write.cursors])
             if write.bridge_states:
                 conn.executemany(
                     UPSERT_BRIDGE_STATE, [state_params(s) for s in write.bridge_states]
@@ -563,7 +578,7 @@ class SqliteStore:
                     if fence is not None:  # under the write lock, as an append checks it
                         rows = conn.execute(lease_rows_sql(1), [fence.lease]).fetchall()
                         check_tokens({fence}, rows)
-                    conn.execute(SAVE_CURSOR, cursor_params(update))
+                    conn.execute(SAVE_CURSOR, _cursor_values(update))
             except FenceRefused:
                 return False
             return True

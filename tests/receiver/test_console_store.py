@@ -112,3 +112,35 @@ def test_a_short_password_is_refused_and_nothing_is_stored(
     sql = backends.console_sql_for(conn)
     assert sql.user_by_name(conn, "bob") is None
     assert sql.audit(conn) == []
+
+
+def test_users_and_registry_commands_open_the_store_through_its_interface(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`receiver users` and the registry commands, as typed, read and write through the
+    store's interface (``console()``, ``registry()``): nothing else opens the database by
+    path or URL (DESIGN: only the store speaks SQL). Their output is unchanged. Before,
+    both opened their own connection (``receiver.registry.backends.connect``)."""
+
+    def opened_by_location(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"the database was opened by location: {args}")
+
+    monkeypatch.setattr(backends, "connect", opened_by_location)
+    assert users(config, "add", "otto", "--role", "operator", stdin="otto-password\n") == 0
+    assert capsys.readouterr().out == "user otto (operator) saved\n"
+    assert users(config, "token", "otto", "--label", "automation") == 0
+    assert len(capsys.readouterr().out.strip()) > 20
+    assert users(config, "token", "nobody") == 1
+    assert capsys.readouterr().err == "receiver: no user named 'nobody'\n"
+    assert users(config, "list", "--format", "csv") == 0
+    header, row, end = capsys.readouterr().out.split("\n")
+    assert (header, row.split(",")[:2], row.split(",")[3], end) == (
+        "name,role,created,disabled",
+        ["otto", "operator"],
+        "False",
+        "",
+    )
+    assert receiver_cli(["--config", str(config), "stations", "add", "S1"]) == 0
+    assert capsys.readouterr().out == "added station S1 (line 0, no prefix)\n"
+    assert receiver_cli(["--config", str(config), "stations", "list", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("S1,")

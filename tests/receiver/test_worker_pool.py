@@ -4,18 +4,24 @@ only once every worker listens."""
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
+import signal
 import sys
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 import trio
+import trio.testing
+from structlog.testing import capture_logs
 
 from protocols import dc09
 from protocols.errors import Reply
+from receiver import workers
 from receiver.config import Config, parse_config
 from receiver.service import worker_main
 from receiver.workers import WORKER_BOUND, WORKER_GO, WorkerPool
@@ -37,7 +43,7 @@ def rendezvous_worker(
         if time.monotonic() > deadline:
             return  # never ready: the pool reports that this worker did not start
         time.sleep(0.01)
-    ready.send(WORKER_BOUND)
+    ready.send((WORKER_BOUND, 0))  # no TCP socket to hand over
     assert ready.recv() == WORKER_GO
     ready.send((config.dc09.address[1], None, sys.getswitchinterval()))
     time.sleep(60)  # until the pool's SIGTERM
@@ -167,3 +173,128 @@ async def test_a_worker_that_cannot_start_stops_the_others_before_they_listen(
     first = pool.slots[0].process
     assert first is not None
     assert first.exitcode == 0
+
+
+class _LateGo:
+    """A worker's pipe whose first message (the coordinator's go) is read only once the test
+    lets it: a worker that, told go, gets no CPU for a while (a loaded machine)."""
+
+    def __init__(self, ready: Connection, release: Path) -> None:
+        self.ready = ready
+        self.release = release
+
+    def send(self, message: object) -> None:
+        self.ready.send(message)
+
+    def fileno(self) -> int:
+        return self.ready.fileno()
+
+    def close(self) -> None:
+        self.ready.close()
+
+    def recv(self) -> object:
+        deadline = time.monotonic() + 30
+        while not self.release.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.ready.recv()
+
+
+def late_second_worker(
+    config: Config, number: int, ready: Connection, json_logs: bool | None, coordinator: int
+) -> None:
+    """``worker_main``; worker 1 acts on the coordinator's go only once the test lets it."""
+    if number == 1:
+        late: Any = _LateGo(ready, Path(os.environ[_RENDEZVOUS]) / "go")
+        worker_main(config, number, late, json_logs, coordinator)
+    else:
+        worker_main(config, number, ready, json_logs, coordinator)
+
+
+@pytest.mark.slow
+async def test_the_ports_answer_for_every_worker_at_once_even_if_one_is_slow_to_act_on_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The coordinator makes every worker's DC-09 and bridge sockets listen itself, one call
+    after the other, so panels and bridges that connect the moment the port answers are
+    spread over every worker even when one worker, told go, gets no CPU for a while. Before,
+    each worker listened when it ran after its go: the first took every connection made
+    meanwhile (measured: 0.2 to 12 ms between the two workers' listen on a loaded machine)."""
+    monkeypatch.setenv(_RENDEZVOUS, str(tmp_path))
+    config = parse_config(write_config(tmp_path, "[ingest]\nworkers = 2\n").read_text("utf-8"))
+    dc09_port, bridge_port = free_port(), free_port()
+    config = attrs.evolve(
+        config,
+        dc09=attrs.evolve(config.dc09, listen=f"127.0.0.1:{dc09_port}"),
+        bridge=attrs.evolve(config.bridge, listen=f"127.0.0.1:{bridge_port}"),
+    )
+    pool = WorkerPool(config, 2, target=late_second_worker)
+    streams: list[trio.SocketStream] = []
+    bridges: list[trio.SocketStream] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pool.run)
+        with trio.fail_after(60):
+            while not streams:  # a panel retrying until the port answers
+                try:
+                    streams.append(await trio.open_tcp_stream("127.0.0.1", dc09_port))
+                except OSError:
+                    await trio.sleep(0.001)
+            while len(streams) < 40:
+                streams.append(await trio.open_tcp_stream("127.0.0.1", dc09_port))
+            for _ in range(40):
+                bridges.append(await trio.open_tcp_stream("127.0.0.1", bridge_port))
+            (tmp_path / "go").touch()  # worker 1 gets its CPU back
+            for n, stream in enumerate(streams, start=1):
+                await stream.send_all(sia(n, account=f"{5000 + n}"))
+            replies = [await read_replies(stream, 1, timeout=30) for stream in streams]
+            counted = ("connections", "bridge_connections")
+            while any(sum(s.counters.values[c] for s in pool.slots) < 40 for c in counted):
+                await trio.sleep(0.05)
+        served = {c: [s.counters.values[c] for s in pool.slots] for c in counted}
+        for stream in streams + bridges:
+            await stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert [dc09.decode_reply(r).kind for [r] in replies] == [Reply.ACK] * 40
+    assert 0 not in served["connections"], f"panels per worker: {served}"
+    assert 0 not in served["bridge_connections"], f"bridges per worker: {served}"
+
+
+def hung_worker(up: Connection) -> None:
+    """A worker that ignores SIGTERM and never finishes (hung): only a kill ends it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    up.send("up")
+    time.sleep(60)
+
+
+@pytest.mark.slow
+async def test_the_coordinator_loop_runs_while_stop_waits_on_a_worker_past_its_deadline(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A worker that outlives the stop deadline gets a short grace, then is killed; the grace
+    is awaited, so the coordinator's other tasks (console, metrics, logs) go on meanwhile.
+    Before, the grace was a blocking ``join(0.5)`` that froze the coordinator's loop."""
+    config = parse_config(write_config(tmp_path).read_text(encoding="utf-8"))
+    context = multiprocessing.get_context("spawn")
+    up, child = context.Pipe(duplex=False)
+    process = context.Process(target=hung_worker, args=(child,))
+    process.start()
+    child.close()
+    assert up.poll(60), "the stand-in worker did not start"
+    pool = WorkerPool(config, 1, target=worker_main)
+    pool.slots[0].process = process
+    seen: list[tuple[float, bool]] = []
+
+    async def tick() -> None:
+        while True:
+            await trio.sleep(0.1)
+            seen.append((trio.current_time(), process.is_alive()))
+
+    start = trio.current_time()
+    with capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tick)
+            await pool.stop()
+            nursery.cancel_scope.cancel()
+    overdue = start + workers._STOP_TIMEOUT + 0.2
+    assert any(alive for at, alive in seen if at > overdue), "the loop stood still"
+    assert process.exitcode == -signal.SIGKILL
+    assert [e["event"] for e in logs if e["event"] == "worker_killed"] == ["worker_killed"]

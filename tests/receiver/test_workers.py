@@ -21,13 +21,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from protocols import dc09
 from protocols.errors import Reply
 from protocols.signal import Signal
+from receiver import tcp_accept
 from receiver.config import parse_config
 from receiver.journal import AppendResult
 from receiver.service import worker_main
 from receiver.store.interface import JournalWrite, LinkSeen, LinkTrouble
 from receiver.store.memory import MemoryStore
 from receiver.supervisor import LinkActivity, Supervisor
-from receiver.workers import WORKER_BOUND, WORKER_GO
+from receiver.workers import WORKER_BOUND, WORKER_GO, receive_sockets
 from tests.receiver.conftest import write_config
 from tests.receiver.test_crash import free_port, wait_for_port
 from tests.receiver.test_dc09_service import read_replies, sia
@@ -156,8 +157,13 @@ def _start_worker(config_path: Path, number: int) -> tuple[BaseProcess, int]:
     send.close()
     try:
         assert receive.poll(60), "worker did not bind its ports"
-        assert receive.recv() == WORKER_BOUND
-        receive.send(WORKER_GO)  # as its coordinator: listen now
+        said, count = receive.recv()
+        assert said == WORKER_BOUND
+        assert receive.poll(60), "worker did not hand its sockets over"
+        tcp_accept.listen(handed := receive_sockets(receive, count))  # as its coordinator
+        for sock in handed:
+            sock.close()
+        receive.send(WORKER_GO)  # accept now
         assert receive.poll(60), "worker did not start"
         dc09_port, _, _ = receive.recv()
     finally:

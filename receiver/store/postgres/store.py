@@ -68,7 +68,7 @@ from receiver.store.state_rows import cursor_params, state_params
 if TYPE_CHECKING:
     from receiver.bridge_state import BridgeReportRead
     from receiver.history import HistoryQuery
-    from receiver.store.interface import RegistryTables
+    from receiver.store.interface import ConsoleTables, RegistryTables
     from receiver.store.usage_sql import UsageRead
 
 _COLUMN_TYPES = {
@@ -428,6 +428,14 @@ class PostgresStore:
         from receiver.store.registry_tables import SqlRegistryTables  # noqa: PLC0415
 
         return SqlRegistryTables(StatementConnection.open(self.url), registry_sql)
+
+    def console(self) -> ConsoleTables:
+        """The console's users on a connection of their own (the caller closes them)."""
+        from receiver.store.console_tables import SqlConsoleTables  # noqa: PLC0415
+        from receiver.store.postgres import console_sql  # noqa: PLC0415
+        from receiver.store.postgres.statements import StatementConnection  # noqa: PLC0415
+
+        return SqlConsoleTables(StatementConnection.open(self.url), console_sql)
 
     def registry_generation(self) -> int:
         with self._use("registry read") as conn:
