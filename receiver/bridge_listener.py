@@ -531,13 +531,12 @@ class BridgeServer:
         self.limits = ConnectionLimits(
             self.config.max_connections, self.config.max_connections_per_peer, log=self.log
         )
-        self._tcp: list[socket.socket] = []
-        self._listening = trio.Event()
+        self.held = tcp_accept.HeldSockets()  # the TCP sockets, until they listen
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Load bridge states, bind, report the bound port to ``started``, serve once the port
-        listens: at once, or with ``reuse_port`` (an ingest worker) once ``listen`` is called,
-        as the DC-09 port (``receiver.ingest.dc09_server``). With ``[bridge] batched`` (the
+        listens: at once, or with ``reuse_port`` (an ingest worker) once ``held.listen`` is
+        called, as the DC-09 port (``receiver.ingest.dc09_server``). With ``[bridge] batched`` (the
         default) one task serves every connection (``BridgeLoop``), else a task per connection
         (``_converse``); both keep the same rules."""
         host, port = self.config.address
@@ -550,12 +549,11 @@ class BridgeServer:
                 plain = [socket.socket(fileno=os.dup(ln.socket.fileno())) for ln in listeners]
                 for listener in listeners:
                     await trio.aclose_forcefully(listener)
-                self._listening.set()
-            self._tcp = plain
+            self.held.hold(plain, listening=not self.reuse_port)
             bound = plain[0].getsockname()[1]
             try:
                 task_status.started(bound)
-                await self._listening.wait()
+                await self.held.wait()
             except BaseException:
                 for sock in plain:
                     sock.close()
@@ -571,17 +569,6 @@ class BridgeServer:
             from receiver.ingest.bridge_loop import BridgeLoop  # noqa: PLC0415 - import cycle
 
             await BridgeLoop(self.intake, self.limits, self.log).serve(plain)
-
-    @property
-    def tcp(self) -> list[socket.socket]:
-        """The TCP sockets once bound (an ingest worker hands them to its coordinator)."""
-        return self._tcp
-
-    def listen(self) -> None:
-        """Start accepting bridge connections (an ingest worker: when its coordinator says go)."""
-        if not self._listening.is_set():
-            tcp_accept.listen(self._tcp)
-            self._listening.set()
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
         await serve_connection(

@@ -496,7 +496,7 @@ class Service:
             await self.before_listening()  # a worker: until its coordinator says go
         if not self.shutting_down:
             for server in self.servers.values():
-                server.listen()
+                server.held.listen()
         return Ports(dc09=dc09_port, bridge=bridge_port)
 
     async def _run_workers(self, nursery: trio.Nursery) -> Ports:
@@ -662,7 +662,9 @@ async def _serve_worker(service: Service, ready: Connection) -> None:
 
     async def until_go() -> None:
         with waiting:
-            report_bound(ready, [s for server in service.servers.values() for s in server.tcp])
+            report_bound(
+                ready, [s for server in service.servers.values() for s in server.held.sockets]
+            )
             await trio.lowlevel.wait_readable(ready.fileno())
             try:
                 said = ready.recv()

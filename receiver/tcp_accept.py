@@ -83,6 +83,31 @@ def listen(sockets: list[socket.socket]) -> None:
         sock.listen(BACKLOG)
 
 
+class HeldSockets:
+    """A server's TCP sockets from its bind to its go. A lone receiver's listen at once
+    (``hold(..., listening=True)``); an ingest worker's stay bound, not listening, until its
+    coordinator says go (``listen``). ``sockets`` is what the worker hands its coordinator."""
+
+    def __init__(self) -> None:
+        self.sockets: list[socket.socket] = []
+        self._go = trio.Event()
+
+    def hold(self, sockets: list[socket.socket], *, listening: bool) -> None:
+        self.sockets = sockets
+        if listening:
+            self._go.set()
+
+    def listen(self) -> None:
+        """Start accepting (once; a second call does nothing)."""
+        if not self._go.is_set():
+            listen(self.sockets)
+            self._go.set()
+
+    async def wait(self) -> None:
+        """Until the sockets listen."""
+        await self._go.wait()
+
+
 async def open_tcp_listeners(
     port: int, *, host: str, reuse_port: bool = False
 ) -> list[trio.SocketListener]:

@@ -6,9 +6,11 @@ sockets share the port with the other ingest worker processes (``SO_REUSEPORT``)
 cannot be bound raises OSError (the service turns it into one StartupError line).
 
 With ``reuse_port`` (an ingest worker) the TCP sockets are bound but do not listen until
-``listen`` is called: the worker reports them bound to its coordinator and listens when it
-says go, once every worker has bound its own. A TCP socket joins the port's group only when it
-listens, so the port answers only once every worker accepts, and panels that connect at
+told to: the worker hands them to its coordinator, which makes every worker's sockets listen
+together once every worker has bound its own, then says go (``receiver.workers``), and the
+worker calls ``held.listen`` (a lone worker restarted: the same). A TCP socket joins the
+port's group only when it listens, so the port answers only once every worker's sockets listen
+(what connects before a worker accepts waits in its queue), and panels that connect at
 start-up are spread over all of them (a TCP panel keeps the worker that accepted it; when each
 worker listened as soon as it could, the first took every panel that connected meanwhile).
 The UDP socket is bound at once: a UDP group spreads each datagram by its peer's address, so
@@ -48,8 +50,7 @@ class Dc09Server:
             self.config.max_connections, self.config.max_connections_per_peer, log=self.log
         )
         self.loop = Dc09Loop(intake, self.limits, self.log)
-        self._tcp: list[socket.socket] = []
-        self._listening = trio.Event()
+        self.held = tcp_accept.HeldSockets()  # the TCP sockets, until they listen
 
     async def _bind(self) -> tuple[list[socket.socket], socket.socket | None]:
         """TCP sockets (listening, or with ``reuse_port`` only bound) and the UDP socket on the
@@ -90,15 +91,14 @@ class Dc09Server:
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind TCP (and UDP on the same port); report the bound port to ``started``; serve
-        once the TCP sockets listen (at once, or with ``reuse_port`` once ``listen`` is called)."""
+        once the TCP sockets listen (at once, or with ``reuse_port`` once ``held.listen`` is
+        called)."""
         tcp, udp = await self._bind()
-        self._tcp = tcp
-        if not self.reuse_port:
-            self._listening.set()
+        self.held.hold(tcp, listening=not self.reuse_port)
         bound = tcp[0].getsockname()[1]
         try:
             task_status.started(bound)
-            await self._listening.wait()
+            await self.held.wait()
         except BaseException:
             for sock in (*tcp, *((udp,) if udp is not None else ())):
                 sock.close()
@@ -106,14 +106,3 @@ class Dc09Server:
         host = self.config.address[0]
         self.log.info("dc09_listening", host=host, port=bound, udp=udp is not None)
         await self.loop.serve(tcp, udp)
-
-    @property
-    def tcp(self) -> list[socket.socket]:
-        """The TCP sockets once bound (an ingest worker hands them to its coordinator)."""
-        return self._tcp
-
-    def listen(self) -> None:
-        """Start accepting TCP connections (an ingest worker: when its coordinator says go)."""
-        if not self._listening.is_set():
-            tcp_accept.listen(self._tcp)
-            self._listening.set()
