@@ -9,6 +9,8 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
@@ -33,6 +35,23 @@ from tests.receiver.conftest import write_config
 from tests.receiver.test_crash import free_port, wait_for_port
 from tests.receiver.test_dc09_service import read_replies, sia
 from tests.receiver.test_supervisor import SUBJECT, Recorder
+
+
+@asynccontextmanager
+async def _serving(config: Path, log: Path) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """`receiver serve` on ``config``, its output in ``log``. When the block ends, SIGTERM
+    stops it and it must exit 0 within 30 s; if the block fails, it is killed."""
+    command = [sys.executable, "-m", "receiver.cli", "--config", str(config), "serve"]
+    with log.open("wb") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=out)
+    try:
+        yield server
+        server.send_signal(signal.SIGTERM)
+        assert await trio.to_thread.run_sync(server.wait, 30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
 
 
 def test_ingest_workers_setting(tmp_path: Path) -> None:
@@ -66,20 +85,11 @@ async def test_every_worker_applies_the_switch_interval(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     log = tmp_path / "receiver.log"
-    command = [sys.executable, "-m", "receiver.cli", "--config", str(config), "serve"]
-    with log.open("wb") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=out)
-    try:
+    async with _serving(config, log) as server:
         with trio.fail_after(90):
             while not _log_events(log, "receiver_started"):
                 assert server.poll() is None, log.read_text(encoding="utf-8", errors="replace")
                 await trio.sleep(0.05)
-        server.send_signal(signal.SIGTERM)
-        assert await trio.to_thread.run_sync(server.wait, 30) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait(10)
     started = _log_events(log, "worker_started")
     assert sorted((e["worker"], e["switch_interval"]) for e in started) == [
         (0, 0.002),
@@ -244,11 +254,8 @@ async def test_sigkill_of_one_worker_loses_no_acked_frame_and_it_is_restarted(
         encoding="utf-8",
     )
     log = tmp_path / "receiver.log"
-    command = [sys.executable, "-m", "receiver.cli", "--config", str(config), "serve"]
-    with log.open("wb") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=out)
     acked: list[tuple[str, str]] = []
-    try:
+    async with _serving(config, log):
         await wait_for_port(port)
         with trio.fail_after(60):
             while len(_log_events(log, "worker_started")) < 2:
@@ -267,12 +274,6 @@ async def test_sigkill_of_one_worker_loses_no_acked_frame_and_it_is_restarted(
                 while len(acked) < after_restart + 300:
                     await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
-        server.send_signal(signal.SIGTERM)
-        assert await trio.to_thread.run_sync(server.wait, 30) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait(10)
     [exited] = _log_events(log, "worker_exited")
     assert exited["pid"] == victim
     assert exited["exitcode"] == -signal.SIGKILL
@@ -295,11 +296,8 @@ async def test_metrics_add_up_every_workers_frames(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     log = tmp_path / "receiver.log"
-    command = [sys.executable, "-m", "receiver.cli", "--config", str(config), "serve"]
-    with log.open("wb") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=out)
     acked: list[tuple[str, str]] = []
-    try:
+    async with _serving(config, log):
         await wait_for_port(port)
         await wait_for_port(console)
         async with trio.open_nursery() as nursery:
@@ -320,9 +318,3 @@ async def test_metrics_add_up_every_workers_frames(tmp_path: Path) -> None:
                         and sample.labels.get("outcome") == "ok"
                     )
         assert ok == 80
-        server.send_signal(signal.SIGTERM)
-        assert await trio.to_thread.run_sync(server.wait, 30) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait(10)
