@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,11 +29,12 @@ def test_a_cursor_save_binds_no_none_and_keeps_the_stored_success_time(
         )
         adapted: list[object] = []
 
-        def adapter(value: object) -> object:
+        def adapter(value: None) -> None:
             adapted.append(value)
             return value
 
-        monkeypatch.setitem(sqlite3.adapters, (type(None), sqlite3.PrepareProtocol), adapter)
+        key: tuple[type[Any], type[Any]] = (type(None), sqlite3.PrepareProtocol)
+        monkeypatch.setitem(sqlite3.adapters, key, adapter)
         assert store.save_cursor(CursorUpdate("xml", 0, delivered=2, connected=True, updated_us=7))
         store.append([JournalWrite(cursors=[CursorUpdate("xml", 0, delivered=1, updated_us=8)])])
         assert adapted == []
