@@ -285,6 +285,34 @@ def test_a_registry_change_on_one_node_wakes_the_others(pg_url: str) -> None:
         cli.close()
 
 
+def test_a_notice_that_arrives_during_the_wait_wakes_it_and_the_watch_goes_on(pg_url: str) -> None:
+    """A NOTIFY that lands while the watcher already waits (here one that changes no
+    generation, as a repeated or stray notice) returns True, and the next wait works. Before,
+    the wait drained the backlog inside psycopg's notifies() generator, whose connection lock
+    is not reentrant: the watch thread hung for good on the first such notice."""
+    watcher = PostgresStore(pg_url)
+    assert watcher.wait_registry_change(0) is False
+    woke: list[bool] = []
+    waiting = threading.Thread(
+        target=lambda: woke.append(watcher.wait_registry_change(60)), daemon=True
+    )
+    waiting.start()
+    with psycopg.connect(pg_url, autocommit=True) as notifier:
+        for _ in range(200):  # until one lands inside the wait; bounded: 200 x 0.1 s
+            notifier.execute("NOTIFY registry_changed")
+            waiting.join(0.1)
+            if not waiting.is_alive():
+                break
+    waiting.join(30)
+    if waiting.is_alive():
+        pytest.fail("the registry watch hung on a notice that arrived while it waited")
+    try:
+        assert woke == [True]
+        assert watcher.wait_registry_change(0) is False
+    finally:
+        watcher.close()
+
+
 def _age(url: str, name: str) -> None:
     """What the lease looks like once its holder stopped renewing it for longer than its ttl."""
     with psycopg.connect(url, autocommit=True) as conn:

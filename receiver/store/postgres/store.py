@@ -453,7 +453,10 @@ class PostgresStore:
             seen, self._seen_generation = self._seen_generation, generation
             if seen is not None and generation != seen:
                 return True
-            for _ in listener.notifies(timeout=timeout, stop_after=1):
+            # psycopg's notifies() holds the connection's lock (not reentrant) while it yields:
+            # the wait's generator must be over before the backlog is drained.
+            woken = any(True for _ in listener.notifies(timeout=timeout, stop_after=1))
+            if woken:
                 for _ in listener.notifies(timeout=0):
                     pass
                 self._seen_generation = self.registry_generation()
