@@ -340,11 +340,13 @@ class SqliteStore:
     def console(self) -> ConsoleTables:
         """The console's users on a connection of their own to this file (the caller closes
         them)."""
-        from receiver.store import console_sql  # noqa: PLC0415
+        from receiver.store import bridge_report_sql, console_sql, registry_sql  # noqa: PLC0415
         from receiver.store.console_tables import SqlConsoleTables  # noqa: PLC0415
 
         conn = connect(self.path, check_same_thread=False, create=self.create)
-        return SqlConsoleTables(conn, console_sql)
+        return SqlConsoleTables(
+            conn, console_sql, registry_sql=registry_sql, bridge_report_sql=bridge_report_sql
+        )
 
     def read_snapshot(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` (this package's readers: journal verify) in one read transaction."""
