@@ -243,9 +243,9 @@ LINE_ENDS = st.sampled_from(["", "\n", "\r", "\n\n", "\r\n", "\n\r"])
 
 @given(st.builds(lambda *parts: "".join(parts), SIA_LIKE, ENDINGS, LINE_ENDS))
 def test_a_newline_decodes_as_a_carriage_return_does(text: str) -> None:
-    """Any SIA-like block decodes the same with its "\\n" written as "\\r" (neither is a
-    separator; neither ends the block): same events, texts and quirks, or both refused."""
-    outcomes = []
+    """Any SIA-like block decodes the same with its "\\n" written as "\\r" (both line ends,
+    neither a separator): same events, texts and quirks, or both refused."""
+    outcomes: list[tuple[str | None, tuple[SiaView, ...], frozenset[str]] | type[Exception]] = []
     for block in (text, text.replace("\n", "\r")):
         try:
             outcomes.append(parse_block(block))
