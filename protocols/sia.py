@@ -45,7 +45,11 @@ _MODIFIER_VALUE = {
     "da": re.compile(r"[0-9]{2}-[0-9]{2}-[0-9]{2}"),
 }
 _DIGITS = re.compile(r"[0-9]*")
-_CODE_PACKET = re.compile(r"[A-Z]{2}[0-9]*(?:\^[^^]*\^?)?(?=[/|]|$)")
+# A packet ends at a separator or at the block's end, line ends after it aside: an "A" packet
+# followed by a stray "\r" or "\n" (a UDP or decrypted body may carry one) is an event, its
+# line end trailing data, rather than text that hides the event ("/AT\n": AC trouble). ``$``
+# matched before a final "\n" only, so "\r" and "\n\n" turned the event into text.
+_CODE_PACKET = re.compile(r"[A-Z]{2}[0-9]*(?:\^[^^]*\^?)?(?=[/|]|[\r\n]*\Z)")
 # An account written without '#': a SIA packet never starts with a digit, an account does.
 _BARE_ACCOUNT = re.compile(r"[0-9][0-9A-Za-z]*")
 _ACCOUNT = re.compile(r"[0-9A-Za-z]+")

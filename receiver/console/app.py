@@ -45,14 +45,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protocols.catalog import Category
 from protocols.errors import CollisionError, NotFoundError, RegistryError
-from receiver.bridge_state import bridge_report
+from receiver.bridge_state import bridge_report_rows
 from receiver.dc09_listener import account_link
 from receiver.registry import AccountCheck, AccountSpec, Registry
-from receiver.registry.backends import RegistryConnection
 from receiver.registry.service import AccountEdit
 from receiver.store.console_sql import SignalFilter, User  # records both backends share
 from receiver.store.faults import fault_line
-from receiver.store.interface import StoreError
+from receiver.store.interface import ConsoleTables, StoreError
 
 from . import auth
 from .metrics import scrape
@@ -120,7 +119,7 @@ def build_app(state: ConsoleState) -> Starlette:
         header = request.headers.get("authorization", "")
         if header.lower().startswith("bearer "):
             digest = auth.token_hash(header[7:].strip())
-            user = await state.reader.run(lambda conn: sql.token_user(conn, digest))
+            user = await state.reader.run(lambda tables: tables.token_user(digest))
             if user is None:
                 raise Refusal(401, "unknown or revoked API token")
             return Caller(user, None)
@@ -128,7 +127,7 @@ def build_app(state: ConsoleState) -> Starlette:
         if not cookie:
             return None
         digest = auth.token_hash(cookie)
-        session = await state.reader.run(lambda conn: sql.session(conn, digest))
+        session = await state.reader.run(lambda tables: tables.session(digest))
         if session is None:
             return None
         if session.expires_us < now_us():
@@ -203,7 +202,7 @@ def build_app(state: ConsoleState) -> Starlette:
     async def healthz(request: Request) -> Response:
         listening = state.service.ports is not None and not state.service.shutting_down
         try:
-            store_up = await state.reader.run(sql.alive)
+            store_up = await state.reader.run(lambda tables: tables.alive())
         except CONSOLE_STORE_ERRORS as exc:
             log.error("console_store_down", error=str(exc))
             store_up = False
@@ -249,7 +248,7 @@ def build_app(state: ConsoleState) -> Starlette:
             )
         if not name or not password:
             raise Refusal(422, "give a user name and a password")
-        found = await state.reader.run(lambda conn: sql.user_by_name(conn, name))
+        found = await state.reader.run(lambda tables: tables.user_by_name(name))
         ok = await trio.to_thread.run_sync(
             auth.verify_password, found.password_hash if found else None, password
         )
@@ -335,9 +334,9 @@ def build_app(state: ConsoleState) -> Starlette:
         )
 
     async def summaries(query: SignalFilter) -> list[dict[str, Any]]:
-        def read(conn: RegistryConnection) -> list[dict[str, Any]]:
-            rows = sql.signal_rows(conn, query)
-            acks = sql.manual_acks(conn, [r["id"] for r in rows])
+        def read(tables: ConsoleTables) -> list[dict[str, Any]]:
+            rows = tables.signal_rows(query)
+            acks = tables.manual_acks([r["id"] for r in rows])
             out = []
             for row in rows:
                 item = signal_summary(row)
@@ -352,12 +351,12 @@ def build_app(state: ConsoleState) -> Starlette:
         manual = state.manual_outputs()
         outputs = await state.outputs()
 
-        def read(conn: RegistryConnection) -> dict[str, Any] | None:
-            row = sql.signal_row(conn, signal_id)
+        def read(tables: ConsoleTables) -> dict[str, Any] | None:
+            row = tables.signal_row(signal_id)
             if row is None:
                 return None
             detail = signal_detail(row)
-            ack = sql.manual_ack(conn, signal_id)
+            ack = tables.manual_ack(signal_id)
             detail["manual_ack"] = (
                 {**ack, "acked_at": moment(ack["acked_us"])} if ack is not None else None
             )
@@ -442,7 +441,7 @@ def build_app(state: ConsoleState) -> Starlette:
     async def events(request: Request) -> Response:
         await require(request)
         query = signal_filter(request, default_limit=MAX_LIMIT)
-        after = query.after_seq or await state.reader.run(sql.max_seq)
+        after = query.after_seq or await state.reader.run(lambda tables: tables.max_seq())
 
         async def stream() -> AsyncIterator[bytes]:
             nonlocal after
@@ -487,7 +486,7 @@ def build_app(state: ConsoleState) -> Starlette:
     # -- accounts, bridges, troubles, outputs ------------------------------------------------------
 
     async def account_rows(q: str | None) -> list[dict[str, Any]]:
-        rows = await state.reader.run(lambda conn: Registry(conn).list_accounts())
+        rows = await state.reader.run(lambda tables: Registry(tables.registry()).list_accounts())
         if q:
             needle = q.strip().upper()
             rows = [
@@ -518,15 +517,17 @@ def build_app(state: ConsoleState) -> Starlette:
             raise Refusal(404, f"no account {effective!r} on station {station!r}")
         link = account_link(account)
 
-        def read(conn: RegistryConnection) -> dict[str, Any]:
-            links = {r["link"]: r for r in sql.links(conn)}
+        def read(tables: ConsoleTables) -> dict[str, Any]:
+            links = {r["link"]: r for r in tables.links()}
             bridges = [
-                b for b in Registry(conn).list_bridges() if b["account"] == account.effective
+                b
+                for b in Registry(tables.registry()).list_bridges()
+                if b["account"] == account.effective
             ]
             recent = [
                 signal_summary(r)
-                for r in sql.signal_rows(
-                    conn, SignalFilter(station=station, account=account.effective, limit=20)
+                for r in tables.signal_rows(
+                    SignalFilter(station=station, account=account.effective, limit=20)
                 )
             ]
             return {"link": links.get(link), "bridges": bridges, "signals": recent}
@@ -548,11 +549,11 @@ def build_app(state: ConsoleState) -> Starlette:
             "signals": found["signals"],
         }
 
-    async def registry_write(write: Callable[[RegistryConnection], _T]) -> _T:
+    async def registry_write(write: Callable[[Registry], _T]) -> _T:
         """A registry change, its refusals as the CLI words them: unknown 404, taken 409
         (the holder named), anything else the registry refuses 422."""
         try:
-            return await state.reader.run(write)
+            return await state.reader.run(lambda tables: write(Registry(tables.registry())))
         except NotFoundError as exc:
             raise Refusal(404, str(exc)) from None
         except CollisionError as exc:
@@ -602,8 +603,8 @@ def build_app(state: ConsoleState) -> Starlette:
         except (TypeError, ValueError) as exc:
             raise Refusal(422, str(exc)) from None
 
-        def write(conn: RegistryConnection) -> AccountCheck:
-            return Registry(conn).add_account(station.strip(), spec)
+        def write(registry: Registry) -> AccountCheck:
+            return registry.add_account(station.strip(), spec)
 
         added = await registry_write(write)
         await state.audit(
@@ -690,8 +691,8 @@ def build_app(state: ConsoleState) -> Starlette:
                 raise Refusal(422, "supervision must be a number of seconds") from None
         current = await account_detail(station, effective)
 
-        def write(conn: RegistryConnection) -> AccountEdit:
-            return Registry(conn).edit_account(
+        def write(registry: Registry) -> AccountEdit:
+            return registry.edit_account(
                 station, str(current["line"]), str(current["number"]), **options
             )
 
@@ -778,8 +779,9 @@ def build_app(state: ConsoleState) -> Starlette:
     async def bridges() -> list[dict[str, Any]]:
         offline_after = state.config.bridge.heartbeat_interval * state.config.bridge.heartbeat_grace
 
-        def read(conn: RegistryConnection) -> list[dict[str, Any]]:
-            return bridge_report(conn, offline_after=offline_after, now=datetime.now(UTC))
+        def read(tables: ConsoleTables) -> list[dict[str, Any]]:
+            rows = tables.bridge_report_rows(dealer=None, site=None)
+            return bridge_report_rows(rows, offline_after=offline_after, now=datetime.now(UTC))
 
         try:
             return await state.reader.run(read)
@@ -791,7 +793,7 @@ def build_app(state: ConsoleState) -> Starlette:
         return JSONResponse({"bridges": await bridges()})
 
     async def troubles() -> list[dict[str, Any]]:
-        rows = await state.reader.run(sql.open_troubles)
+        rows = await state.reader.run(lambda tables: tables.open_troubles())
         return [{"link": r["link"], "last_seen": moment(r["last_seen_us"])} for r in rows]
 
     async def api_troubles(request: Request) -> Response:
@@ -814,7 +816,7 @@ def build_app(state: ConsoleState) -> Starlette:
         return items
 
     async def handled_items() -> list[dict[str, Any]]:
-        rows = await state.reader.run(lambda conn: sql.recent_manual_acks(conn, 50))
+        rows = await state.reader.run(lambda tables: tables.recent_manual_acks(50))
         return [
             {
                 **signal_summary(r),
@@ -865,14 +867,14 @@ def build_app(state: ConsoleState) -> Starlette:
         limit = _int(request.query_params.get("limit"), "limit", 100)
         if not 1 <= limit <= MAX_LIMIT:
             raise Refusal(422, f"limit must be between 1 and {MAX_LIMIT}")
-        rows = await state.reader.run(lambda conn: sql.audit(conn, limit))
+        rows = await state.reader.run(lambda tables: tables.audit(limit))
         for row in rows:
             row["at"] = moment(row.pop("at_us"))
         return JSONResponse({"audit": rows})
 
     async def api_users(request: Request) -> Response:
         await require(request, "admin")
-        rows = await state.reader.run(sql.users)
+        rows = await state.reader.run(lambda tables: tables.users())
         return JSONResponse(
             {
                 "users": [

@@ -22,7 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from receiver.metrics import LATENCY_BOUNDS, Latency
-from receiver.registry.backends import RegistryConnection
+from receiver.store.interface import ConsoleTables
 
 from .state import ConsoleState
 
@@ -154,11 +154,9 @@ class ScrapeCollector(Collector):
 
 
 async def scrape(state: ConsoleState) -> bytes:
-    sql = state.sql
-
-    def store_figures(conn: RegistryConnection) -> tuple[int, int, int]:
-        accounts, bridges = sql.registry_size(conn)
-        return len(sql.open_troubles(conn)), accounts, bridges
+    def store_figures(tables: ConsoleTables) -> tuple[int, int, int]:
+        accounts, bridges = tables.registry_size()
+        return len(tables.open_troubles()), accounts, bridges
 
     troubles, accounts, bridges = await state.reader.run(store_figures)
     outputs = await state.outputs()

@@ -3,10 +3,11 @@
 Rules:
 - Reads run in a worker thread on the console's own store connection, one at a time (a
   ``trio.Lock``): the trio loop that ACKs alarms never waits on the store for a web page.
-  The connection is the store's at ``[store] url`` or ``path`` (PostgreSQL or SQLite); the
-  reader holds the backend's console SQL module (``StoreReader.sql``), so the pages, the API
-  and ``/metrics`` name statements through it and never pick a backend themselves. Rows are
-  read by column name (``sqlite3.Row`` or a dict: a Mapping either way).
+  The connection is the store's console tables (``console()`` of the store at ``[store] url``
+  or ``path``: :class:`~receiver.store.interface.ConsoleTables`), so the pages, the API and
+  ``/metrics`` read through its typed methods and never write SQL or pick a backend
+  themselves. The reader also holds the backend's console statements (``StoreReader.sql``)
+  for the writes. Rows are read by column name (``sqlite3.Row`` or a dict: a Mapping).
 - Writes (sessions, audit rows, manual acknowledgements) commit in one transaction each: a
   change and its audit row are committed together or not at all. The one seam is
   :meth:`ConsoleState.write`: on SQLite it hands them to the journal's one writer
@@ -34,11 +35,11 @@ from protocols.errors import StartupError
 from receiver.config import Config
 from receiver.dispatcher import output_status
 from receiver.journal import to_us
-from receiver.registry.backends import RegistryConnection, connect, console_sql_at, store_location
-from receiver.store import open_store
+from receiver.store import open_console_store, open_store
 from receiver.store.console_sql import Statement
+from receiver.store.console_tables import console_statements
 from receiver.store.faults import STORE_ERRORS
-from receiver.store.interface import SignalStore, StoreError
+from receiver.store.interface import ConsoleTables, SignalStore, StoreError
 
 from .auth import LoginLimiter
 
@@ -56,13 +57,14 @@ def now_us() -> int:
 
 
 class StoreReader:
-    """The console's store connection, used from worker threads one call at a time."""
+    """The console's store connection (its console tables), used from worker threads one
+    call at a time."""
 
     def __init__(self, config: Config) -> None:
-        self.location = store_location(config.store.path, config.store.url)
         self.postgres = bool(config.store.url)
-        self.sql = console_sql_at(self.location)  # the backend's console statements
-        self._conn: RegistryConnection | None = None
+        self.sql = console_statements(config.store)  # the backend's console statements
+        self._source = open_console_store(config.store)  # nothing opened yet
+        self._tables: ConsoleTables | None = None
         self._lock = trio.Lock()
         self._store: SignalStore = open_store(config.store)  # the outputs' state
 
@@ -70,13 +72,13 @@ class StoreReader:
         async with self._lock:
             return await trio.to_thread.run_sync(output_status, self._store, names)
 
-    async def run(self, read: Callable[[RegistryConnection], T]) -> T:
+    async def run(self, read: Callable[[ConsoleTables], T]) -> T:
         async with self._lock:
-            if self._conn is None:
-                self._conn = await trio.to_thread.run_sync(self._connect)
-            conn = self._conn
+            if self._tables is None:
+                self._tables = await trio.to_thread.run_sync(self._connect)
+            tables = self._tables
             try:
-                return await trio.to_thread.run_sync(read, conn)
+                return await trio.to_thread.run_sync(read, tables)
             except CONSOLE_STORE_ERRORS:
                 if self.postgres:
                     self._drop()  # a lost server: the next call connects again
@@ -84,24 +86,24 @@ class StoreReader:
 
     async def commit(self, statements: Sequence[Statement]) -> None:
         """Commit ``statements`` in one transaction of their own on this connection."""
-        sql = self.sql
-        await self.run(lambda conn: sql.commit(conn, statements))
+        await self.run(lambda tables: tables.commit(statements))
 
-    def _connect(self) -> RegistryConnection:
+    def _connect(self) -> ConsoleTables:
         try:
-            return connect(self.location, threads=True)
+            return self._source.console()
         except StartupError as exc:  # PostgreSQL unreachable: a store fault, tried again
             raise StoreError(str(exc)) from exc
 
     def _drop(self) -> None:
-        if self._conn is not None:
+        if self._tables is not None:
             with contextlib.suppress(*CONSOLE_STORE_ERRORS):
-                self._conn.close()
-            self._conn = None
+                self._tables.close()
+            self._tables = None
 
     def close(self) -> None:
         self._store.close()
         self._drop()
+        self._source.close()
 
 
 class ConsoleState:
@@ -205,11 +207,9 @@ class ConsoleState:
         if not manual:
             return []
 
-        sql = self.sql
-
-        def read(conn: RegistryConnection) -> list[tuple[Mapping[str, Any], list[str]]]:
+        def read(tables: ConsoleTables) -> list[tuple[Mapping[str, Any], list[str]]]:
             lowest = min(manual.values())
-            rows: list[Mapping[str, Any]] = sql.waiting_alarms(conn, lowest, limit)
+            rows = tables.waiting_alarms(lowest, limit)
             return [(row, sorted(n for n, c in manual.items() if row["seq"] > c)) for row in rows]
 
         return await self.reader.run(read)

@@ -1,13 +1,13 @@
-"""Which store the registry (and the console's users) run on: the connection and the SQL
-module, and nothing else.
+"""Which store a registry connection runs on: the connection and the SQL module, and nothing
+else.
 
 Rules:
 - A store location is a SQLite file path or a ``postgresql://USER@HOST:PORT/DB`` URL
   (``[store] url``). Each backend owns its SQL: ``receiver.store.registry_sql`` (SQLite) and
   ``receiver.store.postgres.registry_sql`` (PostgreSQL) hold the same names; so do
-  ``receiver.store.console_sql`` and ``receiver.store.postgres.console_sql`` for the console's
-  users, sessions, API tokens and audit trail, and ``receiver.store.bridge_report_sql`` and
-  ``receiver.store.postgres.bridge_report_sql`` for the bridge report.
+  ``receiver.store.bridge_report_sql`` and ``receiver.store.postgres.bridge_report_sql`` for
+  the bridge report. The console reads and writes through the store's ``console()`` tables
+  (``receiver.store.console_tables``), not through this module.
 - The registry service and the index call the typed methods of
   :class:`~receiver.store.interface.RegistryTables` (``tables_for``): the store's
   ``SqlRegistryTables`` runs the backend's statements on a :class:`RegistryConnection` (a
@@ -23,9 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
-from protocols.errors import InvalidInputError
 from receiver.store import bridge_report_sql as sqlite_bridge_report_sql
-from receiver.store import console_sql as sqlite_console_sql
 from receiver.store import registry_sql as sqlite_sql
 from receiver.store.interface import RegistryTables
 from receiver.store.registry_tables import SqlRegistryTables
@@ -59,15 +57,6 @@ def is_postgres(location: str | Path) -> bool:
     return str(location).startswith(POSTGRES_SCHEMES)
 
 
-def store_location(path: str, url: str = "") -> str:
-    """The ``[store]`` section's location: its ``url`` when set, else its ``path``."""
-    if url:
-        if not is_postgres(url):
-            raise InvalidInputError(f"[store] url must start with postgresql://, got {url!r}")
-        return url
-    return path
-
-
 def connect(location: str | Path, *, threads: bool = False) -> RegistryConnection:
     """A connection to the store at ``location`` (migrated). ``threads``: it may be used from
     a worker thread other than the one that opened it (one thread at a time)."""
@@ -95,13 +84,6 @@ def tables_for(source: RegistryConnection | RegistryTables) -> RegistryTables:
     return SqlRegistryTables(source, sql_for(source))
 
 
-def console_sql_for(conn: RegistryConnection) -> ModuleType:
-    """The console's SQL module (users, sessions, tokens, audit) for a connection's backend."""
-    if isinstance(conn, _postgres_connection_class()):
-        return _postgres_console_sql()
-    return sqlite_console_sql
-
-
 def bridge_report_sql_for(conn: RegistryConnection) -> ModuleType:
     """The bridge report's SQL module (``read``) for a connection's backend."""
     if isinstance(conn, _postgres_connection_class()):
@@ -109,17 +91,6 @@ def bridge_report_sql_for(conn: RegistryConnection) -> ModuleType:
 
         return bridge_report_sql
     return sqlite_bridge_report_sql
-
-
-def console_sql_at(location: str | Path) -> ModuleType:
-    """The console's SQL module for the store at ``location``."""
-    return _postgres_console_sql() if is_postgres(location) else sqlite_console_sql
-
-
-def _postgres_console_sql() -> ModuleType:
-    from receiver.store.postgres import console_sql as postgres_console  # noqa: PLC0415
-
-    return postgres_console
 
 
 def _postgres_connection_class() -> type:

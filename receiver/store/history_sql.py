@@ -46,21 +46,28 @@ INDEX_ROW_COST = 8
 # Runs one statement (``?`` marks) and gives the first column of its first row (None: no row).
 Scalar = Callable[[str, Sequence[Any]], Any]
 
-ACCOUNT_OR = "(effective_account = ? OR upper(account) = ?)"
-
 
 @attrs.frozen
 class Backend:
     """One backend's SQL for an account's rows by index: ``table`` is how the row-reading
-    query names the journal when it looks the rows up by ``seq``."""
+    query names the journal when it looks the rows up by ``seq``; ``received`` is the account
+    as received, folded to upper case in ASCII only (as SQLite's ``upper`` does, whatever a
+    PostgreSQL database's locale: there ``upper`` follows it, so "é12" became "É12")."""
 
     name: str
     table: str = "signals"
+    received: str = "upper(account)"
+
+    @property
+    def account_or(self) -> str:
+        """The account filter: as automation knows it, or as received in any (ASCII) case."""
+        return f"(effective_account = ? OR {self.received} = ?)"
 
 
 # The rows are looked up by seq (SQLite's rowid), never by walking signals_by_time.
 SQLITE = Backend("sqlite", table="signals NOT INDEXED")
-POSTGRES = Backend("postgresql")
+# COLLATE "C": upper() of ASCII letters only (PostgreSQL's migration 0013 indexes the same).
+POSTGRES = Backend("postgresql", received='upper(account COLLATE "C")')
 
 # SQLite: at most this many spellings of an account are looked up (2 ** 8: eight letters).
 MAX_SPELLINGS = 256
@@ -94,14 +101,16 @@ def account_rows(backend: Backend, value: str) -> tuple[str, list[Any]] | None:
     indexes call no SQL function: one in an index costs every append several µs per row, even
     for rows it does not hold (measured).
 
-    PostgreSQL (migration 0012): by effective account (``signals_by_effective_account``), and
-    by ``upper(account)`` among rows whose effective account differs from it
+    PostgreSQL (migrations 0012 and 0013): by effective account
+    (``signals_by_effective_account``), and by ``upper(account COLLATE "C")`` (ASCII letters
+    only) among rows whose effective account differs from it
     (``signals_by_account_as_received``)."""
     if backend is POSTGRES:
+        received = backend.received
         return (
             "SELECT seq FROM signals WHERE effective_account = ? "
-            "UNION ALL SELECT seq FROM signals WHERE upper(account) = ? "
-            "AND effective_account IS DISTINCT FROM upper(account)",
+            f"UNION ALL SELECT seq FROM signals WHERE {received} = ? "
+            f"AND effective_account IS DISTINCT FROM {received}",
             [value, value],
         )
     spelled = spellings(value)
@@ -131,9 +140,9 @@ def account_condition(account: str, backend: Backend, *, indexed: bool) -> tuple
     value = account_value(account)
     rows = account_rows(backend, value) if indexed else None
     if rows is None:
-        return ACCOUNT_OR, [value, value]
+        return backend.account_or, [value, value]
     sql, params = rows
-    return f"seq IN ({sql}) AND {ACCOUNT_OR}", [*params, value, value]
+    return f"seq IN ({sql}) AND {backend.account_or}", [*params, value, value]
 
 
 def by_account_index(

@@ -224,6 +224,14 @@ ON CONFLICT (serial) DO UPDATE SET
     armed = excluded.armed, armed_us = excluded.armed_us, peer = excluded.peer,
     connected_us = excluded.connected_us, updated_us = excluded.updated_us
 """
+
+
+def _state_values(row: BridgeStateRow) -> list[Any]:
+    """``UPSERT_BRIDGE_STATE``'s parameters as ``bind_values`` binds them: no None through
+    sqlite3's adapter lookup (a bridge's firmware, arming and peer are often unknown)."""
+    return bind_values([state_params(row)])
+
+
 ARMING_SINCE = """
 SELECT device, qualifier, code, received_us FROM signals
 WHERE received_us >= ? AND source = 'bridge' AND device IS NOT NULL
@@ -332,11 +340,13 @@ class SqliteStore:
     def console(self) -> ConsoleTables:
         """The console's users on a connection of their own to this file (the caller closes
         them)."""
-        from receiver.store import console_sql  # noqa: PLC0415
+        from receiver.store import bridge_report_sql, console_sql, registry_sql  # noqa: PLC0415
         from receiver.store.console_tables import SqlConsoleTables  # noqa: PLC0415
 
         conn = connect(self.path, check_same_thread=False, create=self.create)
-        return SqlConsoleTables(conn, console_sql)
+        return SqlConsoleTables(
+            conn, console_sql, registry_sql=registry_sql, bridge_report_sql=bridge_report_sql
+        )
 
     def read_snapshot(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` (this package's readers: journal verify) in one read transaction."""
@@ -461,7 +471,7 @@ class SqliteStore:
                 conn.executemany(SAVE_CURSOR, [_cursor_values(c) for c in write.cursors])
             if write.bridge_states:
                 conn.executemany(
-                    UPSERT_BRIDGE_STATE, [state_params(s) for s in write.bridge_states]
+                    UPSERT_BRIDGE_STATE, [_state_values(s) for s in write.bridge_states]
                 )
             if write.prune_through is not None:
                 conn.execute(SET_ANCHOR, (write.prune_through,))
@@ -613,7 +623,7 @@ class SqliteStore:
     def write_bridge_states(self, rows: Sequence[BridgeStateRow]) -> None:
         def write(conn: sqlite3.Connection) -> None:
             with write_transaction(conn):
-                conn.executemany(UPSERT_BRIDGE_STATE, [state_params(r) for r in rows])
+                conn.executemany(UPSERT_BRIDGE_STATE, [_state_values(r) for r in rows])
 
         self._run(write)
 

@@ -205,3 +205,53 @@ def test_random_sia_like_text_raises_only_project_errors(text: str) -> None:
     except RemoteProtocolError:
         return
     assert events
+
+
+def _newlines_as_returns(
+    decoded: tuple[str | None, tuple[SiaView, ...], frozenset[str]],
+) -> tuple[str | None, tuple[SiaView, ...], frozenset[str]]:
+    account, events, flags = decoded
+    swapped = tuple(
+        SiaView(e.code, e.address, e.modifiers, e.text.replace("\n", "\r") if e.text else e.text)
+        for e in events
+    )
+    return account, swapped, flags
+
+
+def test_an_a_packet_before_a_final_line_end_is_an_event_for_cr_and_lf_alike() -> None:
+    """ "/AT" (AC trouble) followed by a stray line end at the block's end is the event, its
+    line end flagged as trailing data, whether that is "\n", "\r" or both; followed by other
+    text it is a text record, as before. Before, ``$`` in the packet's lookahead matched
+    before a final "\n" only: with "\r" the AC trouble became the text "T\r" on the alarm."""
+    for end in ("\n", "\r", "\r\n", "\n\n"):
+        assert parse_block(f"#1234|NBA12/AT{end}") == (
+            "1234",
+            (SiaView("BA", "12"), SiaView("AT", "", (), end)),
+            frozenset({"quirk:trailing_data"}),
+        ), repr(end)
+    _, events, _ = parse_block("#1234|NBA12/AT x")
+    assert events == (SiaView("BA", "12", (), "T x"),)
+    _, events, _ = parse_block("#1234|Nri2/FA2/AFire Zone 2\r")
+    assert events == (SiaView("FA", "2", (("ri", "2"),), "Fire Zone 2\r"),)
+
+
+SIA_LIKE = st.text(st.sampled_from("#|/^NOAriti:da-0123BAKRCLOP x\n\r"), max_size=30)
+# Blocks ending the way that once differed: an "A" packet, then line ends.
+ENDINGS = st.sampled_from(["", "/AB", "|AB12", "/AC^t^", "AB", "/ri1BA"])
+LINE_ENDS = st.sampled_from(["", "\n", "\r", "\n\n", "\r\n", "\n\r"])
+
+
+@given(st.builds(lambda *parts: "".join(parts), SIA_LIKE, ENDINGS, LINE_ENDS))
+def test_a_newline_decodes_as_a_carriage_return_does(text: str) -> None:
+    """Any SIA-like block decodes the same with its "\\n" written as "\\r" (both line ends,
+    neither a separator): same events, texts and quirks, or both refused."""
+    outcomes: list[tuple[str | None, tuple[SiaView, ...], frozenset[str]] | type[Exception]] = []
+    for block in (text, text.replace("\n", "\r")):
+        try:
+            outcomes.append(parse_block(block))
+        except RemoteProtocolError as exc:
+            outcomes.append(type(exc))
+    first, second = outcomes
+    if isinstance(first, tuple):
+        first = _newlines_as_returns(first)
+    assert first == second

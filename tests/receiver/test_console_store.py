@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from receiver.cli import main as receiver_cli
+from receiver.config import parse_config
 from receiver.console.auth import token_hash, verify_password
 from receiver.registry import backends
-from receiver.registry.backends import RegistryConnection
+from receiver.store import open_console_store
+from receiver.store.console_tables import console_statements
+from receiver.store.interface import ConsoleTables
 from tests.receiver.conftest import store_section
 
 
@@ -26,10 +29,13 @@ def config(tmp_path: Path, store_location: str) -> Path:
 
 
 @pytest.fixture
-def conn(config: Path, store_location: str) -> Iterator[RegistryConnection]:
-    connection = backends.connect(store_location)
-    yield connection
-    connection.close()
+def tables(config: Path) -> Iterator[ConsoleTables]:
+    """The console's tables through the store's interface (``console()``)."""
+    source = open_console_store(parse_config(config.read_text(encoding="utf-8")).store)
+    console = source.console()
+    yield console
+    console.close()
+    source.close()
 
 
 def users(config: Path, *args: str, stdin: str = "") -> int:
@@ -41,58 +47,50 @@ def users(config: Path, *args: str, stdin: str = "") -> int:
         sys.stdin = saved
 
 
-def commit(conn: RegistryConnection, *statements: tuple[str, tuple[object, ...]]) -> None:
-    sql = backends.console_sql_for(conn)
-    conn.execute(sql.BEGIN_WRITE)
-    for statement, params in statements:
-        conn.execute(statement, params)
-    conn.execute(sql.COMMIT)
-
-
 def test_users_tokens_sessions_and_audit_round_trip(
-    config: Path, conn: RegistryConnection, capsys: pytest.CaptureFixture[str]
+    config: Path, tables: ConsoleTables, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A user added by the CLI logs in with the password (its hash verifies), gets a session
     that resolves to it, an API token printed once resolves to it too; a new password ends
     the old sessions; the audit trail names who did each change."""
-    sql = backends.console_sql_for(conn)
+    sql = console_statements(parse_config(config.read_text(encoding="utf-8")).store)
     assert users(config, "add", "otto", "--role", "operator", stdin="otto-password\n") == 0
     assert capsys.readouterr().out == "user otto (operator) saved\n"
-    found = sql.user_by_name(conn, "otto")
+    found = tables.user_by_name("otto")
     assert found is not None
     assert (found.user.name, found.user.role, found.disabled) == ("otto", "operator", False)
     assert verify_password(found.password_hash, "otto-password")
     assert not verify_password(found.password_hash, "wrong-password")
-    assert sql.user_by_name(conn, "nobody") is None
+    assert tables.user_by_name("nobody") is None
 
     # A login: the session row the console writes, then reads on each request.
-    commit(conn, (sql.INSERT_SESSION, (token_hash("cookie"), found.user.id, "csrf", 1, 10**18)))
-    session = sql.session(conn, token_hash("cookie"))
+    tables.commit([(sql.INSERT_SESSION, (token_hash("cookie"), found.user.id, "csrf", 1, 10**18))])
+    session = tables.session(token_hash("cookie"))
     assert session is not None
     assert (session.user, session.csrf) == (found.user, "csrf")
 
     assert users(config, "token", "otto", "--label", "automation bridge") == 0
     token = capsys.readouterr().out.strip()
-    assert sql.token_user(conn, token_hash(token)) == found.user
-    assert sql.token_user(conn, token_hash("not-a-token")) is None
+    assert tables.token_user(token_hash(token)) == found.user
+    assert tables.token_user(token_hash("not-a-token")) is None
     assert users(config, "token", "nobody") == 1
     assert "no user named 'nobody'" in capsys.readouterr().err
 
     # A new password or role ends the sessions opened under the old one.
     assert users(config, "add", "otto", "--role", "viewer", stdin="otto-password-2\n") == 0
-    assert sql.session(conn, token_hash("cookie")) is None
-    again = sql.user_by_name(conn, "otto")
+    assert tables.session(token_hash("cookie")) is None
+    again = tables.user_by_name("otto")
     assert again is not None
     assert again.user.role == "viewer"
     assert verify_password(again.password_hash, "otto-password-2")
 
-    trail = [(row["action"], row["subject"], row["detail"]) for row in sql.audit(conn)]
+    trail = [(row["action"], row["subject"], row["detail"]) for row in tables.audit()]
     assert trail == [
         ("user_add", "otto", {"role": "viewer"}),
         ("token_add", "otto", {"label": "automation bridge"}),
         ("user_add", "otto", {"role": "operator"}),
     ]
-    assert all(row["user"].startswith("cli") for row in sql.audit(conn))
+    assert all(row["user"].startswith("cli") for row in tables.audit())
 
     assert users(config, "add", "ada", "--role", "admin", stdin="ada-password\n") == 0
     capsys.readouterr()
@@ -105,13 +103,12 @@ def test_users_tokens_sessions_and_audit_round_trip(
 
 
 def test_a_short_password_is_refused_and_nothing_is_stored(
-    config: Path, conn: RegistryConnection, capsys: pytest.CaptureFixture[str]
+    config: Path, tables: ConsoleTables, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert users(config, "add", "bob", "--role", "viewer", stdin="short\n") == 2
     assert "at least 8 characters" in capsys.readouterr().err
-    sql = backends.console_sql_for(conn)
-    assert sql.user_by_name(conn, "bob") is None
-    assert sql.audit(conn) == []
+    assert tables.user_by_name("bob") is None
+    assert tables.audit() == []
 
 
 def test_users_and_registry_commands_open_the_store_through_its_interface(

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from receiver.registry import AccountKey, AccountSpec, Registry
-from receiver.registry.backends import RegistryConnection, connect
 from receiver.registry_index import LibraryEntry, RegistryIndex
+from receiver.store.interface import RegistryTables
 from tests.receiver.conftest import store_section
 
 KEY = "000102030405060708090A0B0C0D0E0F"
@@ -44,13 +44,14 @@ def db(store_location: str) -> str:
 
 
 @pytest.fixture
-def conn(db: str) -> Iterator[RegistryConnection]:
-    c = connect(db)
-    yield c
-    c.close()
+def conn(db: str) -> Iterator[RegistryTables]:
+    """The registry's tables through the store's interface (``registry()``)."""
+    registry = Registry.open(db)
+    yield registry.tables
+    registry.close()
 
 
-def test_resolve_by_station_line_and_number(conn: RegistryConnection) -> None:
+def test_resolve_by_station_line_and_number(conn: RegistryTables) -> None:
     """A frame's account resolves with the line's prefix applied, in any case and line spelling."""
     index = RegistryIndex.load(conn)
     plain = index.resolve("S1", None, "1234")
@@ -76,7 +77,7 @@ def test_resolve_by_station_line_and_number(conn: RegistryConnection) -> None:
     assert index.resolve("S2", "0", "1234") is None
 
 
-def test_station_none_means_the_only_station(db: str, conn: RegistryConnection) -> None:
+def test_station_none_means_the_only_station(db: str, conn: RegistryTables) -> None:
     """Without a station name the only station is used; with several, nothing resolves."""
     index = RegistryIndex.load(conn)
     resolved = index.resolve(None, "L0", "1234")
@@ -90,7 +91,7 @@ def test_station_none_means_the_only_station(db: str, conn: RegistryConnection) 
     assert index.resolve("S1", "0", "1234") is not None
 
 
-def test_unknown_line_resolves_without_prefix_and_is_reported(conn: RegistryConnection) -> None:
+def test_unknown_line_resolves_without_prefix_and_is_reported(conn: RegistryTables) -> None:
     """A frame on an unregistered line resolves as a line without prefix; line_known says so."""
     index = RegistryIndex.load(conn)
     resolved = index.resolve("S1", "L7", "1234")
@@ -103,7 +104,7 @@ def test_unknown_line_resolves_without_prefix_and_is_reported(conn: RegistryConn
 
 
 def test_refresh_is_cheap_when_unchanged_and_sees_a_cli_change(
-    db: str, conn: RegistryConnection, tmp_path: Path
+    db: str, conn: RegistryTables, tmp_path: Path
 ) -> None:
     """The index stays itself until the registry changes; an account added by the CLI appears."""
     index = RegistryIndex.load(conn)
@@ -128,7 +129,7 @@ def test_refresh_is_cheap_when_unchanged_and_sees_a_cli_change(
     assert fresh.refresh_if_changed(conn) is fresh
 
 
-def test_accounts_lists_every_account(conn: RegistryConnection) -> None:
+def test_accounts_lists_every_account(conn: RegistryTables) -> None:
     """The supervisor sees every account with its supervision interval."""
     index = RegistryIndex.load(conn)
     assert sorted((a.effective, a.supervision) for a in index.accounts()) == [
@@ -137,7 +138,7 @@ def test_accounts_lists_every_account(conn: RegistryConnection) -> None:
     ]
 
 
-def test_bridges_and_library_entries(db: str, conn: RegistryConnection) -> None:
+def test_bridges_and_library_entries(db: str, conn: RegistryTables) -> None:
     """A bridge carries its account and channel map; library entries follow the precedence."""
     reg = Registry.open(db)
     reg.add_bridge(site="Main St", serial="ab-01", token="tok", channels=4, model="CKB304")

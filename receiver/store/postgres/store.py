@@ -432,10 +432,19 @@ class PostgresStore:
     def console(self) -> ConsoleTables:
         """The console's users on a connection of their own (the caller closes them)."""
         from receiver.store.console_tables import SqlConsoleTables  # noqa: PLC0415
-        from receiver.store.postgres import console_sql  # noqa: PLC0415
+        from receiver.store.postgres import (  # noqa: PLC0415
+            bridge_report_sql,
+            console_sql,
+            registry_sql,
+        )
         from receiver.store.postgres.statements import StatementConnection  # noqa: PLC0415
 
-        return SqlConsoleTables(StatementConnection.open(self.url), console_sql)
+        return SqlConsoleTables(
+            StatementConnection.open(self.url),
+            console_sql,
+            registry_sql=registry_sql,
+            bridge_report_sql=bridge_report_sql,
+        )
 
     def registry_generation(self) -> int:
         with self._use("registry read") as conn:

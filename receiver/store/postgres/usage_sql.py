@@ -13,6 +13,8 @@ _PER_CATEGORY = ", ".join(
     for c in CATEGORIES
     if c != Category.OTHER
 )
+# An account not in the registry is counted as received, upper-cased in ASCII only
+# (COLLATE "C"), as SQLite's upper() folds it, whatever the database's locale.
 USAGE_SQL = f"""
 WITH month AS (
     SELECT sg.*, coalesce(sg.site_id, a.site_id) AS billed_site
@@ -20,7 +22,7 @@ WITH month AS (
     WHERE sg.received_us >= %(start)s AND sg.received_us < %(end)s
 )
 SELECT si.name AS site,
-       coalesce(m.effective_account, upper(m.account)) AS account,
+       coalesce(m.effective_account, upper(m.account COLLATE "C")) AS account,
        m.station AS station,
        count(*) AS signals,
        {_PER_CATEGORY},

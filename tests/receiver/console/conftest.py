@@ -22,7 +22,8 @@ from protocols.signal import SiaView
 from receiver.cli import main as receiver_cli
 from receiver.config import parse_config
 from receiver.console.auth import hash_password
-from receiver.registry import backends
+from receiver.store import open_console_store
+from receiver.store.console_tables import console_statements
 from simulators.panel import PanelFleet, PanelOptions, Transmission
 from tests.conftest import Backend
 from tests.receiver.conftest import RunningReceiver, registry_setup, start_receiver, write_config
@@ -72,13 +73,19 @@ def add_users(config: Path) -> None:
     """The three users, written with the statements `receiver users add` runs (its own test
     runs the command itself)."""
     store = parse_config(config.read_text(encoding="utf-8")).store
-    conn = backends.connect(backends.store_location(store.path, store.url))
-    sql = backends.console_sql_for(conn)
+    sql = console_statements(store)
+    source = open_console_store(store)
+    tables = source.console()
     try:
-        for name, role in ROLES.items():
-            conn.execute(sql.INSERT_USER, (name, role, _password_hash(PASSWORDS[name]), 0))
+        tables.commit(
+            [
+                (sql.INSERT_USER, (name, role, _password_hash(PASSWORDS[name]), 0))
+                for name, role in ROLES.items()
+            ]
+        )
     finally:
-        conn.close()
+        tables.close()
+        source.close()
 
 
 def console_config(

@@ -1,9 +1,11 @@
-"""The console's own connection to the PostgreSQL store (``[store] url``): each write commits
-in one transaction of its own, the change with its audit row or neither; a connection the
-server ends is a store fault, answered, and the next request connects again."""
+"""The console's own connection to the store: on PostgreSQL (``[store] url``) each write
+commits in one transaction of its own, the change with its audit row or neither; a connection
+the server ends is a store fault, answered, and the next request connects again. On either
+backend the console reads through the store's interface only (``console()``)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import attrs
@@ -14,8 +16,9 @@ import pytest
 from receiver.config import parse_config
 from receiver.console.app import build_app
 from receiver.console.state import ConsoleState, StoreReader
+from receiver.registry import backends
 from receiver.service import Ports, Service
-from tests.receiver.console.conftest import console_config
+from tests.receiver.console.conftest import ON_BOTH, Console, console_config, send_sia
 
 
 async def test_on_postgresql_a_change_and_its_audit_row_commit_together(
@@ -30,9 +33,9 @@ async def test_on_postgresql_a_change_and_its_audit_row_commit_together(
         audit_row = sql.audit_statement(1, "ada", "user_add", "nina", {"role": "operator"})
         with pytest.raises(psycopg.Error):
             await reader.commit([audit_row, ("INSERT INTO nowhere VALUES (1)", ())])
-        assert await reader.run(sql.audit) == []
+        assert await reader.run(lambda tables: tables.audit()) == []
         await reader.commit([audit_row])
-        [row] = await reader.run(sql.audit)
+        [row] = await reader.run(lambda tables: tables.audit())
     finally:
         reader.close()
     assert (row["user"], row["action"], row["subject"], row["detail"]) == (
@@ -103,3 +106,66 @@ async def test_the_console_starts_while_the_postgresql_server_is_down(tmp_path: 
         state.reader.close()
         service.journal.close()
         service.registry.close()
+
+
+@pytest.fixture
+def no_connection_by_location(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From before the receiver starts, ``receiver.registry.backends.connect``, under whatever
+    name a module imported it, raises: only the store's interface may open the database."""
+
+    def opened_by_location(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"the database was opened by location: {args}")
+
+    connect = backends.connect
+    for module in list(sys.modules.values()):
+        if getattr(module, "connect", None) is connect:
+            monkeypatch.setattr(module, "connect", opened_by_location)
+
+
+@ON_BOTH
+async def test_the_console_reads_and_writes_through_the_store_interface(
+    no_connection_by_location: None, console: Console
+) -> None:
+    """Logins, every page, the API (reads, an account added, an acknowledgement), /metrics
+    and /healthz answer as before with ``backends.connect`` made to raise: the console reads
+    through the store's ``console()`` tables (DESIGN: only the store speaks SQL). Before, its
+    reader opened its own connection by location and every request failed."""
+    await send_sia(console.receiver, "BA", "012")
+    async with console.login("ada") as client:
+        [item] = (await client.get("/api/v1/signals")).json()["signals"]
+        assert (item["sia"], item["handled_by"]) == ("BA", None)
+        pages = {
+            "/signals": "Burglary Alarm",
+            f"/signals/{item['id']}": "NBA012",
+            "/accounts?q=1234": "Main Street",
+            "/accounts/S1/1234": "Recent signals",
+            "/status": "automation",
+            "/manual": 'class="acknowledge"',  # an admin may acknowledge by hand
+        }
+        for path, text in pages.items():
+            answer = await client.get(path)
+            assert (answer.status_code, text in answer.text) == (200, True), path
+        page = (await client.get("/accounts")).text
+        headers = {"X-CSRF-Token": page.split('name="csrf" value="')[1].split('"')[0]}
+        added = await client.post(
+            "/api/v1/accounts", json={"station": "S1", "number": "4321"}, headers=headers
+        )
+        assert added.status_code == 201, added.text
+        taken = await client.post(
+            "/api/v1/accounts", json={"station": "S1", "number": "1234"}, headers=headers
+        )
+        assert taken.status_code == 409, taken.text
+        [queued] = (await client.get("/api/v1/manual")).json()["queue"]  # the sink is down
+        assert queued["id"] == item["id"]
+        acked = await client.post(f"/api/v1/signals/{item['id']}/acknowledge", headers=headers)
+        assert acked.status_code == 200, acked.text
+        manual = (await client.get("/api/v1/manual")).json()
+        assert [h["handled_by"] for h in manual["handled"]] == ["ada"]
+        for path in ("/api/v1/bridges", "/api/v1/troubles", "/api/v1/status", "/api/v1/users"):
+            assert (await client.get(path)).status_code == 200, path
+        audit = (await client.get("/api/v1/audit")).json()["audit"]
+        assert [a["action"] for a in audit] == ["acknowledge", "account_add"]
+        metrics = await client.get("/metrics")
+        assert metrics.status_code == 200
+        assert 'receiver_registry_size{kind="accounts"} 2.0' in metrics.text
+        assert (await client.get("/healthz")).json()["store"] == "up"
