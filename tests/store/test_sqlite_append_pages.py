@@ -5,9 +5,10 @@ Measured (session 7): such a commit writes about 1.1 pages per row for ``signals
 (each account's entries sit on leaves of their own, so every row dirties one: the duplicate
 lookup and the account history both need an account-keyed index) and a handful of pages for
 the table and the indexes kept in arrival order (``id``, ``received_us``); every page costs the
-commit about 10 us of CPU (written to the WAL, checksummed, synced, later checkpointed). The
-budget fails when the append starts writing a page per row elsewhere: another index keyed by
-account, or by anything not in arrival order, doubles it."""
+commit about 10 us of CPU (written to the WAL, checksummed, synced, later checkpointed). Here
+that is 52 pages and 13 more; the budget leaves room for other SQLite versions' page splits,
+and fails when the append starts writing a page per row elsewhere (another index keyed by
+account, or by anything not in arrival order: 39 pages more)."""
 
 from __future__ import annotations
 
@@ -95,5 +96,5 @@ def test_a_commit_writes_about_one_page_per_account_and_a_few_more(tmp_path: Pat
             per_tree[owners.get(page, "?")] = per_tree.get(owners.get(page, "?"), 0) + 1
         dedupe = per_tree.pop("signals_by_dedupe", 0)
         assert ACCOUNTS * 0.8 <= dedupe <= ACCOUNTS * 1.3, per_tree
-        assert sum(per_tree.values()) <= 16, per_tree
-    assert len(frames) <= ACCOUNTS * 1.3 + 16
+        assert sum(per_tree.values()) <= 24, per_tree
+    assert len(frames) <= ACCOUNTS * 1.3 + 24
