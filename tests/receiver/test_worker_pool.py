@@ -30,6 +30,11 @@ from tests.receiver.test_crash import free_port
 from tests.receiver.test_dc09_service import read_replies, sia
 
 _RENDEZVOUS = "RECEIVER_TEST_RENDEZVOUS"
+# How long a real-process step may take before the test fails, and how long a stand-in worker
+# waits for the test's go. Every wait ends at its event (a file, a port answering, a count the
+# workers report); the bound only has to be far above what a loaded 2-core machine needs
+# (starting a receiver took 14 s at load average 11).
+_PATIENCE = 180.0
 
 
 def rendezvous_worker(
@@ -38,7 +43,7 @@ def rendezvous_worker(
     """A stand-in worker: bound only once every worker of the pool has been started."""
     folder = Path(os.environ[_RENDEZVOUS])
     (folder / f"started-{number}").touch()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + _PATIENCE
     while len(list(folder.glob("started-*"))) < 2:
         if time.monotonic() > deadline:
             return  # never ready: the pool reports that this worker did not start
@@ -71,7 +76,7 @@ def slow_second_worker(
     """``worker_main``; worker 1 starts only once the test lets it (a worker slow to start)."""
     if number == 1:
         go = Path(os.environ[_RENDEZVOUS]) / "go"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + _PATIENCE
         while not go.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
     worker_main(config, number, ready, json_logs, coordinator)
@@ -116,7 +121,7 @@ async def test_panels_connecting_as_soon_as_the_port_answers_reach_every_worker(
     udp = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(pool.run)
-        with trio.fail_after(60):
+        with trio.fail_after(_PATIENCE):
             while True:
                 pid = _first_worker_pid(pool)
                 if pid is not None and holds_udp_port(pid, port):
@@ -134,7 +139,7 @@ async def test_panels_connecting_as_soon_as_the_port_answers_reach_every_worker(
                     await trio.sleep(0.01)
             for n, stream in enumerate(streams, start=1):
                 await stream.send_all(sia(n, account=f"{5000 + n}"))
-            replies = [await read_replies(stream, 1, timeout=30) for stream in streams]
+            replies = [await read_replies(stream, 1, timeout=_PATIENCE) for stream in streams]
             udp_reply = await udp.recv(4096)
             # Each worker reports its counters to the coordinator every second.
             while sum(slot.counters.values["connections"] for slot in pool.slots) < 40:
@@ -193,7 +198,7 @@ class _LateGo:
         self.ready.close()
 
     def recv(self) -> object:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + _PATIENCE
         while not self.release.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
         return self.ready.recv()
@@ -232,7 +237,7 @@ async def test_the_ports_answer_for_every_worker_at_once_even_if_one_is_slow_to_
     bridges: list[trio.SocketStream] = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(pool.run)
-        with trio.fail_after(60):
+        with trio.fail_after(_PATIENCE):
             while not streams:  # a panel retrying until the port answers
                 try:
                     streams.append(await trio.open_tcp_stream("127.0.0.1", dc09_port))
@@ -245,7 +250,7 @@ async def test_the_ports_answer_for_every_worker_at_once_even_if_one_is_slow_to_
             (tmp_path / "go").touch()  # worker 1 gets its CPU back
             for n, stream in enumerate(streams, start=1):
                 await stream.send_all(sia(n, account=f"{5000 + n}"))
-            replies = [await read_replies(stream, 1, timeout=30) for stream in streams]
+            replies = [await read_replies(stream, 1, timeout=_PATIENCE) for stream in streams]
             counted = ("connections", "bridge_connections")
             while any(sum(s.counters.values[c] for s in pool.slots) < 40 for c in counted):
                 await trio.sleep(0.05)
@@ -278,7 +283,7 @@ async def test_the_coordinator_loop_runs_while_stop_waits_on_a_worker_past_its_d
     process = context.Process(target=hung_worker, args=(child,))
     process.start()
     child.close()
-    assert up.poll(60), "the stand-in worker did not start"
+    assert up.poll(_PATIENCE), "the stand-in worker did not start"
     pool = WorkerPool(config, 1, target=worker_main)
     pool.slots[0].process = process
     seen: list[tuple[float, bool]] = []

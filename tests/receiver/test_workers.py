@@ -36,18 +36,25 @@ from tests.receiver.test_crash import free_port, wait_for_port
 from tests.receiver.test_dc09_service import read_replies, sia
 from tests.receiver.test_supervisor import SUBJECT, Recorder
 
+# How long a real-process step may take before the test fails. The waits below end at the
+# event they wait for (a log line, a count of ACKs); the bound only has to be far above what a
+# loaded 2-core machine needs (start-up alone took 14 s at load average 11).
+_PATIENCE = 180.0
+
 
 @asynccontextmanager
 async def _serving(config: Path, log: Path) -> AsyncIterator[subprocess.Popen[bytes]]:
-    """`receiver serve` on ``config``, its output in ``log``. When the block ends, SIGTERM
-    stops it and it must exit 0 within 30 s; if the block fails, it is killed."""
+    """`receiver serve` on ``config``, its output in ``log``, once it has logged
+    ``receiver_started`` (every worker listens). When the block ends, SIGTERM stops it and it
+    must exit 0; if the block fails, it is killed."""
     command = [sys.executable, "-m", "receiver.cli", "--config", str(config), "serve"]
     with log.open("wb") as out:
         server = subprocess.Popen(command, stdout=out, stderr=out)
     try:
+        await _until_logged(server, log, "receiver_started")
         yield server
         server.send_signal(signal.SIGTERM)
-        assert await trio.to_thread.run_sync(server.wait, 30) == 0
+        assert await trio.to_thread.run_sync(server.wait, _PATIENCE) == 0
     finally:
         if server.poll() is None:
             server.kill()
@@ -85,11 +92,8 @@ async def test_every_worker_applies_the_switch_interval(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     log = tmp_path / "receiver.log"
-    async with _serving(config, log) as server:
-        with trio.fail_after(90):
-            while not _log_events(log, "receiver_started"):
-                assert server.poll() is None, log.read_text(encoding="utf-8", errors="replace")
-                await trio.sleep(0.05)
+    async with _serving(config, log):
+        pass  # receiver_started: every worker has logged worker_started
     started = _log_events(log, "worker_started")
     assert sorted((e["worker"], e["switch_interval"]) for e in started) == [
         (0, 0.002),
@@ -166,15 +170,15 @@ def _start_worker(config_path: Path, number: int) -> tuple[BaseProcess, int]:
     process.start()
     send.close()
     try:
-        assert receive.poll(60), "worker did not bind its ports"
+        assert receive.poll(_PATIENCE), "worker did not bind its ports"
         said, count = receive.recv()
         assert said == WORKER_BOUND
-        assert receive.poll(60), "worker did not hand its sockets over"
+        assert receive.poll(_PATIENCE), "worker did not hand its sockets over"
         tcp_accept.listen(handed := receive_sockets(receive, count))  # as its coordinator
         for sock in handed:
             sock.close()
         receive.send(WORKER_GO)  # accept now
-        assert receive.poll(60), "worker did not start"
+        assert receive.poll(_PATIENCE), "worker did not start"
         dc09_port, _, _ = receive.recv()
     finally:
         receive.close()
@@ -193,13 +197,13 @@ async def test_a_retry_landing_on_another_worker_is_acked_and_stored_once(
         for _, port in workers:
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             await stream.send_all(sia(17))
-            replies += await read_replies(stream, 1)
+            replies += await read_replies(stream, 1, timeout=_PATIENCE)
             await stream.aclose()
     finally:
         for process, _ in workers:
             process.terminate()
         for process, _ in workers:
-            await trio.to_thread.run_sync(process.join, 20)
+            await trio.to_thread.run_sync(process.join, _PATIENCE)
     assert [dc09.decode_reply(r).kind for r in replies] == [Reply.ACK, Reply.ACK]
     assert [p.exitcode for p, _ in workers] == [0, 0]
     conn = sqlite3.connect(tmp_path / "receiver.sqlite3")
@@ -225,6 +229,30 @@ async def _panel(port: int, account: str, acked: list[tuple[str, str]], count: i
         if dc09.decode_reply(raw).kind is Reply.ACK:
             acked.append((account, f"{seq:04d}"))
             seq += 1
+
+
+async def _until_logged(
+    server: subprocess.Popen[bytes], log: Path, event: str, count: int = 1
+) -> list[dict[str, object]]:
+    """Wait until ``log`` holds ``count`` ``event`` lines (their entries); a server that exits
+    meanwhile fails the test at once, with its log."""
+    with trio.fail_after(_PATIENCE):
+        while len(found := _log_events(log, event)) < count:
+            if server.poll() is not None:
+                output = log.read_text(encoding="utf-8", errors="replace")
+                pytest.fail(f"receiver exited {server.returncode} before {event}:\n{output}")
+            await trio.sleep(0.05)
+    return found
+
+
+async def _until_acked(
+    server: subprocess.Popen[bytes], acked: list[tuple[str, str]], count: int
+) -> None:
+    """Wait until the panels have seen ``count`` ACKs; the server must stay up meanwhile."""
+    with trio.fail_after(_PATIENCE):
+        while len(acked) < count:
+            assert server.poll() is None, f"receiver exited {server.returncode}"
+            await trio.sleep(0.01)
 
 
 def _log_events(path: Path, event: str) -> list[dict[str, object]]:
@@ -255,24 +283,17 @@ async def test_sigkill_of_one_worker_loses_no_acked_frame_and_it_is_restarted(
     )
     log = tmp_path / "receiver.log"
     acked: list[tuple[str, str]] = []
-    async with _serving(config, log):
-        await wait_for_port(port)
-        with trio.fail_after(60):
-            while len(_log_events(log, "worker_started")) < 2:
-                await trio.sleep(0.05)
-        victim = int(_log_events(log, "worker_started")[0]["pid"])  # type: ignore[call-overload]
+    async with _serving(config, log) as server:
+        await wait_for_port(port, server=server, log=log)
+        started = await _until_logged(server, log, "worker_started", 2)
+        victim = int(started[0]["pid"])  # type: ignore[call-overload]
         async with trio.open_nursery() as nursery:
             for i in range(20):
                 nursery.start_soon(_panel, port, f"{7000 + i}", acked, 9000)
-            with trio.fail_after(60):
-                while len(acked) < 300:
-                    await trio.sleep(0.01)
-                os.kill(victim, signal.SIGKILL)
-                while len(_log_events(log, "worker_started")) < 3:
-                    await trio.sleep(0.05)
-                after_restart = len(acked)
-                while len(acked) < after_restart + 300:
-                    await trio.sleep(0.01)
+            await _until_acked(server, acked, 300)
+            os.kill(victim, signal.SIGKILL)
+            await _until_logged(server, log, "worker_started", 3)  # its replacement
+            await _until_acked(server, acked, len(acked) + 300)
             nursery.cancel_scope.cancel()
     [exited] = _log_events(log, "worker_exited")
     assert exited["pid"] == victim
@@ -297,16 +318,19 @@ async def test_metrics_add_up_every_workers_frames(tmp_path: Path) -> None:
     )
     log = tmp_path / "receiver.log"
     acked: list[tuple[str, str]] = []
-    async with _serving(config, log):
-        await wait_for_port(port)
-        await wait_for_port(console)
-        async with trio.open_nursery() as nursery:
-            for i in range(8):
-                nursery.start_soon(_panel, port, f"{6000 + i}", acked, 10)
+    async with _serving(config, log) as server:
+        await wait_for_port(port, server=server, log=log)
+        await wait_for_port(console, server=server, log=log)
+        with trio.fail_after(_PATIENCE):
+            async with trio.open_nursery() as nursery:
+                for i in range(8):
+                    nursery.start_soon(_panel, port, f"{6000 + i}", acked, 10)
         assert len(acked) == 80
         ok = 0.0
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{console}") as client:
-            with trio.fail_after(30):
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{console}", timeout=_PATIENCE
+        ) as client:
+            with trio.fail_after(_PATIENCE):
                 while ok < 80:
                     await trio.sleep(0.2)
                     text = (await client.get("/metrics")).text
