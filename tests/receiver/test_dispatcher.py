@@ -300,7 +300,8 @@ async def test_automation_back_after_a_long_outage_is_served_within_seconds(
 
 
 class BatchedSpool(SpoolOutput):
-    """The spool, remembering which packages each exchange carried."""
+    """The spool, remembering which packages each exchange carried (and, in ``log``, each
+    exchange's size in the order things happened)."""
 
     window = 64
 
@@ -308,27 +309,61 @@ class BatchedSpool(SpoolOutput):
         super().__init__("spool", directory, coalesce=coalesce)
         self.batches: list[list[str]] = []
         self.handed = trio.Event()
+        self.log: list[tuple[str, float]] = []
 
     async def deliver_batch(self, items: Sequence[tuple[Signal, str]]) -> int:
         written = await super().deliver_batch(items)
         self.batches.append([package_id for _, package_id in items])
+        self.log.append(("batch", len(items)))
         self.handed.set()
         self.handed = trio.Event()
         return written
 
 
+class HeldPause:
+    """The cursor's coalescing wait (it runs in the read's worker thread), held until the test
+    lets it go, as a clock moved by the test would: each wait's length goes into ``log``."""
+
+    def __init__(self, log: list[tuple[str, float]]) -> None:
+        self.log = log
+        self._waiting = threading.Semaphore(0)
+        self._go = threading.Semaphore(0)
+        self._open = False
+
+    def __call__(self, seconds: float) -> None:
+        self.log.append(("pause", seconds))
+        if not self._open:
+            self._waiting.release()
+            self._go.acquire(timeout=60)
+
+    async def held(self) -> None:
+        """Until the cursor waits in a pause."""
+        await trio.to_thread.run_sync(self._waiting.acquire, True, 60)
+
+    def release(self) -> None:
+        self._go.release()
+
+    def open(self) -> None:
+        """No more holding (the cursor may be in a pause now: let it out too)."""
+        self._open = True
+        self._go.release()
+
+
 async def test_small_batches_coalesce_and_a_lone_alarm_is_not_held(
     tmp_path: Path, mock_clock: trio.testing.MockClock
 ) -> None:
-    """Under a clock that moves only when the test moves it: an alarm after a quiet spell
-    reaches the spool at once (no time passes); alarms arriving just behind a small batch wait
-    for the coalescing delay and then go out together, in one exchange; a backlog is never
-    held (a full batch is followed by the next at once)."""
+    """An alarm after a quiet spell reaches the spool at once (no wait asked); alarms arriving
+    just behind a small batch wait for the coalescing delay (asked of the read's thread, and
+    no longer than ``coalesce``) and then go out together, in one exchange; a backlog is never
+    held (a full batch is followed by the next with no wait). The wait is held here until the
+    test lets it go; the clock never moves (so the cursor's own timeouts never fire)."""
     output = BatchedSpool(tmp_path / "spool", coalesce=0.005)
     store = MemoryStore()
     journal = Journal(store)
     cursor = _cursor(output, store, journal, None)
     assert (cursor.window, cursor.coalesce) == (64, 0.005)
+    log = output.log
+    cursor.pause = pause = HeldPause(log)
 
     def ids(count: int, start: int) -> list[Signal]:
         return [make_signal(id=f"s-{start + i:04d}") for i in range(count)]
@@ -342,31 +377,38 @@ async def test_small_batches_coalesce_and_a_lone_alarm_is_not_held(
             await nursery.start(journal.run)
             await nursery.start(cursor.run)
             await journal.append(ids(1, 0))
-            await delivered(1)  # at once: the clock never moved
-            assert trio.current_time() == 0
-            for n in range(1, 4):  # three more while the cursor waits behind a small batch
+            await delivered(1)  # at once: no wait asked
+            assert log == [("batch", 1)]
+            await pause.held()  # behind a small batch: the next read waits first
+            for n in range(1, 4):  # three more while the cursor waits
                 await journal.append(ids(1, n))
             await trio.testing.wait_all_tasks_blocked()
             assert len(output.batches) == 1  # held, for now
-            mock_clock.jump(0.005)
+            pause.release()
             await delivered(4)
             assert output.batches[1] == ["s-0001", "s-0002", "s-0003"]
-            # A quiet spell (the cursor found nothing and waits for commits), then one alarm.
-            mock_clock.jump(0.005)
+            # A quiet spell (the cursor waited, found nothing and waits for commits), then one
+            # alarm: it goes out with no wait.
+            await pause.held()
+            pause.release()
             await trio.testing.wait_all_tasks_blocked()
-            before = trio.current_time()
             await journal.append(ids(1, 4))
             await delivered(5)
-            assert trio.current_time() == before
+            assert log == [("batch", 1), ("pause", 0.005), ("batch", 3), ("pause", 0.005)] + [
+                ("batch", 1)
+            ]
             # A backlog: 130 at once go out in full windows, one after another, unheld.
-            mock_clock.jump(0.005)
+            await pause.held()
+            pause.release()
             await trio.testing.wait_all_tasks_blocked()
             await journal.append(ids(130, 5))
-            before = trio.current_time()
             await delivered(135)
-            assert [len(b) for b in output.batches[3:]] == [64, 64, 2]
-            assert trio.current_time() == before
+            assert log[6:9] == [("batch", 64), ("batch", 64), ("batch", 2)]
+            assert log[5] == ("pause", 0.005)  # the one after the lone alarm, before the backlog
+            pause.open()
             nursery.cancel_scope.cancel()
+    assert all(seconds <= cursor.coalesce for what, seconds in log if what == "pause")
+    assert trio.current_time() == 0
     assert sorted(os.listdir(tmp_path / "spool")) == [f"s-{i:04d}.xml" for i in range(135)]
 
 
