@@ -211,13 +211,20 @@ class OutputCursor:
             raise LeaseLostError(f"cursor save refused: lease {fence} changed hands")
 
     async def _wait_for_more(self, read_up_to: int) -> None:
-        # Woken by our own journal's commits; the timeout also catches other writers. A commit
-        # that landed while the empty read ran has already fired its wake-up: read again now
-        # rather than wait out the timeout (``read_up_to``: the journal's end when it began).
+        # Woken by our own journal's commits (and other writers' where it watches them); the
+        # timeout also catches other writers. A commit that landed while the empty read ran
+        # has already fired its wake-up: read again now rather than wait out the timeout
+        # (``read_up_to``: the newest seq the journal knew when the read began).
         if self.journal is not None and self.journal.last_seq > read_up_to:
             await trio.lowlevel.checkpoint()
             return
-        with trio.move_on_after(self.save_interval):
+        timeout = self.save_interval
+        unsaved = self.delivered_unsaved or self.undeliverable_unsaved
+        if self.journal is not None and not unsaved and self.cursor == self._saved_cursor:
+            # Nothing to save: a journal that watches the other writers wakes us for their
+            # commits within its interval; reading more often would find nothing new.
+            timeout = max(timeout, self.journal.others_learnt_within or 0.0)
+        with trio.move_on_after(timeout):
             if self.journal is not None:
                 await self.journal.wait_committed()
             else:

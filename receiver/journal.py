@@ -126,6 +126,9 @@ class Journal:
         self._send, self._receive = trio.open_memory_channel[_Request](queue_size)
         self._committed = trio.Event()
         self.last_seq = 0
+        # While ``watch_other_writers`` runs: its interval (other writers' commits wake
+        # ``wait_committed`` within about that long); None when only our commits do.
+        self.others_learnt_within: float | None = None
 
     # -- writer side ---------------------------------------------------------------------
 
@@ -275,6 +278,7 @@ class Journal:
         for a notice lost, and may be slow; other nodes on PostgreSQL are learnt this way only.
         ``store`` is a store object of its own (the writer's is the writer thread's)."""
         outage = StoreOutage("journal", "watch_other_writers", counters=self.counters)
+        self.others_learnt_within = interval
         try:
             while True:
                 await trio.sleep(interval)
@@ -287,4 +291,5 @@ class Journal:
                 outage.succeeded()
                 self.learn_committed(newest)
         finally:
+            self.others_learnt_within = None
             store.close()

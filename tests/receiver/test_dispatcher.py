@@ -394,9 +394,8 @@ async def test_small_batches_coalesce_and_a_lone_alarm_is_not_held(
             await trio.testing.wait_all_tasks_blocked()
             await journal.append(ids(1, 4))
             await delivered(5)
-            assert log == [("batch", 1), ("pause", 0.005), ("batch", 3), ("pause", 0.005)] + [
-                ("batch", 1)
-            ]
+            held = [("batch", 1), ("pause", 0.005), ("batch", 3), ("pause", 0.005)]
+            assert log == [*held, ("batch", 1)]  # the lone alarm: no wait before it
             # A backlog: 130 at once go out in full windows, one after another, unheld.
             await pause.held()
             pause.release()
@@ -525,3 +524,44 @@ async def test_a_node_that_lost_the_lease_does_not_move_the_cursor_at_shutdown(
     else:
         assert (state.cursor, state.delivered) == (3, 3)
         assert "lease_writes_refused" not in counters.values
+
+
+class CountingStore(MemoryStore):
+    """A store that counts the cursor's reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def read_after(self, seq: int, limit: int) -> list[tuple[int, Signal]]:
+        self.reads += 1
+        return super().read_after(seq, limit)
+
+
+async def test_an_idle_cursor_reads_only_as_often_as_the_journal_learns_other_writers(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """In the coordinator the journal learns the workers' commits (their notices, and its
+    poll of the store every ``interval``): an idle cursor with nothing to save then reads
+    once per that interval, not every ``save_interval``; a delivery's cursor is still saved
+    within ``save_interval``."""
+    store = CountingStore()
+    journal = Journal(store)
+    output = BatchedSpool(tmp_path / "spool", coalesce=0.0)
+    cursor = OutputCursor(output, store, journal, save_interval=0.25)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        nursery.start_soon(journal.watch_other_writers, store, 1.0)
+        await nursery.start(cursor.run)
+        await trio.sleep(10)
+        assert store.reads <= 12  # once per second; every 0.25 s it read 25 times here
+        await journal.append([make_signal(id="a-1")])
+        while not output.batches:
+            await output.handed.wait()
+        delivered_at = trio.current_time()
+        [state] = store.output_states([output.name])
+        while state.cursor != cursor.cursor:
+            await trio.sleep(0.01)
+            [state] = store.output_states([output.name])
+        assert trio.current_time() - delivered_at <= 0.25 + 0.01
+        nursery.cancel_scope.cancel()
