@@ -50,6 +50,8 @@ from receiver.store.interface import (
 from receiver.store.signal_rows import from_us, to_us
 
 __all__ = [
+    "NOTICE_FALLBACK_POLL",
+    "OTHER_NODES_POLL",
     "UNDER_LEASE",
     "AppendResult",
     "Journal",
@@ -84,6 +86,13 @@ class WorkUnderLease(Protocol):
         """The store refused a write under this hold (called in the writer's task)."""
         ...
 
+
+# How often the coordinator reads the store's newest seq (``watch_other_writers``): other
+# nodes' commits (PostgreSQL) are learnt only so; its own workers' come as notices on their
+# pipes (``learn_committed``), and the poll only catches a notice lost: any commit reaches the
+# dispatcher within about that long.
+OTHER_NODES_POLL = 0.02
+NOTICE_FALLBACK_POLL = 0.5
 
 UNDER_LEASE: ContextVar[WorkUnderLease | None] = ContextVar("under_lease", default=None)
 

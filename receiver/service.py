@@ -49,7 +49,7 @@ from receiver.connection_limits import fit_to_open_files, raise_open_file_limit
 from receiver.console import serve_console
 from receiver.dc09_listener import Dc09Intake, Dc09Server, account_link
 from receiver.dispatcher import Dispatcher, OutputCursor, TroublePolicy
-from receiver.journal import Journal
+from receiver.journal import NOTICE_FALLBACK_POLL, OTHER_NODES_POLL, Journal
 from receiver.logs import configure
 from receiver.metrics import Counters
 from receiver.nodes import (
@@ -77,12 +77,6 @@ from receiver.workers import (
 )
 
 Role = Literal["all", "coordinator", "worker"]
-
-# How often the coordinator reads the store's newest seq: other nodes' commits (PostgreSQL)
-# are learnt only so; its own workers' come as notices on their pipes, and the poll only
-# catches a notice lost (any commit reaches the dispatcher within about this long).
-OTHER_NODES_POLL = 0.02
-NOTICE_FALLBACK_POLL = 0.5
 _E = TypeVar("_E", bound=BaseException)
 
 

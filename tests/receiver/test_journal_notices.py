@@ -19,9 +19,9 @@ from protocols.errors import Reply
 from protocols.signal import Signal
 from receiver.config import Config, parse_config
 from receiver.dispatcher import OutputCursor
-from receiver.journal import Journal
+from receiver.journal import NOTICE_FALLBACK_POLL, Journal
 from receiver.metrics import Counters
-from receiver.service import NOTICE_FALLBACK_POLL, worker_main
+from receiver.service import worker_main
 from receiver.store.interface import JournalWrite
 from receiver.store.memory import MemoryStore
 from receiver.store.sqlite_store import SqliteStore
