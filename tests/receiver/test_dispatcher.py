@@ -543,8 +543,10 @@ async def test_an_idle_cursor_reads_only_as_often_as_the_journal_learns_other_wr
 ) -> None:
     """In the coordinator the journal learns the workers' commits (their notices, and its
     poll of the store every ``interval``): an idle cursor with nothing to save then reads
-    once per that interval, not every ``save_interval``; a delivery's cursor is still saved
-    within ``save_interval``."""
+    once per that interval, not every ``save_interval``; a delivery still moves the saved
+    cursor. (Reads run in threads, which the autojump clock may outrun: that can only make
+    fewer reads per second of its time, so the count is a safe bound; a save's latency is
+    not, and is left to the save tests.)"""
     store = CountingStore()
     journal = Journal(store)
     output = BatchedSpool(tmp_path / "spool", coalesce=0.0)
@@ -558,10 +560,9 @@ async def test_an_idle_cursor_reads_only_as_often_as_the_journal_learns_other_wr
         await journal.append([make_signal(id="a-1")])
         while not output.batches:
             await output.handed.wait()
-        delivered_at = trio.current_time()
         [state] = store.output_states([output.name])
         while state.cursor != cursor.cursor:
             await trio.sleep(0.01)
             [state] = store.output_states([output.name])
-        assert trio.current_time() - delivered_at <= 0.25 + 0.01
         nursery.cancel_scope.cancel()
+    assert state.cursor == cursor.cursor > 0
