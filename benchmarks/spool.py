@@ -14,7 +14,7 @@ and each split into user (mostly ours: XML, Python) and sys (mostly the kernel's
 
 ``--dispatcher`` adds the coordinator's whole path at a steady rate (``--rate``, signals/s): a
 thread commits signals to a SQLite journal in batches, as the ingest workers do, and the
-dispatcher's cursor (woken by ``watch_other_writers``, as in the coordinator) reads them, builds
+dispatcher's cursor (woken by each commit's notice, as in the coordinator) reads them, builds
 and spools the packages and saves its cursor. Its CPU per package is the process's without the
 committing thread's own.
 """
@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from adapters.spool import SpoolOutput
 from benchmarks.harness import ROOT, write_results
 from protocols.signal import ContactIdView, Signal, Source, new_signal_id
 from receiver.dispatcher import OutputCursor
-from receiver.journal import Journal
+from receiver.journal import NOTICE_FALLBACK_POLL, Journal
 from receiver.store.interface import JournalWrite
 from receiver.store.sqlite_store import SqliteStore
 
@@ -112,9 +113,18 @@ def _journal_signal(index: int) -> Signal:
     )
 
 
-def _commit_steadily(path: Path, packages: int, rate: float, chunk: int, cpu: list[float]) -> None:
+def _commit_steadily(
+    path: Path,
+    packages: int,
+    rate: float,
+    chunk: int,
+    cpu: list[float],
+    *,
+    tell: Callable[[int], None] = lambda seq: None,
+) -> None:
     """Commit ``packages`` signals at ``rate`` per second, ``chunk`` per transaction (in a
-    thread of its own, like an ingest worker's commits); its CPU goes into ``cpu``."""
+    thread of its own, like an ingest worker's commits), and ``tell`` each commit's last seq
+    (as a worker's notice does); its CPU goes into ``cpu``."""
     store = SqliteStore(path)
     started = time.perf_counter()
     try:
@@ -124,7 +134,10 @@ def _commit_steadily(path: Path, packages: int, rate: float, chunk: int, cpu: li
             if delay > 0:
                 time.sleep(delay)
             count = min(chunk, packages - start)
-            store.append([JournalWrite(signals=[_journal_signal(start + i) for i in range(count)])])
+            [outcome] = store.append(
+                [JournalWrite(signals=[_journal_signal(start + i) for i in range(count)])]
+            )
+            tell(outcome.stored[-1][0])
     finally:
         store.close()
         cpu.extend(_thread_cpu())
@@ -171,12 +184,20 @@ async def _through_dispatcher(
         read_batch=max(256, output.window),
     )
     committer_cpu: list[float] = []
+    token = trio.lowlevel.current_trio_token()
+
+    def tell(seq: int) -> None:  # the notice a worker sends on its pipe, handed over
+        trio.from_thread.run_sync(journal.learn_committed, seq, trio_token=token)
+
     committer = threading.Thread(
-        target=_commit_steadily, args=(path, packages, rate, chunk, committer_cpu)
+        target=_commit_steadily,
+        args=(path, packages, rate, chunk, committer_cpu),
+        kwargs={"tell": tell},
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(journal.run)
-        nursery.start_soon(journal.watch_other_writers, SqliteStore(path))
+        # As in the coordinator: the commits are told, the store's poll is the fallback.
+        nursery.start_soon(journal.watch_other_writers, SqliteStore(path), NOTICE_FALLBACK_POLL)
         await nursery.start(cursor.run)
         started, (user, system) = time.perf_counter(), _cpu()
         committer.start()

@@ -36,6 +36,7 @@ Rules:
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -124,6 +125,8 @@ class OutputCursor:
         self.read_batch = read_batch
         self.window = window
         self.coalesce = coalesce
+        # How the read's thread waits out ``coalesce`` (a test holds it to see what is asked).
+        self.pause: Callable[[float], None] = time.sleep
         self.cursor = 0
         self.delivered_unsaved = 0
         self.undeliverable_unsaved = 0
@@ -148,7 +151,11 @@ class OutputCursor:
         self.failover_open = links.get(failover_link(self.output.name), (0, False))[1]
         return cursor
 
-    def _read(self) -> list[tuple[int, Signal]]:
+    def _read(self, pause: float = 0.0) -> list[tuple[int, Signal]]:
+        """The next signals after the cursor, after ``pause`` seconds (the coalescing wait,
+        in the same worker thread as the read: one thread call, not a sleep and a call)."""
+        if pause > 0:
+            self.pause(pause)
         return self.store.read_after(self.cursor, self.read_batch)
 
     def _state(self) -> CursorUpdate:
@@ -204,13 +211,20 @@ class OutputCursor:
             raise LeaseLostError(f"cursor save refused: lease {fence} changed hands")
 
     async def _wait_for_more(self, read_up_to: int) -> None:
-        # Woken by our own journal's commits; the timeout also catches other writers. A commit
-        # that landed while the empty read ran has already fired its wake-up: read again now
-        # rather than wait out the timeout (``read_up_to``: the journal's end when it began).
+        # Woken by our own journal's commits (and other writers' where it watches them); the
+        # timeout also catches other writers. A commit that landed while the empty read ran
+        # has already fired its wake-up: read again now rather than wait out the timeout
+        # (``read_up_to``: the newest seq the journal knew when the read began).
         if self.journal is not None and self.journal.last_seq > read_up_to:
             await trio.lowlevel.checkpoint()
             return
-        with trio.move_on_after(self.save_interval):
+        timeout = self.save_interval
+        unsaved = self.delivered_unsaved or self.undeliverable_unsaved
+        if self.journal is not None and not unsaved and self.cursor == self._saved_cursor:
+            # Nothing to save: a journal that watches the other writers wakes us for their
+            # commits within its interval; reading more often would find nothing new.
+            timeout = max(timeout, self.journal.others_learnt_within or 0.0)
+        with trio.move_on_after(timeout):
             if self.journal is not None:
                 await self.journal.wait_committed()
             else:
@@ -417,13 +431,13 @@ class OutputCursor:
                     await self.save()
                 last_save = trio.current_time()
             if not pending:
-                if handed_small and self.coalesce > 0:
-                    # More is probably on its way: let it gather, one exchange for all of it.
-                    await trio.sleep(self.coalesce)
+                # After a small batch more is probably on its way: let it gather (the read's
+                # thread waits first), one exchange for all of it.
+                pause = self.coalesce if handed_small else 0.0
                 handed_small = False
                 read_up_to = self.journal.last_seq if self.journal is not None else 0
                 try:
-                    batch = await trio.to_thread.run_sync(self._read)
+                    batch = await trio.to_thread.run_sync(self._read, pause)
                 except STORE_ERRORS as exc:
                     await trio.sleep(self._read_fault.failed(exc))
                     continue

@@ -50,6 +50,8 @@ from receiver.store.interface import (
 from receiver.store.signal_rows import from_us, to_us
 
 __all__ = [
+    "NOTICE_FALLBACK_POLL",
+    "OTHER_NODES_POLL",
     "UNDER_LEASE",
     "AppendResult",
     "Journal",
@@ -84,6 +86,13 @@ class WorkUnderLease(Protocol):
         """The store refused a write under this hold (called in the writer's task)."""
         ...
 
+
+# How often the coordinator reads the store's newest seq (``watch_other_writers``): other
+# nodes' commits (PostgreSQL) are learnt only so; its own workers' come as notices on their
+# pipes (``learn_committed``), and the poll only catches a notice lost: any commit reaches the
+# dispatcher within about that long.
+OTHER_NODES_POLL = 0.02
+NOTICE_FALLBACK_POLL = 0.5
 
 UNDER_LEASE: ContextVar[WorkUnderLease | None] = ContextVar("under_lease", default=None)
 
@@ -126,16 +135,20 @@ class Journal:
         self._send, self._receive = trio.open_memory_channel[_Request](queue_size)
         self._committed = trio.Event()
         self.last_seq = 0
+        # While ``watch_other_writers`` runs: its interval (other writers' commits wake
+        # ``wait_committed`` within about that long); None when only our commits do.
+        self.others_learnt_within: float | None = None
 
     # -- writer side ---------------------------------------------------------------------
 
     def _open(self) -> None:
         self.last_seq = self.store.last_seq()
 
-    def _commit(self, batch: list[_Request]) -> int:
-        """Commit one batch in one transaction (runs in a worker thread)."""
+    def _commit(self, batch: list[_Request]) -> tuple[int, int]:
+        """Commit one batch in one transaction (runs in a worker thread); how many signals it
+        stored, and the last one's seq (0: none)."""
         outcomes = self.store.append([req.write for req in batch])
-        stored = 0
+        stored = newest = 0
         for req, outcome in zip(batch, outcomes, strict=True):
             if outcome.refused:
                 token = req.write.fence
@@ -147,8 +160,8 @@ class Journal:
                 req.result = AppendResult(tuple(req.write.signals), ())
             if outcome.stored:
                 stored += len(outcome.stored)
-                self.last_seq = max(self.last_seq, outcome.stored[-1][0])
-        return stored
+                newest = max(newest, outcome.stored[-1][0])
+        return stored, newest
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The writer loop. Returns once ``close()`` was called and every append was answered."""
@@ -178,7 +191,7 @@ class Journal:
         started = trio.current_time()
         try:
             # Not abandoned on cancel: we must learn the outcome before answering anyone.
-            stored = await trio.to_thread.run_sync(self._commit, batch)
+            stored, newest = await trio.to_thread.run_sync(self._commit, batch)
         except Exception as exc:  # the outcome is unknown to the appenders: no ACK
             self.counters.inc("journal_commit_failed")
             self.counters.inc("store_errors")  # the same fault counter as every component
@@ -194,8 +207,12 @@ class Journal:
                 req.hold.refused()  # the work stops before its appender hears of it
             req.done.set()
         if stored:
-            self._committed.set()
-            self._committed = trio.Event()
+            self.last_seq = max(self.last_seq, newest)
+            self._wake()
+
+    def _wake(self) -> None:
+        self._committed.set()
+        self._committed = trio.Event()
 
     def close(self) -> None:
         """Stop accepting appends; the writer commits what is queued, then ``run`` returns."""
@@ -250,16 +267,28 @@ class Journal:
             raise req.error
 
     async def wait_committed(self) -> None:
-        """Wait until the next commit that stores at least one signal."""
+        """Wait until the next commit that stores at least one signal (ours, or another
+        writer's once learnt: ``learn_committed``, ``watch_other_writers``)."""
         await self._committed.wait()
 
+    def learn_committed(self, seq: int) -> None:
+        """Another writer committed signals up to ``seq`` (an ingest worker says so on its
+        pipe): wake ``wait_committed`` as for a commit of our own. ``last_seq`` is then the
+        newest seq known committed, whoever wrote it; a seq already known wakes nobody."""
+        if seq > self.last_seq:
+            self.last_seq = seq
+            self._wake()
+
     async def watch_other_writers(self, store: JournalStore, interval: float = 0.02) -> None:
-        """Wake ``wait_committed`` when other processes (the ingest workers) commit signals:
-        the coordinator's dispatcher then reads after its cursors as when it shares a journal.
+        """Wake ``wait_committed`` when other processes commit signals: the coordinator's
+        dispatcher then reads after its cursors as when it shares a journal. It reads the
+        store's newest seq every ``interval``: where every other writer tells its commits
+        (``learn_committed``: the ingest workers on one SQLite file) this is only the fallback
+        for a notice lost, and may be slow; other nodes on PostgreSQL are learnt this way only.
         ``store`` is a store object of its own (the writer's is the writer thread's)."""
         outage = StoreOutage("journal", "watch_other_writers", counters=self.counters)
+        self.others_learnt_within = interval
         try:
-            seen = self.last_seq
             while True:
                 await trio.sleep(interval)
                 try:
@@ -269,9 +298,7 @@ class Journal:
                     await outage.wait()
                     continue
                 outage.succeeded()
-                if newest > seen:
-                    seen = newest
-                    self._committed.set()
-                    self._committed = trio.Event()
+                self.learn_committed(newest)
         finally:
+            self.others_learnt_within = None
             store.close()

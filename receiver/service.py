@@ -49,7 +49,7 @@ from receiver.connection_limits import fit_to_open_files, raise_open_file_limit
 from receiver.console import serve_console
 from receiver.dc09_listener import Dc09Intake, Dc09Server, account_link
 from receiver.dispatcher import Dispatcher, OutputCursor, TroublePolicy
-from receiver.journal import Journal
+from receiver.journal import NOTICE_FALLBACK_POLL, OTHER_NODES_POLL, Journal
 from receiver.logs import configure
 from receiver.metrics import Counters
 from receiver.nodes import (
@@ -68,7 +68,13 @@ from receiver.store.faults import STORE_ERRORS, StoreOutage
 from receiver.store.interface import Lease, RegistrySource, RegistryTables, SignalStore
 from receiver.store.sqlite import tighten_permissions
 from receiver.supervisor import LinkActivity, Supervisor
-from receiver.workers import WORKER_GO, WorkerPool, die_with_parent, report_bound
+from receiver.workers import (
+    WORKER_GO,
+    WorkerPool,
+    die_with_parent,
+    report_bound,
+    report_to_coordinator,
+)
 
 Role = Literal["all", "coordinator", "worker"]
 _E = TypeVar("_E", bound=BaseException)
@@ -388,7 +394,9 @@ class Service:
             nursery.start_soon(
                 self.activity.run, self.open_store(), self.config.supervision.check_interval
             )
-            nursery.start_soon(self.journal.watch_other_writers, self.open_store())
+            # Our workers tell their commits; only other nodes (PostgreSQL) need the fast poll.
+            interval = OTHER_NODES_POLL if self.config.store.url else NOTICE_FALLBACK_POLL
+            nursery.start_soon(self.journal.watch_other_writers, self.open_store(), interval)
         assert self.node is not None
         nursery.start_soon(self.node.hold, SUPERVISOR_LEASE, self._supervise)
         nursery.start_soon(self.registry.run, self._registry_changed)
@@ -505,6 +513,7 @@ class Service:
             self.config.ingest.worker_count,
             target=worker_main,
             json_logs=self.json_logs,
+            on_commit=self.journal.learn_committed,  # each worker tells its commits
         )
         dc09_port, bridge_port = await nursery.start(self.pool.run)
         return Ports(dc09=dc09_port, bridge=bridge_port)
@@ -692,21 +701,4 @@ async def _serve_worker(service: Service, ready: Connection) -> None:
             ports = await nursery.start(run)
             if not service.shutting_down:  # else stopped before it listened: nothing to tell
                 ready.send((ports.dc09, ports.bridge, sys.getswitchinterval()))
-                nursery.start_soon(_report_counters, service, ready)
-
-
-async def _report_counters(service: Service, ready: Connection, interval: float = 1.0) -> None:
-    """Send the worker's counters to the coordinator every ``interval`` (its /metrics and
-    status page add every worker's up); a coordinator gone ends the reports, not the worker."""
-    try:
-        while True:
-            await trio.sleep(interval)
-            report = Counters()
-            report.add(service.counters)  # a copy: the hot path goes on counting meanwhile
-            try:
-                # In a thread: a coordinator slow to read must never stall this worker's ACKs.
-                await trio.to_thread.run_sync(ready.send, report, abandon_on_cancel=True)
-            except (BrokenPipeError, OSError):
-                return
-    finally:
-        ready.close()
+                nursery.start_soon(report_to_coordinator, ready, service.journal, service.counters)

@@ -25,6 +25,13 @@ Rules:
   ``receiver_started`` once every worker did. The UDP socket
   is bound at once: a datagram that arrives meanwhile waits in its buffer (a UDP group
   spreads datagrams by peer, none is kept by the first worker).
+- A worker tells its coordinator each commit that stored signals (``WORKER_COMMITTED`` with
+  the last seq, on its pipe, at once): the coordinator's dispatcher reads the journal then,
+  instead of polling the store 50 times a second. The notice never waits: a pipe full (a
+  coordinator far behind) drops it, and the coordinator's slow poll of the store
+  (``Journal.watch_other_writers``) finds those signals within its interval. One task writes
+  the worker's end of the pipe (its notices, and its counters every second): two writers'
+  bytes would interleave.
 - SIGTERM to the coordinator: each worker gets SIGTERM and shuts down gracefully (stops
   accepting, ACKs what is committed); a worker that outlives the deadline is killed. A worker
   dies with its coordinator (Linux ``PR_SET_PDEATHSIG``): a killed receiver is all gone.
@@ -37,11 +44,13 @@ import multiprocessing
 import os
 import signal as os_signal
 import socket
+import struct
 import sys
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
+from multiprocessing.reduction import ForkingPickler
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import structlog
@@ -52,10 +61,16 @@ from receiver.config import Config
 from receiver.metrics import Counters
 from receiver.tcp_accept import BACKLOG
 
+if TYPE_CHECKING:
+    from receiver.journal import Journal
+
 # The start-up handshake on a worker's pipe: the worker's ports are bound (not listening),
 # with the count of TCP sockets it hands over, then the coordinator's go (accept now).
 WORKER_BOUND = "bound"
 WORKER_GO = "go"
+# After the start, on the same pipe: (WORKER_COMMITTED, seq), the worker committed signals up
+# to that seq; anything else a worker sends is its counters.
+WORKER_COMMITTED = "committed"
 # Sockets handed over in one message (a worker's: DC-09 and bridges on each address).
 _MAX_HANDED = 64
 
@@ -156,13 +171,16 @@ class WorkerPool:
         *,
         target: Callable[[Config, int, Connection, bool | None, int], None],
         json_logs: bool | None = None,
+        on_commit: Callable[[int], None] | None = None,
     ) -> None:
         """``target(config, number, ready, json_logs, coordinator_pid)`` runs in each worker
         process; ``ready`` is its two-way pipe to the coordinator. Once its ports are bound it
         calls ``report_bound`` (``WORKER_BOUND`` and its TCP sockets), accepts when it
         receives ``WORKER_GO``, then sends (dc09 port, bridge port, switch interval applied)
-        (the ``worker_started`` line shows them), then its counters every second."""
+        (the ``worker_started`` line shows them), then its counters every second and its
+        commit notices (``report_to_coordinator``), each handed to ``on_commit(seq)``."""
         self.count = count
+        self.on_commit = on_commit
         self.target = target
         self.json_logs = json_logs
         self.log = structlog.get_logger("receiver.workers")
@@ -337,14 +355,23 @@ class WorkerPool:
         return total
 
     async def _read_reports(self, slot: _Slot, reports: Connection) -> None:
-        """Take the worker's counter reports until its end of the pipe closes."""
+        """Take the worker's counter reports and commit notices until its end of the pipe
+        closes."""
         try:
             while True:
                 await trio.lowlevel.wait_readable(reports.fileno())
                 try:
-                    slot.counters = reports.recv()
+                    message = reports.recv()
                 except (EOFError, OSError):
                     return
+                match message:
+                    case (str() as said, int() as seq) if said == WORKER_COMMITTED:
+                        if self.on_commit is not None:
+                            self.on_commit(seq)
+                    case Counters():
+                        slot.counters = message
+                    case _:
+                        self.log.warning("worker_report_unknown", worker=slot.number)
         finally:
             reports.close()
 
@@ -458,3 +485,69 @@ def _say_go(slot: _Slot, channel: Connection) -> None:
     except OSError as exc:
         channel.close()
         raise OSError(f"ingest worker {slot.number} did not start: {exc!r}") from exc
+
+
+def _framed(message: Any) -> bytes:
+    """``message`` as ``Connection.send`` puts it on the pipe (length, then the pickle)."""
+    payload = bytes(ForkingPickler.dumps(message))
+    return struct.pack("!i", len(payload)) + payload
+
+
+class CommitNotices:
+    """A worker's commit notices on its pipe to the coordinator, written without ever waiting:
+    a pipe that cannot take a whole notice now drops it (the coordinator's poll of the store
+    covers what a lost notice would have said). A notice is a few dozen bytes, which a Unix
+    stream socket takes whole or not at all."""
+
+    def __init__(self, ready: Connection, counters: Counters) -> None:
+        # A socket object on a copy of the pipe's descriptor, for MSG_DONTWAIT: the pipe's own
+        # descriptor stays blocking for the counters, sent from a thread.
+        self._pipe = socket.socket(fileno=os.dup(ready.fileno()))
+        self._counters = counters
+
+    def send(self, seq: int) -> bool:
+        """Tell ``seq``; False when the pipe can carry nothing more (the coordinator is gone,
+        or a notice went out in part, which would tear every message after it)."""
+        frame = _framed((WORKER_COMMITTED, seq))
+        try:
+            sent = self._pipe.send(frame, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            self._counters.inc("commit_notices_dropped")
+            return True
+        except OSError:
+            return False
+        return sent == len(frame)
+
+    def close(self) -> None:
+        self._pipe.close()
+
+
+async def report_to_coordinator(
+    ready: Connection, journal: Journal, counters: Counters, interval: float = 1.0
+) -> None:
+    """The worker's side of its pipe once it runs, from this one task: a commit notice as soon
+    as its journal committed signals (one for every commit the task keeps up with; a notice
+    carries the newest seq, so one covers the commits before it), and a copy of ``counters``
+    every ``interval`` (the coordinator's /metrics and status page add every worker's up).
+    A coordinator gone ends the reports, not the worker."""
+    notices = CommitNotices(ready, counters)
+    told = journal.last_seq
+    try:
+        while True:
+            with trio.move_on_after(interval):
+                while True:
+                    if journal.last_seq <= told:  # else committed while the counters went
+                        await journal.wait_committed()
+                    told = journal.last_seq
+                    if not notices.send(told):
+                        return  # the coordinator's poll of the store still finds them
+            report = Counters()
+            report.add(counters)  # a copy: the hot path goes on counting meanwhile
+            try:
+                # In a thread: a coordinator slow to read must never stall this worker's ACKs.
+                await trio.to_thread.run_sync(ready.send, report, abandon_on_cancel=True)
+            except (BrokenPipeError, OSError):
+                return
+    finally:
+        notices.close()
+        ready.close()

@@ -300,7 +300,8 @@ async def test_automation_back_after_a_long_outage_is_served_within_seconds(
 
 
 class BatchedSpool(SpoolOutput):
-    """The spool, remembering which packages each exchange carried."""
+    """The spool, remembering which packages each exchange carried (and, in ``log``, each
+    exchange's size in the order things happened)."""
 
     window = 64
 
@@ -308,27 +309,61 @@ class BatchedSpool(SpoolOutput):
         super().__init__("spool", directory, coalesce=coalesce)
         self.batches: list[list[str]] = []
         self.handed = trio.Event()
+        self.log: list[tuple[str, float]] = []
 
     async def deliver_batch(self, items: Sequence[tuple[Signal, str]]) -> int:
         written = await super().deliver_batch(items)
         self.batches.append([package_id for _, package_id in items])
+        self.log.append(("batch", len(items)))
         self.handed.set()
         self.handed = trio.Event()
         return written
 
 
+class HeldPause:
+    """The cursor's coalescing wait (it runs in the read's worker thread), held until the test
+    lets it go, as a clock moved by the test would: each wait's length goes into ``log``."""
+
+    def __init__(self, log: list[tuple[str, float]]) -> None:
+        self.log = log
+        self._waiting = threading.Semaphore(0)
+        self._go = threading.Semaphore(0)
+        self._open = False
+
+    def __call__(self, seconds: float) -> None:
+        self.log.append(("pause", seconds))
+        if not self._open:
+            self._waiting.release()
+            self._go.acquire(timeout=60)
+
+    async def held(self) -> None:
+        """Until the cursor waits in a pause."""
+        await trio.to_thread.run_sync(self._waiting.acquire, True, 60)
+
+    def release(self) -> None:
+        self._go.release()
+
+    def open(self) -> None:
+        """No more holding (the cursor may be in a pause now: let it out too)."""
+        self._open = True
+        self._go.release()
+
+
 async def test_small_batches_coalesce_and_a_lone_alarm_is_not_held(
     tmp_path: Path, mock_clock: trio.testing.MockClock
 ) -> None:
-    """Under a clock that moves only when the test moves it: an alarm after a quiet spell
-    reaches the spool at once (no time passes); alarms arriving just behind a small batch wait
-    for the coalescing delay and then go out together, in one exchange; a backlog is never
-    held (a full batch is followed by the next at once)."""
+    """An alarm after a quiet spell reaches the spool at once (no wait asked); alarms arriving
+    just behind a small batch wait for the coalescing delay (asked of the read's thread, and
+    no longer than ``coalesce``) and then go out together, in one exchange; a backlog is never
+    held (a full batch is followed by the next with no wait). The wait is held here until the
+    test lets it go; the clock never moves (so the cursor's own timeouts never fire)."""
     output = BatchedSpool(tmp_path / "spool", coalesce=0.005)
     store = MemoryStore()
     journal = Journal(store)
     cursor = _cursor(output, store, journal, None)
     assert (cursor.window, cursor.coalesce) == (64, 0.005)
+    log = output.log
+    cursor.pause = pause = HeldPause(log)
 
     def ids(count: int, start: int) -> list[Signal]:
         return [make_signal(id=f"s-{start + i:04d}") for i in range(count)]
@@ -342,31 +377,37 @@ async def test_small_batches_coalesce_and_a_lone_alarm_is_not_held(
             await nursery.start(journal.run)
             await nursery.start(cursor.run)
             await journal.append(ids(1, 0))
-            await delivered(1)  # at once: the clock never moved
-            assert trio.current_time() == 0
-            for n in range(1, 4):  # three more while the cursor waits behind a small batch
+            await delivered(1)  # at once: no wait asked
+            assert log == [("batch", 1)]
+            await pause.held()  # behind a small batch: the next read waits first
+            for n in range(1, 4):  # three more while the cursor waits
                 await journal.append(ids(1, n))
             await trio.testing.wait_all_tasks_blocked()
             assert len(output.batches) == 1  # held, for now
-            mock_clock.jump(0.005)
+            pause.release()
             await delivered(4)
             assert output.batches[1] == ["s-0001", "s-0002", "s-0003"]
-            # A quiet spell (the cursor found nothing and waits for commits), then one alarm.
-            mock_clock.jump(0.005)
+            # A quiet spell (the cursor waited, found nothing and waits for commits), then one
+            # alarm: it goes out with no wait.
+            await pause.held()
+            pause.release()
             await trio.testing.wait_all_tasks_blocked()
-            before = trio.current_time()
             await journal.append(ids(1, 4))
             await delivered(5)
-            assert trio.current_time() == before
+            held = [("batch", 1), ("pause", 0.005), ("batch", 3), ("pause", 0.005)]
+            assert log == [*held, ("batch", 1)]  # the lone alarm: no wait before it
             # A backlog: 130 at once go out in full windows, one after another, unheld.
-            mock_clock.jump(0.005)
+            await pause.held()
+            pause.release()
             await trio.testing.wait_all_tasks_blocked()
             await journal.append(ids(130, 5))
-            before = trio.current_time()
             await delivered(135)
-            assert [len(b) for b in output.batches[3:]] == [64, 64, 2]
-            assert trio.current_time() == before
+            assert log[6:9] == [("batch", 64), ("batch", 64), ("batch", 2)]
+            assert log[5] == ("pause", 0.005)  # the one after the lone alarm, before the backlog
+            pause.open()
             nursery.cancel_scope.cancel()
+    assert all(seconds <= cursor.coalesce for what, seconds in log if what == "pause")
+    assert trio.current_time() == 0
     assert sorted(os.listdir(tmp_path / "spool")) == [f"s-{i:04d}.xml" for i in range(135)]
 
 
@@ -483,3 +524,45 @@ async def test_a_node_that_lost_the_lease_does_not_move_the_cursor_at_shutdown(
     else:
         assert (state.cursor, state.delivered) == (3, 3)
         assert "lease_writes_refused" not in counters.values
+
+
+class CountingStore(MemoryStore):
+    """A store that counts the cursor's reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def read_after(self, seq: int, limit: int) -> list[tuple[int, Signal]]:
+        self.reads += 1
+        return super().read_after(seq, limit)
+
+
+async def test_an_idle_cursor_reads_only_as_often_as_the_journal_learns_other_writers(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """In the coordinator the journal learns the workers' commits (their notices, and its
+    poll of the store every ``interval``): an idle cursor with nothing to save then reads
+    once per that interval, not every ``save_interval``; a delivery still moves the saved
+    cursor. (Reads run in threads, which the autojump clock may outrun: that can only make
+    fewer reads per second of its time, so the count is a safe bound; a save's latency is
+    not, and is left to the save tests.)"""
+    store = CountingStore()
+    journal = Journal(store)
+    output = BatchedSpool(tmp_path / "spool", coalesce=0.0)
+    cursor = OutputCursor(output, store, journal, save_interval=0.25)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        nursery.start_soon(journal.watch_other_writers, store, 1.0)
+        await nursery.start(cursor.run)
+        await trio.sleep(10)
+        assert store.reads <= 12  # once per second; every 0.25 s it read 25 times here
+        await journal.append([make_signal(id="a-1")])
+        while not output.batches:
+            await output.handed.wait()
+        [state] = store.output_states([output.name])
+        while state.cursor != cursor.cursor:
+            await trio.sleep(0.01)
+            [state] = store.output_states([output.name])
+        nursery.cancel_scope.cancel()
+    assert state.cursor == cursor.cursor > 0
