@@ -27,6 +27,7 @@ from attrs import frozen
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from protocols.crc import crc16_arc, zeros_tables
+from protocols.drafts import draft_of
 from protocols.errors import (
     ChecksumError,
     DecryptionError,
@@ -97,8 +98,9 @@ class TimestampWindow:
 
 
 # Header and Frame are built once per frame on the hot path: no validators here (measured: they
-# double the cost); the parser is what guarantees their invariants.
-@frozen
+# double the cost); the parser is what guarantees their invariants. No weakref slot: the common
+# frame's are filled as drafts (``protocols.drafts``).
+@frozen(weakref_slot=False)
 class Dc09Header:
     """What can be read from a frame without its key: enough to look up the account and reply."""
 
@@ -111,7 +113,7 @@ class Dc09Header:
     crc_form: Literal["hex", "binary"]
 
 
-@frozen
+@frozen(weakref_slot=False)
 class Dc09Frame:
     """A checked, decrypted DC-09 frame. ``data`` is the data block content, pad removed."""
 
@@ -139,27 +141,12 @@ class Dc09Frame:
         return self.header.account
 
 
-# The common frame's header and frame are filled slot by slot, as attrs' own __init__ fills a
-# frozen slotted instance, through each slot's member descriptor (about a fifth cheaper than
-# attrs' per-field ``object.__setattr__``). The property test of ``decode_common`` holds the
-# result equal to what the constructors build.
+# The common frame's header and frame are filled as drafts (plain classes with their slots, see
+# ``protocols.drafts``). The property test of ``decode_common`` holds the result equal to what
+# the constructors build.
 _new = object.__new__
-_SlotSetter = Callable[[object, object], None]
-
-
-def _slot_setters(cls: type, names: Sequence[str]) -> tuple[_SlotSetter, ...]:
-    setters: tuple[_SlotSetter, ...] = tuple(getattr(cls, name).__set__ for name in names)
-    if tuple(names) != tuple(a.name for a in attrs.fields(cls)):
-        raise LocalProtocolError(f"{cls.__name__}'s trusted factory misses a field")
-    return setters
-
-
-_H_TOKEN, _H_ENCRYPTED, _H_SEQUENCE, _H_RECEIVER, _H_LINE, _H_ACCOUNT, _H_FORM = _slot_setters(
-    Dc09Header, ("token", "encrypted", "sequence", "receiver", "line", "account", "crc_form")
-)
-_F_HEADER, _F_DATA, _F_EXTENDED, _F_TIMESTAMP, _F_QUIRKS, _F_RAW = _slot_setters(
-    Dc09Frame, ("header", "data", "extended", "timestamp", "quirks", "raw")
-)
+_HeaderDraft = draft_of(Dc09Header)
+_FrameDraft = draft_of(Dc09Frame)
 
 
 @frozen
@@ -695,23 +682,26 @@ def decode_common(raw: bytes) -> Dc09Frame | None:
     if int(crc, 16) != computed:
         return None
     # Dc09Header(token, False, sequence, receiver, line, account, "hex") and
-    # Dc09Frame(header, data, (), timestamp, frozenset(), raw), filled slot by slot.
-    header: Dc09Header = _new(Dc09Header)
-    _H_TOKEN(header, token)
-    _H_ENCRYPTED(header, False)
-    _H_SEQUENCE(header, sequence)
-    _H_RECEIVER(header, receiver)
-    _H_LINE(header, line)
-    _H_ACCOUNT(header, account)
-    _H_FORM(header, "hex")
-    frame: Dc09Frame = _new(Dc09Frame)
-    _F_HEADER(frame, header)
-    _F_DATA(frame, data)
-    _F_EXTENDED(frame, _NO_EXTENDED)
-    _F_TIMESTAMP(frame, timestamp)
-    _F_QUIRKS(frame, _NO_QUIRKS)
-    _F_RAW(frame, raw)
-    return frame
+    # Dc09Frame(header, data, (), timestamp, frozenset(), raw), filled as drafts.
+    header: Any = _new(_HeaderDraft)
+    header.token = token
+    header.encrypted = False
+    header.sequence = sequence
+    header.receiver = receiver
+    header.line = line
+    header.account = account
+    header.crc_form = "hex"
+    header.__class__ = Dc09Header
+    frame: Any = _new(_FrameDraft)
+    frame.header = header
+    frame.data = data
+    frame.extended = _NO_EXTENDED
+    frame.timestamp = timestamp
+    frame.quirks = _NO_QUIRKS
+    frame.raw = raw
+    frame.__class__ = Dc09Frame
+    built: Dc09Frame = frame
+    return built
 
 
 def read_header(raw: bytes) -> Dc09Header:

@@ -23,13 +23,13 @@ import functools
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-import attrs
 from attrs import field, frozen
 
 from protocols import dc09
 from protocols.dc09 import Dc09Frame, Dc09Header, FrameSplitter, TimestampWindow
+from protocols.drafts import draft_of
 from protocols.errors import (
     ChecksumError,
     FramingError,
@@ -103,7 +103,7 @@ class ReceiverRules:
     max_frame: int = 4096
 
 
-@frozen
+@frozen(weakref_slot=False)
 class Accepted(Generic[R]):
     """A frame that passed every check: store its events, then send ``reply`` (the ACK)."""
 
@@ -155,13 +155,10 @@ class Rejected:
 _utc_now: Callable[[], datetime] = functools.partial(datetime.now, UTC)  # no Python frame
 
 
-# An accepted frame is filled slot by slot through each slot's member descriptor, as attrs'
-# __init__ fills a frozen slotted instance, without its per-field ``object.__setattr__``
-# (a property test holds it equal to the constructor's).
+# An accepted frame is filled as a draft (``protocols.drafts``; a property test holds it equal
+# to the constructor's).
 _new = object.__new__
-_A_FRAME, _A_EVENTS, _A_ACCOUNT, _A_REPLY, _A_RECEIVED_AT = (
-    getattr(Accepted, a.name).__set__ for a in attrs.fields(Accepted)
-)
+_AcceptedDraft = draft_of(Accepted)
 
 
 def _header_or_none(raw: bytes) -> Dc09Header | None:
@@ -298,14 +295,16 @@ class Dc09Engine(Generic[R]):
             reply = dc09.ack(header, key=key, now=now, pipe=rules.ack_pipe, rand=self.rand)
         else:
             reply = dc09.plain_ack(header)
-        # Accepted(frame, events, policy, reply, now), filled slot by slot.
-        accepted: Accepted[R] = _new(Accepted)
-        _A_FRAME(accepted, frame)
-        _A_EVENTS(accepted, events)
-        _A_ACCOUNT(accepted, policy)
-        _A_REPLY(accepted, reply)
-        _A_RECEIVED_AT(accepted, now)
-        return accepted
+        # Accepted(frame, events, policy, reply, now), filled as a draft.
+        accepted: Any = _new(_AcceptedDraft)
+        accepted.frame = frame
+        accepted.events = events
+        accepted.account = policy
+        accepted.reply = reply
+        accepted.received_at = now
+        accepted.__class__ = Accepted
+        built: Accepted[R] = accepted
+        return built
 
     def _reject(
         self,

@@ -12,12 +12,13 @@ import enum
 import itertools
 import os
 import re
-from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 from attrs import field, frozen, validators
+
+from protocols.drafts import draft_of
 
 if TYPE_CHECKING:
     from protocols.bridge import Envelope
@@ -161,7 +162,7 @@ def _frame_flags(
     return result
 
 
-@frozen(kw_only=True)
+@frozen(kw_only=True, weakref_slot=False)
 class Signal:
     """One event as the journal stores it. Build it with the factories, not field by field."""
 
@@ -220,40 +221,43 @@ class Signal:
             # Every encrypted frame, every unknown account: the same few flag sets recur.
             key = (flags, frame.quirks, header.encrypted, account is None)
             flags = _FRAME_FLAGS.get(key) or _frame_flags(*key)
-        signal: Signal = _new(cls)
-        _set_id(signal, _ids.new(received_at))
-        _set_received_at(signal, received_at)
-        _set_source(signal, Source.DC09)
-        _set_peer(signal, peer)
-        _set_account(signal, header.account)
-        _set_receiver_no(signal, header.receiver)
-        _set_line(signal, header.line)
+        # Signal(...) with every field, filled as a draft (see protocols.drafts).
+        signal: Any = _new(_SignalDraft)
+        signal.id = _ids.new(received_at)
+        signal.received_at = received_at
+        signal.source = Source.DC09
+        signal.peer = peer
+        signal.account = header.account
+        signal.receiver_no = header.receiver
+        signal.line = header.line
         if account is None:
-            _set_station(signal, station)
-            _set_account_id(signal, None)
-            _set_effective_account(signal, header.account.upper())
-            _set_site_id(signal, None)
-            _set_site_name(signal, None)
+            signal.station = station
+            signal.account_id = None
+            signal.effective_account = header.account.upper()
+            signal.site_id = None
+            signal.site_name = None
         else:
-            _set_station(signal, account.station)
-            _set_account_id(signal, account.account_id)
-            _set_effective_account(signal, account.effective)
-            _set_site_id(signal, account.site_id)
-            _set_site_name(signal, account.site_name)
-        _set_token(signal, header.token)
-        _set_sequence(signal, header.sequence)
-        _set_device_time(signal, frame.timestamp)
-        _set_cid(signal, event.cid)
-        _set_sia(signal, event.sia)
-        _set_name(signal, event.name)
-        _set_category(signal, event.category)
-        _set_device(signal, None)
-        _set_channel(signal, None)
-        _set_zone_type(signal, None)
-        _set_extended(signal, frame.extended)
-        _set_flags(signal, flags)
-        _set_raw(signal, frame.raw)
-        return signal
+            signal.station = account.station
+            signal.account_id = account.account_id
+            signal.effective_account = account.effective
+            signal.site_id = account.site_id
+            signal.site_name = account.site_name
+        signal.token = header.token
+        signal.sequence = header.sequence
+        signal.device_time = frame.timestamp
+        signal.cid = event.cid
+        signal.sia = event.sia
+        signal.name = event.name
+        signal.category = event.category
+        signal.device = None
+        signal.channel = None
+        signal.zone_type = None
+        signal.extended = frame.extended
+        signal.flags = flags
+        signal.raw = frame.raw
+        signal.__class__ = Signal
+        built: Signal = signal
+        return built
 
     @classmethod
     def from_bridge(
@@ -316,40 +320,6 @@ class Signal:
         return Flag.SUPPRESSED not in self.flags and Flag.DUPLICATE not in self.flags
 
 
-# The trusted factory's tools: a frozen slotted instance is filled slot by slot, as attrs' own
-# __init__ fills it, only without re-running the validators; each slot's own setter (its
-# member descriptor's ``__set__``) costs half of ``object.__setattr__``'s lookup by name.
+# The trusted factory's draft: a plain class with Signal's slots (see protocols.drafts).
 _new = object.__new__
-_SlotSetter = Callable[[Signal, object], None]
-
-
-def _slot_setter(name: str) -> _SlotSetter:
-    setter: _SlotSetter = getattr(Signal, name).__set__
-    return setter
-
-
-_set_id: _SlotSetter = _slot_setter("id")
-_set_received_at: _SlotSetter = _slot_setter("received_at")
-_set_source: _SlotSetter = _slot_setter("source")
-_set_peer: _SlotSetter = _slot_setter("peer")
-_set_account: _SlotSetter = _slot_setter("account")
-_set_receiver_no: _SlotSetter = _slot_setter("receiver_no")
-_set_line: _SlotSetter = _slot_setter("line")
-_set_station: _SlotSetter = _slot_setter("station")
-_set_account_id: _SlotSetter = _slot_setter("account_id")
-_set_effective_account: _SlotSetter = _slot_setter("effective_account")
-_set_site_id: _SlotSetter = _slot_setter("site_id")
-_set_site_name: _SlotSetter = _slot_setter("site_name")
-_set_token: _SlotSetter = _slot_setter("token")
-_set_sequence: _SlotSetter = _slot_setter("sequence")
-_set_device_time: _SlotSetter = _slot_setter("device_time")
-_set_cid: _SlotSetter = _slot_setter("cid")
-_set_sia: _SlotSetter = _slot_setter("sia")
-_set_name: _SlotSetter = _slot_setter("name")
-_set_category: _SlotSetter = _slot_setter("category")
-_set_device: _SlotSetter = _slot_setter("device")
-_set_channel: _SlotSetter = _slot_setter("channel")
-_set_zone_type: _SlotSetter = _slot_setter("zone_type")
-_set_extended: _SlotSetter = _slot_setter("extended")
-_set_flags: _SlotSetter = _slot_setter("flags")
-_set_raw: _SlotSetter = _slot_setter("raw")
+_SignalDraft = draft_of(Signal)
