@@ -8,11 +8,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from receiver.store.interface import BridgeStateRow, JournalWrite
 from receiver.store.sqlite_store import UPSERT_BRIDGE_STATE, SqliteStore
 from receiver.store.state_rows import state_params
+from tests.store.none_binds import none_adapter_calls
 
 SPARSE = BridgeStateRow("BR-1", None, None, None, None, None, None, None, 7)
 ARMED = BridgeStateRow("BR-2", "VB-8", 8, None, "armed", 5, "127.0.0.1:9", 6, 8)
@@ -31,9 +30,7 @@ def stored(path: Path) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-def test_a_bridge_state_row_binds_no_none_and_stores_nulls(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_bridge_state_row_binds_no_none_and_stores_nulls(tmp_path: Path) -> None:
     """The worker's state rows, in the journal's transaction and written alone, send no value
     through sqlite3's adapters (a None costs a lookup of about 1 us there) and store the same
     rows, NULLs as NULL, as the same statement with None bound. Before, every None went
@@ -41,22 +38,14 @@ def test_a_bridge_state_row_binds_no_none_and_stores_nulls(
     path = tmp_path / "store.sqlite3"
     store = SqliteStore(path)
     store.open()
-    adapted: list[object] = []
-
-    def adapter(value: None) -> None:
-        adapted.append(value)
-        return value
-
-    key: tuple[type[Any], type[Any]] = (type(None), sqlite3.PrepareProtocol)
-    monkeypatch.setitem(sqlite3.adapters, key, adapter)
-    try:
-        store.append([JournalWrite(bridge_states=[SPARSE])])
-        store.write_bridge_states([ARMED])
-        assert adapted == []
-        assert store.bridge_states() == [SPARSE, ARMED]
-    finally:
-        store.close()
-    monkeypatch.delitem(sqlite3.adapters, key)
+    with none_adapter_calls() as adapted:
+        try:
+            store.append([JournalWrite(bridge_states=[SPARSE])])
+            store.write_bridge_states([ARMED])
+            assert adapted == []
+            assert store.bridge_states() == [SPARSE, ARMED]
+        finally:
+            store.close()
 
     oracle = tmp_path / "oracle.sqlite3"
     SqliteStore(oracle).open()

@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from receiver.store.interface import CursorUpdate, JournalWrite
 from receiver.store.sqlite_store import SqliteStore
+from tests.store.none_binds import none_adapter_calls
 
 
-def test_a_cursor_save_binds_no_none_and_keeps_the_stored_success_time(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_cursor_save_binds_no_none_and_keeps_the_stored_success_time(tmp_path: Path) -> None:
     """The dispatcher's saves (alone, and with a journal write) leave ``last_error`` NULL and
     keep ``last_success_us`` (``coalesce``) with no value sent through sqlite3's adapters (a
     None costs a lookup of about 1 us there). Before, both None values went through it."""
@@ -27,16 +23,13 @@ def test_a_cursor_save_binds_no_none_and_keeps_the_stored_success_time(
         store.save_cursor(
             CursorUpdate("xml", 0, last_error="down", last_success_us=5, updated_us=6)
         )
-        adapted: list[object] = []
-
-        def adapter(value: None) -> None:
-            adapted.append(value)
-            return value
-
-        key: tuple[type[Any], type[Any]] = (type(None), sqlite3.PrepareProtocol)
-        monkeypatch.setitem(sqlite3.adapters, key, adapter)
-        assert store.save_cursor(CursorUpdate("xml", 0, delivered=2, connected=True, updated_us=7))
-        store.append([JournalWrite(cursors=[CursorUpdate("xml", 0, delivered=1, updated_us=8)])])
+        with none_adapter_calls() as adapted:
+            assert store.save_cursor(
+                CursorUpdate("xml", 0, delivered=2, connected=True, updated_us=7)
+            )
+            store.append(
+                [JournalWrite(cursors=[CursorUpdate("xml", 0, delivered=1, updated_us=8)])]
+            )
         assert adapted == []
     finally:
         store.close()
