@@ -385,7 +385,8 @@ def package_xml(
 
     One test covers every value written as text (all of them joined: a value left out joins as
     ``None``, which is plain too), lengths are looked at one by one only when the whole is
-    longer than one value may be, and the document is one string expression."""
+    longer than one value may be, and the document is one string expression; the ``<Flags>``
+    element of each flag set is built once (``_flags_block``)."""
     if link_template:
         return Package.from_signal(
             signal, package_id, link_template=link_template, station=station
