@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -385,7 +385,8 @@ def package_xml(
 
     One test covers every value written as text (all of them joined: a value left out joins as
     ``None``, which is plain too), lengths are looked at one by one only when the whole is
-    longer than one value may be, and the document is one string expression."""
+    longer than one value may be, and the document is one string expression; the ``<Flags>``
+    element of each flag set is built once (``_flags_block``)."""
     if link_template:
         return Package.from_signal(
             signal, package_id, link_template=link_template, station=station
@@ -459,14 +460,42 @@ def package_xml(
         + (f"  <LineNumber>{line}</LineNumber>\n" if line else "")
     )
     flags, extended = signal.flags, signal.extended
-    if not flags and not extended:
-        return f"{text}</Package>\n".encode()  # printable ASCII: UTF-8 as it is
-    # Flags and extended data as the general path normalises them (rarely any: no shortcut).
+    if not extended:  # printable ASCII up to here: UTF-8 as it is (the flags block may not be)
+        if not flags:
+            return f"{text}</Package>\n".encode()
+        return f"{text}{_flags_block(flags)}</Package>\n".encode()
+    # Extended data as the general path normalises it (rarely any: no shortcut).
     return _closed(
         [text],
         sorted({_token(f) or "-" for f in flags}) if flags else (),
         [(_token(key) or "-", _text(value)) for key, value in extended],
     )
+
+
+# The ``<Flags>`` element of a set of flags, as ``_closed`` writes it (normalised, sorted,
+# escaped): the same few sets recur (``unknown_account``, ``encrypted``), so it is built once
+# per set. Bounded: cleared when full (a dict read and write from any thread is safe).
+_FLAGS_BLOCK: dict[frozenset[str], str] = {}
+_FLAGS_BLOCK_MAX = 1024
+
+
+def _flags_block(flags: frozenset[str]) -> str:
+    try:
+        block = _FLAGS_BLOCK.get(flags)
+    except TypeError:  # not hashable (a set where a frozenset belongs): no cache, same text
+        return _flags_text(flags)
+    if block is None:
+        block = _flags_text(flags)
+        if len(_FLAGS_BLOCK) >= _FLAGS_BLOCK_MAX:
+            _FLAGS_BLOCK.clear()
+        _FLAGS_BLOCK[flags] = block
+    return block
+
+
+def _flags_text(flags: Iterable[str]) -> str:
+    names = sorted({_token(f) or "-" for f in flags})
+    flag_lines = "".join(f"    <Flag>{_escape(name)}</Flag>\n" for name in names)
+    return f"  <Flags>\n{flag_lines}  </Flags>\n"
 
 
 def _too_long(

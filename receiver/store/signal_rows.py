@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from protocols.drafts import draft_of
 from protocols.signal import ContactIdView, SiaView, Signal, Source
 
 # Written by the receiver, in this order (seq, repeats, last_repeat_us are the store's).
@@ -152,10 +153,13 @@ SIGNAL_READ_SQL = ", ".join(READ_COLUMNS)
 _SOURCES = {source.value: source for source in Source}
 _DUPLICATE_RECEIVED = frozenset({"duplicate_received"})
 _NO_FLAGS: frozenset[str] = frozenset()
-# The trusted reader's tools, as ``Signal.from_dc09`` uses them: a frozen slotted instance
-# filled slot by slot without re-running the validators, each slot through its member
-# descriptor's ``__set__`` (half the cost of ``object.__setattr__``'s lookup by name).
+# The trusted reader's tools. The Signal is filled as a draft (see protocols.drafts): a plain
+# class with Signal's slots, filled with plain stores, then switched to Signal itself. The
+# Contact ID and SIA views repeat from row to row (a panel's few events): each distinct one is
+# built once and shared (they are immutable), from a bounded cache cleared when full. They keep
+# a weakref slot, so no draft: their slots are filled through their member descriptors.
 _new = object.__new__
+_SignalDraft = draft_of(Signal)
 _Setter = Callable[[Any, Any], None]
 
 
@@ -169,61 +173,38 @@ def _slots(cls: type, *names: str) -> tuple[_Setter, ...]:
 (_sia_code, _sia_address, _sia_modifiers, _sia_text) = _slots(
     SiaView, "code", "address", "modifiers", "text"
 )
-(
-    _s_id,
-    _s_received_at,
-    _s_source,
-    _s_peer,
-    _s_account,
-    _s_station,
-    _s_receiver_no,
-    _s_line,
-    _s_account_id,
-    _s_effective_account,
-    _s_site_id,
-    _s_site_name,
-    _s_token,
-    _s_sequence,
-    _s_device_time,
-    _s_cid,
-    _s_sia,
-    _s_name,
-    _s_category,
-    _s_device,
-    _s_channel,
-    _s_zone_type,
-    _s_extended,
-    _s_flags,
-    _s_raw,
-) = _slots(
-    Signal,
-    "id",
-    "received_at",
-    "source",
-    "peer",
-    "account",
-    "station",
-    "receiver_no",
-    "line",
-    "account_id",
-    "effective_account",
-    "site_id",
-    "site_name",
-    "token",
-    "sequence",
-    "device_time",
-    "cid",
-    "sia",
-    "name",
-    "category",
-    "device",
-    "channel",
-    "zone_type",
-    "extended",
-    "flags",
-    "raw",
-)
+_VIEWS_MAX = 4096
+_CID_VIEWS: dict[tuple[str, str, str, str], ContactIdView] = {}
+_SIA_VIEWS: dict[tuple[str, str | None, str | None, str | None], SiaView] = {}
 _fromtimestamp = datetime.fromtimestamp
+
+
+def _cid_view(qualifier: str, code: str, group: str, zone: str) -> ContactIdView:
+    key = (qualifier, code, group, zone)
+    view = _CID_VIEWS.get(key)
+    if view is None:
+        if len(_CID_VIEWS) >= _VIEWS_MAX:
+            _CID_VIEWS.clear()
+        view = _CID_VIEWS[key] = _new(ContactIdView)
+        _cid_qualifier(view, qualifier)
+        _cid_code(view, code)
+        _cid_group(view, group)
+        _cid_zone(view, zone)
+    return view
+
+
+def _sia_view(code: str, address: str | None, modifiers: str | None, text: str | None) -> SiaView:
+    key = (code, address, modifiers, text)
+    view = _SIA_VIEWS.get(key)
+    if view is None:
+        if len(_SIA_VIEWS) >= _VIEWS_MAX:
+            _SIA_VIEWS.clear()
+        view = _SIA_VIEWS[key] = _new(SiaView)
+        _sia_code(view, code)
+        _sia_address(view, address or "")
+        _sia_modifiers(view, _pairs_from_json(modifiers) if modifiers else ())
+        _sia_text(view, text)
+    return view
 
 
 # Read-side caches, the mirror of the write side's: the same modifiers and flags text repeat.
@@ -285,50 +266,38 @@ def signal_from_values(values: Sequence[Any]) -> Signal:
         flags_text,
         raw,
     ) = values
-    cid: ContactIdView | None = None
-    if code is not None:
-        cid = _new(ContactIdView)
-        _cid_qualifier(cid, qualifier)
-        _cid_code(cid, code)
-        _cid_group(cid, group)
-        _cid_zone(cid, zone)
-    sia: SiaView | None = None
-    if sia_code is not None:
-        sia = _new(SiaView)
-        _sia_code(sia, sia_code)
-        _sia_address(sia, sia_address or "")
-        _sia_modifiers(sia, _pairs_from_json(sia_modifiers) if sia_modifiers else ())
-        _sia_text(sia, sia_text)
     flags = _flags_from_text(flags_text) if flags_text else _NO_FLAGS
     if repeats:
         flags = flags | _DUPLICATE_RECEIVED
-    signal: Signal = _new(Signal)
-    _s_id(signal, id_)
-    # from_us, inline (two calls a row)
-    _s_received_at(signal, _fromtimestamp(received_us / 1_000_000, UTC))
-    _s_source(signal, _SOURCES[source])
-    _s_peer(signal, peer or "")
-    _s_account(signal, account)
-    _s_station(signal, station)
-    _s_receiver_no(signal, receiver_no)
-    _s_line(signal, line)
-    _s_account_id(signal, account_id)
-    _s_effective_account(signal, effective_account)
-    _s_site_id(signal, site_id)
-    _s_site_name(signal, site_name)
-    _s_token(signal, token)
-    _s_sequence(signal, sequence)
-    _s_device_time(
-        signal, None if device_us is None else _fromtimestamp(device_us / 1_000_000, UTC)
+    # Signal(...) with every field, filled as a draft (see protocols.drafts).
+    signal: Any = _new(_SignalDraft)
+    signal.id = id_
+    signal.received_at = _fromtimestamp(received_us / 1_000_000, UTC)  # from_us, inline
+    signal.source = _SOURCES[source]
+    signal.peer = peer or ""
+    signal.account = account
+    signal.station = station
+    signal.receiver_no = receiver_no
+    signal.line = line
+    signal.account_id = account_id
+    signal.effective_account = effective_account
+    signal.site_id = site_id
+    signal.site_name = site_name
+    signal.token = token
+    signal.sequence = sequence
+    signal.device_time = None if device_us is None else _fromtimestamp(device_us / 1_000_000, UTC)
+    signal.cid = None if code is None else _cid_view(qualifier, code, group, zone)
+    signal.sia = (
+        None if sia_code is None else _sia_view(sia_code, sia_address, sia_modifiers, sia_text)
     )
-    _s_cid(signal, cid)
-    _s_sia(signal, sia)
-    _s_name(signal, name)
-    _s_category(signal, category)
-    _s_device(signal, device)
-    _s_channel(signal, channel)
-    _s_zone_type(signal, zone_type)
-    _s_extended(signal, _pairs_from_json(extended) if extended else ())
-    _s_flags(signal, flags)
-    _s_raw(signal, bytes(raw) if raw else b"")
-    return signal
+    signal.name = name
+    signal.category = category
+    signal.device = device
+    signal.channel = channel
+    signal.zone_type = zone_type
+    signal.extended = _pairs_from_json(extended) if extended else ()
+    signal.flags = flags
+    signal.raw = bytes(raw) if raw else b""
+    signal.__class__ = Signal
+    built: Signal = signal
+    return built

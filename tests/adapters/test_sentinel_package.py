@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
+from adapters.sentinel import package as package_module
 from adapters.sentinel.package import (
     PACKAGE_ID,
     Package,
@@ -444,3 +445,44 @@ def test_one_pass_builder_equals_the_package_for_any_zone_and_length(
     assert fast == Package.from_signal(signal, "pkg-1", station=station).to_xml(validate=False)
     assert fast == package_xml(signal, "pkg-1", station=station)  # the cache hit, the same
     validate(fast)
+
+
+# Flag sets as they recur (the few real ones) and odd ones: markup, control and non-ASCII
+# characters, an empty flag, one past a token's 128 characters.
+flag_text = (
+    st.sampled_from(
+        ["unknown_account", "encrypted", "duplicate_received", "quirk:late", "a&b", "<x>", "é", ""]
+    )
+    | st.sampled_from(["z" * 129, "cr\r", "nul\x00"])
+    | mixed_text
+)
+
+
+@settings(max_examples=300)
+@given(
+    _any_signals(plain_text).map(lambda s: attrs.evolve(s, extended=())),
+    st.frozensets(flag_text, min_size=1, max_size=4),
+    st.integers(1, 3),
+)
+def test_one_pass_builder_writes_the_flags_of_the_general_path_from_its_cache(
+    signal: Signal, flags: frozenset[str], cache_size: int
+) -> None:
+    """The ``<Flags>`` element, built once per flag set and then taken from a bounded cache,
+    is the general path's for any flags: on the first package, on a cache hit, after the
+    cache was cleared for being full, and for a plain set (no cache); the result passes the
+    XSD."""
+    signal = attrs.evolve(signal, flags=flags)
+    general = Package.from_signal(signal, "pkg-1").to_xml(validate=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(package_module, "_FLAGS_BLOCK_MAX", cache_size)
+        patch.setattr(package_module, "_FLAGS_BLOCK", {})
+        assert package_xml(signal, "pkg-1") == general
+        assert package_xml(signal, "pkg-1") == general  # the cache hit
+        for other in ({"x1"}, {"x2"}, {"x3"}):  # fills the cache past its bound
+            package_xml(attrs.evolve(signal, flags=frozenset(other)), "pkg-2")
+        assert len(package_module._FLAGS_BLOCK) <= cache_size
+        assert package_xml(signal, "pkg-1") == general
+    unhashable: Any = set(flags)  # a set where a frozenset belongs: built, never cached
+    as_set = attrs.evolve(signal, flags=unhashable)
+    assert package_xml(as_set, "pkg-1") == general
+    validate(general)

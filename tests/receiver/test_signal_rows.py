@@ -17,8 +17,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocols.signal import ContactIdView, Flag, SiaView, Signal, Source, new_signal_id
+from receiver.store import signal_rows
 from receiver.store.interface import JournalWrite
-from receiver.store.signal_rows import from_us
+from receiver.store.signal_rows import (
+    READ_COLUMNS,
+    SIGNAL_COLUMNS,
+    from_us,
+    signal_from_values,
+    signal_row,
+)
 from receiver.store.sqlite_store import SqliteStore
 
 
@@ -145,3 +152,74 @@ def test_a_signal_read_back_is_the_one_the_validated_constructor_builds(
         )
         assert same_times == attrs.evolve(original, flags=flags)
         assert abs(signal.received_at - original.received_at).total_seconds() <= 1e-6
+
+
+# Views that differ in one field only, so rows share some and not others: a cache keyed on too
+# little would hand a row its neighbour's view.
+NEAR_CID = [
+    *(ContactIdView(q, c, "01", z) for q in "ER" for c in ("130", "401") for z in ("003", "004")),
+    ContactIdView("E", "130", "02", "003"),
+]
+NEAR_SIA = [
+    SiaView("BA", "3"),
+    SiaView("BA", "4"),
+    SiaView("BA", ""),
+    SiaView("BA", "3", (("ri", "1"),)),
+    SiaView("BA", "3", (("ri", "2"),)),
+    SiaView("BA", "3", (), "text"),
+    SiaView("BA", "3", (), ""),
+    SiaView("BR", "3"),
+]
+BASE = Signal(
+    id="0005f1a2b3c4d5e-a1b2c3-000001",
+    received_at=datetime(2026, 3, 1, 22, 15, 7, 250000, tzinfo=UTC),
+    source=Source.DC09,
+    account="1234",
+)
+near_signals = st.builds(
+    attrs.evolve,
+    signals,
+    cid=st.none() | st.sampled_from(NEAR_CID),
+    sia=st.none() | st.sampled_from(NEAR_SIA),
+)
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(near_signals, min_size=1, max_size=6)
+    | st.lists(signals, min_size=1, max_size=6)
+    | st.permutations(
+        [
+            *(attrs.evolve(BASE, cid=v, sia=None) for v in NEAR_CID),
+            *(attrs.evolve(BASE, cid=None, sia=v) for v in NEAR_SIA),
+        ]
+    ),
+    st.booleans(),
+    st.sampled_from([1, 3, 4096]),
+)
+def test_the_trusted_reader_equals_the_validated_constructor_through_its_view_cache(
+    written: list[Signal], repeated: bool, cache_size: int
+) -> None:
+    """The reader fills the Signal as a draft and shares the Contact ID and SIA views of equal
+    rows from a bounded cache: for any rows (as ``signal_row`` writes them), read once, again
+    (the cache's hits) and after the cache was cleared for being full, each Signal equals the
+    validated constructor's, passes the validators, is a frozen ``Signal`` and hashes as it."""
+    rows = [
+        dict(zip(SIGNAL_COLUMNS, signal_row(s, None), strict=True)) | {"repeats": int(repeated)}
+        for s in written
+    ]
+    expected = [validated_from_row(row) for row in rows]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(signal_rows, "_VIEWS_MAX", cache_size)
+        patch.setattr(signal_rows, "_CID_VIEWS", {})
+        patch.setattr(signal_rows, "_SIA_VIEWS", {})
+        for _ in range(2):
+            read = [signal_from_values([row[name] for name in READ_COLUMNS]) for row in rows]
+            assert read == expected
+            assert len(signal_rows._CID_VIEWS) <= cache_size >= len(signal_rows._SIA_VIEWS)
+    for signal, validated in zip(read, expected, strict=True):
+        assert type(signal) is Signal
+        attrs.validate(signal)
+        assert hash(signal) == hash(validated)
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            signal.account = "changed"  # type: ignore[misc]
