@@ -178,7 +178,13 @@ class ReceiverProcess:
         command = [sys.executable, "-m", "receiver.cli", "--config", str(self.config), "serve"]
         self.log = (self.dir / "receiver.log").open("wb")
         self.process = subprocess.Popen(pinned(command, core), stdout=self.log, stderr=self.log)
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            # Never left running: a receiver that starts listening late would share the next
+            # run's port (SO_REUSEPORT) and answer its panels. Its folder stays, for the log.
+            self._end_process()
+            raise
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         """Until the receiver logs ``receiver_started`` (it does once every ingest worker
@@ -234,6 +240,10 @@ class ReceiverProcess:
         return total
 
     def stop(self) -> None:
+        self._end_process()
+        dispose(self.dir)
+
+    def _end_process(self) -> None:
         self.process.terminate()
         try:
             self.process.wait(30)
@@ -241,7 +251,6 @@ class ReceiverProcess:
             self.process.kill()
             self.process.wait()
         self.log.close()
-        dispose(self.dir)
 
 
 def started_logged(log: Path) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import NamedTuple
 
@@ -127,3 +128,22 @@ def test_a_receiver_is_ready_only_once_it_logged_receiver_started(tmp_path: Path
     assert not harness.started_logged(log)
     log.write_bytes(log.read_bytes() + b'{"version": "0.1.0", "event": "receiver_started"}\n')
     assert harness.started_logged(log)
+
+
+def test_a_receiver_that_never_gets_ready_is_not_left_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A receiver that fails to start in time is ended, not left to share the next run's
+    port: ``ReceiverProcess`` raises from its constructor, so no caller can stop it."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def never_ready(self: harness.ReceiverProcess, timeout: float = 30.0) -> None:
+        started.append(self.process)
+        raise RuntimeError("receiver did not start listening")
+
+    monkeypatch.setattr(harness, "wait_for_recent_cleanup", lambda: 0.0)
+    monkeypatch.setattr(harness.ReceiverProcess, "_wait_ready", never_ready)
+    with pytest.raises(RuntimeError, match="did not start"):
+        harness.ReceiverProcess()
+    [process] = started
+    assert process.poll() is not None  # ended, its exit status collected
