@@ -915,8 +915,8 @@ _ack_stamps: dict[tuple[int, int, int, int, int, int], bytes] = {}
 
 def _ack_stamp(now: datetime) -> bytes:
     """``]_<now>`` of an encrypted ACK (``format_timestamp``), cached per second of a UTC
-    time (the engine's clock): the ACKs of one second share it. Other zones are formatted each
-    time (two times of one zone compare by their fields alone, even a fold apart)."""
+    time (the engine's clock): the ACKs of one second share it. The key is the time's fields,
+    which are the UTC ones only in UTC: other zones and naive times are formatted each time."""
     if now.tzinfo is not UTC:
         return b"]_" + format_timestamp(now).encode("ascii")
     # The fields, not the datetime: hashing an aware datetime costs four times as much.
