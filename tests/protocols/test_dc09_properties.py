@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -271,3 +272,73 @@ def test_fields_fast_path_is_the_general_path(body: bytes) -> None:
     and span exactly as the general path does, whatever the bytes."""
     raw = b"\n" + body + b"\r"
     assert _fields_fast(raw) == _fields_general(raw)
+
+
+_zones = st.sampled_from(
+    [UTC, None, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(0)), timezone.min]
+)
+
+
+@given(
+    st.text("0123456789", min_size=4, max_size=4),
+    st.none() | st.text("0123456789ABCDEF", min_size=1, max_size=6),
+    _hex_field,
+    st.text("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefxyz", min_size=1, max_size=16),
+    st.sampled_from(["hex", "binary"]),
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    _zones,
+    st.booleans(),
+    st.binary(min_size=16, max_size=16),
+    st.sampled_from([16, 24, 32]),
+)
+def test_fast_encrypted_ack_is_the_ack_built_from_its_text(
+    sequence: str,
+    receiver: str | None,
+    line: str | None,
+    account: str,
+    crc_form: str,
+    when: datetime,
+    zone: timezone | None,
+    pipe: bool,
+    pad: bytes,
+    key_size: int,
+) -> None:
+    """The encrypted ACK (cached CRC parts and receiver time, combined) is byte for byte the
+    frame built from its text with the same pad, in any zone and for any second (a second
+    ACK of the same second comes from the cache), and it decrypts as the ACK of that frame."""
+    header = dc09.Dc09Header("SIA-DCS", True, sequence, receiver, line, account, crc_form)  # type: ignore[arg-type]
+    now = when if zone is None else when.replace(tzinfo=zone)
+    key = bytes(range(key_size))
+    r = "" if receiver is None else "R" + receiver
+    address = f"{r}{'' if line is None else 'L' + line}#{account}"
+
+    def rand(count: int) -> bytes:
+        return pad[:count]
+
+    plain = ("|" if pipe else "") + "]_" + dc09.format_timestamp(now)
+    built = dc09._wrap(f'"*ACK"{sequence}{address}[' + dc09._encrypt(plain, key, rand), crc_form)
+    for _ in range(2):
+        assert dc09.ack(header, key=key, now=now, pipe=pipe, rand=rand) == built
+    decoded = dc09.decode_reply(built, key=key)
+    assert (decoded.kind, decoded.sequence, decoded.account) == (Reply.ACK, sequence, account)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([16, 24, 32]), st.integers(0, 3), st.binary(max_size=80)),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_the_kept_cbc_encryptor_encrypts_each_message_as_a_fresh_zero_iv_context(
+    messages: list[tuple[int, int, bytes]],
+) -> None:
+    """One CBC encryptor per key serves message after message, under several keys in any
+    order: each ciphertext is the one a fresh zero-IV CBC context gives, and decrypts back."""
+    for size, which, body in messages:
+        key = bytes([which]) * size
+        plain = body[: len(body) - len(body) % 16]
+        fresh = Cipher(algorithms.AES(key), modes.CBC(bytes(16))).encryptor()
+        ciphertext = dc09._cbc_encrypt(key, plain)
+        assert ciphertext == fresh.update(plain) + fresh.finalize()
+        assert dc09._cbc_decrypt(key, ciphertext) == plain
