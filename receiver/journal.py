@@ -40,6 +40,7 @@ from receiver.metrics import Counters
 from receiver.store.faults import STORE_ERRORS, StoreOutage
 from receiver.store.interface import (
     BridgeStateRow,
+    CommitNoticeStore,
     CursorUpdate,
     FencingToken,
     JournalStore,
@@ -87,11 +88,12 @@ class WorkUnderLease(Protocol):
         ...
 
 
-# How often the coordinator reads the store's newest seq (``watch_other_writers``): other
-# nodes' commits (PostgreSQL) are learnt only so; its own workers' come as notices on their
-# pipes (``learn_committed``), and the poll only catches a notice lost: any commit reaches the
-# dispatcher within about that long.
-OTHER_NODES_POLL = 0.02
+# How often the coordinator reads the store's newest seq (``watch_other_writers``) when no
+# notice told it of a commit: its own workers' commits come as notices on their pipes
+# (``learn_committed``), other nodes' (PostgreSQL) as the store's commit notices (LISTEN/NOTIFY,
+# ``CommitNoticeStore``); the poll only catches a notice lost: any commit reaches the dispatcher
+# within about that long.
+OTHER_NODES_POLL = 0.5
 NOTICE_FALLBACK_POLL = 0.5
 
 UNDER_LEASE: ContextVar[WorkUnderLease | None] = ContextVar("under_lease", default=None)
@@ -279,20 +281,28 @@ class Journal:
             self.last_seq = seq
             self._wake()
 
-    async def watch_other_writers(self, store: JournalStore, interval: float = 0.02) -> None:
+    async def watch_other_writers(self, store: JournalStore, interval: float = 0.5) -> None:
         """Wake ``wait_committed`` when other processes commit signals: the coordinator's
-        dispatcher then reads after its cursors as when it shares a journal. It reads the
-        store's newest seq every ``interval``: where every other writer tells its commits
-        (``learn_committed``: the ingest workers on one SQLite file) this is only the fallback
-        for a notice lost, and may be slow; other nodes on PostgreSQL are learnt this way only.
-        ``store`` is a store object of its own (the writer's is the writer thread's)."""
+        dispatcher then reads after its cursors as when it shares a journal. A store that tells
+        its commits (``CommitNoticeStore``: PostgreSQL, every node's) wakes it at each notice;
+        the store's newest seq is read when no notice came for ``interval``, the fallback for a
+        notice lost (a dropped connection, the ingest workers' pipe notices on one SQLite
+        file), so any commit is learnt within about that long. ``store`` is a store object of
+        its own (the writer's is the writer thread's)."""
         outage = StoreOutage("journal", "watch_other_writers", counters=self.counters)
         self.others_learnt_within = interval
+        told = store.wait_commits if isinstance(store, CommitNoticeStore) else None
         try:
             while True:
-                await trio.sleep(interval)
                 try:
-                    newest = await trio.to_thread.run_sync(store.last_seq)
+                    if told is not None:
+                        # Left to finish on cancel: the store closes its connection after it.
+                        newest = await trio.to_thread.run_sync(
+                            told, interval, abandon_on_cancel=True
+                        )
+                    else:
+                        await trio.sleep(interval)
+                        newest = await trio.to_thread.run_sync(store.last_seq)
                 except STORE_ERRORS as exc:  # the database is away: wait it out, never end
                     outage.failed(exc)
                     await outage.wait()
