@@ -27,7 +27,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from typing import Any, Protocol
 
@@ -281,6 +281,30 @@ class Journal:
             self.last_seq = seq
             self._wake()
 
+    def _hear_commits(
+        self,
+        wait: Callable[[float], int],
+        interval: float,
+        token: trio.lowlevel.TrioToken,
+        outage: StoreOutage,
+    ) -> None:
+        """In a worker thread: the store's commit notices (``wait``), each seq newer than any
+        known handed to the event loop without waiting for it; a failure of the store ends
+        the thread (``watch_other_writers`` waits the outage out and starts another)."""
+        while True:
+            newest = wait(interval)
+            # Racy reads, on purpose: a seq another notice (a worker's, on its pipe) already
+            # told is not handed over; the worst a race costs is one needless hand-over.
+            if newest > self.last_seq or outage.failing:
+                try:
+                    token.run_sync_soon(self._heard, newest, outage)
+                except trio.RunFinishedError:
+                    return
+
+    def _heard(self, newest: int, outage: StoreOutage) -> None:
+        outage.succeeded()
+        self.learn_committed(newest)
+
     async def watch_other_writers(self, store: JournalStore, interval: float = 0.5) -> None:
         """Wake ``wait_committed`` when other processes commit signals: the coordinator's
         dispatcher then reads after its cursors as when it shares a journal. A store that tells
@@ -296,13 +320,16 @@ class Journal:
             while True:
                 try:
                     if told is not None:
-                        # Left to finish on cancel: the store closes its connection after it.
-                        newest = await trio.to_thread.run_sync(
-                            told, interval, abandon_on_cancel=True
+                        # One thread call for as long as the store answers, not one per
+                        # notice; left to finish on cancel (the store's close ends its wait).
+                        token = trio.lowlevel.current_trio_token()
+                        hear = (told, interval, token, outage)
+                        await trio.to_thread.run_sync(
+                            self._hear_commits, *hear, abandon_on_cancel=True
                         )
-                    else:
-                        await trio.sleep(interval)
-                        newest = await trio.to_thread.run_sync(store.last_seq)
+                        return  # the run is over
+                    await trio.sleep(interval)
+                    newest = await trio.to_thread.run_sync(store.last_seq)
                 except STORE_ERRORS as exc:  # the database is away: wait it out, never end
                     outage.failed(exc)
                     await outage.wait()
