@@ -27,7 +27,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from typing import Any, Protocol
 
@@ -40,6 +40,7 @@ from receiver.metrics import Counters
 from receiver.store.faults import STORE_ERRORS, StoreOutage
 from receiver.store.interface import (
     BridgeStateRow,
+    CommitNoticeStore,
     CursorUpdate,
     FencingToken,
     JournalStore,
@@ -87,11 +88,12 @@ class WorkUnderLease(Protocol):
         ...
 
 
-# How often the coordinator reads the store's newest seq (``watch_other_writers``): other
-# nodes' commits (PostgreSQL) are learnt only so; its own workers' come as notices on their
-# pipes (``learn_committed``), and the poll only catches a notice lost: any commit reaches the
-# dispatcher within about that long.
-OTHER_NODES_POLL = 0.02
+# How often the coordinator reads the store's newest seq (``watch_other_writers``) when no
+# notice told it of a commit: its own workers' commits come as notices on their pipes
+# (``learn_committed``), other nodes' (PostgreSQL) as the store's commit notices (LISTEN/NOTIFY,
+# ``CommitNoticeStore``); the poll only catches a notice lost: any commit reaches the dispatcher
+# within about that long.
+OTHER_NODES_POLL = 0.5
 NOTICE_FALLBACK_POLL = 0.5
 
 UNDER_LEASE: ContextVar[WorkUnderLease | None] = ContextVar("under_lease", default=None)
@@ -279,19 +281,54 @@ class Journal:
             self.last_seq = seq
             self._wake()
 
-    async def watch_other_writers(self, store: JournalStore, interval: float = 0.02) -> None:
+    def _hear_commits(
+        self,
+        wait: Callable[[float], int],
+        interval: float,
+        token: trio.lowlevel.TrioToken,
+        outage: StoreOutage,
+    ) -> None:
+        """In a worker thread: the store's commit notices (``wait``), each seq newer than any
+        known handed to the event loop without waiting for it; a failure of the store ends
+        the thread (``watch_other_writers`` waits the outage out and starts another)."""
+        while True:
+            newest = wait(interval)
+            # Racy reads, on purpose: a seq another notice (a worker's, on its pipe) already
+            # told is not handed over; the worst a race costs is one needless hand-over.
+            if newest > self.last_seq or outage.failing:
+                try:
+                    token.run_sync_soon(self._heard, newest, outage)
+                except trio.RunFinishedError:
+                    return
+
+    def _heard(self, newest: int, outage: StoreOutage) -> None:
+        outage.succeeded()
+        self.learn_committed(newest)
+
+    async def watch_other_writers(self, store: JournalStore, interval: float = 0.5) -> None:
         """Wake ``wait_committed`` when other processes commit signals: the coordinator's
-        dispatcher then reads after its cursors as when it shares a journal. It reads the
-        store's newest seq every ``interval``: where every other writer tells its commits
-        (``learn_committed``: the ingest workers on one SQLite file) this is only the fallback
-        for a notice lost, and may be slow; other nodes on PostgreSQL are learnt this way only.
-        ``store`` is a store object of its own (the writer's is the writer thread's)."""
+        dispatcher then reads after its cursors as when it shares a journal. A store that tells
+        its commits (``CommitNoticeStore``: PostgreSQL, every node's) wakes it at each notice;
+        the store's newest seq is read when no notice came for ``interval``, the fallback for a
+        notice lost (a dropped connection, the ingest workers' pipe notices on one SQLite
+        file), so any commit is learnt within about that long. ``store`` is a store object of
+        its own (the writer's is the writer thread's)."""
         outage = StoreOutage("journal", "watch_other_writers", counters=self.counters)
         self.others_learnt_within = interval
+        told = store.wait_commits if isinstance(store, CommitNoticeStore) else None
         try:
             while True:
-                await trio.sleep(interval)
                 try:
+                    if told is not None:
+                        # One thread call for as long as the store answers, not one per
+                        # notice; left to finish on cancel (the store's close ends its wait).
+                        token = trio.lowlevel.current_trio_token()
+                        hear = (told, interval, token, outage)
+                        await trio.to_thread.run_sync(
+                            self._hear_commits, *hear, abandon_on_cancel=True
+                        )
+                        return  # the run is over
+                    await trio.sleep(interval)
                     newest = await trio.to_thread.run_sync(store.last_seq)
                 except STORE_ERRORS as exc:  # the database is away: wait it out, never end
                     outage.failed(exc)

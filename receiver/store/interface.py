@@ -360,6 +360,16 @@ class JournalStore(Protocol):
         ...
 
 
+@runtime_checkable
+class CommitNoticeStore(Protocol):
+    """A store that tells its commits to every node (PostgreSQL's LISTEN/NOTIFY)."""
+
+    def wait_commits(self, timeout: float) -> int:
+        """Block (a worker thread) until a commit notice arrives, at most ``timeout`` seconds;
+        the newest seq committed (read from the store when no notice came)."""
+        ...
+
+
 class RegistrySource(Protocol):
     """Where the registry's tables are read and written (either backend's store object)."""
 

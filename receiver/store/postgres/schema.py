@@ -72,9 +72,12 @@ def migrate(conn: PgConnection) -> int:
     return schema_version(conn)
 
 
-def connect(url: str, *, migrate_schema: bool = True) -> PgConnection:
+def connect(
+    url: str, *, migrate_schema: bool = True, application_name: str = "receiver"
+) -> PgConnection:
     """Open an autocommit connection (callers open transactions with ``conn.transaction()``),
-    with synchronous commit, the schema migrated unless ``migrate_schema`` is false."""
+    with synchronous commit, the schema migrated unless ``migrate_schema`` is false.
+    ``application_name`` is what ``pg_stat_activity`` shows for it."""
     try:
         conn = psycopg.connect(
             url,
@@ -82,7 +85,7 @@ def connect(url: str, *, migrate_schema: bool = True) -> PgConnection:
             row_factory=dict_row,
             connect_timeout=10,
             options="-c synchronous_commit=on",
-            application_name="receiver",
+            application_name=application_name,
         )
     except psycopg.Error as exc:
         raise PostgresOpenError(

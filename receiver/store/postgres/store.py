@@ -22,12 +22,17 @@ Rules:
   an unreachable server to be a :class:`PostgresOpenError` (a ``StartupError``) now.
 - A broken connection (server restarted, network cut) is reopened at the next call; the call
   that saw it fail raises :class:`StoreError` (outcome unknown: no ACK).
+- Every transaction that stores signals NOTIFYs ``journal_committed`` with the newest seq (a
+  statement trigger, migration 0014): :meth:`PostgresStore.wait_commits` LISTENs on a
+  connection of its own and returns at the first notice, or reads the newest seq when none came
+  within its timeout (the fallback poll, on that connection: a dead one is found and reopened).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
@@ -191,6 +196,12 @@ _NODE_COLUMNS = (
     "name, (extract(epoch FROM started_at) * 1000000)::bigint AS started_us, "
     "(extract(epoch FROM heartbeat_at) * 1000000)::bigint AS heartbeat_us, info"
 )
+# Commit notices (migration 0014): the channel, and what a listener reads when none came.
+COMMIT_NOTICES = "journal_committed"
+NEWEST_SEQ = "SELECT coalesce(max(seq), 0) AS seq FROM signals"
+# ``wait_commits`` waits in slices at most this long: a thread its caller left waiting (a
+# cancelled trio task) sees ``close()`` within a slice, and closes the connection then.
+_NOTICE_SLICE = 1.0
 HEARTBEAT = f"""
 INSERT INTO nodes AS n (name, started_at, heartbeat_at, info)
 VALUES (%s, clock_timestamp(), clock_timestamp(), %s)
@@ -210,6 +221,10 @@ class PostgresStore:
         self._migrated = False
         self._listener: PgConnection | None = None
         self._seen_generation: int | None = None
+        # Commit notices: their own connection and lock (a wait blocks for up to its timeout).
+        self._notices_lock = threading.Lock()
+        self._notices: PgConnection | None = None
+        self._notices_closing = False
 
     # -- connections -----------------------------------------------------------------------
 
@@ -249,6 +264,22 @@ class PostgresStore:
                 if conn is not None:
                     conn.close()
             self._conn = self._listener = None
+        self._close_notices()
+
+    def _close_notices(self) -> None:
+        """Close the commit notices' connection now, or, while a thread waits on it, have that
+        thread close it as it leaves (within ``_NOTICE_SLICE``): never under its feet."""
+        self._notices_closing = True
+        if not self._notices_lock.acquire(blocking=False):
+            return
+        try:
+            if self._notices_closing:
+                if self._notices is not None:
+                    self._notices.close()
+                self._notices = None
+                self._notices_closing = False
+        finally:
+            self._notices_lock.release()
 
     # -- journal ---------------------------------------------------------------------------
 
@@ -368,8 +399,58 @@ class PostgresStore:
 
     def last_seq(self) -> int:
         with self._use("journal read") as conn:
-            row = conn.execute("SELECT coalesce(max(seq), 0) AS seq FROM signals").fetchone()
+            row = conn.execute(NEWEST_SEQ).fetchone()
         return int(row["seq"]) if row else 0
+
+    def wait_commits(self, timeout: float) -> int:
+        """Block (a worker thread) until a commit notice arrives, at most ``timeout`` seconds;
+        the newest seq committed: the highest told, else (no notice in time, or none with a
+        seq) read from the store. The first call, and the first after a lost connection,
+        LISTENs and then reads: a commit made while nobody listened is not missed."""
+        try:
+            with self._notices_lock:
+                try:
+                    return self._wait_commits(timeout)
+                except (psycopg.Error, PostgresOpenError) as exc:
+                    if self._notices is not None:
+                        self._notices.close()
+                    self._notices = None
+                    raise StoreError(f"commit notices failed: {str(exc).strip()}") from exc
+        finally:
+            if self._notices_closing:  # close() came while we waited
+                self._close_notices()
+
+    def _wait_commits(self, timeout: float) -> int:
+        conn = self._notices
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                conn.close()
+            self._notices = conn = connect(
+                self.url,
+                migrate_schema=not self._migrated,
+                application_name="receiver commit notices",
+            )
+            self._migrated = True
+            conn.execute(f"LISTEN {COMMIT_NOTICES}")
+            return _newest_seq(conn)
+        deadline = time.monotonic() + timeout
+        told: list[str] = []
+        while not told and not self._notices_closing:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            # A list, not a loop over the generator: psycopg's notifies() holds the
+            # connection's lock (not reentrant) until its generator is over.
+            wait = min(left, _NOTICE_SLICE)
+            told = [n.payload for n in conn.notifies(timeout=wait, stop_after=1)]
+        if self._notices_closing:
+            raise StoreError("commit notices: the store was closed during the wait")
+        if told:
+            told += [n.payload for n in conn.notifies(timeout=0)]  # the backlog, if any
+            seqs = [int(payload) for payload in told if payload.isdigit()]
+            if seqs:
+                return max(seqs)
+        return _newest_seq(conn)  # the fallback poll
 
     def recent_keys(self, since_us: int) -> list[tuple[str, int, int]]:
         with self._use("journal read") as conn:
@@ -642,6 +723,11 @@ class PostgresStore:
         with self._use("users read") as conn:
             rows = conn.execute("SELECT * FROM users ORDER BY name").fetchall()
         return [_user(row) for row in rows]
+
+
+def _newest_seq(conn: PgConnection) -> int:
+    row = conn.execute(NEWEST_SEQ).fetchone()
+    return int(row["seq"]) if row else 0
 
 
 def _node(row: Mapping[str, Any]) -> NodeBeat:
