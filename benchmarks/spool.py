@@ -1,7 +1,7 @@
 """Spool output throughput: durable package files per second, one per call vs a window.
 
 Run: ``python -m benchmarks.spool [--packages 1280] [--runs 3] [--window 64] [--dispatcher]
-[--rate 2500] [--chunk 40] [--coalesce 0.005]``
+[--rate 2500] [--chunk 40] [--coalesce 0.005] [--automation 60 --batch 25 --remove-after 1]``
 
 The spool is the embedded default output (``make serve`` with no outputs configured). Each
 package is XML built (the first of each call validated), written to an unnamed file in the
@@ -17,6 +17,14 @@ thread commits signals to a SQLite journal in batches, as the ingest workers do,
 dispatcher's cursor (woken by each commit's notice, as in the coordinator) reads them, builds
 and spools the packages and saves its cursor. Its CPU per package is the process's without the
 committing thread's own.
+
+``--automation SECONDS`` adds a steady run at ``--rate`` in batches of ``--batch`` (about what
+the dispatcher hands over at full ingest), twice, in two folders: once with nothing removed,
+then beside an automation (a process of its own, its CPU not counted) that reads each package
+and removes it ``--remove-after`` seconds after it appeared, as a real one does. It prints the
+spool's CPU per package in 10-second windows: on ext4 without a journal a new inode steps past
+the free inodes freed in the last minutes (``recently_deleted``). The removal is stamped for
+``benchmarks.harness``, so receivers started by later benchmarks wait it out.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -37,7 +46,7 @@ from typing import Any
 import trio
 
 from adapters.spool import SpoolOutput
-from benchmarks.harness import ROOT, write_results
+from benchmarks.harness import ROOT, record_cleanup, write_results
 from protocols.signal import ContactIdView, Signal, Source, new_signal_id
 from receiver.dispatcher import OutputCursor
 from receiver.journal import NOTICE_FALLBACK_POLL, Journal
@@ -217,6 +226,116 @@ async def _through_dispatcher(
     )
 
 
+# The automation, a process of its own as a real one is: every 50 ms it lists the folder, then
+# reads and removes each package seen at least AFTER seconds ago; at SIGTERM it prints how many.
+_AUTOMATION = """
+import os, signal, sys, time
+folder, after, seen, removed, running = sys.argv[1], float(sys.argv[2]), {}, 0, [True]
+signal.signal(signal.SIGTERM, lambda *_: running.clear())
+while running:
+    time.sleep(0.05)
+    now = time.monotonic()
+    for entry in os.scandir(folder):
+        if entry.name.endswith(".xml"):
+            seen.setdefault(entry.name, now)
+    for name, first in list(seen.items()):
+        if now - first >= after:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as package:
+                package.read()
+            os.unlink(path)
+            del seen[name]
+            removed += 1
+print(removed)
+"""
+
+
+async def _steady(
+    directory: Path,
+    seconds: float,
+    rate: float,
+    batch: int,
+    remove_after: float | None,
+    *,
+    window: float = 10.0,
+) -> tuple[float, list[tuple[float, float]], int]:
+    """Packages/s written at ``rate`` in batches of ``batch`` for ``seconds``, the spool's user
+    and system CPU us per package in each ``window`` seconds, and how many were removed."""
+    directory.mkdir(parents=True)
+    output = SpoolOutput("spool", directory)
+    automation = None
+    if remove_after is not None:
+        automation = subprocess.Popen(
+            [sys.executable, "-c", _AUTOMATION, str(directory), str(remove_after)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+    windows: list[tuple[float, float]] = []
+    written = window_written = 0
+    started = time.perf_counter()
+    window_start, (user, system) = started, _cpu()
+    try:
+        while (now := time.perf_counter()) - started < seconds:
+            due = started + written / rate
+            if due > now:
+                await trio.sleep(due - now)
+            items = [(_signal(written + i), f"s-{written + i:08d}") for i in range(batch)]
+            written += await output.deliver_batch(items)
+            window_written += batch
+            if time.perf_counter() - window_start >= window:
+                user_now, system_now = _cpu()
+                windows.append(
+                    (
+                        (user_now - user) / window_written * 1e6,
+                        (system_now - system) / window_written * 1e6,
+                    )
+                )
+                window_start, (user, system), window_written = (
+                    time.perf_counter(),
+                    (user_now, system_now),
+                    0,
+                )
+    finally:
+        removed = 0
+        if automation is not None:
+            automation.terminate()
+            out, _ = automation.communicate(timeout=60)
+            removed = int(out.strip() or 0)
+    elapsed = time.perf_counter() - started
+    return written / elapsed, windows, removed
+
+
+def _measure_automation(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
+    rows = []
+    for remove_after in (None, args.remove_after):
+        folder = scratch / (
+            "automation-removes" if remove_after is not None else "automation-keeps"
+        )
+        rate, windows, removed = trio.run(
+            _steady, folder, args.automation, args.rate, args.batch, remove_after
+        )
+        if removed:
+            record_cleanup(removed)
+        row = {
+            "removes_after_s": remove_after,
+            "rate": args.rate,
+            "batch": args.batch,
+            "seconds": args.automation,
+            "packages_per_s": round(rate, 1),
+            "removed": removed,
+            "windows_user_sys_us_per_package": [[round(u, 1), round(s, 1)] for u, s in windows],
+        }
+        rows.append(row)
+        label = f"removed after {remove_after} s" if remove_after is not None else "kept"
+        print(
+            f"automation: {label}, {args.rate:.0f}/s in batches of {args.batch}: "
+            f"packages/s={rate:.0f}; us/package per 10 s (user+sys): "
+            + ", ".join(f"{u + s:.0f} ({s:.0f} sys)" for u, s in windows),
+            flush=True,
+        )
+    return rows
+
+
 def _measure(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     # The last row is the one benchmarks/run.py reports: --window packages on the usual path.
@@ -302,6 +421,17 @@ def main(argv: list[str] | None = None) -> int:
         default=SpoolOutput.COALESCE,
         help="with --dispatcher: the spool's coalesce setting, seconds",
     )
+    parser.add_argument(
+        "--automation",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="also a steady run of SECONDS kept and then beside an automation removing packages",
+    )
+    parser.add_argument("--batch", type=int, default=25, help="with --automation: per call")
+    parser.add_argument(
+        "--remove-after", type=float, default=1.0, help="with --automation: seconds, then removed"
+    )
     args = parser.parse_args(argv)
     (ROOT / "var").mkdir(exist_ok=True)
     # Every run's folder is removed at the end, not after each run: on ext4 without a journal
@@ -311,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = _measure(args, scratch)
         dispatcher = _measure_dispatcher(args, scratch) if args.dispatcher else None
+        automation = _measure_automation(args, scratch) if args.automation > 0 else None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     ratio = results[-1]["packages_per_s"] / results[0]["packages_per_s"]
@@ -339,6 +470,20 @@ def main(argv: list[str] | None = None) -> int:
             f"| {dispatcher['packages_per_s']:.0f} | {dispatcher['cpu_us_per_package']:.0f} "
             f"| {dispatcher['user_us_per_package']:.0f} | {dispatcher['sys_us_per_package']:.0f} "
             f"| {dispatcher['packages_per_exchange']:.1f} |",
+        ]
+    if automation is not None:
+        payload["automation"] = automation
+        lines += [
+            "",
+            "| steady run | packages/s | spool CPU us/package per 10 s window (user+sys) |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {'removed after ' + str(r['removes_after_s']) + ' s' if r['removed'] else 'kept'}"
+            f", {r['rate']:.0f}/s in batches of {r['batch']} | {r['packages_per_s']:.0f} | "
+            + ", ".join(f"{u + s:.0f}" for u, s in r["windows_user_sys_us_per_package"])
+            + " |"
+            for r in automation
         ]
     write_results("spool", payload, "\n".join(lines))
     return 0

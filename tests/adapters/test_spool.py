@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -142,7 +143,8 @@ async def test_a_failed_flush_publishes_nothing(
 
 def record_flushes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The spool's flushes and names in order: ``syncfs``, ``fsync`` (of a file or of the
-    directory: ``fsync-dir``), ``link NAME``, ``rename NAME``; the real calls still run."""
+    directory: ``fsync-dir``), ``link NAME`` (by descriptor or through /proc), ``rename NAME``;
+    the real calls still run."""
     events: list[str] = []
     real_syncfs, real_fsync, real_link, real_replace = spool._SYNCFS, os.fsync, os.link, os.replace
 
@@ -162,8 +164,19 @@ def record_flushes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         events.append(f"rename {name}")
         real_replace(source, name, **kwargs)  # type: ignore[arg-type]
 
+    real_linkat = spool._LINKAT
+
+    def linkat(fd: int, path: bytes, dir_fd: int, name: bytes, flags: int) -> int:
+        assert real_linkat is not None
+        result = real_linkat(fd, path, dir_fd, name, flags)
+        if result == 0:
+            events.append(f"link {os.fsdecode(name)}")
+        return result
+
     if real_syncfs is not None:
         monkeypatch.setattr(spool, "_SYNCFS", syncfs)
+    if real_linkat is not None:
+        monkeypatch.setattr(spool, "_LINKAT", linkat)
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "link", link)
     monkeypatch.setattr(os, "replace", replace)
@@ -219,10 +232,12 @@ async def test_a_failed_flush_of_the_names_is_retried_whole(
 
     def second_fails(fd: int) -> int:
         calls.append(fd)
-        return -1 if len(calls) == 2 else real_syncfs(fd)  # type: ignore[misc]
+        if len(calls) == 2:
+            ctypes.set_errno(errno.EIO)
+            return -1
+        return real_syncfs(fd)  # type: ignore[misc]
 
     monkeypatch.setattr(spool, "_SYNCFS", second_fails)
-    monkeypatch.setattr(ctypes, "get_errno", lambda: errno.EIO)
     output = SpoolOutput("spool", tmp_path)
     items = [
         (make_signal(account=f"{1000 + i}", effective_account=None), f"p-{i}") for i in range(3)
@@ -293,6 +308,7 @@ def unnamed_here(directory: Path) -> bool:
 def fresh_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test probes the filesystem afresh (the spool remembers the answer per device)."""
     monkeypatch.setattr(spool, "_unnamed_by_device", {})
+    monkeypatch.setitem(spool._descriptor_link, "refused", False)
 
 
 def count_renames(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -323,6 +339,106 @@ async def test_new_packages_are_linked_in_without_a_temporary_name(
     validate((tmp_path / "spool" / "p-1.xml").read_bytes())
 
 
+def descriptor_links_here(directory: Path) -> bool:
+    """Whether this kernel lets the process link its unnamed inode by descriptor
+    (``AT_EMPTY_PATH``: Linux 6.10 and later, or CAP_DAC_READ_SEARCH)."""
+    if sys.platform != "linux" or not unnamed_here(directory):
+        return False
+    linkat = ctypes.CDLL(None, use_errno=True).linkat
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(".", os.O_WRONLY | os.O_TMPFILE, 0o600, dir_fd=dir_fd)
+    try:
+        return bool(linkat(fd, b"", dir_fd, b"probe", 0x1000) == 0)  # AT_EMPTY_PATH
+    finally:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink("probe", dir_fd=dir_fd)
+        os.close(dir_fd)
+
+
+async def test_packages_are_linked_by_descriptor_without_a_walk_through_proc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the kernel allows it, each unnamed package is linked by its descriptor
+    (``linkat(fd, "", ..., AT_EMPTY_PATH)``): no path through ``/proc/self/fd`` is resolved,
+    new names and a redelivery alike, and the bytes and mode are the same."""
+    folder = tmp_path / "spool"
+    folder.mkdir(mode=0o700)
+    if not descriptor_links_here(folder):
+        pytest.skip("this kernel links unnamed files only through /proc here")
+
+    def no_proc(source: str, name: str, **kwargs: object) -> None:
+        raise AssertionError(f"linked through {source}")
+
+    monkeypatch.setattr(os, "link", no_proc)
+    output = SpoolOutput("spool", folder)
+    items = [
+        (make_signal(account=f"{1000 + i}", effective_account=None), f"p-{i}") for i in range(3)
+    ]
+    assert await output.deliver_batch(items) == 3
+    first = (folder / "p-1.xml").read_bytes()
+    assert await output.deliver_batch(items[1:2]) == 1  # a redelivery: temporary, then rename
+    assert sorted(os.listdir(folder)) == ["p-0.xml", "p-1.xml", "p-2.xml"]
+    assert (folder / "p-1.xml").read_bytes() == first
+    assert Package.from_xml(first).device_id == "1001"
+    assert (folder / "p-1.xml").stat().st_mode & 0o777 == 0o600
+
+
+async def test_a_kernel_refusing_the_descriptor_link_gets_the_proc_path_from_then_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older kernel refuses ``AT_EMPTY_PATH`` to an unprivileged process (ENOENT): that
+    package is linked through ``/proc/self/fd`` instead, and every later one too, without
+    asking the kernel again."""
+    if not unnamed_here(tmp_path):
+        pytest.skip("no O_TMPFILE on this filesystem")
+    asked: list[bytes] = []
+
+    def refusing_linkat(fd: int, path: bytes, dir_fd: int, name: bytes, flags: int) -> int:
+        asked.append(name)
+        ctypes.set_errno(errno.ENOENT)
+        return -1
+
+    monkeypatch.setattr(spool, "_LINKAT", refusing_linkat)
+    events = record_flushes(monkeypatch)
+    output = SpoolOutput("spool", tmp_path)
+    assert await output.deliver_batch([(make_signal(), f"p-{i}") for i in range(3)]) == 3
+    await output.deliver(make_signal(), "p-1")  # a redelivery
+    assert asked == [b"p-0.xml"]
+    assert [event for event in events if event.startswith("link")] == [
+        "link p-0.xml",
+        "link p-1.xml",
+        "link p-2.xml",
+        "link p-1.xml",  # taken: a temporary name, then renamed over
+        f"link .p-1.xml.{os.getpid()}.tmp",
+    ]
+    assert sorted(os.listdir(tmp_path)) == ["p-0.xml", "p-1.xml", "p-2.xml"]
+
+
+async def test_a_link_failing_both_ways_is_a_delivery_error_and_keeps_the_descriptor_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the /proc path fails as well (the fault is real, not a refusal), the dispatcher gets
+    the DeliveryError to retry on, nothing is named, and the next try asks the kernel again."""
+    if not unnamed_here(tmp_path):
+        pytest.skip("no O_TMPFILE on this filesystem")
+
+    def refusing_linkat(fd: int, path: bytes, dir_fd: int, name: bytes, flags: int) -> int:
+        ctypes.set_errno(errno.ENOENT)
+        return -1
+
+    def gone(source: str, name: str, **kwargs: object) -> None:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", name)
+
+    monkeypatch.setattr(spool, "_LINKAT", refusing_linkat)
+    monkeypatch.setattr(os, "link", gone)
+    output = SpoolOutput("spool", tmp_path)
+    with pytest.raises(DeliveryError, match="No such file"):
+        await output.deliver(make_signal(), "pkg-1")
+    assert os.listdir(tmp_path) == []
+    assert not spool._descriptor_link["refused"]
+
+
 CRASH_BEFORE_NAMING = """
 import os, signal, sys
 from pathlib import Path
@@ -331,7 +447,7 @@ from adapters import spool
 def crash(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)  # the receiver dies after the flush, before the name
 
-os.link = os.replace = crash
+os.link = os.replace = spool._LINKAT = crash
 spool.write_all_atomically(
     Path(sys.argv[1]), [("a.xml", b"<a/>"), ("b.xml", b"<b/>")], unnamed=sys.argv[2] == "1"
 )
@@ -523,3 +639,73 @@ def test_a_crash_image_keeps_every_delivered_package(tmp_path: Path, unnamed: bo
     )
     survived = {path.name: path.read_bytes() for path in (found / "spool").iterdir()}
     assert survived == dict(batch + lone)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_crash_image_unavailable() is not None, reason=str(_crash_image_unavailable()))
+@BOTH_PATHS
+def test_a_crash_after_the_names_before_their_flush_leaves_no_torn_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool
+) -> None:
+    """Power lost once the packages are named but before the flush that makes the names durable,
+    after the kernel's flusher wrote the metadata (an fsync of the block device: inode tables,
+    bitmaps, directory blocks) and none of the files' delayed data: every name e2fsck keeps holds
+    its whole package. That is why the data is flushed before the names: linking first and
+    flushing once left every name of the batch pointing at an empty file here."""
+    image, crashed, mount = tmp_path / "disk.img", tmp_path / "crashed.img", tmp_path / "mnt"
+    with image.open("wb") as disk:
+        disk.truncate(64 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", str(image)], check=True)
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-o", "loop", str(image), str(mount)], capture_output=True, text=True, check=False
+    )
+    if mounted.returncode != 0:  # the kernel or the container forbids it
+        pytest.skip(f"cannot loop-mount an image here: {mounted.stderr.strip()}")
+    device = subprocess.run(
+        ["findmnt", "-n", "-o", "SOURCE", str(mount)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    batch = [(f"p-{i}.xml", b"<p>%d</p>\n" % i * 40) for i in range(20)]
+    directory = mount / "spool"
+    real_syncfs, real_fsync = spool._SYNCFS, os.fsync
+    crashes: list[int] = []
+
+    def crash_if_named(fd: int) -> None:
+        """At the first flush once a package is named: the flusher's metadata, then the copy."""
+        if not crashes and any(name.endswith(".xml") for name in os.listdir(directory)):
+            block_device = os.open(device, os.O_RDONLY)
+            try:
+                real_fsync(block_device)
+            finally:
+                os.close(block_device)
+            shutil.copyfile(image, crashed)
+            crashes.append(fd)
+
+    def syncfs(fd: int) -> int:
+        crash_if_named(fd)
+        return real_syncfs(fd) if real_syncfs is not None else 0
+
+    def fsync(fd: int) -> None:
+        crash_if_named(fd)
+        real_fsync(fd)
+
+    try:
+        directory.mkdir()
+        subprocess.run(["sync", "-f", str(directory)], check=True)  # the folder existed before
+        monkeypatch.setattr(spool, "_SYNCFS", syncfs)
+        monkeypatch.setattr(os, "fsync", fsync)
+        assert spool.write_all_atomically(directory, batch, unnamed=unnamed) == 20
+        monkeypatch.undo()
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+    assert crashes, "no flush came after the names"
+    subprocess.run(["e2fsck", "-fy", str(crashed)], capture_output=True, check=False)
+    found = tmp_path / "found"
+    found.mkdir()
+    subprocess.run(
+        ["debugfs", "-R", f"rdump /spool {found}", str(crashed)], capture_output=True, check=True
+    )
+    survived = {path.name: path.read_bytes() for path in (found / "spool").iterdir()}
+    packages = {name: data for name, data in survived.items() if name.endswith(".xml")}
+    assert packages, "nothing named survived: the crash point shows nothing"
+    assert {name: data for name, data in packages.items() if data != dict(batch)[name]} == {}
