@@ -601,15 +601,9 @@ def _crash_image_unavailable() -> str | None:
     return None
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(_crash_image_unavailable() is not None, reason=str(_crash_image_unavailable()))
-@BOTH_PATHS
-def test_a_crash_image_keeps_every_delivered_package(tmp_path: Path, unnamed: bool) -> None:
-    """Power lost the moment a write returns: a copy of the disk as it is then (a loop-mounted
-    ext4 image without a journal, as this project's VM runs), checked by e2fsck, still holds
-    every package of a batch and a lone package, byte for byte. Before the links were flushed
-    with their inodes, e2fsck cleared every package linked in (the names pointed at inodes the
-    disk held with no link)."""
+def _mounted_image(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A fresh 64 MiB ext4 image without a journal (as this project's VM runs), loop-mounted:
+    the image, where its crash copy goes, and the mount point (the caller unmounts it)."""
     image, crashed, mount = tmp_path / "disk.img", tmp_path / "crashed.img", tmp_path / "mnt"
     with image.open("wb") as disk:
         disk.truncate(64 << 20)
@@ -620,6 +614,29 @@ def test_a_crash_image_keeps_every_delivered_package(tmp_path: Path, unnamed: bo
     )
     if mounted.returncode != 0:  # the kernel or the container forbids it
         pytest.skip(f"cannot loop-mount an image here: {mounted.stderr.strip()}")
+    return image, crashed, mount
+
+
+def _spool_after_fsck(crashed: Path, found: Path) -> dict[str, bytes]:
+    """What the crash copy's ``/spool`` holds once e2fsck has repaired it, name by name."""
+    subprocess.run(["e2fsck", "-fy", str(crashed)], capture_output=True, check=False)
+    found.mkdir()
+    subprocess.run(
+        ["debugfs", "-R", f"rdump /spool {found}", str(crashed)], capture_output=True, check=True
+    )
+    return {path.name: path.read_bytes() for path in (found / "spool").iterdir()}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_crash_image_unavailable() is not None, reason=str(_crash_image_unavailable()))
+@BOTH_PATHS
+def test_a_crash_image_keeps_every_delivered_package(tmp_path: Path, unnamed: bool) -> None:
+    """Power lost the moment a write returns: a copy of the disk as it is then (a loop-mounted
+    ext4 image without a journal, as this project's VM runs), checked by e2fsck, still holds
+    every package of a batch and a lone package, byte for byte. Before the links were flushed
+    with their inodes, e2fsck cleared every package linked in (the names pointed at inodes the
+    disk held with no link)."""
+    image, crashed, mount = _mounted_image(tmp_path)
     batch = [(f"p-{i}.xml", b"<p>%d</p>\n" % i * 40) for i in range(20)]
     lone = [("lone.xml", b"<lone/>\n" * 50)]
     try:
@@ -631,13 +648,7 @@ def test_a_crash_image_keeps_every_delivered_package(tmp_path: Path, unnamed: bo
         shutil.copyfile(image, crashed)  # what the disk holds as the write returns
     finally:
         subprocess.run(["umount", str(mount)], check=True)
-    subprocess.run(["e2fsck", "-fy", str(crashed)], capture_output=True, check=False)
-    found = tmp_path / "found"
-    found.mkdir()
-    subprocess.run(
-        ["debugfs", "-R", f"rdump /spool {found}", str(crashed)], capture_output=True, check=True
-    )
-    survived = {path.name: path.read_bytes() for path in (found / "spool").iterdir()}
+    survived = _spool_after_fsck(crashed, tmp_path / "found")
     assert survived == dict(batch + lone)
 
 
@@ -652,16 +663,7 @@ def test_a_crash_after_the_names_before_their_flush_leaves_no_torn_package(
     bitmaps, directory blocks) and none of the files' delayed data: every name e2fsck keeps holds
     its whole package. That is why the data is flushed before the names: linking first and
     flushing once left every name of the batch pointing at an empty file here."""
-    image, crashed, mount = tmp_path / "disk.img", tmp_path / "crashed.img", tmp_path / "mnt"
-    with image.open("wb") as disk:
-        disk.truncate(64 << 20)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", str(image)], check=True)
-    mount.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-o", "loop", str(image), str(mount)], capture_output=True, text=True, check=False
-    )
-    if mounted.returncode != 0:  # the kernel or the container forbids it
-        pytest.skip(f"cannot loop-mount an image here: {mounted.stderr.strip()}")
+    image, crashed, mount = _mounted_image(tmp_path)
     device = subprocess.run(
         ["findmnt", "-n", "-o", "SOURCE", str(mount)], capture_output=True, text=True, check=True
     ).stdout.strip()
@@ -699,13 +701,7 @@ def test_a_crash_after_the_names_before_their_flush_leaves_no_torn_package(
     finally:
         subprocess.run(["umount", str(mount)], check=True)
     assert crashes, "no flush came after the names"
-    subprocess.run(["e2fsck", "-fy", str(crashed)], capture_output=True, check=False)
-    found = tmp_path / "found"
-    found.mkdir()
-    subprocess.run(
-        ["debugfs", "-R", f"rdump /spool {found}", str(crashed)], capture_output=True, check=True
-    )
-    survived = {path.name: path.read_bytes() for path in (found / "spool").iterdir()}
+    survived = _spool_after_fsck(crashed, tmp_path / "found")
     packages = {name: data for name, data in survived.items() if name.endswith(".xml")}
     assert packages, "nothing named survived: the crash point shows nothing"
     assert {name: data for name, data in packages.items() if data != dict(batch)[name]} == {}

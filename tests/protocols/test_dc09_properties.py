@@ -209,14 +209,18 @@ def test_corrupted_byte_never_acked(
 
 
 _hex_field = st.none() | st.text("0123456789ABCDEF", min_size=0, max_size=6)
-
-
-@given(
+# What an ACK echoes of its frame: sequence, receiver, line, account, CRC form.
+_ACKED_FRAME = (
     st.text("0123456789", min_size=4, max_size=4),
     st.none() | st.text("0123456789ABCDEF", min_size=1, max_size=6),
     _hex_field,
     st.text("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefxyz", min_size=1, max_size=16),
     st.sampled_from(["hex", "binary"]),
+)
+
+
+@given(
+    *_ACKED_FRAME,
 )
 def test_fast_ack_is_the_ack_built_from_its_text(
     sequence: str, receiver: str | None, line: str | None, account: str, crc_form: str
@@ -280,11 +284,7 @@ _zones = st.sampled_from(
 
 
 @given(
-    st.text("0123456789", min_size=4, max_size=4),
-    st.none() | st.text("0123456789ABCDEF", min_size=1, max_size=6),
-    _hex_field,
-    st.text("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefxyz", min_size=1, max_size=16),
-    st.sampled_from(["hex", "binary"]),
+    *_ACKED_FRAME,
     st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
     _zones,
     st.booleans(),
