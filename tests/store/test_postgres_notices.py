@@ -107,8 +107,8 @@ async def test_a_commit_no_notice_told_is_learnt_by_the_fallback_poll(pg_url: st
 
 
 async def test_the_watch_listens_again_after_the_server_ends_its_connection(pg_url: str) -> None:
-    """The listening backend terminated (pg_terminate_backend): the watch counts the failure,
-    connects again, reads what was committed while nobody listened, and is told again."""
+    """The listening backend terminated (pg_terminate_backend): the watch connects again,
+    reads what was committed while nobody listened, and is told again."""
     journal = Journal(MemoryStore())
     async with trio.open_nursery() as nursery:
         nursery.start_soon(journal.watch_other_writers, PostgresStore(pg_url), HOUR)
@@ -127,7 +127,10 @@ async def test_the_watch_listens_again_after_the_server_ends_its_connection(pg_u
         told = await trio.to_thread.run_sync(_commit, pg_url)
         await _learnt(journal, told)  # the new connection listens: told, not polled
         nursery.cancel_scope.cancel()
-    assert journal.counters.snapshot()["store_errors"] == 1
+    # pg_terminate_backend only signals the backend: the wait that sees it go fails (one store
+    # error counted), or, when the connection is found closed as the next wait begins, is
+    # reopened there at once (none). Never more than the one loss.
+    assert journal.counters.snapshot().get("store_errors", 0) <= 1
 
 
 def test_close_during_a_wait_ends_the_wait_and_its_connection(pg_url: str) -> None:
