@@ -69,7 +69,9 @@ def configure(
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, out)),
+        # One write per line (the message and its newline together): the coordinator and its
+        # workers share one stderr, and print's two writes let their lines interleave.
+        logger_factory=structlog.WriteLoggerFactory(file=cast(TextIO, out)),
         cache_logger_on_first_use=True,
     )
     direct = json and level <= logging.INFO
