@@ -258,6 +258,9 @@ class JournalConfig:
     max_batch: int = field(default=512, validator=_between(1, 100_000))
     queue_size: int = field(default=4096, validator=_between(1, 10_000_000))
     keep_days: int = field(default=400, validator=_between(1, 36_500))
+    # Commit on the ingest loop's thread while the store's write lock is free (SQLite), else in
+    # a worker thread; false: always the thread (receiver/journal.py).
+    commit_inline: bool = True
 
 
 @frozen

@@ -261,6 +261,7 @@ class Service:
             max_batch=config.journal.max_batch,
             queue_size=config.journal.queue_size,
             counters=self.counters,
+            commit_inline=config.journal.commit_inline,
         )
         self.registry = RegistryView(open_registry_store(config.store), counters=self.counters)
         self.supervisor = Supervisor(

@@ -361,6 +361,16 @@ class JournalStore(Protocol):
 
 
 @runtime_checkable
+class AppendNowStore(Protocol):
+    """A store that can commit on the caller's thread when no other writer holds its lock."""
+
+    def append_now(self, writes: Sequence[JournalWrite]) -> list[WriteOutcome] | None:
+        """``append`` at once if the write lock is free now, without waiting for another
+        writer; None (nothing written) when another holds it: then call ``append``."""
+        ...
+
+
+@runtime_checkable
 class CommitNoticeStore(Protocol):
     """A store that tells its commits to every node (PostgreSQL's LISTEN/NOTIFY)."""
 

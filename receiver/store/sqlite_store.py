@@ -259,8 +259,13 @@ _LOCK_STEP_MAX = 0.002
 _LOCK_TIMEOUT = 30.0
 
 
-def begin_immediate(conn: sqlite3.Connection) -> None:
-    """``BEGIN IMMEDIATE``, retried in sub-millisecond steps while another process writes."""
+class WriteLockBusyError(Exception):
+    """Another connection holds the write lock and the caller would not wait (``wait=False``)."""
+
+
+def begin_immediate(conn: sqlite3.Connection, *, wait: bool = True) -> None:
+    """``BEGIN IMMEDIATE``, retried in sub-millisecond steps while another process writes;
+    ``wait=False``: one try, :class:`WriteLockBusyError` when the lock is held."""
     deadline = time.monotonic() + _LOCK_TIMEOUT
     step = 0.0001
     while True:
@@ -270,6 +275,8 @@ def begin_immediate(conn: sqlite3.Connection) -> None:
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
+            if not wait:
+                raise WriteLockBusyError(str(exc)) from None
             if time.monotonic() > deadline:
                 raise
         time.sleep(step)
@@ -277,8 +284,10 @@ def begin_immediate(conn: sqlite3.Connection) -> None:
 
 
 @contextmanager
-def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    begin_immediate(conn)
+def write_transaction(
+    conn: sqlite3.Connection, *, wait: bool = True
+) -> Iterator[sqlite3.Connection]:
+    begin_immediate(conn, wait=wait)
     try:
         yield conn
         conn.execute("COMMIT")
@@ -381,8 +390,23 @@ class SqliteStore:
         # Writes under a lease this node lost are refused (receiver/store/fencing.py).
         return append_fenced(writes, lambda kept: self._run(lambda conn: self._append(conn, kept)))
 
+    def append_now(self, writes: Sequence[JournalWrite]) -> list[WriteOutcome] | None:
+        """``append`` on the caller's thread if nobody holds the write lock (no other
+        process's transaction, no other thread on this store object); None, nothing written,
+        when someone does. The rows built before the try are then built again by ``append``:
+        a contended try costs that much (``Journal`` counts the tries that found it held)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            conn = self._connection()
+            return append_fenced(writes, lambda kept: self._append(conn, kept, wait=False))
+        except WriteLockBusyError:
+            return None
+        finally:
+            self._lock.release()
+
     def _append(
-        self, conn: sqlite3.Connection, writes: Sequence[JournalWrite]
+        self, conn: sqlite3.Connection, writes: Sequence[JournalWrite], *, wait: bool = True
     ) -> list[WriteOutcome]:
         # Built before taking the write lock (other processes wait while we hold it);
         # duplicates are rare, so a row built for one is cheap waste.
@@ -394,7 +418,7 @@ class SqliteStore:
                 if key is not None:
                     keyed.append(len(rows))
                 rows.append(signal_row(signal, key))
-        with write_transaction(conn):
+        with write_transaction(conn, wait=wait):
             dup_of: dict[int, int | tuple[int]] = {}  # row index -> seq (or (row index,))
             if keyed:
                 dup_of = self._find_duplicates(conn, rows, keyed)
