@@ -148,9 +148,10 @@ class Journal:
         commit_inline: bool = False,
     ) -> None:
         self.store = store
-        # Where the store can, commit on the loop's thread while the write lock is free.
-        self._append_now = store.append_now if isinstance(store, AppendNowStore) else None
-        self.commit_inline = commit_inline and self._append_now is not None
+        # Asked for and where the store can: commit on the loop's thread while the lock is free.
+        self._append_now = (
+            store.append_now if commit_inline and isinstance(store, AppendNowStore) else None
+        )
         self._inline_paused_until = float("-inf")
         self.max_batch = max_batch
         self.counters = counters or Counters()
@@ -174,7 +175,7 @@ class Journal:
     def _commit_now(self, batch: list[_Request]) -> tuple[int, int] | None:
         """The batch committed inline, as ``_commit``; None (nothing written) when inline
         commits are off or paused, or another writer holds the lock."""
-        if self._append_now is None or not self.commit_inline:
+        if self._append_now is None:
             return None
         now = trio.current_time()
         if now < self._inline_paused_until:
