@@ -7,10 +7,8 @@ Rules:
   each component its own object (``receiver.store.open_store``), so that a long read (history,
   a backlog count) never waits behind the journal's commits, nor they behind it.
 - ``append`` is one ``BEGIN IMMEDIATE`` transaction (WAL, ``synchronous=FULL``): durable on
-  return. Every write of this store first queues on the writers' gate (``write_gate.py``: a
-  ``flock`` that wakes the next receiver process as the holder commits), then takes SQLite's
-  write lock, retried in sub-millisecond steps (for writers outside the gate) instead of
-  SQLite's busy handler (which sleeps 1, 2, 5, 10 … up to 100 ms).
+  return. The write lock is retried in sub-millisecond steps instead of SQLite's busy handler
+  (which sleeps 1, 2, 5, 10 … up to 100 ms), for every write of this store.
 - Duplicates: a keyed signal whose (account, sequence) was committed within the window with
   the same key is absorbed (the original row counts the repeat). The ``signals_by_dedupe``
   index is read inside the write transaction, so every process's commits are seen: a retry
@@ -54,7 +52,6 @@ from receiver.store.signal_rows import (
 )
 from receiver.store.sqlite import connect
 from receiver.store.state_rows import cursor_params, state_params
-from receiver.store.write_gate import WriteGate
 
 if TYPE_CHECKING:
     from receiver.bridge_state import BridgeReportRead
@@ -288,24 +285,16 @@ def begin_immediate(conn: sqlite3.Connection, *, wait: bool = True) -> None:
 
 @contextmanager
 def write_transaction(
-    conn: sqlite3.Connection, *, wait: bool = True, gate: WriteGate | None = None
+    conn: sqlite3.Connection, *, wait: bool = True
 ) -> Iterator[sqlite3.Connection]:
-    """One ``BEGIN IMMEDIATE`` transaction, committed when the block ends, rolled back when it
-    raises; behind ``gate`` (``receiver/store/write_gate.py``) when one is given."""
-    if gate is not None and not gate.acquire(wait=wait):
-        raise WriteLockBusyError("another receiver process holds the write gate")
+    begin_immediate(conn, wait=wait)
     try:
-        begin_immediate(conn, wait=wait)
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-    finally:
-        if gate is not None:
-            gate.release()
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 class SqliteStore:
@@ -319,7 +308,6 @@ class SqliteStore:
         self.create = create
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        self._gate = WriteGate(self.path)
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -348,7 +336,6 @@ class SqliteStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-            self._gate.close()
 
     def registry(self) -> RegistryTables:
         """The registry's tables on a connection of their own to this file (the caller closes
@@ -431,7 +418,7 @@ class SqliteStore:
                 if key is not None:
                     keyed.append(len(rows))
                 rows.append(signal_row(signal, key))
-        with write_transaction(conn, wait=wait, gate=self._gate):
+        with write_transaction(conn, wait=wait):
             dup_of: dict[int, int | tuple[int]] = {}  # row index -> seq (or (row index,))
             if keyed:
                 dup_of = self._find_duplicates(conn, rows, keyed)
@@ -611,7 +598,7 @@ class SqliteStore:
 
     def ensure_output(self, name: str, now_us: int) -> int:
         def ensure(conn: sqlite3.Connection) -> int:
-            with write_transaction(conn, gate=self._gate):
+            with write_transaction(conn):
                 conn.execute(ENSURE_OUTPUT, (name, now_us))
             row = conn.execute("SELECT cursor FROM outputs WHERE name = ?", (name,)).fetchone()
             return int(row[0])
@@ -621,7 +608,7 @@ class SqliteStore:
     def save_cursor(self, update: CursorUpdate, fence: FencingToken | None = None) -> bool:
         def save(conn: sqlite3.Connection) -> bool:
             try:
-                with write_transaction(conn, gate=self._gate):
+                with write_transaction(conn):
                     if fence is not None:  # under the write lock, as an append checks it
                         rows = conn.execute(lease_rows_sql(1), [fence.lease]).fetchall()
                         check_tokens({fence}, rows)
@@ -659,7 +646,7 @@ class SqliteStore:
 
     def write_bridge_states(self, rows: Sequence[BridgeStateRow]) -> None:
         def write(conn: sqlite3.Connection) -> None:
-            with write_transaction(conn, gate=self._gate):
+            with write_transaction(conn):
                 conn.executemany(UPSERT_BRIDGE_STATE, [_state_values(r) for r in rows])
 
         self._run(write)
